@@ -1,0 +1,3 @@
+from cardiofair.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Cohorts in, prepared datasets out: the record schema, the phantom and the real-cohort loaders."""

@@ -1,0 +1,263 @@
+"""The record schema and the prepared-dataset directory: one place that reads and writes both.
+
+A record is one subject's slice pair: ``image`` float32 (2, H, W) with channels (ED, ES) in
+[0, 1], ``mask`` uint8 (2, H, W) with labels 0 background, 1 LV blood pool, 2 LV myocardium,
+3 RV blood pool, and its metadata. A prepared dataset directory holds ``manifest.csv`` (one row
+per record, paths relative to the directory), the image and mask of every record as NIfTI,
+PNG previews, ``excluded.csv`` and the resolved settings that made it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+LABELS = {0: "background", 1: "LV blood pool", 2: "LV myocardium", 3: "RV blood pool"}
+FRAMES = ("ED", "ES")
+
+# The columns every manifest has, in this order; loaders may add more (vendor, centre, ...).
+MANIFEST_COLUMNS = (
+    "record_id",
+    "subject_id",
+    "dataset",
+    "sex",
+    "age_years",
+    "height_cm",
+    "weight_kg",
+    "bmi",
+    "diagnosis",
+    "prompt",
+    "image_path",
+    "mask_path",
+    "preview_path",
+    "pixel_spacing_mm",
+    "slice_index",
+    "is_synthetic",
+)
+EXCLUDED_COLUMNS = ("subject_id", "file", "reason")
+META_FIELDS = ("subject_id", "dataset", "sex", "age_years", "height_cm", "weight_kg", "bmi", "diagnosis")
+
+NIFTI_DESCRIPTION = b"cardiofair prepared ED,ES"
+
+
+@dataclass
+class Record:
+    """One subject's (ED, ES) slice pair with its mask pair and metadata."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[0] != 2:
+            raise ValueError(f"image must have shape (2, H, W), got {self.image.shape}")
+        if self.mask.shape != self.image.shape:
+            raise ValueError(f"mask shape {self.mask.shape} differs from image shape {self.image.shape}")
+        self.image = np.asarray(self.image, dtype=np.float32)
+        self.mask = np.asarray(self.mask, dtype=np.uint8)
+
+    @property
+    def record_id(self) -> str:
+        return str(self.meta["record_id"])
+
+
+class SubjectError(Exception):
+    """A problem with one subject's data: the subject is excluded, the run goes on."""
+
+    def __init__(self, subject_id: str, file: str | os.PathLike | None, reason: str):
+        self.subject_id = str(subject_id)
+        self.file = "" if file is None else str(file)
+        self.reason = reason
+        where = f" ({self.file})" if self.file else ""
+        super().__init__(f"{self.subject_id}{where}: {reason}")
+
+    def as_row(self) -> dict[str, str]:
+        return {"subject_id": self.subject_id, "file": self.file, "reason": self.reason}
+
+
+# --- NIfTI and PNG encoding -------------------------------------------------------------------
+
+
+def _nifti_bytes(data: np.ndarray, spacing_mm: float, description: bytes) -> bytes:
+    # (2, H, W) is stored as (H, W, 1, 2): a 2D cine of two frames, so viewers show ED and ES
+    # as time points and the pixel spacing stays in the header.
+    volume = np.moveaxis(data, 0, -1)[:, :, None, :]
+    affine = np.diag([spacing_mm, spacing_mm, 1.0, 1.0])
+    img = nib.Nifti1Image(volume, affine)
+    img.header["descrip"] = description[:79]
+    img.header.set_xyzt_units("mm", "sec")
+    raw = img.to_bytes()
+    buffer = io.BytesIO()
+    # mtime=0 keeps the same inputs byte-identical across runs.
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=6) as gz:
+        gz.write(raw)
+    return buffer.getvalue()
+
+
+def read_pair_nifti(path: str | os.PathLike) -> tuple[np.ndarray, float, str]:
+    """Read a (2, H, W) array written by this module; returns (array, spacing_mm, description)."""
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    if data.ndim != 4 or data.shape[2] != 1 or data.shape[3] != 2:
+        raise ValueError(f"{path}: expected a (H, W, 1, 2) cardiofair pair, got shape {data.shape}")
+    description = bytes(img.header["descrip"]).rstrip(b"\x00").decode("ascii", "replace")
+    return np.moveaxis(data[:, :, 0, :], -1, 0), float(img.header.get_zooms()[0]), description
+
+
+def _preview_png(image: np.ndarray, mask: np.ndarray) -> bytes:
+    """ED | ES on top, the same with mask outlines below: a quick look, not a measurement."""
+    grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    top = np.concatenate([grey[0], grey[1]], axis=1)
+    rgb = np.repeat(top[:, :, None], 3, axis=2)
+    colours = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 240]], dtype=np.uint8)
+    overlay = rgb.copy()
+    labels = np.concatenate([mask[0], mask[1]], axis=1)
+    overlay[labels > 0] = (0.5 * overlay[labels > 0] + 0.5 * colours[labels[labels > 0]]).astype(np.uint8)
+    sheet = np.concatenate([rgb, overlay], axis=0)
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def write_record_files(root: Path, record: Record, description: bytes = NIFTI_DESCRIPTION) -> dict[str, str]:
+    """Write a record's NIfTI pair and preview under ``root``; return the relative paths."""
+    spacing = float(record.meta["pixel_spacing_mm"])
+    rid = record.record_id
+    paths = {
+        "image_path": f"images/{rid}.nii.gz",
+        "mask_path": f"masks/{rid}.nii.gz",
+        "preview_path": f"previews/{rid}.png",
+    }
+    for sub in ("images", "masks", "previews"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    _atomic_write(root / paths["image_path"], _nifti_bytes(record.image, spacing, description))
+    _atomic_write(root / paths["mask_path"], _nifti_bytes(record.mask, spacing, description))
+    _atomic_write(root / paths["preview_path"], _preview_png(record.image, record.mask))
+    return paths
+
+
+def manifest_row(record: Record, paths: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest row of a written record: schema columns first, loader extras after."""
+    row = {column: record.meta.get(column) for column in MANIFEST_COLUMNS}
+    row.update(paths)
+    row["is_synthetic"] = bool(record.meta.get("is_synthetic", False))
+    for key, value in record.meta.items():
+        if key not in row:
+            row[key] = value
+    return row
+
+
+# --- the dataset directory --------------------------------------------------------------------
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory exists and overwriting was not asked for."""
+
+
+class DatasetWriter:
+    """Builds a prepared dataset in a hidden temporary directory and renames it into place.
+
+    An interrupted run leaves no half-written dataset at ``out``: the rename is the last step,
+    and an existing directory is replaced only with ``overwrite=True``.
+    """
+
+    def __init__(self, out: str | os.PathLike, overwrite: bool = False):
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise OutputExistsError(f"{self.out} already exists; pass --overwrite to replace it")
+        self.overwrite = overwrite
+        self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
+        self.rows: list[dict[str, Any]] = []
+        self.excluded: list[dict[str, str]] = []
+
+    def __enter__(self) -> "DatasetWriter":
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir()
+        return self
+
+    def add(self, record: Record) -> None:
+        """Write one record's files and remember its manifest row."""
+        self.rows.append(manifest_row(record, write_record_files(self.tmp, record)))
+
+    def add_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Remember rows whose files a worker already wrote under :attr:`tmp`."""
+        self.rows.extend(dict(r) for r in rows)
+
+    def exclude(self, error: SubjectError) -> None:
+        self.excluded.append(error.as_row())
+
+    def finish(self, settings: Mapping[str, Any]) -> Path:
+        """Write manifest, exclusions and settings, then move the dataset into place."""
+        ids = [r["record_id"] for r in self.rows]
+        duplicated = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate record ids: {duplicated[:5]}")
+        manifest = pd.DataFrame(sorted(self.rows, key=lambda r: r["record_id"]))
+        if manifest.empty:
+            manifest = pd.DataFrame(columns=list(MANIFEST_COLUMNS))
+        manifest.to_csv(self.tmp / "manifest.csv", index=False)
+        excluded = pd.DataFrame(sorted(self.excluded, key=lambda r: (r["subject_id"], r["file"])),
+                                columns=list(EXCLUDED_COLUMNS))
+        excluded.to_csv(self.tmp / "excluded.csv", index=False)
+        (self.tmp / "prepare.json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+        if self.out.exists():
+            trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.out, trash)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(trash)
+        else:
+            os.replace(self.tmp, self.out)
+        return self.out
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def read_manifest(root: str | os.PathLike) -> pd.DataFrame:
+    """The manifest of a prepared dataset, with a clear error when it is not one."""
+    path = Path(root) / "manifest.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} is not a prepared dataset: {path} is missing (run `cardiofair prepare`)")
+    manifest = pd.read_csv(path, dtype={"subject_id": str, "record_id": str})
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}")
+    return manifest
+
+
+def load_record(root: str | os.PathLike, row: Mapping[str, Any]) -> Record:
+    """Load one manifest row's image and mask."""
+    root = Path(root)
+    image, spacing, _ = read_pair_nifti(root / row["image_path"])
+    mask, _, _ = read_pair_nifti(root / row["mask_path"])
+    meta = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in dict(row).items()}
+    meta["pixel_spacing_mm"] = spacing
+    return Record(image=image.astype(np.float32), mask=mask.astype(np.uint8), meta=meta)
+
+
+def load_dataset(root: str | os.PathLike) -> list[Record]:
+    """Every record of a prepared dataset, in manifest order."""
+    manifest = read_manifest(root)
+    return [load_record(root, row) for row in manifest.to_dict("records")]

@@ -1,0 +1,183 @@
+"""Patient metadata <-> text prompt, and the subgroup cells every later stage speaks in.
+
+Pure Python: no torch, no numpy. The default grammar is the paper's
+``"{Sex}, age in {decade}s, {bmi_class} BMI, {diagnosis}"``; an unknown attribute is left out
+of the prompt (never invented), and every prompt parses back into its binned attributes so that
+evaluation can check whether a synthetic image carries what it was asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+SEXES = ("Female", "Male")
+# WHO adult BMI classes: underweight < 18.5, normal < 25, overweight < 30, obese >= 30.
+BMI_CLASSES = ("underweight", "normal", "overweight", "obese")
+BMI_THRESHOLDS = (18.5, 25.0, 30.0)
+ATTRIBUTES = ("sex", "age", "bmi", "diagnosis")
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+def bmi_class(bmi: float | None) -> str | None:
+    """WHO class of a BMI value, or None when unknown."""
+    if _is_missing(bmi):
+        return None
+    bmi = float(bmi)
+    for name, upper in zip(BMI_CLASSES, BMI_THRESHOLDS):
+        if bmi < upper:
+            return name
+    return BMI_CLASSES[-1]
+
+
+def age_bin(age_years: float | None, width: int = 10) -> str | None:
+    """Age bin label: ``"60s"`` for 10-year bins, ``"60-64"`` for other widths; None if unknown."""
+    if _is_missing(age_years):
+        return None
+    lower = int(float(age_years) // width * width)
+    return f"{lower}s" if width == 10 else f"{lower}-{lower + width - 1}"
+
+
+def normalise_sex(value: Any) -> str | None:
+    """Map the common sex codes to ``Female``/``Male``; None if missing.
+
+    Accepts Female/Male, F/M, woman/man and UK Biobank's data-field 31 coding (0 female,
+    1 male). Anything else raises ``ValueError`` so that a wrong column mapping is caught
+    instead of silently labelling everybody.
+    """
+    if _is_missing(value):
+        return None
+    text = str(value).strip().lower()
+    if text in {"female", "f", "woman", "w", "0", "0.0"}:
+        return "Female"
+    if text in {"male", "m", "man", "1", "1.0"}:
+        return "Male"
+    raise ValueError(f"unknown sex code {value!r} (expected Female/Male, F/M or 0/1)")
+
+
+@dataclass(frozen=True)
+class PromptSchema:
+    """Which attributes enter the prompt, in which order, and how they are binned."""
+
+    attributes: tuple[str, ...] = ATTRIBUTES
+    age_bin_width: int = 10
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.attributes if a not in ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"unknown prompt attribute(s) {unknown}; choose from {list(ATTRIBUTES)}")
+        if self.age_bin_width < 1:
+            raise ValueError("age_bin_width must be a positive number of years")
+
+    @property
+    def sensitive_attributes(self) -> tuple[str, ...]:
+        """The prompt attributes other than the diagnosis."""
+        return tuple(a for a in self.attributes if a != "diagnosis")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attributes": list(self.attributes), "age_bin_width": self.age_bin_width}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PromptSchema":
+        return cls(attributes=tuple(data["attributes"]), age_bin_width=int(data["age_bin_width"]))
+
+
+DEFAULT_SCHEMA = PromptSchema()
+
+
+def binned_attributes(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA) -> dict[str, str | None]:
+    """The binned value of every schema attribute (None where unknown).
+
+    ``meta`` uses record column names: sex, age_years, bmi, diagnosis.
+    """
+    values: dict[str, str | None] = {}
+    for attribute in schema.attributes:
+        if attribute == "sex":
+            values["sex"] = normalise_sex(meta.get("sex"))
+        elif attribute == "age":
+            values["age"] = age_bin(meta.get("age_years"), schema.age_bin_width)
+        elif attribute == "bmi":
+            values["bmi"] = bmi_class(meta.get("bmi"))
+        else:
+            diagnosis = meta.get("diagnosis")
+            values["diagnosis"] = None if _is_missing(diagnosis) else str(diagnosis).strip()
+    return values
+
+
+def _phrase(attribute: str, value: str) -> str:
+    if attribute == "sex":
+        return value
+    if attribute == "age":
+        return f"age in {value}" if value.endswith("s") else f"age {value}"
+    if attribute == "bmi":
+        return f"{value} BMI"
+    return value
+
+
+def build_prompt(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA) -> str:
+    """The text prompt of one record, e.g. ``"Female, age in 60s, normal BMI, heart failure"``."""
+    values = binned_attributes(meta, schema)
+    if values.get("diagnosis") and "," in values["diagnosis"]:
+        raise ValueError(f"diagnosis {values['diagnosis']!r} contains a comma, which the prompt grammar reserves")
+    return ", ".join(_phrase(a, v) for a, v in values.items() if v is not None)
+
+
+_AGE_PATTERN = re.compile(r"^age (?:in (\d+)s|(\d+)-(\d+))$")
+_BMI_PATTERN = re.compile(r"^(" + "|".join(BMI_CLASSES) + r") BMI$")
+
+
+def parse_prompt(prompt: str, schema: PromptSchema = DEFAULT_SCHEMA) -> dict[str, str | None]:
+    """The inverse of :func:`build_prompt`: binned attributes, None for those left out.
+
+    Raises ``ValueError`` on a phrase that fits no attribute of the schema, or on an attribute
+    given twice, so that a hand-written prompt with a typo is reported rather than half-read.
+    """
+    values: dict[str, str | None] = {a: None for a in schema.attributes}
+    phrases = [p.strip() for p in prompt.split(",") if p.strip()]
+    for phrase in phrases:
+        attribute, value = _parse_phrase(phrase, schema)
+        if values[attribute] is not None:
+            raise ValueError(f"prompt {prompt!r} gives {attribute} twice")
+        values[attribute] = value
+    return values
+
+
+def _parse_phrase(phrase: str, schema: PromptSchema) -> tuple[str, str]:
+    attributes = schema.attributes
+    if "sex" in attributes and phrase in SEXES:
+        return "sex", phrase
+    age = _AGE_PATTERN.match(phrase)
+    if "age" in attributes and age:
+        value = f"{age.group(1)}s" if age.group(1) else f"{age.group(2)}-{age.group(3)}"
+        return "age", value
+    bmi = _BMI_PATTERN.match(phrase)
+    if "bmi" in attributes and bmi:
+        return "bmi", bmi.group(1)
+    if "diagnosis" in attributes and not (phrase in SEXES or age or bmi):
+        return "diagnosis", phrase
+    raise ValueError(f"prompt phrase {phrase!r} matches no attribute of {list(attributes)}")
+
+
+def subgroup_cell(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA) -> tuple[str, ...]:
+    """The subgroup cell of a record: its binned sensitive attributes then its diagnosis.
+
+    Unknown values are spelled ``"unknown"`` so that such records are counted, not dropped.
+    """
+    values = binned_attributes(meta, schema)
+    ordered = [a for a in schema.attributes if a != "diagnosis"] + (["diagnosis"] if "diagnosis" in values else [])
+    return tuple(values[a] or "unknown" for a in ordered)
+
+
+def cell_columns(schema: PromptSchema = DEFAULT_SCHEMA) -> tuple[str, ...]:
+    """Column names matching :func:`subgroup_cell`'s tuple."""
+    ordered = [a for a in schema.attributes if a != "diagnosis"]
+    return tuple(ordered + (["diagnosis"] if "diagnosis" in schema.attributes else []))
