@@ -35,7 +35,11 @@ ACDC_LABELS = {0: 0, 1: 3, 2: 2, 3: 1}
 
 @dataclass
 class Case:
-    """One subject's ED and ES volumes (X, Y, Z) with masks in cardiofair's label order."""
+    """One subject's ED and ES volumes (X, Y, Z) with masks in cardiofair's label order.
+
+    ``files`` names the source of each frame (``ED``, ``ES``, ``ED_mask``, ``ES_mask``) so that
+    any later problem can point at the file.
+    """
 
     subject_id: str
     dataset: str
@@ -148,7 +152,7 @@ def load_frames(
             raise SubjectError(subject_id, None, f"{name} frame is missing")
         image_path, mask_path, index = frames[name]
         images[name], masks[name], frame_spacing = read_frame(subject_id, image_path, mask_path, labels, index)
-        files[name] = str(image_path)
+        files[name], files[f"{name}_mask"] = str(image_path), str(mask_path)
         if spacing is not None and not np.allclose(spacing, frame_spacing, rtol=1e-3):
             raise SubjectError(subject_id, image_path, f"ES spacing {frame_spacing} differs from ED spacing {spacing}")
         spacing = frame_spacing

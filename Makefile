@@ -1,0 +1,33 @@
+# Set-up and everyday commands. Each target creates .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test test-all bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The embedded default: a phantom cohort prepared and summarised.
+demo: install
+	$(BIN)/cardiofair prepare --source phantom --n 500 --seed 0 --out $(DEMO_DIR)/prepared --overwrite --quiet
+	$(BIN)/cardiofair summary $(DEMO_DIR)/prepared
+
+test: install
+	$(BIN)/python -m pytest
+
+# Slow tests too (GPU tests still need a GPU).
+test-all: install
+	$(BIN)/python -m pytest -m "not gpu"
+
+bench: install
+	$(BIN)/python benchmarks/bench_data.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

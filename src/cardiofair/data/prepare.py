@@ -1,0 +1,284 @@
+"""From a cohort to a prepared dataset: slice choice, LV-centred crop, resampling, normalisation.
+
+Every source (the phantom or a real cohort) ends in the same records: a mid-ventricular (ED, ES)
+slice pair cropped to a fixed physical field of view centred on the LV, resampled to a square
+grid (masks nearest-neighbour), intensities scaled robustly to [0, 1]. A fixed physical field
+of view keeps heart size meaningful across scanners: dilation is the heart-failure signal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from cardiofair import __version__
+from cardiofair.data.case import Case, CaseSource
+from cardiofair.data.phantom import PhantomConfig, phantom_subject
+from cardiofair.data.records import DatasetWriter, Record, SubjectError, manifest_row, write_record_files
+from cardiofair.prompts import PromptSchema, build_prompt
+
+
+@dataclass
+class PrepareSettings:
+    """How records are cut from a cohort. Written to ``prepare.json`` with the dataset."""
+
+    size: int = 64
+    fov_mm: float = 150.0
+    slices_per_subject: int = 1
+    align: str = "none"
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    schema: PromptSchema = field(default_factory=PromptSchema)
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ValueError("size must be at least 8 pixels")
+        if self.fov_mm <= 0:
+            raise ValueError("fov_mm must be positive")
+        if self.slices_per_subject < 1:
+            raise ValueError("slices_per_subject must be at least 1")
+        if self.align not in ("none", "rv-left"):
+            raise ValueError("align must be 'none' or 'rv-left'")
+        low, high = self.percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = self.schema.to_dict()
+        return data
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of an identifier."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "subject"
+
+
+def normalise_intensity(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Scale both frames together so the low/high percentiles map to 0/1, then clip.
+
+    One scale for ED and ES keeps their relative brightness; percentiles rather than min/max
+    ignore the few extreme voxels (flow artefacts, fat) that vary between scanners.
+    """
+    low, high = np.percentile(image, percentiles)
+    if not high > low:
+        raise ValueError("image has constant intensity")
+    return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def select_slices(case: Case, count: int) -> list[int]:
+    """The mid-ventricular slice and up to ``count - 1`` neighbours that show the LV at ED and ES.
+
+    Mid-ventricular means the middle of the slices whose masks hold both LV blood pool and
+    myocardium in both frames, the level where the LV is a ring and the RV a crescent.
+    """
+    valid = [
+        z for z in range(case.masks["ED"].shape[2])
+        if all(((case.masks[f][:, :, z] == 1).any() and (case.masks[f][:, :, z] == 2).any()) for f in ("ED", "ES"))
+    ]
+    if not valid:
+        frame = "ED" if not (case.masks["ED"] == 1).any() else "ES"
+        raise SubjectError(case.subject_id, case.files.get(f"{frame}_mask"),
+                           f"LV mask is empty: no slice shows LV blood pool and myocardium at ED and ES ({frame} lacks them)")
+    middle = len(valid) // 2
+    start = max(0, min(middle - (count - 1) // 2, len(valid) - count))
+    return valid[start:start + count]
+
+
+def _sampling_grid(case: Case, z: int, settings: PrepareSettings) -> np.ndarray:
+    """Voxel coordinates (2, size, size) of the output grid: centred on the LV, fixed mm extent."""
+    mask = case.masks["ED"][:, :, z]
+    lv = np.argwhere((mask == 1) | (mask == 2)).mean(axis=0)
+    spacing_row, spacing_col = case.spacing_mm[0], case.spacing_mm[1]
+    step = settings.fov_mm / settings.size
+    offsets = (np.arange(settings.size) - (settings.size - 1) / 2.0) * step
+    down, right = np.meshgrid(offsets, offsets, indexing="ij")
+    if settings.align == "rv-left":
+        rv_voxels = np.argwhere(mask == 3)
+        if len(rv_voxels):
+            # Rotate so the RV lies to the left of the LV: cohorts stored in different
+            # orientations then share one view, and the model need not learn all of them.
+            rv = (rv_voxels.mean(axis=0) - lv) * np.array([spacing_row, spacing_col])
+            angle = math.atan2(rv[0], rv[1]) - math.pi
+            cos_a, sin_a = math.cos(angle), math.sin(angle)
+            down, right = cos_a * down + sin_a * right, -sin_a * down + cos_a * right
+    rows = lv[0] + down / spacing_row
+    cols = lv[1] + right / spacing_col
+    return np.stack([rows, cols])
+
+
+def prepare_case(case: Case, settings: PrepareSettings) -> list[Record]:
+    """Cut, resample and normalise a source case into records (one per chosen slice)."""
+    records = []
+    slices = select_slices(case, settings.slices_per_subject)
+    for z in slices:
+        grid = _sampling_grid(case, z, settings)
+        source = np.stack([case.images[f][:, :, z].astype(np.float64) for f in ("ED", "ES")])
+        if source.max() == source.min():
+            raise SubjectError(case.subject_id, case.files.get("ED"), f"slice {z}: image has constant intensity")
+        # Outside the scanned field the crop is padded with the darkest value, i.e. background.
+        image = np.stack([
+            ndimage.map_coordinates(frame, grid, order=1, mode="constant", cval=source.min()) for frame in source
+        ])
+        mask = np.stack([
+            ndimage.map_coordinates(case.masks[f][:, :, z], grid, order=0, mode="constant", cval=0)
+            for f in ("ED", "ES")
+        ]).astype(np.uint8)
+        try:
+            image = normalise_intensity(image, settings.percentiles)
+        except ValueError as error:
+            raise SubjectError(case.subject_id, case.files.get("ED"), f"slice {z}: {error}") from None
+        records.append(_record(case.subject_id, case.dataset, case.meta, image, mask, z, len(slices), settings))
+    return records
+
+
+def _record(subject_id: str, dataset: str, meta: dict[str, Any], image: np.ndarray, mask: np.ndarray,
+            slice_index: int, n_slices: int, settings: PrepareSettings) -> Record:
+    name = safe_name(subject_id)
+    record_meta = {
+        **meta,
+        "record_id": name if n_slices == 1 else f"{name}_z{slice_index:02d}",
+        "subject_id": subject_id,
+        "dataset": dataset,
+        "pixel_spacing_mm": settings.fov_mm / settings.size,
+        "slice_index": slice_index,
+        "is_synthetic": False,
+    }
+    record_meta["prompt"] = build_prompt(record_meta, settings.schema)
+    return Record(image=image, mask=mask, meta=record_meta)
+
+
+def prepare_phantom_subject(index: int, seed: int, config: PhantomConfig, settings: PrepareSettings) -> list[Record]:
+    """Phantom subject ``index`` as prepared records: drawn at the target size and field of view."""
+    count = settings.slices_per_subject
+    levels = tuple(float(level) for level in range(-((count - 1) // 2), count - (count - 1) // 2))
+    records = []
+    for drawn in phantom_subject(index, seed, config, levels):
+        meta = dict(drawn.meta)
+        meta["prompt"] = build_prompt(meta, settings.schema)
+        records.append(Record(image=normalise_intensity(drawn.image, settings.percentiles), mask=drawn.mask, meta=meta))
+    return records
+
+
+# --- running over a cohort --------------------------------------------------------------------
+
+
+def _write_subject(task: Callable[[], list[Record]], out: Path) -> list[dict[str, Any]] | SubjectError:
+    try:
+        records = task()
+    except SubjectError as error:
+        return error
+    return [manifest_row(record, write_record_files(out, record)) for record in records]
+
+
+@dataclass
+class _SourceTask:
+    source: CaseSource
+    settings: PrepareSettings
+
+    def __call__(self) -> list[Record]:
+        return prepare_case(self.source.load(), self.settings)
+
+
+@dataclass
+class _PhantomTask:
+    index: int
+    seed: int
+    config: PhantomConfig
+    settings: PrepareSettings
+
+    def __call__(self) -> list[Record]:
+        return prepare_phantom_subject(self.index, self.seed, self.config, self.settings)
+
+
+@dataclass
+class PrepareResult:
+    """What a preparation run produced."""
+
+    out: Path
+    n_subjects: int
+    n_records: int
+    excluded: list[SubjectError]
+
+
+def run_prepare(
+    tasks: Sequence[Callable[[], list[Record]]],
+    out: str | os.PathLike,
+    run_settings: dict[str, Any],
+    overwrite: bool = False,
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareResult:
+    """Run per-subject tasks (in parallel when ``workers`` > 1) into a prepared dataset at ``out``.
+
+    A subject that fails is excluded with its reason in ``excluded.csv``; with ``strict`` the
+    first failure stops the run and nothing is written.
+    """
+    workers = workers or os.cpu_count() or 1
+    excluded: list[SubjectError] = []
+    with DatasetWriter(out, overwrite=overwrite) as writer:
+        bar = tqdm(total=len(tasks), unit="subject", desc="prepare", disable=not progress)
+        for outcome in _outcomes(tasks, writer.tmp, workers):
+            bar.update(1)
+            if isinstance(outcome, SubjectError):
+                if strict:
+                    bar.close()
+                    raise outcome
+                excluded.append(outcome)
+                writer.exclude(outcome)
+                bar.write(f"excluded {outcome}")
+            else:
+                writer.add_rows(outcome)
+        bar.close()
+        settings = {**run_settings, "cardiofair_version": __version__,
+                    "n_subjects": len(tasks) - len(excluded), "n_excluded": len(excluded)}
+        path = writer.finish(settings)
+        n_records = len(writer.rows)
+    return PrepareResult(out=path, n_subjects=len(tasks) - len(excluded), n_records=n_records, excluded=excluded)
+
+
+def _outcomes(tasks: Sequence[Callable[[], list[Record]]], tmp: Path, workers: int) -> Iterable:
+    # Process start-up costs more than a few dozen subjects: stay in-process for small cohorts.
+    if workers <= 1 or len(tasks) < 32:
+        for task in tasks:
+            yield _write_subject(task, tmp)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_write_subject, task, tmp) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def prepare_phantom(n: int, seed: int, out: str | os.PathLike, config: PhantomConfig | None = None,
+                    settings: PrepareSettings | None = None, **run_options: Any) -> PrepareResult:
+    """Draw and write a phantom cohort of ``n`` subjects."""
+    if config is None:
+        config = PhantomConfig() if settings is None else PhantomConfig(size=settings.size, fov_mm=settings.fov_mm)
+    if settings is None:
+        settings = PrepareSettings(size=config.size, fov_mm=config.fov_mm)
+    if (config.size, config.fov_mm) != (settings.size, settings.fov_mm):
+        raise ValueError("phantom size/fov_mm must match the preparation size/fov_mm")
+    tasks = [_PhantomTask(i, seed, config, settings) for i in range(n)]
+    run_settings = {"source": "phantom", "n": n, "seed": seed, "phantom": config.to_dict(), "prepare": settings.to_dict()}
+    return run_prepare(tasks, out, run_settings, **run_options)
+
+
+def prepare_sources(sources: Sequence[CaseSource], out: str | os.PathLike, settings: PrepareSettings,
+                    source_settings: dict[str, Any], **run_options: Any) -> PrepareResult:
+    """Load, cut and write the subjects of a real cohort."""
+    tasks = [_SourceTask(source, settings) for source in sources]
+    run_settings = {**source_settings, "prepare": settings.to_dict()}
+    return run_prepare(tasks, out, run_settings, **run_options)

@@ -1,0 +1,75 @@
+"""Subgroup tables of a prepared dataset: where the cohort is thin, at a glance.
+
+Pandas only (no torch): planning reuses these counts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from cardiofair.data.records import read_manifest
+from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, cell_columns, subgroup_cell
+
+HEALTHY = "healthy"
+
+
+def with_cells(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:
+    """The binned cell attributes of each manifest row (``sex``, ``age``, ``bmi``, ``diagnosis``),
+    on the manifest's index; unknown values read ``"unknown"``."""
+    cells = [subgroup_cell(row, schema) for row in manifest.to_dict("records")]
+    return pd.DataFrame(cells, columns=list(cell_columns(schema)), index=manifest.index)
+
+
+def cell_counts(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:
+    """Records per subgroup cell: one row per sensitive cell, one count column per diagnosis."""
+    binned = with_cells(manifest, schema)
+    sensitive = [c for c in binned.columns if c != "diagnosis"]
+    if "diagnosis" not in binned.columns:
+        return binned.value_counts(sensitive).rename("n").sort_index().reset_index()
+    table = pd.crosstab([binned[c] for c in sensitive], binned["diagnosis"]) if sensitive else \
+        binned["diagnosis"].value_counts().to_frame().T
+    table.columns.name = None
+    table["total"] = table.sum(axis=1)
+    return table.reset_index()
+
+
+def prevalence_by_group(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:
+    """Per sensitive attribute and group: n, count per diagnosis, and the percentage of each
+    non-healthy diagnosis, so that e.g. rare female heart failure shows as a low percentage."""
+    binned = with_cells(manifest, schema)
+    if "diagnosis" not in binned.columns:
+        raise ValueError("the prompt schema has no diagnosis: prevalence needs one")
+    diagnoses = sorted(binned["diagnosis"].unique(), key=lambda d: (d != HEALTHY, d))
+    rows = []
+    for attribute in (c for c in binned.columns if c != "diagnosis"):
+        for group, part in binned.groupby(attribute, sort=True):
+            counts = part["diagnosis"].value_counts()
+            row = {"attribute": attribute, "group": group, "n": len(part)}
+            row.update({d: int(counts.get(d, 0)) for d in diagnoses})
+            row.update({f"% {d}": round(100.0 * counts.get(d, 0) / len(part), 1) for d in diagnoses if d != HEALTHY})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_text(root: str | os.PathLike, schema: PromptSchema = DEFAULT_SCHEMA) -> str:
+    """The printed summary of a prepared dataset: totals, prevalence by group, cell counts."""
+    manifest = read_manifest(root)
+    excluded_path = Path(root) / "excluded.csv"
+    n_excluded = len(pd.read_csv(excluded_path)) if excluded_path.is_file() else 0
+    datasets = ", ".join(sorted(manifest["dataset"].astype(str).unique())) or "empty"
+    synthetic = int(manifest["is_synthetic"].astype(str).str.lower().eq("true").sum())
+    lines = [
+        f"{root}: {len(manifest)} records from {manifest['subject_id'].nunique()} subjects ({datasets}); "
+        f"{synthetic} synthetic; {n_excluded} subjects excluded",
+    ]
+    if manifest.empty:
+        return "\n".join(lines)
+    diagnosis = manifest["diagnosis"].fillna("unknown").value_counts()
+    lines.append("diagnosis: " + ", ".join(f"{d} {n} ({100.0 * n / len(manifest):.1f}%)" for d, n in diagnosis.items()))
+    if "diagnosis" in schema.attributes:
+        lines += ["", "Diagnosis prevalence per sensitive group:", prevalence_by_group(manifest, schema).to_string(index=False)]
+    lines += ["", "Records per subgroup cell:", cell_counts(manifest, schema).to_string(index=False)]
+    return "\n".join(lines)

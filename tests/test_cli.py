@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+from cardiofair.cli import main
+
+
+def test_prepare_and_summary_show_the_imbalance(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["prepare", "--source", "phantom", "--n", "120", "--seed", "0", "--out", str(out), "--quiet"]) == 0
+    assert "wrote 120 records from 120 subjects" in capsys.readouterr().out
+    assert main(["summary", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "120 records from 120 subjects (phantom)" in text
+    assert "% heart failure" in text and "Records per subgroup cell" in text
+    assert "Female 60s" in text.replace("  ", " ")
+
+
+def test_same_seed_gives_byte_identical_manifests(tmp_path):
+    for name in ("a", "b"):
+        assert main(["prepare", "--source", "phantom", "--n", "50", "--seed", "3", "--out", str(tmp_path / name),
+                     "--quiet", "--workers", "2"]) == 0
+    assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
+    main(["prepare", "--source", "phantom", "--n", "50", "--seed", "4", "--out", str(tmp_path / "c"), "--quiet"])
+    assert (tmp_path / "a" / "manifest.csv").read_bytes() != (tmp_path / "c" / "manifest.csv").read_bytes()
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    out.mkdir()
+    assert main(["prepare", "--source", "phantom", "--n", "5", "--out", str(out), "--quiet"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    assert main(["prepare", "--source", "phantom", "--n", "5", "--out", str(out), "--quiet", "--overwrite"]) == 0
+
+
+def test_phantom_config_file_sets_the_imbalance(tmp_path, capsys):
+    config = tmp_path / "phantom.yaml"
+    config.write_text("hf_odds_female: 1.0\nfemale_fraction: 0.3\n")
+    out = tmp_path / "d"
+    assert main(["prepare", "--source", "phantom", "--n", "10", "--out", str(out), "--quiet",
+                 "--phantom-config", str(config)]) == 0
+    assert '"hf_odds_female": 1.0' in (out / "prepare.json").read_text()
+    config.write_text("hf_odds_sex: 1.0\n")
+    assert main(["prepare", "--source", "phantom", "--n", "10", "--out", str(tmp_path / "e"), "--quiet",
+                 "--phantom-config", str(config)]) == 1
+    assert "hf_odds_sex" in capsys.readouterr().err
+
+
+def test_real_source_needs_a_root(tmp_path, capsys):
+    assert main(["prepare", "--source", "acdc", "--out", str(tmp_path / "d")]) == 1
+    assert "--root" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "cardiofair", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "prepare" in result.stdout and "summary" in result.stdout
