@@ -1,11 +1,9 @@
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from cardiofair.data.case import Case
-from cardiofair.data.phantom import PhantomConfig, phantom_subject, render_frame, sample_anatomy, sample_metadata
+from cardiofair.data.phantom import PhantomConfig, phantom_subject, phantom_volume
 from cardiofair.data.prepare import (
     PrepareSettings,
     normalise_intensity,
@@ -17,29 +15,12 @@ from cardiofair.data.prepare import (
 from cardiofair.data.records import SubjectError, read_manifest
 
 
-def scanner_case(rows=90, cols=110, spacing=(1.6, 2.0, 8.0), centre_mm=(20.0, -30.0), levels=(3, 2, 1, 0, -1, -2),
-                 rotate_deg=0.0, seed=0, subject_id="case-1"):
-    """A short-axis stack drawn from the phantom's geometry on an anisotropic scanner grid,
-    with empty slices beyond the heart (above the base, below the apex)."""
-    rng = np.random.default_rng(seed)
-    meta = sample_metadata(rng, PhantomConfig())
-    anatomy = sample_anatomy(meta, rng)
-    r = (np.arange(rows) - (rows - 1) / 2) * spacing[0] - centre_mm[0]
-    c = (np.arange(cols) - (cols - 1) / 2) * spacing[1] - centre_mm[1]
-    y, x = np.meshgrid(r, c, indexing="ij")
-    a = math.radians(rotate_deg)
-    x, y = math.cos(a) * x + math.sin(a) * y, -math.sin(a) * x + math.cos(a) * y
-    images = {f: np.zeros((rows, cols, len(levels) + 2), np.float32) for f in ("ED", "ES")}
-    masks = {f: np.zeros((rows, cols, len(levels) + 2), np.uint8) for f in ("ED", "ES")}
-    for z, level in enumerate(levels, start=1):
-        for f in ("ED", "ES"):
-            img, mask = render_frame(anatomy, x, y, min(spacing[:2]), f == "ES", level)
-            images[f][:, :, z] = 300 * img + 20
-            masks[f][:, :, z] = mask
-    for f in ("ED", "ES"):
-        images[f][:, :, 0] = images[f][:, :, -1] = 20 + rng.random((rows, cols))
-    return Case(subject_id, "test", images, masks, spacing, {**meta}, {"ED": "ed.nii.gz", "ES": "es.nii.gz",
-                                                                      "ED_mask": "ed_gt.nii.gz", "ES_mask": "es_gt.nii.gz"})
+def scanner_case(rotate_deg=0.0, seed=0, subject_id="case-1"):
+    """A phantom stack on an anisotropic grid: slices 1..6 of 8 show the heart."""
+    meta, images, masks = phantom_volume(seed, 0, shape=(90, 110), spacing_mm=(1.6, 2.0, 8.0),
+                                         centre_mm=(20.0, -30.0), rotate_deg=rotate_deg)
+    files = {"ED": "ed.nii.gz", "ES": "es.nii.gz", "ED_mask": "ed_gt.nii.gz", "ES_mask": "es_gt.nii.gz"}
+    return Case(subject_id, "test", images, masks, (1.6, 2.0, 8.0), meta, files)
 
 
 def test_mid_ventricular_slice_and_neighbours():
@@ -47,6 +28,7 @@ def test_mid_ventricular_slice_and_neighbours():
     assert select_slices(case, 1) == [4]  # slices 1..6 show the LV; the middle of them
     assert select_slices(case, 3) == [3, 4, 5]
     assert select_slices(case, 10) == [1, 2, 3, 4, 5, 6]
+    assert (case.masks["ED"][:, :, 4] == 1).sum() > (case.masks["ED"][:, :, 6] == 1).sum()  # apex is smaller
 
 
 def test_crop_is_centred_on_the_lv_at_the_requested_physical_scale():

@@ -321,3 +321,45 @@ def phantom_cohort(n: int, seed: int = 0, config: PhantomConfig | None = None) -
     config = config or PhantomConfig()
     for index in range(n):
         yield from phantom_subject(index, seed, config)
+
+
+def phantom_volume(
+    index: int,
+    seed: int,
+    config: PhantomConfig | None = None,
+    shape: tuple[int, int] = (96, 112),
+    spacing_mm: tuple[float, float, float] = (1.8, 1.8, 10.0),
+    n_slices: int = 8,
+    centre_mm: tuple[float, float] = (12.0, -18.0),
+    rotate_deg: float = 0.0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Phantom subject ``index`` as a scanner-like short-axis stack, for real-format fixtures.
+
+    Returns (metadata, images, masks) with ``images["ED"]`` etc. of shape (rows, cols, n_slices)
+    on an anisotropic grid, the heart off-centre by ``centre_mm`` and the top and bottom slices
+    beyond the heart (above the base, below the apex) as on a real scan.
+    """
+    config = config or PhantomConfig()
+    rng = np.random.default_rng([seed, index])
+    meta = sample_metadata(rng, config)
+    anatomy = sample_anatomy(meta, rng)
+    rows = (np.arange(shape[0]) - (shape[0] - 1) / 2.0) * spacing_mm[0] - centre_mm[0]
+    cols = (np.arange(shape[1]) - (shape[1] - 1) / 2.0) * spacing_mm[1] - centre_mm[1]
+    py, px = np.meshgrid(rows, cols, indexing="ij")
+    angle = math.radians(rotate_deg)
+    x = math.cos(angle) * px + math.sin(angle) * py
+    y = -math.sin(angle) * px + math.cos(angle) * py
+    images = {f: np.zeros(shape + (n_slices,), np.float32) for f in ("ED", "ES")}
+    masks = {f: np.zeros(shape + (n_slices,), np.uint8) for f in ("ED", "ES")}
+    mid = (n_slices - 1) / 2.0
+    sigma = float(np.mean(config.noise_sd))
+    for z in range(n_slices):
+        level = (z - mid) * 0.8
+        inside_heart = 0 < z < n_slices - 1
+        for frame in ("ED", "ES"):
+            clean, mask = render_frame(anatomy, x, y, min(spacing_mm[:2]), frame == "ES", level)
+            noisy = np.hypot(clean + rng.normal(0.0, sigma, clean.shape), rng.normal(0.0, sigma, clean.shape))
+            # Scanner units, as stored by a real acquisition, not [0, 1].
+            images[frame][:, :, z] = (600.0 * noisy).astype(np.float32)
+            masks[frame][:, :, z] = mask if inside_heart else 0
+    return meta, images, masks
