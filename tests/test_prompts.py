@@ -34,7 +34,13 @@ def test_age_bins():
 @pytest.mark.parametrize("code, expected", [("F", "Female"), ("female", "Female"), (0, "Female"), ("0", "Female"),
                                             ("M", "Male"), (1, "Male"), (1.0, "Male"), ("Male", "Male")])
 def test_sex_codes(code, expected):
-    assert normalise_sex(code) == expected
+    assert normalise_sex(code, numeric_codes=True) == expected
+
+
+def test_numeric_sex_codes_only_where_the_coding_is_known():
+    assert normalise_sex("F") == "Female"
+    with pytest.raises(ValueError, match="unknown sex code"):
+        normalise_sex(1)
 
 
 def test_unknown_sex_code_is_an_error_not_a_guess():

@@ -20,17 +20,18 @@ BMI_THRESHOLDS = (18.5, 25.0, 30.0)
 ATTRIBUTES = ("sex", "age", "bmi", "diagnosis")
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """True for None, NaN and the empty or NA-like strings of CSV exports."""
     if value is None:
         return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() == ""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in {"", "na", "nan", "none", "null"}
 
 
 def bmi_class(bmi: float | None) -> str | None:
     """WHO class of a BMI value, or None when unknown."""
-    if _is_missing(bmi):
+    if is_missing(bmi):
         return None
     bmi = float(bmi)
     for name, upper in zip(BMI_CLASSES, BMI_THRESHOLDS):
@@ -41,27 +42,32 @@ def bmi_class(bmi: float | None) -> str | None:
 
 def age_bin(age_years: float | None, width: int = 10) -> str | None:
     """Age bin label: ``"60s"`` for 10-year bins, ``"60-64"`` for other widths; None if unknown."""
-    if _is_missing(age_years):
+    if is_missing(age_years):
         return None
     lower = int(float(age_years) // width * width)
     return f"{lower}s" if width == 10 else f"{lower}-{lower + width - 1}"
 
 
-def normalise_sex(value: Any) -> str | None:
+def normalise_sex(value: Any, numeric_codes: bool = False) -> str | None:
     """Map the common sex codes to ``Female``/``Male``; None if missing.
 
-    Accepts Female/Male, F/M, woman/man and UK Biobank's data-field 31 coding (0 female,
-    1 male). Anything else raises ``ValueError`` so that a wrong column mapping is caught
-    instead of silently labelling everybody.
+    Accepts Female/Male, F/M and woman/man; with ``numeric_codes``, also UK Biobank's
+    data-field 31 coding (0 female, 1 male). Numbers are refused otherwise, because cohorts
+    disagree on them (1/2 elsewhere) and a wrong guess would silently relabel half the cohort.
+    Anything else raises ``ValueError``.
     """
-    if _is_missing(value):
+    if is_missing(value):
         return None
     text = str(value).strip().lower()
-    if text in {"female", "f", "woman", "w", "0", "0.0"}:
+    female, male = {"female", "f", "woman", "w"}, {"male", "m", "man"}
+    if numeric_codes:
+        female, male = female | {"0", "0.0"}, male | {"1", "1.0"}
+    if text in female:
         return "Female"
-    if text in {"male", "m", "man", "1", "1.0"}:
+    if text in male:
         return "Male"
-    raise ValueError(f"unknown sex code {value!r} (expected Female/Male, F/M or 0/1)")
+    expected = "Female/Male, F/M" + (" or 0/1" if numeric_codes else "")
+    raise ValueError(f"unknown sex code {value!r} (expected {expected})")
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def binned_attributes(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SC
             values["bmi"] = bmi_class(meta.get("bmi"))
         else:
             diagnosis = meta.get("diagnosis")
-            values["diagnosis"] = None if _is_missing(diagnosis) else str(diagnosis).strip()
+            values["diagnosis"] = None if is_missing(diagnosis) else str(diagnosis).strip()
     return values
 
 

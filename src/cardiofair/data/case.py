@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from cardiofair.data.records import FRAMES, SubjectError
-from cardiofair.prompts import normalise_sex
+from cardiofair.prompts import is_missing, normalise_sex
 
 # Plausible adult ranges: values outside are data-entry or unit errors (BMI 400, age -3),
 # not patients, and would put a subject in a nonsense subgroup cell.
@@ -114,6 +114,8 @@ def read_frame(
         raise SubjectError(subject_id, mask_path, "mask affine differs from image affine (not the same geometry)")
     if not np.all(np.isfinite(image)):
         raise SubjectError(subject_id, image_path, "image has NaN or infinite intensities")
+    if not np.all(np.isfinite(mask)):
+        raise SubjectError(subject_id, mask_path, "mask has NaN or infinite values")
     return image, remap_labels(subject_id, mask_path, mask, labels), _spacing(image_img)
 
 
@@ -163,7 +165,7 @@ def load_frames(
 
 
 def _number(subject_id: str, source: str, name: str, value: Any) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip() in {"", "NA", "NaN", "nan"}):
+    if is_missing(value):
         return None
     try:
         number = float(value)
@@ -182,6 +184,7 @@ def clean_meta(
     raw: Mapping[str, Any],
     source: str | os.PathLike = "",
     required: tuple[str, ...] = ("diagnosis",),
+    numeric_sex: bool = False,
 ) -> dict[str, Any]:
     """Validate and complete metadata: sex coded Female/Male, numbers in plausible ranges,
     BMI from height and weight where absent, and the ``required`` fields present.
@@ -190,7 +193,7 @@ def clean_meta(
     """
     source = str(source)
     try:
-        sex = normalise_sex(raw.get("sex"))
+        sex = normalise_sex(raw.get("sex"), numeric_sex)
     except ValueError as error:
         raise SubjectError(subject_id, source, str(error)) from None
     meta: dict[str, Any] = {"sex": sex}
@@ -199,7 +202,7 @@ def clean_meta(
     if meta["bmi"] is None and meta["height_cm"] and meta["weight_kg"]:
         meta["bmi"] = _number(subject_id, source, "bmi", meta["weight_kg"] / (meta["height_cm"] / 100.0) ** 2)
     diagnosis = raw.get("diagnosis")
-    meta["diagnosis"] = None if diagnosis is None or str(diagnosis).strip() in {"", "nan"} else str(diagnosis).strip()
+    meta["diagnosis"] = None if is_missing(diagnosis) else str(diagnosis).strip()
     for name in required:
         if meta.get(name) is None:
             raise SubjectError(subject_id, source, f"required metadata {name!r} is missing")

@@ -116,19 +116,31 @@ def read_pair_nifti(path: str | os.PathLike) -> tuple[np.ndarray, float, str]:
     return np.moveaxis(data[:, :, 0, :], -1, 0), float(img.header.get_zooms()[0]), description
 
 
-def _preview_png(image: np.ndarray, mask: np.ndarray) -> bytes:
-    """ED | ES on top, the same with mask outlines below: a quick look, not a measurement."""
+LABEL_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 240]], dtype=np.uint8)
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 picture of a [0, 1] image with its labels tinted (LV red, myocardium
+    green, RV blue)."""
     grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    top = np.concatenate([grey[0], grey[1]], axis=1)
-    rgb = np.repeat(top[:, :, None], 3, axis=2)
-    colours = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 240]], dtype=np.uint8)
-    overlay = rgb.copy()
-    labels = np.concatenate([mask[0], mask[1]], axis=1)
-    overlay[labels > 0] = (0.5 * overlay[labels > 0] + 0.5 * colours[labels[labels > 0]]).astype(np.uint8)
-    sheet = np.concatenate([rgb, overlay], axis=0)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    labelled = mask > 0
+    rgb[labelled] = (0.5 * rgb[labelled] + 0.5 * LABEL_COLOURS[mask[labelled]]).astype(np.uint8)
+    return rgb
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    """PNG encoding of an (H, W) or (H, W, 3) uint8 array."""
     buffer = io.BytesIO()
-    Image.fromarray(sheet).save(buffer, format="PNG")
+    Image.fromarray(picture).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _preview_png(image: np.ndarray, mask: np.ndarray) -> bytes:
+    """ED | ES on top, the same with the masks tinted below: a quick look, not a measurement."""
+    plain = [mask_overlay(image[f], np.zeros_like(mask[f])) for f in range(2)]
+    tinted = [mask_overlay(image[f], mask[f]) for f in range(2)]
+    return png_bytes(np.concatenate([np.concatenate(plain, axis=1), np.concatenate(tinted, axis=1)], axis=0))
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:

@@ -1,0 +1,130 @@
+"""Tiny cohorts written in the real on-disk formats, for the real-cohort loader tests.
+
+A heart is drawn with plain numpy geometry on a small grid: a disk of LV blood pool, a ring of
+LV myocardium around it and a crescent of RV blood pool beside it, shrinking towards the apex.
+Volumes carry an oblique affine with 1.8 mm pixels and 8 mm slices, as short-axis stacks do.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+
+from cardiofair.data.case import ACDC_LABELS, CaseSource
+from cardiofair.data.records import SubjectError
+
+SHAPE = (48, 40)
+SLICES = 5
+SPACING = (1.8, 1.8, 8.0)
+ED_CAVITY = 7.0
+ES_CAVITY = 4.0
+
+
+def heart_mask(cavity_radius: float = ED_CAVITY, shape: tuple[int, int] = SHAPE, slices: int = SLICES) -> np.ndarray:
+    """(X, Y, Z) uint8 mask in cardiofair's order: 1 LV blood pool, 2 myocardium, 3 RV."""
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    centre_x, centre_y = shape[0] / 2 + 3, shape[1] / 2
+    mask = np.zeros((*shape, slices), dtype=np.uint8)
+    for z in range(slices):
+        scale = 1.0 - 0.1 * z  # the ventricles narrow towards the apex
+        cavity, epicardium = cavity_radius * scale, (cavity_radius + 3.0) * scale
+        lv = np.hypot(x - centre_x, y - centre_y)
+        rv = np.hypot(x - (centre_x - 13 * scale), y - centre_y)
+        plane = mask[:, :, z]
+        plane[(rv <= 9.0 * scale) & (lv > epicardium)] = 3
+        plane[(lv > cavity) & (lv <= epicardium)] = 2
+        plane[lv <= cavity] = 1
+    return mask
+
+
+def heart_image(mask: np.ndarray, seed: int = 0, dtype: type = np.float32) -> np.ndarray:
+    """A cine-like image of ``mask``: bright blood, darker myocardium, noisy background."""
+    intensity = np.array([40.0, 220.0, 90.0, 200.0])[mask]
+    noisy = intensity + np.random.default_rng(seed).normal(0.0, 5.0, mask.shape)
+    return np.rint(noisy).astype(dtype) if np.issubdtype(dtype, np.integer) else noisy.astype(dtype)
+
+
+def affine(spacing: Sequence[float] = SPACING, angle_deg: float = 30.0) -> np.ndarray:
+    """An oblique scanner affine: voxel axes rotated about the long axis, offset origin."""
+    angle = np.deg2rad(angle_deg)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation @ np.diag(spacing)
+    matrix[:3, 3] = (-42.5, 61.0, 12.0)
+    return matrix
+
+
+def write_nifti(path: Path, data: np.ndarray, matrix: np.ndarray | None = None) -> Path:
+    """Write ``data`` as .nii.gz with ``matrix`` (default: :func:`affine`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine() if matrix is None else matrix), str(path))
+    return path
+
+
+def write_frame(image_path: Path, mask_path: Path, cavity: float = ED_CAVITY, seed: int = 0,
+                dtype: type = np.float32, labels: Mapping[int, int] | None = None) -> np.ndarray:
+    """Write one 3D frame's image and mask; return the mask in cardiofair's order."""
+    mask = heart_mask(cavity)
+    on_disk = mask if labels is None else np.vectorize(labels.get)(mask).astype(np.uint8)
+    write_nifti(image_path, heart_image(mask, seed, dtype))
+    write_nifti(mask_path, on_disk)
+    return mask
+
+
+def cine(frames: int = 6, ed: int = 0, es: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 4D (X, Y, Z, T) cine and its mask, annotated at ``ed`` and ``es`` only (ES cavity smaller)."""
+    masks = np.zeros((*SHAPE, SLICES, frames), dtype=np.uint8)
+    images = np.zeros((*SHAPE, SLICES, frames), dtype=np.float32)
+    for t in range(frames):
+        # The cavity shrinks from ED to ES: enough of a heart beat to tell the frames apart.
+        phase = min(abs(t - ed) / max(abs(es - ed), 1), 1.0)
+        frame_mask = heart_mask(ED_CAVITY - (ED_CAVITY - ES_CAVITY) * phase)
+        images[..., t] = heart_image(frame_mask, seed + t)
+        if t in (ed, es):
+            masks[..., t] = frame_mask
+    return images, masks
+
+
+def truncate(path: Path) -> None:
+    """Cut a .nii.gz in half, as an interrupted copy leaves it."""
+    payload = path.read_bytes()
+    path.write_bytes(payload[: len(payload) // 2])
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_acdc_patient(folder: Path, ed: int = 1, es: int = 4, group: str = "DCM", height: float = 184.0,
+                       weight: float = 95.0, frames: int = 6, dtype: type = np.int16, info: str | None = None) -> None:
+    """One ACDC patient folder: Info.cfg, the 4D cine, and the ED and ES frames with ACDC labels."""
+    name = folder.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Info.cfg").write_text(info if info is not None else
+                                     f"ED: {ed}\nES: {es}\nGroup: {group}\nHeight: {height}\nNbFrame: {frames}\n"
+                                     f"Weight: {weight}\n")
+    images, _ = cine(frames, ed - 1, es - 1)
+    write_nifti(folder / f"{name}_4d.nii.gz", images.astype(dtype))
+    for number, cavity in ((ed, ED_CAVITY), (es, ES_CAVITY)):
+        write_frame(folder / f"{name}_frame{number:02d}.nii.gz", folder / f"{name}_frame{number:02d}_gt.nii.gz",
+                    cavity, seed=number, dtype=dtype, labels=ACDC_LABELS)
+
+
+def load_all(sources: Iterable[CaseSource]) -> tuple[dict, dict[str, SubjectError]]:
+    """Load every source: (subject id -> Case, subject id -> SubjectError)."""
+    cases, errors = {}, {}
+    for source in sources:
+        try:
+            cases[source.subject_id] = source.load()
+        except SubjectError as error:
+            errors[source.subject_id] = error
+    return cases, errors
