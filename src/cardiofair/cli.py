@@ -10,11 +10,12 @@ from typing import Sequence
 import yaml
 
 from cardiofair import __version__
+from cardiofair.errors import CardiofairError
 
 REAL_SOURCES = ("ukbb", "acdc", "mnms", "mnms2", "manifest")
 
 
-class CommandError(Exception):
+class CommandError(CardiofairError):
     """An error the user can fix; printed without a traceback."""
 
 
@@ -116,6 +117,131 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stages(text: str) -> tuple[tuple[str, float], ...]:
+    stages = []
+    for item in _names(text):
+        name, _, fraction = item.partition(":")
+        try:
+            stages.append((name, float(fraction) if fraction else 1.0))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected STAGE[:FRACTION], got {item!r}") from None
+    return tuple(stages)
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train the mask- and text-conditioned generator on a prepared dataset",
+        description="Train a UNet + text encoder + ControlNet generator. Writes MODEL_DIR with the sampling "
+        "pipeline (unet/, controlnet/, text_encoder/, tokenizer/, scheduler/), cardiofair.json, and training/ "
+        "(checkpoints, loss curve, validation grids). Several processes: --num-processes N, or "
+        "`accelerate launch -m cardiofair train ...`.")
+    p.add_argument("dataset", type=Path, help="prepared dataset directory (training split)")
+    p.add_argument("--out", required=True, type=Path, help="model directory to write")
+    p.add_argument("--preset", default="cpu", help="model preset: cpu (default), tiny")
+    p.add_argument("--stages", type=_stages, help="training stages with step fractions, e.g. 'base:0.6,control:0.4' "
+                   "or 'joint' (default: the preset's)")
+    p.add_argument("--max-steps", type=int, help="total optimisation steps (default: the preset's)")
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget in minutes, split over the stages")
+    p.add_argument("--batch-size", type=int, help="images per step and process")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant_with_warmup", "linear"), help="learning-rate schedule")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--validate-every", type=int, help="steps between validation sample grids")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing --out and start again")
+    p.add_argument("--num-processes", type=int, default=1, help="train with N processes through Accelerate")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.num_processes > 1:
+        return _relaunch_with_accelerate(args.num_processes)
+    from cardiofair.diffusion.presets import get_preset
+    from cardiofair.diffusion.train import TrainSettings, describe_budget, train
+
+    settings = TrainSettings.for_preset(
+        get_preset(args.preset), seed=args.seed, stages=args.stages, max_steps=args.max_steps,
+        max_minutes=args.max_minutes, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every)
+    if not args.quiet:
+        print(f"training preset {args.preset}: {describe_budget(settings)}")
+    out = train(args.dataset, args.out, settings, resume=args.resume, overwrite=args.overwrite,
+                progress_bar=not args.quiet)
+    print(f"model written to {out} (validation grids in {out / 'training' / 'validation'})")
+    return 0
+
+
+def _relaunch_with_accelerate(processes: int) -> int:
+    """Run this same command under ``accelerate launch`` with N processes (CPU: gloo)."""
+    import subprocess
+
+    import torch
+
+    argv = list(sys.argv[1:])
+    if "--num-processes" in argv:
+        position = argv.index("--num-processes")
+        del argv[position:position + 2]
+    argv = [a for a in argv if not a.startswith("--num-processes=")]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if not torch.cuda.is_available():
+        command.append("--cpu")
+    return subprocess.call(command + ["-m", "cardiofair"] + argv)
+
+
+def _add_sample(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sample", help="draw synthetic (ED, ES) pairs from a trained model, a mask and a prompt",
+        description="Draw N images for one mask pair (a record's mask file from a prepared dataset) and one "
+        "prompt; writes a prepared dataset of synthetic records (NIfTI marked SYNTHETIC, PNG previews).")
+    p.add_argument("model", type=Path, help="trained model directory")
+    p.add_argument("--mask", required=True, type=Path, help="mask NIfTI of a prepared record (masks/<id>.nii.gz)")
+    p.add_argument("--prompt", required=True, help='e.g. "Female, age in 60s, normal BMI, heart failure"')
+    p.add_argument("-n", type=int, default=8, help="images to draw (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="run seed; image i uses seed*100003+i (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="output dataset directory")
+    p.add_argument("--sampler", choices=("ddim", "dpm++", "unipc"), help="scheduler (default: the model's)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--controlnet-scale", type=float, help="ControlNet conditioning scale (0 = ignore the mask)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(handler=_sample)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cardiofair.data.records import DatasetWriter, Record, read_pair_nifti
+    from cardiofair.diffusion.sample import TrainedGenerator
+    from cardiofair.prompts import parse_prompt
+
+    if args.n < 1:
+        raise CommandError("-n must be at least 1")
+    attributes = parse_prompt(args.prompt)
+    mask, spacing, _ = read_pair_nifti(args.mask)
+    generator = TrainedGenerator(args.model)
+    settings = generator.defaults.override(sampler=args.sampler, steps=args.steps,
+                                           guidance_scale=args.guidance_scale, controlnet_scale=args.controlnet_scale)
+    seeds = [args.seed * 100003 + i for i in range(args.n)]
+    masks = np.repeat(mask[None].astype(np.uint8), args.n, axis=0)
+    images = generator.sample(masks, [args.prompt] * args.n, seeds, settings, args.batch_size, progress=True)
+    with DatasetWriter(args.out, overwrite=args.overwrite) as writer:
+        for i, (image, seed) in enumerate(zip(images, seeds)):
+            record_id = f"synthetic-{args.seed}-{i:04d}"
+            writer.add(Record(image, mask, {
+                "record_id": record_id, "subject_id": record_id, "dataset": "synthetic",
+                "sex": attributes.get("sex"), "diagnosis": attributes.get("diagnosis"), "prompt": args.prompt,
+                "pixel_spacing_mm": spacing, "slice_index": 0, "is_synthetic": True, "seed": seed,
+                "mask_source": str(args.mask), **generator.provenance(settings)}))
+        writer.finish({"command": "sample", "model": str(args.model), "prompt": args.prompt, "n": args.n,
+                       "seed": args.seed, "sampler": generator.provenance(settings)})
+    print(f"wrote {args.n} synthetic pairs to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cardiofair`` command."""
     parser = argparse.ArgumentParser(
@@ -126,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(subparsers)
     _add_summary(subparsers)
+    _add_train(subparsers)
+    _add_sample(subparsers)
     return parser
 
 
@@ -140,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SubjectError as error:
         print(f"cardiofair: stopped (--strict) at {error}", file=sys.stderr)
         return 1
-    except (CommandError, OutputExistsError, FileNotFoundError, ValueError, yaml.YAMLError) as error:
+    except (CardiofairError, OutputExistsError, FileNotFoundError, FileExistsError, ValueError, yaml.YAMLError) as error:
         print(f"cardiofair: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

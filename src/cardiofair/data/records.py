@@ -50,6 +50,7 @@ EXCLUDED_COLUMNS = ("subject_id", "file", "reason")
 META_FIELDS = ("subject_id", "dataset", "sex", "age_years", "height_cm", "weight_kg", "bmi", "diagnosis")
 
 NIFTI_DESCRIPTION = b"cardiofair prepared ED,ES"
+SYNTHETIC_DESCRIPTION = b"SYNTHETIC image made by cardiofair ED,ES"
 
 
 @dataclass
@@ -149,9 +150,14 @@ def _atomic_write(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_record_files(root: Path, record: Record, description: bytes = NIFTI_DESCRIPTION) -> dict[str, str]:
-    """Write a record's NIfTI pair and preview under ``root``; return the relative paths."""
+def write_record_files(root: Path, record: Record) -> dict[str, str]:
+    """Write a record's NIfTI pair and preview under ``root``; return the relative paths.
+
+    Synthetic records say SYNTHETIC in their NIfTI header, so a file that leaves its dataset
+    is still recognisable as made, not acquired.
+    """
     spacing = float(record.meta["pixel_spacing_mm"])
+    description = SYNTHETIC_DESCRIPTION if is_synthetic(record.meta) else NIFTI_DESCRIPTION
     rid = record.record_id
     paths = {
         "image_path": f"images/{rid}.nii.gz",
@@ -166,11 +172,16 @@ def write_record_files(root: Path, record: Record, description: bytes = NIFTI_DE
     return paths
 
 
+def is_synthetic(meta: Mapping[str, Any]) -> bool:
+    """Whether a record's metadata marks it synthetic (a bool, or its text from a CSV)."""
+    return str(meta.get("is_synthetic", False)).strip().lower() in {"true", "1"}
+
+
 def manifest_row(record: Record, paths: Mapping[str, str]) -> dict[str, Any]:
     """The manifest row of a written record: schema columns first, loader extras after."""
     row = {column: record.meta.get(column) for column in MANIFEST_COLUMNS}
     row.update(paths)
-    row["is_synthetic"] = bool(record.meta.get("is_synthetic", False))
+    row["is_synthetic"] = is_synthetic(record.meta)
     for key, value in record.meta.items():
         if key not in row:
             row[key] = value

@@ -1,0 +1,35 @@
+"""The ControlNet's conditioning image, derived from a record's (ED, ES) mask pair."""
+
+from __future__ import annotations
+
+import torch
+
+CONDITION_MODES = ("onehot", "grey")
+N_LABELS = 3  # LV blood pool, LV myocardium, RV blood pool; background is implicit
+
+
+def condition_channels(mode: str) -> int:
+    """Number of channels of the conditioning image for a mode."""
+    if mode == "onehot":
+        return 2 * N_LABELS
+    if mode == "grey":
+        return 2
+    raise ValueError(f"unknown condition mode {mode!r}; choose from {CONDITION_MODES}")
+
+
+def mask_condition(masks: torch.Tensor, mode: str = "onehot") -> torch.Tensor:
+    """(B, 2, H, W) integer masks -> (B, C, H, W) float conditioning image in [0, 1].
+
+    ``onehot``: one channel per label per frame (ED labels 1-3, then ES), which keeps the
+    structures apart for the network. ``grey``: each frame's labels as grey levels (label / 3),
+    the paper's encoding of the mask as an image.
+    """
+    if masks.ndim != 4 or masks.shape[1] != 2:
+        raise ValueError(f"masks must have shape (B, 2, H, W), got {tuple(masks.shape)}")
+    if mode == "grey":
+        return masks.float() / N_LABELS
+    if mode == "onehot":
+        labels = torch.arange(1, N_LABELS + 1, device=masks.device).view(1, 1, N_LABELS, 1, 1)
+        onehot = (masks.long().unsqueeze(2) == labels).float()
+        return onehot.flatten(1, 2)
+    raise ValueError(f"unknown condition mode {mode!r}; choose from {CONDITION_MODES}")

@@ -1,0 +1,115 @@
+"""Sampling: a diffusers pipeline that draws (ED, ES) slice pairs from masks and prompts.
+
+The UNet denoises (pixels, or a VAE's latents), the text encoder reads the prompt through
+cross-attention, the ControlNet reads the mask. Classifier-free guidance runs the conditional
+and unconditional passes in one batch. Each image has its own generator, so a record's sample
+depends on its seed, not on which batch it was drawn in.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    UNet2DConditionModel,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from transformers import CLIPTextModel, PreTrainedTokenizerFast
+
+from cardiofair.diffusion.conditioning import mask_condition
+from cardiofair.diffusion.tokenizer import tokenize
+
+SAMPLERS = {
+    "ddim": (DDIMScheduler, {}),
+    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": (UniPCMultistepScheduler, {}),
+}
+
+
+def make_sampler(name: str, training_scheduler: SchedulerMixin) -> SchedulerMixin:
+    """A sampling scheduler sharing the training scheduler's noise schedule and prediction type."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose from {sorted(SAMPLERS)}")
+    cls, overrides = SAMPLERS[name]
+    return cls.from_config(training_scheduler.config, **overrides)
+
+
+class CardiacControlNetPipeline(DiffusionPipeline):
+    """Text- and mask-conditioned sampling of (ED, ES) short-axis slice pairs."""
+
+    # Pixel-space models have no VAE; latent ones do.
+    _optional_components = ["vae"]
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        controlnet: ControlNetModel,
+        text_encoder: CLIPTextModel,
+        tokenizer: PreTrainedTokenizerFast,
+        scheduler: SchedulerMixin,
+        vae: AutoencoderKL | None = None,
+    ):
+        super().__init__()
+        self.register_modules(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
+                              scheduler=scheduler, vae=vae)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text-encoder hidden states for cross-attention; ``""`` is the unconditional prompt."""
+        ids = tokenize(self.tokenizer, prompts).to(self.text_encoder.device)
+        return self.text_encoder(ids).last_hidden_state
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """Shape of the denoised tensor for an image of this size (pixels or latents)."""
+        if self.vae is None:
+            return self.unet.config.in_channels, height, width
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.unet.config.in_channels, height // factor, width // factor
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        masks: torch.Tensor,
+        prompts: Sequence[str],
+        generators: Sequence[torch.Generator],
+        num_inference_steps: int = 15,
+        guidance_scale: float = 3.0,
+        controlnet_conditioning_scale: float = 1.0,
+        condition_mode: str = "onehot",
+        show_progress: bool = False,
+    ) -> torch.Tensor:
+        """Sample one image per (mask, prompt, generator); returns (B, 2, H, W) in [0, 1]."""
+        batch = masks.shape[0]
+        if not (len(prompts) == len(generators) == batch):
+            raise ValueError(f"got {batch} masks, {len(prompts)} prompts and {len(generators)} generators")
+        device = self.unet.device
+        guided = guidance_scale > 1.0
+        condition = mask_condition(masks.to(device), condition_mode)
+        embeddings = self.encode_prompts(list(prompts) + ([""] * batch if guided else []))
+        if guided:
+            condition = torch.cat([condition, condition])
+        shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
+        sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
+        sample = sample * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.set_progress_bar_config(disable=not show_progress, leave=False)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([sample, sample]) if guided else sample
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            down, mid = self.controlnet(model_input, t, encoder_hidden_states=embeddings, controlnet_cond=condition,
+                                        conditioning_scale=controlnet_conditioning_scale, return_dict=False)
+            prediction = self.unet(model_input, t, encoder_hidden_states=embeddings,
+                                   down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+            if guided:
+                conditional, unconditional = prediction.chunk(2)
+                prediction = unconditional + guidance_scale * (conditional - unconditional)
+            sample = self.scheduler.step(prediction, t, sample).prev_sample
+        if self.vae is not None:
+            sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
+        return ((sample.clamp(-1.0, 1.0) + 1.0) / 2.0).float().cpu()

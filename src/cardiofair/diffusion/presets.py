@@ -1,0 +1,155 @@
+"""Model presets: one registry, each preset a few readable lines.
+
+``cpu`` is the embedded default: pixel space at 64 px, 2 image channels (ED, ES), a small
+text encoder trained from scratch, attention only at the two lowest resolutions (attention over
+64x64 tokens dominates CPU time; see ../shared/notes/diffusion-on-this-cpu.md). ``tiny`` is
+for tests: real diffusers models, seconds to train. The Stable Diffusion presets live in
+``stable_diffusion.py``: they load weights instead of building models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from cardiofair.diffusion.conditioning import condition_channels
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """How a preset is trained unless the command line says otherwise."""
+
+    stages: tuple[tuple[str, float], ...] = (("joint", 1.0),)
+    max_steps: int = 2000
+    max_minutes: float | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    controlnet_lr_scale: float = 1.0
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    prompt_dropout: float = 0.1
+    balance_cap: float = 5.0
+    min_snr_gamma: float | None = 5.0
+    gradient_accumulation: int = 1
+    checkpoint_every: int = 500
+    validate_every: int = 500
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How images are drawn: scheduler, steps, guidance scale and ControlNet strength."""
+
+    sampler: str = "dpm++"
+    steps: int = 12
+    guidance_scale: float = 2.0
+    controlnet_scale: float = 1.0
+
+    def override(self, **values: Any) -> "SamplerSettings":
+        """A copy with the given (non-None) values replaced."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything needed to build an untrained generator and train it."""
+
+    name: str
+    description: str
+    size: int
+    image_channels: int = 2
+    condition_mode: str = "onehot"
+    unet: dict[str, Any] = field(default_factory=dict)
+    controlnet_embedding: tuple[int, ...] = (16,)
+    text_encoder: dict[str, Any] = field(default_factory=dict)
+    noise_scheduler: dict[str, Any] = field(default_factory=dict)
+    training: TrainingDefaults = field(default_factory=TrainingDefaults)
+    sampling: SamplerSettings = field(default_factory=SamplerSettings)
+
+    def with_training(self, **overrides: Any) -> "Preset":
+        """A copy with some training defaults replaced."""
+        return replace(self, training=replace(self.training, **overrides))
+
+
+_NOISE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction"}
+
+PRESETS: dict[str, Preset] = {
+    "cpu": Preset(
+        name="cpu",
+        description="pixel space 64 px, ED/ES natively, attention at 16x16 and 8x8 only (2 CPU cores)",
+        size=64,
+        unet=dict(
+            block_out_channels=(32, 64, 128),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=2,
+            cross_attention_dim=128,
+            norm_num_groups=16,
+        ),
+        text_encoder=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4),
+        noise_scheduler=_NOISE,
+        training=TrainingDefaults(max_steps=3000, max_minutes=15.0, batch_size=32),
+    ),
+    "tiny": Preset(
+        name="tiny",
+        description="for tests: a few thousand parameters, 16 px",
+        size=16,
+        unet=dict(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=2,
+            cross_attention_dim=16,
+            norm_num_groups=4,
+        ),
+        text_encoder=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+        noise_scheduler=_NOISE,
+        training=TrainingDefaults(max_steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, validate_every=2),
+        sampling=SamplerSettings(steps=3),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``, with a clear error naming the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)} (sd21/sd15 need --weights)")
+    return PRESETS[name]
+
+
+def build_unet(preset: Preset) -> UNet2DConditionModel:
+    """An untrained UNet for the preset."""
+    return UNet2DConditionModel(sample_size=preset.size, in_channels=preset.image_channels,
+                                out_channels=preset.image_channels, **preset.unet)
+
+
+def build_controlnet(preset: Preset, unet: UNet2DConditionModel) -> ControlNetModel:
+    """A ControlNet initialised from the UNet's encoder, reading the mask conditioning image.
+
+    One stride-2 convolution less than the number of embedding stages: in pixel space the
+    conditioning image already has the UNet's resolution, so ``(16,)`` keeps it at full size.
+    """
+    return ControlNetModel.from_unet(unet, conditioning_channels=condition_channels(preset.condition_mode),
+                                     conditioning_embedding_out_channels=preset.controlnet_embedding)
+
+
+def build_text_encoder(preset: Preset, vocab_size: int, max_length: int) -> CLIPTextModel:
+    """A small CLIP text encoder, trained from scratch on the prompt vocabulary."""
+    config = CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=max_length,
+                            projection_dim=preset.unet["cross_attention_dim"], pad_token_id=0, bos_token_id=2,
+                            eos_token_id=3, **preset.text_encoder)
+    if config.hidden_size != preset.unet["cross_attention_dim"]:
+        raise ValueError("the text encoder's hidden_size must equal the UNet's cross_attention_dim")
+    return CLIPTextModel(config)
+
+
+def build_noise_scheduler(preset: Preset) -> DDPMScheduler:
+    """The training noise schedule; samplers are derived from its config."""
+    return DDPMScheduler(**preset.noise_scheduler)
+

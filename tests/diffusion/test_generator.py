@@ -1,0 +1,209 @@
+"""The generator on tiny real diffusers models: seconds per test, no mocks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cardiofair.data.prepare import PrepareSettings, prepare_phantom
+from cardiofair.data.records import load_dataset
+from cardiofair.diffusion import train as train_module
+from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint
+from cardiofair.diffusion.presets import SamplerSettings, get_preset
+from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
+from cardiofair.diffusion.train import TrainSettings, load_models, train
+
+PROMPT = "Female, age in 60s, normal BMI, heart failure"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "phantom16"
+    prepare_phantom(24, 0, root, settings=PrepareSettings(size=16), progress=False, workers=1)
+    return root
+
+
+def _settings(**overrides):
+    return TrainSettings.for_preset(get_preset("tiny"), **overrides)
+
+
+@pytest.fixture(scope="module")
+def model(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    train(dataset, out, _settings(max_steps=6, learning_rate=5e-3), progress_bar=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def generator(model):
+    return TrainedGenerator(model)
+
+
+@pytest.fixture(scope="module")
+def masks(dataset):
+    records = load_dataset(dataset)
+    return np.stack([records[0].mask, records[1].mask])
+
+
+def test_model_directory_layout(model):
+    for name in ("unet", "controlnet", "text_encoder", "tokenizer", "scheduler", "model_index.json", "cardiofair.json"):
+        assert (model / name).exists(), name
+    assert not list(model.rglob("*.bin")) and not list(model.rglob("*.pt")) and not list(model.rglob("*.pkl"))
+    info = json.loads((model / "cardiofair.json").read_text())
+    assert info["preset"] == "tiny" and info["image_channels"] == 2 and info["size"] == 16
+    assert info["training"]["steps"] == 6 and info["training_cells"]
+    assert (model / "training" / "loss.png").is_file()
+    assert list((model / "training" / "validation").glob("step-*.png"))
+
+
+def test_same_seed_same_samples_and_seeds_are_per_image(generator, masks):
+    a = generator.sample(masks, [PROMPT] * 2, [1, 2])
+    b = generator.sample(masks, [PROMPT] * 2, [1, 2], batch_size=1)
+    c = generator.sample(masks, [PROMPT] * 2, [1, 3])
+    assert a.shape == (2, 2, 16, 16) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.allclose(a[0], c[0], atol=1e-5) and not np.allclose(a[1], c[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++", "unipc"])
+def test_every_scheduler_runs(generator, masks, sampler):
+    images = generator.sample(masks, [PROMPT] * 2, [0, 1], SamplerSettings(sampler=sampler, steps=4))
+    assert np.isfinite(images).all() and images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_mask_conditioning_and_a_masked_out_controlnet(generator, masks):
+    swapped = masks[::-1].copy()
+    on = generator.defaults
+    off = on.override(controlnet_scale=0.0)
+    assert not np.allclose(generator.sample(masks, [PROMPT] * 2, [5, 5], on),
+                           generator.sample(swapped, [PROMPT] * 2, [5, 5], on), atol=1e-4)
+    np.testing.assert_allclose(generator.sample(masks, [PROMPT] * 2, [5, 5], off),
+                               generator.sample(swapped, [PROMPT] * 2, [5, 5], off), atol=1e-6)
+
+
+def test_prompt_conditioning_changes_the_output(generator, masks):
+    a = generator.sample(masks[:1], [PROMPT], [9])
+    b = generator.sample(masks[:1], ["Male, age in 40s, obese BMI, healthy"], [9])
+    assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_unknown_prompt_words_warn_instead_of_failing(generator, masks):
+    with pytest.warns(UserWarning, match="unknown to the model"):
+        images = generator.sample(masks[:1], ["Female, age in 60s, purple BMI"], [0])
+    assert np.isfinite(images).all()
+
+
+def test_save_load_round_trip_gives_identical_outputs(generator, model, masks):
+    again = TrainedGenerator(model)
+    np.testing.assert_array_equal(generator.sample(masks, [PROMPT] * 2, [4, 4]), again.sample(masks, [PROMPT] * 2, [4, 4]))
+
+
+def _weights(folder):
+    models = load_models(folder)
+    return {f"{n}.{k}": v for n, m in models.named().items() for k, v in m.state_dict().items()}
+
+
+def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
+    """2 steps, an interruption, then 2 resumed steps equal 4 straight steps (two stages)."""
+    settings = _settings(max_steps=4, stages=(("base", 0.5), ("control", 0.5)), checkpoint_every=100)
+    train(dataset, tmp_path / "straight", settings, progress_bar=False)
+
+    real_loss = train_module.diffusion_loss
+    calls = {"n": 0}
+
+    def interrupted_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # during the first step of the control stage
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "diffusion_loss", interrupted_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(dataset, tmp_path / "resumed", settings, progress_bar=False)
+    monkeypatch.setattr(train_module, "diffusion_loss", real_loss)
+    assert latest_checkpoint(tmp_path / "resumed" / "training" / "checkpoints").name == "step-000003"
+    assert not (tmp_path / "resumed" / "cardiofair.json").exists()
+    train(dataset, tmp_path / "resumed", settings, resume=True, progress_bar=False)
+
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(dataset, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    settings = _settings(max_steps=4, checkpoint_every=2)
+    real_save = train_module.save_models
+
+    def crashing_save(models, folder):
+        if folder.name.startswith(".step-000004"):
+            (folder / "unet").mkdir()
+            (folder / "unet" / "half.safetensors").write_bytes(b"\0" * 10)
+            raise OSError("disk full")
+        real_save(models, folder)
+
+    monkeypatch.setattr(train_module, "save_models", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(dataset, out, settings, progress_bar=False)
+    checkpoints = out / "training" / "checkpoints"
+    assert latest_checkpoint(checkpoints).name == "step-000002"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-000002"]
+    monkeypatch.setattr(train_module, "save_models", real_save)
+    train(dataset, out, settings, resume=True, progress_bar=False)
+    assert (out / "cardiofair.json").is_file()
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error_and_stays_untouched(dataset, tmp_path):
+    out = tmp_path / "run"
+    settings = _settings(max_steps=2, checkpoint_every=1)
+    train(dataset, out, settings, progress_bar=False)
+    checkpoints = out / "training" / "checkpoints"
+    latest = latest_checkpoint(checkpoints)
+    weights = next((latest / "unet").glob("*.safetensors"))
+    weights.write_bytes(b"not a safetensors file")
+    before = sorted((p.name, p.stat().st_size) for p in checkpoints.rglob("*"))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        train(dataset, out, settings, resume=True, progress_bar=False)
+    assert sorted((p.name, p.stat().st_size) for p in checkpoints.rglob("*")) == before
+    assert (checkpoints / "step-000001").is_dir()
+
+
+def test_wrong_image_size_is_a_clear_error(tmp_path):
+    prepare_phantom(3, 0, tmp_path / "d64", progress=False, workers=1)
+    with pytest.raises(ValueError, match="--size 16"):
+        train(tmp_path / "d64", tmp_path / "m", _settings(), progress_bar=False)
+
+
+def test_existing_output_needs_resume_or_overwrite(dataset, model):
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(dataset, model, _settings(), progress_bar=False)
+
+
+def test_an_unfinished_model_is_refused(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(ModelNotFoundError, match="cardiofair.json"):
+        TrainedGenerator(tmp_path / "m")
+
+
+def test_balanced_sampler_caps_rare_prompt_weights():
+    data = train_module.TrainingData(images=torch.zeros(7, 2, 4, 4), masks=torch.zeros(7, 2, 4, 4, dtype=torch.uint8),
+                                     prompts=["a"] * 5 + ["b", "c"], manifest=None)
+    weights = data.sampling_weights(cap=3.0)
+    assert weights[0] == pytest.approx(weights[1]) and weights[5] == pytest.approx(3.0 * weights[0])
+    assert float(weights.sum()) == pytest.approx(1.0)
+
+
+def test_two_processes_through_accelerate(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    result = subprocess.run([sys.executable, "-m", "cardiofair", "train", str(dataset), "--preset", "tiny", "--out",
+                             str(out), "--max-steps", "2", "--num-processes", "2", "--quiet"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "cardiofair.json").is_file()
+    assert "distributed" in json.loads((out / "cardiofair.json").read_text())["training"]
