@@ -137,14 +137,27 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         "`accelerate launch -m cardiofair train ...`.")
     p.add_argument("dataset", type=Path, help="prepared dataset directory (training split)")
     p.add_argument("--out", required=True, type=Path, help="model directory to write")
-    p.add_argument("--preset", default="cpu", help="model preset: cpu (default), tiny")
-    p.add_argument("--stages", type=_stages, help="training stages with step fractions, e.g. 'base:0.6,control:0.4' "
-                   "or 'joint' (default: the preset's)")
+    p.add_argument("--preset", default="cpu", help="model preset: cpu (default, 2 CPU cores), sd21 or sd15 "
+                   "(Stable Diffusion + ControlNet on a GPU, needs --weights), tiny (tests)")
+    p.add_argument("--stages", type=_stages, help="training stages with step fractions, e.g. 'base:0.6,control:0.4', "
+                   "'joint', or for Stable Diffusion 'control:0.7,decoder:0.3' (default: the preset's)")
     p.add_argument("--max-steps", type=int, help="total optimisation steps (default: the preset's)")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget in minutes, split over the stages")
     p.add_argument("--batch-size", type=int, help="images per step and process")
     p.add_argument("--learning-rate", type=float, help="peak learning rate")
     p.add_argument("--lr-schedule", choices=("cosine", "constant_with_warmup", "linear"), help="learning-rate schedule")
+    p.add_argument("--size", type=int, help="image size the model works at (default: the preset's; the dataset "
+                   "must be prepared at it)")
+    p.add_argument("--weights", type=Path, help="sd21/sd15: local Stable Diffusion weights, a diffusers folder or a "
+                   "single .safetensors/.ckpt file (never downloaded)")
+    p.add_argument("--sd-config", type=Path, help="sd21/sd15 with a single-file checkpoint: the model's diffusers "
+                   "config folder (model_index.json, */config.json, tokenizer/)")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="GPU mixed precision (CPU always fp32)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="trade compute for memory (default: the preset's)")
+    p.add_argument("--gradient-accumulation", type=int, help="micro-batches per optimiser step")
+    p.add_argument("--use-8bit-adam", action="store_true", default=None,
+                   help="8-bit AdamW from bitsandbytes when installed (GPU)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--validate-every", type=int, help="steps between validation sample grids")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -164,7 +177,11 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainSettings.for_preset(
         get_preset(args.preset), seed=args.seed, stages=args.stages, max_steps=args.max_steps,
         max_minutes=args.max_minutes, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        lr_schedule=args.lr_schedule, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every)
+        lr_schedule=args.lr_schedule, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
+        size=args.size, weights=None if args.weights is None else str(args.weights),
+        sd_config=None if args.sd_config is None else str(args.sd_config), mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing, gradient_accumulation=args.gradient_accumulation,
+        use_8bit_adam=args.use_8bit_adam)
     if not args.quiet:
         print(f"training preset {args.preset}: {describe_budget(settings)}")
     out = train(args.dataset, args.out, settings, resume=args.resume, overwrite=args.overwrite,

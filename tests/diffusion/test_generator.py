@@ -104,8 +104,7 @@ def test_save_load_round_trip_gives_identical_outputs(generator, model, masks):
 
 
 def _weights(folder):
-    models = load_models(folder)
-    return {f"{n}.{k}": v for n, m in models.named().items() for k, v in m.state_dict().items()}
+    return {f"{n}.{k}": v for n, m in load_models(folder).items() for k, v in m.state_dict().items()}
 
 
 def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
@@ -141,12 +140,12 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(dataset, tmp
     settings = _settings(max_steps=4, checkpoint_every=2)
     real_save = train_module.save_models
 
-    def crashing_save(models, folder):
+    def crashing_save(models, folder, names):
         if folder.name.startswith(".step-000004"):
             (folder / "unet").mkdir()
             (folder / "unet" / "half.safetensors").write_bytes(b"\0" * 10)
             raise OSError("disk full")
-        real_save(models, folder)
+        real_save(models, folder, names)
 
     monkeypatch.setattr(train_module, "save_models", crashing_save)
     with pytest.raises(OSError, match="disk full"):

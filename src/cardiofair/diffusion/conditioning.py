@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-CONDITION_MODES = ("onehot", "grey")
+CONDITION_MODES = ("onehot", "grey", "grey-rgb")
 N_LABELS = 3  # LV blood pool, LV myocardium, RV blood pool; background is implicit
 
 
@@ -14,6 +14,8 @@ def condition_channels(mode: str) -> int:
         return 2 * N_LABELS
     if mode == "grey":
         return 2
+    if mode == "grey-rgb":
+        return 3
     raise ValueError(f"unknown condition mode {mode!r}; choose from {CONDITION_MODES}")
 
 
@@ -22,12 +24,15 @@ def mask_condition(masks: torch.Tensor, mode: str = "onehot") -> torch.Tensor:
 
     ``onehot``: one channel per label per frame (ED labels 1-3, then ES), which keeps the
     structures apart for the network. ``grey``: each frame's labels as grey levels (label / 3),
-    the paper's encoding of the mask as an image.
+    the paper's encoding of the mask as an image; ``grey-rgb``: the grey levels stacked as
+    (ED, ES, ED), an RGB image for Stable Diffusion's ControlNet, as in the paper.
     """
     if masks.ndim != 4 or masks.shape[1] != 2:
         raise ValueError(f"masks must have shape (B, 2, H, W), got {tuple(masks.shape)}")
     if mode == "grey":
         return masks.float() / N_LABELS
+    if mode == "grey-rgb":
+        return masks[:, [0, 1, 0]].float() / N_LABELS
     if mode == "onehot":
         labels = torch.arange(1, N_LABELS + 1, device=masks.device).view(1, 1, N_LABELS, 1, 1)
         onehot = (masks.long().unsqueeze(2) == labels).float()

@@ -24,6 +24,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
 from cardiofair.diffusion.conditioning import mask_condition
+from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.tokenizer import tokenize
 
 SAMPLERS = {
@@ -113,3 +114,39 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
         return ((sample.clamp(-1.0, 1.0) + 1.0) / 2.0).float().cpu()
+
+
+def stable_diffusion_pipeline_class() -> type[DiffusionPipeline]:
+    """diffusers' ``StableDiffusionControlNetPipeline``, imported only when used: importing it
+    pulls in transformers' image processors, which is slow and noisy without torchvision."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    return StableDiffusionControlNetPipeline
+
+
+def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: ControlNetModel, text_encoder,
+                      tokenizer, scheduler: SchedulerMixin, vae: AutoencoderKL | None = None) -> DiffusionPipeline:
+    """The sampling pipeline of a model family: cardiofair's own for the embedded presets,
+    diffusers' ``StableDiffusionControlNetPipeline`` for Stable Diffusion."""
+    if family == "stable-diffusion":
+        return stable_diffusion_pipeline_class()(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                                 controlnet=controlnet, scheduler=scheduler, safety_checker=None,
+                                                 feature_extractor=None, requires_safety_checker=False)
+    return CardiacControlNetPipeline(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
+                                     scheduler=scheduler, vae=vae)
+
+
+def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str],
+         generators: Sequence[torch.Generator], settings: SamplerSettings, condition_mode: str) -> torch.Tensor:
+    """(B, 2, H, W) (ED, ES) images in [0, 1] from either pipeline family."""
+    if isinstance(pipeline, CardiacControlNetPipeline):
+        return pipeline(masks, prompts, generators, num_inference_steps=settings.steps,
+                        guidance_scale=settings.guidance_scale,
+                        controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=condition_mode)
+    condition = mask_condition(masks, condition_mode)
+    images = pipeline(prompt=list(prompts), image=condition, height=masks.shape[-2], width=masks.shape[-1],
+                      num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                      controlnet_conditioning_scale=settings.controlnet_scale, generator=list(generators),
+                      output_type="pt").images
+    # The RGB image is the (ED, ES, ED) stack: its first two channels are the pair.
+    return images[:, :2].float().cpu()

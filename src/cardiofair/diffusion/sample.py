@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cardiofair.diffusion.pipeline import CardiacControlNetPipeline, make_sampler
+from cardiofair.diffusion.pipeline import CardiacControlNetPipeline, draw, make_sampler, stable_diffusion_pipeline_class
 from cardiofair.diffusion.presets import SamplerSettings
 
 MODEL_CARD = "cardiofair.json"
@@ -49,7 +49,13 @@ class TrainedGenerator:
                                      f"(train one with `cardiofair train`, or resume an interrupted run with --resume)")
         self.info: dict[str, Any] = json.loads(card.read_text())
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.pipeline = CardiacControlNetPipeline.from_pretrained(self.model_dir).to(self.device)
+        if self.info.get("family", "embedded") == "stable-diffusion":
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+            self.pipeline = stable_diffusion_pipeline_class().from_pretrained(
+                self.model_dir, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False, local_files_only=True).to(self.device)
+        else:
+            self.pipeline = CardiacControlNetPipeline.from_pretrained(self.model_dir).to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         self.defaults = SamplerSettings(**self.info["sampling"])
         self.hash = model_hash(self.model_dir)
@@ -81,12 +87,8 @@ class TrainedGenerator:
         with tqdm(total=len(prompts), unit="image", desc="sample", disable=not progress) as bar:
             for start in range(0, len(prompts), batch_size):
                 stop = min(start + batch_size, len(prompts))
-                images = self.pipeline(
-                    masks[start:stop], list(prompts[start:stop]), seed_generators(seeds[start:stop]),
-                    num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
-                    controlnet_conditioning_scale=settings.controlnet_scale,
-                    condition_mode=self.info["condition_mode"],
-                )
+                images = draw(self.pipeline, masks[start:stop], list(prompts[start:stop]),
+                              seed_generators(seeds[start:stop]), settings, self.info["condition_mode"])
                 out.append(images.numpy().astype(np.float32))
                 bar.update(stop - start)
         return np.concatenate(out) if out else np.zeros((0, 2, self.size, self.size), np.float32)

@@ -47,9 +47,10 @@ def build_prompt_tokenizer(prompts: Iterable[str], max_length: int = 24) -> PreT
 
 
 def tokenize(tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str]):
-    """Token ids (padded to the model length), warning once per word the tokenizer lacks."""
+    """Token ids (padded to the model length), warning once per word a word-level tokenizer lacks
+    (a BPE tokenizer such as Stable Diffusion's spells any word)."""
     vocab = tokenizer.get_vocab()
-    unknown = sorted({w for p in prompts for w in prompt_words(p) if w not in vocab})
+    unknown = sorted({w for p in prompts for w in prompt_words(p) if w not in vocab}) if UNK in vocab else []
     if unknown:
         warnings.warn(f"prompt words unknown to the model's tokenizer are ignored as {UNK}: {unknown}", stacklevel=2)
     return tokenizer(list(prompts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,

@@ -3,6 +3,7 @@
 Stages (the paper's recipe, plus a joint one):
 - ``base``: UNet + text encoder learn text-conditioned images (no ControlNet);
 - ``control``: the ControlNet learns the mask with the base frozen (the paper's stage);
+- ``decoder``: the ControlNet and the UNet's decoder half (the paper's second stage);
 - ``joint``: all three together, so the mask path is used from the first step.
 
 Every step draws its batch, noise, timesteps and prompt dropout from a generator seeded by
@@ -21,8 +22,9 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -30,18 +32,18 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm import tqdm
-from transformers import CLIPTextModel
+from transformers import AutoTokenizer, CLIPTextModel
 
 from cardiofair import __version__
 from cardiofair.data.records import load_dataset, mask_overlay, png_bytes
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
 from cardiofair.diffusion.conditioning import mask_condition
-from cardiofair.diffusion.pipeline import CardiacControlNetPipeline, make_sampler
+from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler
 from cardiofair.diffusion.presets import (
     Preset,
     TrainingDefaults,
@@ -54,8 +56,17 @@ from cardiofair.diffusion.presets import (
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
 from cardiofair.prompts import DEFAULT_SCHEMA
 
-STAGES = ("base", "control", "joint")
-TRAINABLE = {"base": ("unet", "text_encoder"), "control": ("controlnet",), "joint": ("unet", "text_encoder", "controlnet")}
+STAGE_MODULES = {
+    "base": ("unet", "text_encoder"),
+    "control": ("controlnet",),
+    "decoder": ("controlnet", "unet"),
+    "joint": ("unet", "text_encoder", "controlnet"),
+}
+STAGES = tuple(STAGE_MODULES)
+# Stable Diffusion's UNet and text encoder were trained on billions of images: only the control
+# path (and optionally the UNet decoder) is adapted, as in the paper.
+STABLE_DIFFUSION_STAGES = ("control", "decoder")
+UNET_DECODER = ("up_blocks", "conv_norm_out", "conv_out")
 MODEL_CLASSES = {"unet": UNet2DConditionModel, "controlnet": ControlNetModel, "text_encoder": CLIPTextModel}
 VALIDATION_RECORDS = 8
 
@@ -66,6 +77,9 @@ class TrainSettings(TrainingDefaults):
 
     preset: str = "cpu"
     seed: int = 0
+    weights: str | None = None
+    sd_config: str | None = None
+    size: int | None = None
 
     @classmethod
     def for_preset(cls, preset: Preset, **overrides: Any) -> "TrainSettings":
@@ -87,6 +101,13 @@ class TrainSettings(TrainingDefaults):
             raise ValueError("max_steps and batch_size must be at least 1")
         if not 0.0 <= self.prompt_dropout < 1.0:
             raise ValueError("prompt_dropout must be in [0, 1)")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError("mixed_precision must be no, fp16 or bf16")
+
+    @property
+    def saved_modules(self) -> tuple[str, ...]:
+        """The models this run changes, hence the ones its checkpoints hold."""
+        return tuple(n for n in MODEL_CLASSES if any(n in STAGE_MODULES[stage] for stage, _ in self.stages))
 
     def stage_budgets(self) -> list[tuple[str, int, float | None]]:
         """(stage, steps, minutes) per stage, splitting the totals by the stage fractions."""
@@ -117,7 +138,7 @@ class TrainingData:
         records = load_dataset(root)
         if not records:
             raise ValueError(f"{root} holds no records to train on")
-        expected = (preset.image_channels, preset.size, preset.size)
+        expected = (2, preset.size, preset.size)
         wrong = [r.record_id for r in records if r.image.shape != expected]
         if wrong:
             raise ValueError(f"preset {preset.name!r} needs images of shape {expected}; {len(wrong)} records differ "
@@ -152,8 +173,10 @@ class Models:
     unet: UNet2DConditionModel
     controlnet: ControlNetModel
     text_encoder: CLIPTextModel
+    vae: AutoencoderKL | None = None
 
     def named(self) -> dict[str, torch.nn.Module]:
+        """The models a checkpoint can hold (the VAE is never trained here)."""
         return {"unet": self.unet, "controlnet": self.controlnet, "text_encoder": self.text_encoder}
 
 
@@ -167,14 +190,47 @@ def build_models(preset: Preset, vocab_size: int, max_length: int, seed: int) ->
     return Models(unet=unet, controlnet=controlnet, text_encoder=text_encoder)
 
 
-def load_models(folder: Path) -> Models:
+def starting_point(preset: Preset, settings: TrainSettings, prompts: Sequence[str], tokenizer_dir: Path | None):
+    """(models, tokenizer, noise scheduler) before any training: built from the preset, or
+    loaded from Stable Diffusion weights with a ControlNet initialised from their UNet."""
+    if preset.family == "stable-diffusion":
+        from cardiofair.diffusion.stable_diffusion import load_stable_diffusion
+
+        if settings.weights is None:
+            raise ValueError(f"preset {preset.name} needs --weights: a local Stable Diffusion folder or file")
+        vae, unet, text_encoder, tokenizer, scheduler = load_stable_diffusion(settings.weights, settings.sd_config)
+        # One stride-2 convolution of the mask embedding per halving by the VAE (three for SD's 8x).
+        halvings = len(vae.config.block_out_channels) - 1
+        embedding = (16, 32, 96, 256, 256)[: halvings + 1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            controlnet = build_controlnet(replace(preset, controlnet_embedding=embedding), unet)
+        return Models(unet=unet, controlnet=controlnet, text_encoder=text_encoder, vae=vae), tokenizer, scheduler
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else build_prompt_tokenizer(prompts)
+    models = build_models(preset, len(tokenizer.get_vocab()), tokenizer.model_max_length, settings.seed)
+    return models, tokenizer, build_noise_scheduler(preset)
+
+
+def load_models(folder: Path, names: Sequence[str] = tuple(MODEL_CLASSES)) -> dict[str, torch.nn.Module]:
     """Models saved by :func:`save_models` (a checkpoint or a model directory)."""
-    return Models(**{name: cls.from_pretrained(folder / name) for name, cls in MODEL_CLASSES.items()})
+    return {name: MODEL_CLASSES[name].from_pretrained(folder / name) for name in names}
 
 
-def save_models(models: Models, folder: Path) -> None:
-    for name, model in models.named().items():
-        model.save_pretrained(folder / name, safe_serialization=True)
+def save_models(models: Models, folder: Path, names: Sequence[str] = tuple(MODEL_CLASSES)) -> None:
+    for name in names:
+        models.named()[name].save_pretrained(folder / name, safe_serialization=True)
+
+
+def stage_parameters(models: Models, stage: str) -> dict[str, list[torch.nn.Parameter]]:
+    """The parameters a stage trains, per model."""
+    groups = {}
+    for name in STAGE_MODULES[stage]:
+        module = models.named()[name]
+        if stage == "decoder" and name == "unet":
+            groups[name] = [p for n, p in module.named_parameters() if n.startswith(UNET_DECODER)]
+        else:
+            groups[name] = list(module.parameters())
+    return groups
 
 
 def denoise(models: Models, noisy: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
@@ -193,7 +249,7 @@ def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tenso
     """The denoising loss of one batch, min-SNR weighted (Hang et al. 2023) when asked: it stops
     the many low-noise timesteps from dominating, which speeds up convergence several-fold."""
     batch = images.shape[0]
-    noise = torch.randn(images.shape, generator=generator).to(images.device)
+    noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(images.device)
     noisy = scheduler.add_noise(images, noise, t)
     prediction = denoise(models, noisy, t, embeddings, condition)
@@ -205,6 +261,17 @@ def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tenso
     weight = snr.clamp(max=min_snr_gamma)
     weight = weight / snr if scheduler.config.prediction_type == "epsilon" else weight / (snr + 1.0)
     return (weight * per_image).mean()
+
+
+def model_input(images: torch.Tensor, preset: Preset, vae: AutoencoderKL | None, generator: torch.Generator) -> torch.Tensor:
+    """What the UNet denoises: the (ED, ES) pair, or (ED, ES, ED) RGB through the VAE's latents."""
+    if preset.image_channels == 3:
+        images = images[:, [0, 1, 0]]
+    if vae is None:
+        return images
+    with torch.no_grad():
+        latents = vae.encode(images.to(vae.dtype)).latent_dist.sample(generator=generator)
+    return latents.float() * vae.config.scaling_factor
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -221,20 +288,110 @@ class Progress:
     stage_elapsed_s: float = 0.0
 
 
-def _stage_optimiser(models: Models, stage: str, settings: TrainSettings, steps: int):
-    trainable = TRAINABLE[stage]
-    for name, model in models.named().items():
-        model.requires_grad_(name in trainable)
-    groups = []
-    for name in trainable:
-        scale = settings.controlnet_lr_scale if name == "controlnet" else 1.0
-        groups.append({"params": [p for p in models.named()[name].parameters()], "lr": settings.learning_rate * scale})
-    optimiser = torch.optim.AdamW(groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+def _optimiser_class(settings: TrainSettings):
+    if settings.use_8bit_adam:
+        try:
+            import bitsandbytes
+
+            return bitsandbytes.optim.AdamW8bit
+        except ImportError:
+            warnings.warn("use_8bit_adam: bitsandbytes is not installed; using torch's AdamW", stacklevel=3)
+    return torch.optim.AdamW
+
+
+@dataclass
+class StageRun:
+    """The trainable parameters of one stage, with their optimiser, schedule and EMA."""
+
+    groups: dict[str, list[torch.nn.Parameter]]
+    optimiser: Any
+    lr_scheduler: Any
+    emas: dict[str, EMAModel]
+    models: Models  # the models as the step calls them (wrapped for several processes)
+
+
+def place_models(models: Models, settings: TrainSettings, accelerator: Accelerator) -> None:
+    """Move models to the device; models this run never trains go to half precision under mixed
+    precision (they only run forward), and gradient checkpointing is switched on when asked."""
+    frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    for name, model in [("vae", models.vae), *models.named().items()]:
+        if model is None:
+            continue
+        model.to(accelerator.device)
+        if name not in settings.saved_modules:
+            model.requires_grad_(False)
+            if frozen_dtype != torch.float32:
+                model.to(dtype=frozen_dtype)
+        if settings.gradient_checkpointing and name in ("unet", "controlnet"):
+            model.enable_gradient_checkpointing()
+
+
+def start_stage(accelerator: Accelerator, models: Models, stage: str, settings: TrainSettings, steps: int,
+                checkpoint: Path | None = None) -> StageRun:
+    """Optimiser, LR schedule and EMA for a stage (restored from ``checkpoint`` when resuming)."""
+    groups = stage_parameters(models, stage)
+    for module in models.named().values():
+        module.requires_grad_(False)
+    for parameter in (p for params in groups.values() for p in params):
+        parameter.requires_grad_(True)
+    param_groups = [{"params": params, "lr": settings.learning_rate * (settings.controlnet_lr_scale if name == "controlnet" else 1.0)}
+                    for name, params in groups.items()]
+    optimiser = _optimiser_class(settings)(param_groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     lr_scheduler = get_scheduler(settings.lr_schedule, optimiser, num_warmup_steps=min(settings.warmup_steps, steps),
                                  num_training_steps=steps)
-    emas = {name: EMAModel(models.named()[name].parameters(), decay=settings.ema_decay, use_ema_warmup=True)
-            for name in trainable}
-    return optimiser, lr_scheduler, emas
+    emas = {} if settings.ema_decay is None else {
+        name: EMAModel(params, decay=settings.ema_decay, use_ema_warmup=True) for name, params in groups.items()}
+    if checkpoint is not None:
+        _restore_stage_state(checkpoint, optimiser, lr_scheduler, emas)
+    trainable = {name: models.named()[name] for name in groups}
+    prepared = accelerator.prepare(*trainable.values(), optimiser, lr_scheduler)
+    wrapped = dict(zip(trainable, prepared[: len(trainable)]))
+    return StageRun(groups=groups, optimiser=prepared[len(trainable)], lr_scheduler=prepared[len(trainable) + 1],
+                    emas=emas, models=Models(**{**models.named(), **wrapped, "vae": models.vae}))
+
+
+class BatchSource:
+    """Draws training batches: balanced by prompt, with prompt dropout for classifier-free guidance."""
+
+    def __init__(self, data: TrainingData, tokenizer, preset: Preset, settings: TrainSettings):
+        self.data, self.preset, self.settings = data, preset, settings
+        self.weights = data.sampling_weights(settings.balance_cap)
+        self.prompt_ids = tokenize(tokenizer, data.prompts)
+        self.empty_ids = tokenize(tokenizer, [""])[0]
+
+    def draw(self, generator: torch.Generator, conditioned: bool):
+        """(image indices, token ids, mask conditioning image or None)."""
+        size = self.settings.batch_size
+        index = torch.multinomial(self.weights, size, replacement=True, generator=generator)
+        ids = self.prompt_ids[index].clone()
+        ids[torch.rand(size, generator=generator) < self.settings.prompt_dropout] = self.empty_ids
+        condition = mask_condition(self.data.masks[index], self.preset.condition_mode) if conditioned else None
+        return index, ids, condition
+
+
+def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource, noise_scheduler: DDPMScheduler,
+                  settings: TrainSettings, step: int) -> float:
+    """One optimisation step; returns the loss averaged over processes."""
+    # Everything random in a step comes from this generator: resuming replays it exactly.
+    generator = step_generator(settings.seed, step, accelerator.process_index)
+    # Only the base stage learns without the mask; every other stage trains the ControlNet.
+    index, ids, condition = batches.draw(generator, conditioned="controlnet" in run.groups)
+    device = accelerator.device
+    target = model_input(batches.data.images[index].to(device), batches.preset, run.models.vae, generator)
+    with accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
+        with accelerator.autocast():
+            embeddings = run.models.text_encoder(ids.to(device)).last_hidden_state
+            loss = diffusion_loss(run.models, noise_scheduler, target, embeddings,
+                                  None if condition is None else condition.to(device), generator, settings.min_snr_gamma)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_([p for params in run.groups.values() for p in params], 1.0)
+        run.optimiser.step()
+        run.lr_scheduler.step()
+        run.optimiser.zero_grad(set_to_none=True)
+    for name, ema in run.emas.items():
+        ema.step(run.groups[name])
+    return accelerator.gather(loss.detach().reshape(1)).mean().item()
 
 
 def train(
@@ -253,7 +410,14 @@ def train(
     """
     out = Path(out)
     preset = get_preset(settings.preset)
-    accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation)
+    if settings.size is not None:
+        preset = replace(preset, size=settings.size)
+    if preset.family == "stable-diffusion":
+        wrong = [stage for stage, _ in settings.stages if stage not in STABLE_DIFFUSION_STAGES]
+        if wrong:
+            raise ValueError(f"preset {preset.name} trains the stages {STABLE_DIFFUSION_STAGES}, not {wrong}")
+    mixed_precision = settings.mixed_precision if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation, mixed_precision=mixed_precision)
     main_process = accelerator.is_main_process
     training_dir = out / "training"
     checkpoints = training_dir / "checkpoints"
@@ -264,55 +428,42 @@ def train(
     accelerator.wait_for_everyone()
 
     data = TrainingData.from_dataset(dataset, preset)
-    weights = data.sampling_weights(settings.balance_cap)
+    checkpoint, progress, history = None, Progress(), []
     if resume:
         checkpoint = latest_checkpoint(checkpoints)
         try:
             state = json.loads((checkpoint / "state.json").read_text())
-            tokenizer = _load_tokenizer(out / "tokenizer")
-            models = load_models(checkpoint)
+            saved = load_models(checkpoint, settings.saved_modules)
         except (OSError, ValueError, KeyError) as error:
             raise CheckpointError(f"checkpoint {checkpoint} cannot be read ({error}); earlier checkpoints in "
                                   f"{checkpoints} are untouched") from None
         if state["settings"]["preset"] != settings.preset:
             raise CheckpointError(f"{checkpoint} was trained with preset {state['settings']['preset']!r}, "
                                   f"not {settings.preset!r}")
-        progress = Progress(**state["progress"])
-        history = state["history"]
-    else:
-        tokenizer = build_prompt_tokenizer(data.prompts)
-        models = build_models(preset, len(tokenizer.get_vocab()), tokenizer.model_max_length, settings.seed)
-        progress, history, checkpoint = Progress(), [], None
-        if main_process:
-            out.mkdir(parents=True, exist_ok=True)
-            tokenizer.save_pretrained(out / "tokenizer")
-            training_dir.mkdir(exist_ok=True)
-            (training_dir / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
+        progress, history = Progress(**state["progress"]), state["history"]
+    tokenizer_dir = out / "tokenizer" if resume and preset.family == "embedded" else None
+    models, tokenizer, noise_scheduler = starting_point(preset, settings, data.prompts, tokenizer_dir)
+    if resume:
+        models = Models(**{**models.named(), **saved, "vae": models.vae})
+    elif main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(out / "tokenizer")
+        training_dir.mkdir(exist_ok=True)
+        (training_dir / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
 
-    noise_scheduler = build_noise_scheduler(preset)
-    prompt_ids = tokenize(tokenizer, data.prompts)
-    empty_ids = tokenize(tokenizer, [""])[0]
-    device = accelerator.device
-    for model in models.named().values():
-        model.to(device)
+    batches = BatchSource(data, tokenizer, preset, settings)
+    place_models(models, settings, accelerator)
     budgets = settings.stage_budgets()
     start_time = time.monotonic() - progress.elapsed_s
-    total_steps = sum(steps for _, steps, _ in budgets)
-    bar = tqdm(total=total_steps, initial=progress.global_step, unit="step", desc="train",
+    bar = tqdm(total=sum(steps for _, steps, _ in budgets), initial=progress.global_step, unit="step", desc="train",
                disable=not (progress_bar and main_process))
 
     for stage_index in range(progress.stage_index, len(budgets)):
         stage, stage_steps, stage_minutes = budgets[stage_index]
-        optimiser, lr_scheduler, emas = _stage_optimiser(models, stage, settings, stage_steps)
-        if checkpoint is not None and stage_index == progress.stage_index:
-            _restore_stage_state(checkpoint, optimiser, lr_scheduler, emas)
-        else:
+        run = start_stage(accelerator, models, stage, settings, stage_steps,
+                          checkpoint if stage_index == progress.stage_index else None)
+        if checkpoint is None or stage_index != progress.stage_index:
             progress.stage_step, progress.stage_elapsed_s = 0, 0.0
-        trainable = {name: models.named()[name] for name in TRAINABLE[stage]}
-        prepared = accelerator.prepare(*trainable.values(), optimiser, lr_scheduler)
-        wrapped = dict(zip(trainable, prepared[: len(trainable)]))
-        optimiser, lr_scheduler = prepared[len(trainable)], prepared[len(trainable) + 1]
-        run_models = Models(**{**models.named(), **wrapped})
         stage_start = time.monotonic() - progress.stage_elapsed_s
         bar.set_description(f"train [{stage}]")
 
@@ -321,59 +472,40 @@ def train(
                 if stage_minutes is not None and time.monotonic() - stage_start > 60.0 * stage_minutes:
                     bar.write(f"stage {stage}: time budget of {stage_minutes:.1f} min reached at step {progress.stage_step}")
                     break
-                generator = step_generator(settings.seed, progress.global_step, accelerator.process_index)
-                index = torch.multinomial(weights, settings.batch_size, replacement=True, generator=generator)
-                ids = prompt_ids[index].clone()
-                dropped = torch.rand(settings.batch_size, generator=generator) < settings.prompt_dropout
-                ids[dropped] = empty_ids
-                images = data.images[index].to(device)
-                condition = None if stage == "base" else mask_condition(data.masks[index], preset.condition_mode).to(device)
-                with accelerator.accumulate(*wrapped.values()):
-                    embeddings = run_models.text_encoder(ids.to(device)).last_hidden_state
-                    loss = diffusion_loss(run_models, noise_scheduler, images, embeddings, condition, generator,
-                                          settings.min_snr_gamma)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_([p for m in wrapped.values() for p in m.parameters()], 1.0)
-                    optimiser.step()
-                    lr_scheduler.step()
-                    optimiser.zero_grad(set_to_none=True)
-                for name, ema in emas.items():
-                    ema.step(trainable[name].parameters())
+                loss = training_step(accelerator, run, batches, noise_scheduler, settings, progress.global_step)
                 progress.stage_step += 1
                 progress.global_step += 1
                 progress.elapsed_s = time.monotonic() - start_time
                 progress.stage_elapsed_s = time.monotonic() - stage_start
-                loss_value = accelerator.gather(loss.detach().reshape(1)).mean().item()
-                history.append({"step": progress.global_step, "stage": stage, "loss": loss_value,
-                                "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(progress.elapsed_s, 2)})
+                history.append({"step": progress.global_step, "stage": stage, "loss": loss,
+                                "lr": run.lr_scheduler.get_last_lr()[0], "elapsed_s": round(progress.elapsed_s, 2)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.4f}")
                 if main_process and progress.stage_step % settings.checkpoint_every == 0 and progress.stage_step < stage_steps:
-                    _checkpoint(checkpoints, models, optimiser, lr_scheduler, emas, progress, settings, history)
+                    _checkpoint(checkpoints, models, run, progress, settings, history)
                 if main_process and progress.global_step % settings.validate_every == 0:
-                    _validate(training_dir, models, emas, tokenizer, noise_scheduler, data, preset, progress.global_step)
+                    with averaged_weights(run.groups, run.emas):
+                        _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
                 accelerator.wait_for_everyone()
                 if stop.requested:
                     if main_process:
                         bar.write(f"stopping at step {progress.global_step}: checkpoint saved, continue with --resume")
-                        _checkpoint(checkpoints, models, optimiser, lr_scheduler, emas, progress, settings, history)
+                        _checkpoint(checkpoints, models, run, progress, settings, history)
                     raise KeyboardInterrupt
 
         # The next stage starts from (and the final model is) the averaged weights.
-        for name, ema in emas.items():
-            ema.copy_to(trainable[name].parameters())
+        for name, ema in run.emas.items():
+            ema.copy_to(run.groups[name])
         progress.stage_index, progress.stage_step = stage_index + 1, 0
         checkpoint = None
     bar.close()
 
     if main_process:
-        _checkpoint(checkpoints, models, None, None, {}, progress, settings, history)
-        _validate(training_dir, models, {}, tokenizer, noise_scheduler, data, preset, progress.global_step)
+        _checkpoint(checkpoints, models, None, progress, settings, history)
+        _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
         _write_loss_curve(training_dir, history)
-        pipeline = CardiacControlNetPipeline(unet=models.unet, controlnet=models.controlnet,
-                                             text_encoder=models.text_encoder, tokenizer=tokenizer,
-                                             scheduler=make_sampler(preset.sampling.sampler, noise_scheduler))
+        pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
+                                     make_sampler(preset.sampling.sampler, noise_scheduler), models.vae)
         pipeline.save_pretrained(out, safe_serialization=True)
         _write_model_card(out, preset, settings, data, progress, dataset, accelerator.num_processes)
     accelerator.wait_for_everyone()
@@ -402,21 +534,15 @@ class _StopRequest:
             signal.signal(signum, handler)
 
 
-def _load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
-
-
-def _checkpoint(root: Path, models: Models, optimiser, lr_scheduler, emas: dict[str, EMAModel], progress: Progress,
-                settings: TrainSettings, history: list[dict]) -> None:
+def _checkpoint(root: Path, models: Models, run: "StageRun | None", progress: Progress, settings: TrainSettings,
+                history: list[dict]) -> None:
     def write(folder: Path) -> None:
-        save_models(models, folder)
-        if optimiser is not None:
-            save_state(folder, "optimizer", optimiser.state_dict())
-            (folder / "lr_scheduler.json").write_text(json.dumps(lr_scheduler.state_dict()))
-        for name, ema in emas.items():
-            save_state(folder, f"ema_{name}", ema.state_dict())
+        save_models(models, folder, settings.saved_modules)
+        if run is not None:
+            save_state(folder, "optimizer", run.optimiser.state_dict())
+            (folder / "lr_scheduler.json").write_text(json.dumps(run.lr_scheduler.state_dict()))
+            for name, ema in run.emas.items():
+                save_state(folder, f"ema_{name}", ema.state_dict())
         (folder / "state.json").write_text(json.dumps(
             {"progress": asdict(progress), "settings": asdict(settings), "history": history}))
 
@@ -435,16 +561,16 @@ def _restore_stage_state(folder: Path, optimiser, lr_scheduler, emas: dict[str, 
 
 
 @contextlib.contextmanager
-def averaged_weights(models: Models, emas: dict[str, EMAModel]) -> Iterator[Models]:
-    """Temporarily swap the EMA weights into the models (for validation samples)."""
+def averaged_weights(groups: dict[str, list[torch.nn.Parameter]], emas: dict[str, EMAModel]) -> Iterator[None]:
+    """Temporarily swap the EMA weights into the trained parameters (for validation samples)."""
     for name, ema in emas.items():
-        ema.store(models.named()[name].parameters())
-        ema.copy_to(models.named()[name].parameters())
+        ema.store(groups[name])
+        ema.copy_to(groups[name])
     try:
-        yield models
+        yield
     finally:
         for name, ema in emas.items():
-            ema.restore(models.named()[name].parameters())
+            ema.restore(groups[name])
 
 
 def validation_indices(prompts: Sequence[str], count: int = VALIDATION_RECORDS) -> list[int]:
@@ -457,17 +583,14 @@ def validation_indices(prompts: Sequence[str], count: int = VALIDATION_RECORDS) 
     return [first[p] for p in ordered[:count]]
 
 
-def _validate(training_dir: Path, models: Models, emas: dict[str, EMAModel], tokenizer, noise_scheduler,
-              data: TrainingData, preset: Preset, step: int) -> None:
+def _validate(training_dir: Path, models: Models, tokenizer, noise_scheduler, data: TrainingData, preset: Preset,
+              step: int) -> None:
     index = validation_indices(data.prompts)
-    with averaged_weights(models, emas):
-        pipeline = CardiacControlNetPipeline(unet=models.unet, controlnet=models.controlnet,
-                                             text_encoder=models.text_encoder, tokenizer=tokenizer,
-                                             scheduler=make_sampler(preset.sampling.sampler, noise_scheduler))
-        samples = pipeline(data.masks[index], [data.prompts[i] for i in index],
-                           [torch.Generator().manual_seed(i) for i in range(len(index))],
-                           num_inference_steps=preset.sampling.steps, guidance_scale=preset.sampling.guidance_scale,
-                           condition_mode=preset.condition_mode)
+    pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
+                                 make_sampler(preset.sampling.sampler, noise_scheduler), models.vae)
+    pipeline.set_progress_bar_config(disable=True)
+    samples = draw(pipeline, data.masks[index], [data.prompts[i] for i in index],
+                   [torch.Generator().manual_seed(i) for i in range(len(index))], preset.sampling, preset.condition_mode)
     real = (data.images[index] + 1.0) / 2.0
     rows = []
     for k, i in enumerate(index):
@@ -512,6 +635,7 @@ def _write_model_card(out: Path, preset: Preset, settings: TrainSettings, data: 
     info = {
         "cardiofair_version": __version__,
         "preset": preset.name,
+        "family": preset.family,
         "image_channels": preset.image_channels,
         "channel_names": ["ED", "ES"],
         "size": preset.size,
