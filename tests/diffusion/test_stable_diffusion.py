@@ -8,47 +8,23 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import UNet2DConditionModel
 
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import load_dataset
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.sample import TrainedGenerator
-from cardiofair.diffusion.stable_diffusion import WeightsNotFoundError, load_stable_diffusion
+from cardiofair.diffusion.stable_diffusion import (
+    WeightsNotFoundError,
+    load_stable_diffusion,
+    write_random_stable_diffusion,
+)
 from cardiofair.diffusion.train import TrainSettings, train
-
-
-def _write_clip_tokenizer(folder):
-    """A CLIP BPE tokenizer in its real file format, with a character-level vocabulary."""
-    folder.mkdir(parents=True)
-    chars = list("abcdefghijklmnopqrstuvwxyz0123456789,-")
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sd") / "tiny-sd"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-                      down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                      latent_channels=4, norm_num_groups=4, sample_size=32).save_pretrained(root / "vae")
-        UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                             layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
-                             attention_head_dim=2, norm_num_groups=8).save_pretrained(root / "unet")
-        CLIPTextModel(CLIPTextConfig(vocab_size=80, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
-                                     eos_token_id=1, pad_token_id=1)).save_pretrained(
-            root / "text_encoder")
-    _write_clip_tokenizer(root / "tokenizer")
-    CLIPTokenizer(str(root / "tokenizer" / "vocab.json"), str(root / "tokenizer" / "merges.txt"),
-                  model_max_length=77).save_pretrained(root / "tokenizer")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
-    return root
+    return write_random_stable_diffusion(tmp_path_factory.mktemp("sd") / "tiny-sd", "tiny")
 
 
 @pytest.fixture(scope="module")

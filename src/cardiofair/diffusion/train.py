@@ -484,7 +484,7 @@ def train(
                 if main_process and progress.stage_step % settings.checkpoint_every == 0 and progress.stage_step < stage_steps:
                     _checkpoint(checkpoints, models, run, progress, settings, history)
                 if main_process and progress.global_step % settings.validate_every == 0:
-                    with averaged_weights(run.groups, run.emas):
+                    with averaged_weights(run.groups, run.emas), accelerator.autocast():
                         _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
                 accelerator.wait_for_everyone()
                 if stop.requested:
@@ -502,7 +502,8 @@ def train(
 
     if main_process:
         _checkpoint(checkpoints, models, None, progress, settings, history)
-        _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
+        with accelerator.autocast():  # frozen half-precision models beside a float32 ControlNet
+            _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
         _write_loss_curve(training_dir, history)
         pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                      make_sampler(preset.sampling.sampler, noise_scheduler), models.vae)
