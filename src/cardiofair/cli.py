@@ -174,14 +174,16 @@ def _train(args: argparse.Namespace) -> int:
     from cardiofair.diffusion.presets import get_preset
     from cardiofair.diffusion.train import TrainSettings, describe_budget, train
 
-    settings = TrainSettings.for_preset(
-        get_preset(args.preset), seed=args.seed, stages=args.stages, max_steps=args.max_steps,
+    chosen = dict(
+        seed=args.seed, stages=args.stages, max_steps=args.max_steps,
         max_minutes=args.max_minutes, batch_size=args.batch_size, learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
         size=args.size, weights=None if args.weights is None else str(args.weights),
         sd_config=None if args.sd_config is None else str(args.sd_config), mixed_precision=args.mixed_precision,
         gradient_checkpointing=args.gradient_checkpointing, gradient_accumulation=args.gradient_accumulation,
         use_8bit_adam=args.use_8bit_adam)
+    # Options left out keep the preset's value.
+    settings = TrainSettings.for_preset(get_preset(args.preset), **{k: v for k, v in chosen.items() if v is not None})
     if not args.quiet:
         print(f"training preset {args.preset}: {describe_budget(settings)}")
     out = train(args.dataset, args.out, settings, resume=args.resume, overwrite=args.overwrite,

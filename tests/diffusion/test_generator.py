@@ -35,7 +35,8 @@ def _settings(**overrides):
 @pytest.fixture(scope="module")
 def model(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "tiny"
-    train(dataset, out, _settings(max_steps=6, learning_rate=5e-3), progress_bar=False)
+    # A high rate: the ControlNet's zero-initialised convolutions must move before the mask matters.
+    train(dataset, out, _settings(max_steps=6, learning_rate=3e-2, ema_decay=None), progress_bar=False)
     return out
 
 
@@ -80,10 +81,11 @@ def test_mask_conditioning_and_a_masked_out_controlnet(generator, masks):
     swapped = masks[::-1].copy()
     on = generator.defaults
     off = on.override(controlnet_scale=0.0)
-    assert not np.allclose(generator.sample(masks, [PROMPT] * 2, [5, 5], on),
-                           generator.sample(swapped, [PROMPT] * 2, [5, 5], on), atol=1e-4)
-    np.testing.assert_allclose(generator.sample(masks, [PROMPT] * 2, [5, 5], off),
-                               generator.sample(swapped, [PROMPT] * 2, [5, 5], off), atol=1e-6)
+    # Sampling is deterministic (identical calls give identical bits), so any difference is the mask's.
+    assert np.abs(generator.sample(masks, [PROMPT] * 2, [5, 5], on) -
+                  generator.sample(swapped, [PROMPT] * 2, [5, 5], on)).max() > 1e-5
+    np.testing.assert_array_equal(generator.sample(masks, [PROMPT] * 2, [5, 5], off),
+                                  generator.sample(swapped, [PROMPT] * 2, [5, 5], off))
 
 
 def test_prompt_conditioning_changes_the_output(generator, masks):

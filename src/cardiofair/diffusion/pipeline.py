@@ -56,10 +56,12 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         tokenizer: PreTrainedTokenizerFast,
         scheduler: SchedulerMixin,
         vae: AutoencoderKL | None = None,
+        pixel_unshuffle: int = 1,
     ):
         super().__init__()
         self.register_modules(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler, vae=vae)
+        self.register_to_config(pixel_unshuffle=pixel_unshuffle)
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text-encoder hidden states for cross-attention; ``""`` is the unconditional prompt."""
@@ -67,9 +69,10 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         return self.text_encoder(ids).last_hidden_state
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """Shape of the denoised tensor for an image of this size (pixels or latents)."""
+        """Shape of the denoised tensor for an image of this size (pixels, folded pixels or latents)."""
         if self.vae is None:
-            return self.unet.config.in_channels, height, width
+            factor = self.config.pixel_unshuffle
+            return self.unet.config.in_channels, height // factor, width // factor
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         return self.unet.config.in_channels, height // factor, width // factor
 
@@ -113,6 +116,8 @@ class CardiacControlNetPipeline(DiffusionPipeline):
             sample = self.scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
+        elif self.config.pixel_unshuffle > 1:
+            sample = torch.nn.functional.pixel_shuffle(sample, self.config.pixel_unshuffle)
         return ((sample.clamp(-1.0, 1.0) + 1.0) / 2.0).float().cpu()
 
 
@@ -125,7 +130,8 @@ def stable_diffusion_pipeline_class() -> type[DiffusionPipeline]:
 
 
 def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: ControlNetModel, text_encoder,
-                      tokenizer, scheduler: SchedulerMixin, vae: AutoencoderKL | None = None) -> DiffusionPipeline:
+                      tokenizer, scheduler: SchedulerMixin, vae: AutoencoderKL | None = None,
+                      pixel_unshuffle: int = 1) -> DiffusionPipeline:
     """The sampling pipeline of a model family: cardiofair's own for the embedded presets,
     diffusers' ``StableDiffusionControlNetPipeline`` for Stable Diffusion."""
     if family == "stable-diffusion":
@@ -133,7 +139,7 @@ def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: Contr
                                                  controlnet=controlnet, scheduler=scheduler, safety_checker=None,
                                                  feature_extractor=None, requires_safety_checker=False)
     return CardiacControlNetPipeline(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
-                                     scheduler=scheduler, vae=vae)
+                                     scheduler=scheduler, vae=vae, pixel_unshuffle=pixel_unshuffle)
 
 
 def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str],

@@ -88,7 +88,7 @@ class TrainSettings(TrainingDefaults):
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown training setting(s) {sorted(unknown)}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update(overrides)
         return cls(preset=preset.name, **values)
 
     def __post_init__(self) -> None:
@@ -264,11 +264,12 @@ def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tenso
 
 
 def model_input(images: torch.Tensor, preset: Preset, vae: AutoencoderKL | None, generator: torch.Generator) -> torch.Tensor:
-    """What the UNet denoises: the (ED, ES) pair, or (ED, ES, ED) RGB through the VAE's latents."""
+    """What the UNet denoises: the (ED, ES) pair (folded into channels by pixel unshuffling), or
+    (ED, ES, ED) RGB through the VAE's latents."""
     if preset.image_channels == 3:
         images = images[:, [0, 1, 0]]
     if vae is None:
-        return images
+        return torch.nn.functional.pixel_unshuffle(images, preset.pixel_unshuffle)
     with torch.no_grad():
         latents = vae.encode(images.to(vae.dtype)).latent_dist.sample(generator=generator)
     return latents.float() * vae.config.scaling_factor
@@ -506,7 +507,8 @@ def train(
             _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
         _write_loss_curve(training_dir, history)
         pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
-                                     make_sampler(preset.sampling.sampler, noise_scheduler), models.vae)
+                                     make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
+                                     preset.pixel_unshuffle)
         pipeline.save_pretrained(out, safe_serialization=True)
         _write_model_card(out, preset, settings, data, progress, dataset, accelerator.num_processes)
     accelerator.wait_for_everyone()
@@ -588,7 +590,8 @@ def _validate(training_dir: Path, models: Models, tokenizer, noise_scheduler, da
               step: int) -> None:
     index = validation_indices(data.prompts)
     pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
-                                 make_sampler(preset.sampling.sampler, noise_scheduler), models.vae)
+                                 make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
+                                 preset.pixel_unshuffle)
     pipeline.set_progress_bar_config(disable=True)
     samples = draw(pipeline, data.masks[index], [data.prompts[i] for i in index],
                    [torch.Generator().manual_seed(i) for i in range(len(index))], preset.sampling, preset.condition_mode)
