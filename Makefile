@@ -30,6 +30,7 @@ test-all: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_generator.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -341,7 +341,7 @@ def start_stage(accelerator: Accelerator, models: Models, stage: str, settings: 
     lr_scheduler = get_scheduler(settings.lr_schedule, optimiser, num_warmup_steps=min(settings.warmup_steps, steps),
                                  num_training_steps=steps)
     emas = {} if settings.ema_decay is None else {
-        name: EMAModel(params, decay=settings.ema_decay, use_ema_warmup=True) for name, params in groups.items()}
+        name: EMAModel(params, decay=settings.ema_decay) for name, params in groups.items()}
     if checkpoint is not None:
         _restore_stage_state(checkpoint, optimiser, lr_scheduler, emas)
     trainable = {name: models.named()[name] for name in groups}
