@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from diffusers.training_utils import EMAModel
+from accelerate import Accelerator
 from torch.utils.flop_counter import (
     FlopCounterMode,
     flop_registry,
@@ -39,10 +39,20 @@ from torch.utils.flop_counter import (
 )
 
 from cardiofair.diffusion.conditioning import mask_condition
-from cardiofair.diffusion.pipeline import CardiacControlNetPipeline, make_sampler
-from cardiofair.diffusion.presets import PRESETS, Preset, SamplerSettings, build_noise_scheduler, get_preset
+from cardiofair.diffusion.pipeline import assemble_pipeline, make_sampler
+from cardiofair.diffusion.presets import PRESETS, Preset, build_noise_scheduler, get_preset
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
-from cardiofair.diffusion.train import Models, build_models, diffusion_loss
+from cardiofair.diffusion.train import (
+    BatchSource,
+    Models,
+    TrainingData,
+    TrainSettings,
+    build_models,
+    diffusion_loss,
+    model_input,
+    start_stage,
+    training_step,
+)
 from cardiofair.prompts import BMI_CLASSES, SEXES, build_prompt
 
 PARTS = ("default-train", "default-sample", "naive-train", "naive-sample")
@@ -50,7 +60,6 @@ TARGET_PAIRS_PER_S = 2.0
 # The naive reference: diffusers' defaults (UNet2DConditionModel's attention_head_dim, which sets
 # the number of heads, and the pipelines' 50 DDIM steps) with attention at every resolution.
 NAIVE_HEAD_DIM = 8
-NAIVE_SAMPLING = SamplerSettings(sampler="ddim", steps=50)
 MATMUL_SIZE = 2048
 ATTENTION_OPS = (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu,
                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
@@ -130,12 +139,16 @@ def matmul_gflops(seconds: float = 2.0) -> float:
 
 
 def naive_preset(preset: Preset) -> Preset:
-    """The preset with a cross-attention block at every resolution and diffusers' head setting."""
+    """The preset as diffusers' defaults would build it: plain pixel space (no unshuffling, so
+    the UNet runs at full resolution), a cross-attention block at every resolution and
+    diffusers' head setting, sampled with DDIM 50 steps."""
     unet = dict(preset.unet)
     levels = len(unet["block_out_channels"])
     unet.update(down_block_types=("CrossAttnDownBlock2D",) * levels, up_block_types=("CrossAttnUpBlock2D",) * levels,
                 attention_head_dim=NAIVE_HEAD_DIM)
-    return dataclasses.replace(preset, name=f"{preset.name}-naive", unet=unet, sampling=NAIVE_SAMPLING)
+    sampling = dataclasses.replace(preset.sampling, sampler="ddim", steps=50)
+    return dataclasses.replace(preset, name=f"{preset.name}-naive", unet=unet, sampling=sampling,
+                               pixel_unshuffle=1, controlnet_embedding=(16,))
 
 
 def grammar_prompts() -> list[str]:
@@ -180,48 +193,38 @@ def max_rss_mb() -> float:
 
 
 def measure_train(preset: Preset, batch: int, warmup: int, steps: int) -> dict[str, Any]:
-    """Steps/s of the joint stage as train() runs it, less data loading and accelerate: text
-    encoder, diffusion_loss, backward, gradient clipping, AdamW and the EMA of every model."""
+    """Steps/s of the joint stage exactly as train() runs it (``training_step``: balanced batch,
+    prompt dropout, text encoder, loss, backward, clipping, AdamW, EMA of every model)."""
     setup = Setup.build(preset, batch)
-    models, training = setup.models, preset.training
-    trained = (models.unet, models.controlnet, models.text_encoder)
-    for model in trained:
-        model.train().requires_grad_(True)
-    parameters = [p for model in trained for p in model.parameters()]
-    optimiser = torch.optim.AdamW(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
-    emas = [] if training.ema_decay is None else [
-        (EMAModel(m.parameters(), decay=training.ema_decay, use_ema_warmup=True), m) for m in trained]
+    settings = TrainSettings.for_preset(preset, batch_size=batch, stages=(("joint", 1.0),))
+    accelerator = Accelerator(cpu=True)
+    images = torch.rand(batch, 2, preset.size, preset.size) * 2.0 - 1.0
+    data = TrainingData(images=images, masks=setup.masks, prompts=setup.prompts, manifest=None)
+    batches = BatchSource(data, setup.tokenizer, preset, settings)
+    run = start_stage(accelerator, setup.models, "joint", settings, warmup + steps)
     scheduler = build_noise_scheduler(preset)
-    ids = tokenize(setup.tokenizer, setup.prompts)
-    images = torch.rand(batch, preset.image_channels, preset.size, preset.size) * 2.0 - 1.0
-
-    def loss_of(count: int, step: int) -> torch.Tensor:
-        condition = mask_condition(setup.masks[:count], preset.condition_mode)
-        embeddings = models.text_encoder(ids[:count]).last_hidden_state
-        return diffusion_loss(models, scheduler, images[:count], embeddings, condition,
-                              torch.Generator().manual_seed(step), training.min_snr_gamma)
-
-    def train_step(step: int) -> None:
-        loss_of(batch, step).backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
-        for ema, model in emas:
-            ema.step(model.parameters())
 
     rss_setup = max_rss_mb()
     ceiling = matmul_gflops()
     for step in range(warmup):
-        train_step(step)
+        training_step(accelerator, run, batches, scheduler, settings, step)
     start = time.perf_counter()
     for step in range(warmup, warmup + steps):
-        train_step(step)
+        training_step(accelerator, run, batches, scheduler, settings, step)
     seconds = (time.perf_counter() - start) / steps
     peak = max_rss_mb()
-    # Every counted op is linear in the batch: count one image's forward + backward (no
-    # optimiser step: AdamW and EMA are elementwise, which FlopCounterMode does not count).
-    flops, attention = count_flops(lambda: loss_of(1, 0).backward())
-    optimiser.zero_grad(set_to_none=True)
+
+    def one_image() -> None:
+        # Every counted op is linear in the batch: one image's forward + backward (AdamW and
+        # EMA are elementwise, which FlopCounterMode does not count).
+        generator = torch.Generator().manual_seed(0)
+        target = model_input(images[:1], preset, None, generator)
+        condition = mask_condition(setup.masks[:1], preset.condition_mode)
+        embeddings = setup.models.text_encoder(tokenize(setup.tokenizer, setup.prompts[:1])).last_hidden_state
+        diffusion_loss(setup.models, scheduler, target, embeddings, condition, generator,
+                       settings.min_snr_gamma).backward()
+
+    flops, attention = count_flops(one_image)
     return {"batch": batch, "warmup_steps": warmup, "timed_steps": steps, "seconds_per_step": seconds,
             "steps_per_s": 1.0 / seconds, "samples_per_s": batch / seconds,
             "gflop_per_sample": flops / 1e9, "attention_gflop_per_sample": attention / 1e9,
@@ -237,9 +240,9 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
     models = setup.models
     for model in models.named().values():
         model.eval()
-    pipeline = CardiacControlNetPipeline(unet=models.unet, controlnet=models.controlnet,
-                                         text_encoder=models.text_encoder, tokenizer=setup.tokenizer,
-                                         scheduler=make_sampler(settings.sampler, build_noise_scheduler(preset)))
+    pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, setup.tokenizer,
+                                 make_sampler(settings.sampler, build_noise_scheduler(preset)),
+                                 pixel_unshuffle=preset.pixel_unshuffle)
 
     def draw(steps: int) -> None:
         pipeline(setup.masks, setup.prompts, [torch.Generator().manual_seed(i) for i in range(batch)],
@@ -259,7 +262,7 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
     with torch.no_grad():
         embeddings = pipeline.encode_prompts(setup.prompts[:1] + ([""] if guided else []))
         pair = 2 if guided else 1
-        sample = torch.randn(pair, preset.image_channels, preset.size, preset.size)
+        sample = torch.randn(pair, *pipeline.latent_shape(preset.size, preset.size))
         condition = mask_condition(setup.masks[:1], preset.condition_mode).repeat(pair, 1, 1, 1)
         t = torch.tensor(500)
         residuals: dict[str, Any] = {}
@@ -437,8 +440,8 @@ def main() -> None:
     machine["load_average_end"] = os.getloadavg()
     figures = {"preset": preset.name, "quick": args.quick, "machine": machine,
                "naive": {"train": results["naive-train"], "sample": results["naive-sample"],
-                         "description": f"attention at every level, attention_head_dim={NAIVE_HEAD_DIM}, "
-                                        f"{NAIVE_SAMPLING.sampler} {NAIVE_SAMPLING.steps} steps"},
+                         "description": f"full-resolution pixel space, attention at every level, "
+                                        f"attention_head_dim={NAIVE_HEAD_DIM}, ddim 50 steps"},
                "default": {"train": results["default-train"], "sample": results["default-sample"]}}
     default_sample, naive_sample = results["default-sample"], results["naive-sample"]
     figures["ratios"] = {

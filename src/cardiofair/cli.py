@@ -148,6 +148,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-schedule", choices=("cosine", "constant_with_warmup", "linear"), help="learning-rate schedule")
     p.add_argument("--size", type=int, help="image size the model works at (default: the preset's; the dataset "
                    "must be prepared at it)")
+    p.add_argument("--condition", choices=("onehot", "grey", "grey-rgb"), help="how the mask pair enters the "
+                   "ControlNet: one channel per label per frame (onehot, the cpu default), the paper's grey levels "
+                   "per frame (grey), or as an (ED, ES, ED) RGB image (grey-rgb, Stable Diffusion)")
     p.add_argument("--weights", type=Path, help="sd21/sd15: local Stable Diffusion weights, a diffusers folder or a "
                    "single .safetensors/.ckpt file (never downloaded)")
     p.add_argument("--sd-config", type=Path, help="sd21/sd15 with a single-file checkpoint: the model's diffusers "
@@ -178,7 +181,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed, stages=args.stages, max_steps=args.max_steps,
         max_minutes=args.max_minutes, batch_size=args.batch_size, learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule, checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
-        size=args.size, weights=None if args.weights is None else str(args.weights),
+        size=args.size, condition_mode=args.condition, weights=None if args.weights is None else str(args.weights),
         sd_config=None if args.sd_config is None else str(args.sd_config), mixed_precision=args.mixed_precision,
         gradient_checkpointing=args.gradient_checkpointing, gradient_accumulation=args.gradient_accumulation,
         use_8bit_adam=args.use_8bit_adam)

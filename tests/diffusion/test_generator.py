@@ -208,3 +208,13 @@ def test_two_processes_through_accelerate(dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "cardiofair.json").is_file()
     assert "distributed" in json.loads((out / "cardiofair.json").read_text())["training"]
+
+
+def test_grey_level_mask_conditioning_is_configurable(dataset, tmp_path, masks):
+    out = train(dataset, tmp_path / "grey", _settings(max_steps=2, condition_mode="grey"), progress_bar=False)
+    generator = TrainedGenerator(out)
+    assert generator.info["condition_mode"] == "grey"
+    assert generator.pipeline.controlnet.config.conditioning_channels == 2
+    assert np.isfinite(generator.sample(masks, [PROMPT] * 2, [0, 1])).all()
+    with pytest.raises(ValueError, match="unknown condition mode"):
+        train(dataset, tmp_path / "bad", _settings(condition_mode="rainbow"), progress_bar=False)

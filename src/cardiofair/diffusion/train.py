@@ -42,7 +42,7 @@ from cardiofair import __version__
 from cardiofair.data.records import load_dataset, mask_overlay, png_bytes
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
-from cardiofair.diffusion.conditioning import mask_condition
+from cardiofair.diffusion.conditioning import condition_channels, mask_condition
 from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler
 from cardiofair.diffusion.presets import (
     Preset,
@@ -80,6 +80,7 @@ class TrainSettings(TrainingDefaults):
     weights: str | None = None
     sd_config: str | None = None
     size: int | None = None
+    condition_mode: str | None = None
 
     @classmethod
     def for_preset(cls, preset: Preset, **overrides: Any) -> "TrainSettings":
@@ -413,10 +414,15 @@ def train(
     preset = get_preset(settings.preset)
     if settings.size is not None:
         preset = replace(preset, size=settings.size)
+    if settings.condition_mode is not None:
+        condition_channels(settings.condition_mode)
+        preset = replace(preset, condition_mode=settings.condition_mode)
     if preset.family == "stable-diffusion":
         wrong = [stage for stage, _ in settings.stages if stage not in STABLE_DIFFUSION_STAGES]
         if wrong:
             raise ValueError(f"preset {preset.name} trains the stages {STABLE_DIFFUSION_STAGES}, not {wrong}")
+        if preset.condition_mode != "grey-rgb":
+            raise ValueError(f"preset {preset.name} reads the mask as an RGB image: condition mode grey-rgb only")
     mixed_precision = settings.mixed_precision if torch.cuda.is_available() else "no"
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation, mixed_precision=mixed_precision)
     main_process = accelerator.is_main_process
