@@ -264,6 +264,72 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate", help="make the synthetic records a plan asks for",
+        description="Sample every synthetic record of a plan (from `cardiofair plan`) with a trained model, masks "
+        "drawn from the dataset's real training records by the plan's mask policy. Resumable: run the same "
+        "command again after a crash and it continues; the result equals an uninterrupted run.")
+    p.add_argument("--model", required=True, type=Path, help="trained model directory")
+    p.add_argument("--dataset", required=True, type=Path, help="the prepared real dataset the plan was made from")
+    p.add_argument("--plan", required=True, type=Path, help="plan CSV")
+    p.add_argument("--out", required=True, type=Path, help="synthetic dataset directory")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--augment-masks", action="store_true",
+                   help="warp each reused mask slightly (label-preserving) so no real geometry repeats verbatim")
+    p.add_argument("--sampler", choices=("ddim", "dpm++", "unipc"), help="scheduler (default: the model's)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
+    p.add_argument("--controlnet-scale", type=float, help="ControlNet conditioning scale")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing --out and start again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cardiofair.data.summary import summary_text
+    from cardiofair.diffusion.presets import SamplerSettings
+    from cardiofair.generate import GenerationSettings, generate
+
+    chosen = {"sampler": args.sampler, "steps": args.steps, "guidance_scale": args.guidance_scale,
+              "controlnet_scale": args.controlnet_scale}
+    sampler = None
+    if any(v is not None for v in chosen.values()):
+        from cardiofair.diffusion.sample import TrainedGenerator
+
+        defaults = SamplerSettings(**TrainedGenerator.read_card(args.model)["sampling"])
+        sampler = defaults.override(**chosen)
+    settings = GenerationSettings(seed=args.seed, batch_size=args.batch_size, augment_masks=args.augment_masks,
+                                  sampler=sampler)
+    plan = pd.read_csv(args.plan)
+    out = generate(args.model, args.dataset, plan, args.out, settings, overwrite=args.overwrite,
+                   progress=not args.quiet)
+    print(summary_text(out) if not args.quiet else f"synthetic dataset written to {out}")
+    return 0
+
+
+def _add_merge(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("merge", help="real training records + synthetic records in one dataset",
+                              description="The augmented training set: the real dataset's training records (never "
+                              "its test split) and a synthetic dataset's records, files copied.")
+    p.add_argument("real", type=Path, help="prepared real dataset")
+    p.add_argument("synthetic", type=Path, help="synthetic dataset from `cardiofair generate`")
+    p.add_argument("--out", required=True, type=Path, help="merged dataset directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(handler=_merge)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from cardiofair.data.summary import summary_text
+    from cardiofair.generate import merge_datasets
+
+    print(summary_text(merge_datasets(args.real, args.synthetic, args.out, overwrite=args.overwrite)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cardiofair`` command."""
     parser = argparse.ArgumentParser(
@@ -276,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_summary(subparsers)
     _add_train(subparsers)
     _add_sample(subparsers)
+    _add_generate(subparsers)
+    _add_merge(subparsers)
     return parser
 
 

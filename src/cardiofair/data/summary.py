@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardiofair.data.records import read_manifest
-from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, cell_columns, subgroup_cell
+from cardiofair.data.records import is_synthetic, read_manifest
+from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, cell_columns, is_missing, parse_prompt, subgroup_cell
 
 HEALTHY = "healthy"
 
@@ -19,8 +19,17 @@ HEALTHY = "healthy"
 def with_cells(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:
     """The binned cell attributes of each manifest row (``sex``, ``age``, ``bmi``, ``diagnosis``),
     on the manifest's index; unknown values read ``"unknown"``."""
-    cells = [subgroup_cell(row, schema) for row in manifest.to_dict("records")]
+    cells = [record_cell(row, schema) for row in manifest.to_dict("records")]
     return pd.DataFrame(cells, columns=list(cell_columns(schema)), index=manifest.index)
+
+
+def record_cell(row: dict, schema: PromptSchema = DEFAULT_SCHEMA) -> tuple[str, ...]:
+    """A record's subgroup cell: from its metadata for real records, from the prompt it was
+    drawn with for synthetic ones (which have no measured age or BMI)."""
+    if is_synthetic(row) and not is_missing(row.get("prompt")):
+        values = parse_prompt(str(row["prompt"]), schema)
+        return tuple(values[a] or "unknown" for a in cell_columns(schema))
+    return subgroup_cell(row, schema)
 
 
 def cell_counts(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:

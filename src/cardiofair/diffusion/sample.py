@@ -43,11 +43,7 @@ class TrainedGenerator:
 
     def __init__(self, model_dir: str | os.PathLike, device: str | None = None):
         self.model_dir = Path(model_dir)
-        card = self.model_dir / MODEL_CARD
-        if not card.is_file():
-            raise ModelNotFoundError(f"{self.model_dir} is not a finished cardiofair model: {card} is missing "
-                                     f"(train one with `cardiofair train`, or resume an interrupted run with --resume)")
-        self.info: dict[str, Any] = json.loads(card.read_text())
+        self.info: dict[str, Any] = self.read_card(self.model_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.info.get("family", "embedded") == "stable-diffusion":
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -60,6 +56,15 @@ class TrainedGenerator:
         self.defaults = SamplerSettings(**self.info["sampling"])
         self.hash = model_hash(self.model_dir)
         self._training_scheduler = self.pipeline.scheduler
+
+    @staticmethod
+    def read_card(model_dir: str | os.PathLike) -> dict[str, Any]:
+        """A model directory's ``cardiofair.json``, with a clear error when the model is unfinished."""
+        card = Path(model_dir) / MODEL_CARD
+        if not card.is_file():
+            raise ModelNotFoundError(f"{model_dir} is not a finished cardiofair model: {card} is missing "
+                                     f"(train one with `cardiofair train`, or resume an interrupted run with --resume)")
+        return json.loads(card.read_text())
 
     @property
     def size(self) -> int:

@@ -1,0 +1,271 @@
+"""From a synthesis plan to a synthetic dataset: resumable, idempotent, deterministic.
+
+Every synthetic record has its own seed, derived from the run seed and its record id, and its
+mask is drawn from the real training records by the plan's mask policy with a generator of the
+same seed: a record's image depends only on the run's settings and the record itself. Records
+are sampled in fixed batches, and a batch's manifest rows are written only after its files, so a
+run killed at any point continues when run again and ends identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from tqdm import tqdm
+
+from cardiofair.data.records import (
+    MANIFEST_COLUMNS,
+    DatasetWriter,
+    Record,
+    is_synthetic,
+    load_record,
+    manifest_row,
+    read_manifest,
+    write_record_files,
+)
+from cardiofair.data.summary import with_cells
+from cardiofair.diffusion.presets import SamplerSettings
+from cardiofair.diffusion.sample import TrainedGenerator
+from cardiofair.errors import CardiofairError
+from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, parse_prompt
+
+MASK_POLICIES = ("copy", "matched", "random")
+PLAN_COLUMNS = ("cell", "diagnosis", "real_count", "synthetic_count", "prompt", "mask_policy")
+RUN_FILE = "generate-run.json"
+
+
+class GenerationError(CardiofairError):
+    """A plan, model and dataset that cannot be generated together."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that decides the synthetic records; stored with the run to resume it safely."""
+
+    seed: int = 0
+    batch_size: int = 32
+    augment_masks: bool = False
+    sampler: SamplerSettings | None = None
+
+
+def record_seed(run_seed: int, record_id: str) -> int:
+    """A record's seed: independent of the order, batch and process in which it is made."""
+    digest = hashlib.sha256(f"{run_seed}/{record_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def training_candidates(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Real records whose masks may be reused: never synthetic ones, never the test split."""
+    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    if "split" in real.columns:
+        real = real[real["split"].astype(str).str.lower() != "test"]
+    return real
+
+
+def choose_mask_source(policy: str, cell: dict[str, str], candidates: pd.DataFrame, binned: pd.DataFrame,
+                       rng: np.random.Generator) -> int:
+    """Index (in ``candidates``) of the real record whose mask a synthetic record gets.
+
+    ``copy``: a record of the same cell (the paper's "synthetic copy"); ``matched``: same
+    diagnosis and as many other attributes as possible, so a female heart-failure image gets a
+    heart-failure geometry of a similar body; ``random``: any record of the same diagnosis (the
+    paper's "random prompt" mode).
+    """
+    same_diagnosis = binned.index[binned["diagnosis"] == cell["diagnosis"]]
+    if len(same_diagnosis) == 0:
+        raise GenerationError(f"no real training record has diagnosis {cell['diagnosis']!r} to take a mask from")
+    attributes = [a for a in cell if a != "diagnosis" and a in binned.columns]
+    if policy == "random":
+        pool = same_diagnosis
+    else:
+        matches = sum((binned.loc[same_diagnosis, a] == cell[a]).astype(int) for a in attributes) \
+            if attributes else pd.Series(0, index=same_diagnosis)
+        if policy == "copy" and attributes and matches.max() < len(attributes):
+            raise GenerationError(f"mask policy copy needs real records of cell {cell}, and there are none")
+        pool = matches.index[matches == matches.max()]
+    return int(pool[rng.integers(len(pool))])
+
+
+def warp_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A small label-preserving affine warp of a (2, H, W) mask pair, the same for ED and ES:
+    rotation up to 8 degrees, scale up to 5%, shift up to 2 pixels, nearest neighbour, so that
+    no real geometry is reused verbatim."""
+    size = np.array(mask.shape[1:], dtype=float)
+    angle = math.radians(rng.uniform(-8.0, 8.0))
+    scale = rng.uniform(0.95, 1.05)
+    shift = rng.uniform(-2.0, 2.0, size=2)
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]) / scale
+    centre = (size - 1) / 2.0
+    offset = centre - rotation @ (centre + shift)
+    return np.stack([ndimage.affine_transform(frame, rotation, offset=offset, order=0, mode="constant", cval=0)
+                     for frame in mask]).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One synthetic record to make."""
+
+    record_id: str
+    cell: str
+    prompt: str
+    mask_policy: str
+    seed: int
+    source_index: int
+
+
+def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerationSettings,
+              schema: PromptSchema = DEFAULT_SCHEMA) -> list[Job]:
+    """The synthetic records a plan asks for, each with its seed and mask source."""
+    missing = [c for c in PLAN_COLUMNS if c not in plan.columns]
+    if missing:
+        raise GenerationError(f"the plan lacks the columns {missing}")
+    if candidates.empty:
+        raise GenerationError("the dataset has no real training records to take masks from")
+    binned = with_cells(candidates, schema)
+    jobs = []
+    for number, row in enumerate(plan.to_dict("records")):
+        if row["mask_policy"] not in MASK_POLICIES:
+            raise GenerationError(f"plan cell {row['cell']}: unknown mask policy {row['mask_policy']!r}")
+        cell = {a: v for a, v in parse_prompt(str(row["prompt"]), schema).items() if v is not None}
+        if "diagnosis" not in cell:
+            raise GenerationError(f"plan cell {row['cell']}: its prompt {row['prompt']!r} names no diagnosis")
+        for k in range(int(row["synthetic_count"])):
+            # Ids count within a cell of the plan: they never carry a real subject's identifier.
+            record_id = f"synthetic-c{number:03d}-{k:05d}"
+            seed = record_seed(settings.seed, record_id)
+            source = choose_mask_source(row["mask_policy"], cell, candidates, binned, np.random.default_rng(seed))
+            jobs.append(Job(record_id, str(row["cell"]), str(row["prompt"]), row["mask_policy"], seed, source))
+    return jobs
+
+
+def _check_compatible(generator: TrainedGenerator, candidates: pd.DataFrame, dataset: Path) -> None:
+    first = load_record(dataset, candidates.iloc[0].to_dict())
+    if first.image.shape[1:] != (generator.size, generator.size):
+        raise GenerationError(f"the model draws {generator.size} px pairs but {dataset} holds "
+                              f"{first.image.shape[1]} px records: prepare the dataset with --size {generator.size}")
+    if generator.info.get("prompt_schema") not in (None, DEFAULT_SCHEMA.to_dict()):
+        raise GenerationError(f"the model was trained with prompt schema {generator.info['prompt_schema']}, not the "
+                              f"default {DEFAULT_SCHEMA.to_dict()}")
+
+
+def generate(
+    model_dir: str | os.PathLike,
+    dataset: str | os.PathLike,
+    plan: pd.DataFrame,
+    out: str | os.PathLike,
+    settings: GenerationSettings = GenerationSettings(),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Make every synthetic record of ``plan`` into a prepared dataset at ``out``.
+
+    Run again after a crash, it continues; run again when complete, it changes nothing.
+    """
+    dataset, out = Path(dataset), Path(out)
+    candidates = training_candidates(read_manifest(dataset))
+    generator = TrainedGenerator(model_dir)
+    _check_compatible(generator, candidates, dataset)
+    sampler = settings.sampler or generator.defaults
+    jobs = plan_jobs(plan, candidates, settings)
+    run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()), "settings": asdict(settings),
+           "sampler": asdict(sampler), "jobs": hashlib.sha256(json.dumps([asdict(j) for j in jobs]).encode()).hexdigest()}
+    _start_or_resume(out, run, overwrite)
+
+    batches = [jobs[i:i + settings.batch_size] for i in range(0, len(jobs), settings.batch_size)]
+    rows_dir = out / "rows"
+    todo = [(n, batch) for n, batch in enumerate(batches) if not (rows_dir / f"batch-{n:06d}.json").is_file()]
+    with tqdm(total=len(jobs), initial=len(jobs) - sum(len(b) for _, b in todo), unit="image", desc="generate",
+              disable=not progress) as bar:
+        for number, batch in todo:
+            rows = _make_batch(batch, generator, sampler, candidates, dataset, out, settings)
+            tmp = rows_dir / f".batch-{number:06d}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp.write_text(json.dumps(rows, default=_plain))
+            os.replace(tmp, rows_dir / f"batch-{number:06d}.json")
+            bar.update(len(batch))
+    _write_manifest(out, len(batches), run)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _start_or_resume(out: Path, run: dict, overwrite: bool) -> None:
+    run_file = out / RUN_FILE
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    if out.exists():
+        if not run_file.is_file():
+            raise FileExistsError(f"{out} exists and is not a cardiofair generation run; pass --overwrite to replace it")
+        if json.loads(run_file.read_text()) != json.loads(json.dumps(run)):
+            raise GenerationError(f"{out} was started with another model, dataset, plan or settings; pass --overwrite "
+                                  f"to start again")
+        return
+    (out / "rows").mkdir(parents=True)
+    tmp = out / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(run, indent=2))
+    os.replace(tmp, run_file)
+
+
+def _make_batch(batch: Sequence[Job], generator: TrainedGenerator, sampler: SamplerSettings, candidates: pd.DataFrame,
+                dataset: Path, out: Path, settings: GenerationSettings) -> list[dict]:
+    sources = [load_record(dataset, candidates.loc[job.source_index].to_dict()) for job in batch]
+    masks = []
+    for job, source in zip(batch, sources):
+        # The warp's generator is separate from the mask choice's, and both depend on the seed alone.
+        masks.append(warp_mask(source.mask, np.random.default_rng([job.seed, 1])) if settings.augment_masks
+                     else source.mask)
+    images = generator.sample(np.stack(masks), [job.prompt for job in batch], [job.seed for job in batch], sampler,
+                              batch_size=len(batch))
+    rows = []
+    for job, source, mask, image in zip(batch, sources, masks, images):
+        attributes = parse_prompt(job.prompt)
+        record = Record(image, mask, {
+            "record_id": job.record_id, "subject_id": job.record_id, "dataset": "synthetic",
+            "sex": attributes.get("sex"), "diagnosis": attributes.get("diagnosis"), "prompt": job.prompt,
+            "pixel_spacing_mm": source.meta["pixel_spacing_mm"], "slice_index": source.meta.get("slice_index"),
+            "is_synthetic": True, "cell": job.cell, "seed": job.seed, "mask_policy": job.mask_policy,
+            "mask_source": source.meta["subject_id"], "mask_source_record": source.meta["record_id"],
+            "mask_augmented": settings.augment_masks, **generator.provenance(sampler)})
+        rows.append(manifest_row(record, write_record_files(out, record)))
+    return rows
+
+
+def _write_manifest(out: Path, n_batches: int, run: dict) -> None:
+    rows = []
+    for number in range(n_batches):
+        rows.extend(json.loads((out / "rows" / f"batch-{number:06d}.json").read_text()))
+    manifest = pd.DataFrame(sorted(rows, key=lambda r: r["record_id"]), columns=None if rows else list(MANIFEST_COLUMNS))
+    tmp = out / ".manifest.csv.tmp"
+    manifest.to_csv(tmp, index=False)
+    os.replace(tmp, out / "manifest.csv")
+    pd.DataFrame(columns=["subject_id", "file", "reason"]).to_csv(out / "excluded.csv", index=False)
+    (out / "prepare.json").write_text(json.dumps({"source": "cardiofair generate", **run}, indent=2, default=str) + "\n")
+
+
+def merge_datasets(real: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,
+                   overwrite: bool = False) -> Path:
+    """The augmented training set: real training records (never the test split) plus synthetic
+    ones, with every file copied, so the result is a self-contained prepared dataset."""
+    with DatasetWriter(out, overwrite=overwrite) as writer:
+        for root, manifest in ((Path(real), training_candidates(read_manifest(real))),
+                               (Path(synthetic), read_manifest(synthetic))):
+            for row in manifest.to_dict("records"):
+                for column, folder in (("image_path", "images"), ("mask_path", "masks"), ("preview_path", "previews")):
+                    target = writer.tmp / folder / Path(row[column]).name
+                    target.parent.mkdir(exist_ok=True)
+                    shutil.copyfile(root / row[column], target)
+                    row[column] = f"{folder}/{target.name}"
+                writer.add_rows([row])
+        return writer.finish({"source": "cardiofair merge", "real": str(real), "synthetic": str(synthetic)})

@@ -1,0 +1,141 @@
+"""Generation from a plan with a tiny real model: counts, provenance, resumption after SIGKILL."""
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cardiofair.data.phantom import PhantomConfig, phantom_subject
+from cardiofair.data.prepare import PrepareSettings, prepare_phantom
+from cardiofair.data.records import load_dataset, read_manifest
+from cardiofair.data.summary import with_cells
+from cardiofair.diffusion.presets import get_preset
+from cardiofair.diffusion.train import TrainSettings, train
+from cardiofair.generate import GenerationError, GenerationSettings, generate, merge_datasets, warp_mask
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "phantom16"
+    prepare_phantom(60, 0, root, settings=PrepareSettings(size=16), progress=False, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    return train(dataset, out, TrainSettings.for_preset(get_preset("tiny"), max_steps=2), progress_bar=False)
+
+
+def _plan(*cells):
+    rows = []
+    for prompt, count, policy in cells:
+        rows.append({"cell": prompt.replace(", ", "|"), "diagnosis": prompt.split(", ")[-1], "real_count": 1,
+                     "synthetic_count": count, "prompt": prompt, "mask_policy": policy})
+    return pd.DataFrame(rows)
+
+
+FEMALE_HF = "Female, age in 60s, normal BMI, heart failure"
+MALE_HEALTHY = "Male, age in 50s, overweight BMI, healthy"
+
+
+def test_generates_exactly_the_planned_records_with_provenance(dataset, model, tmp_path):
+    plan = _plan((FEMALE_HF, 5, "matched"), (MALE_HEALTHY, 3, "random"))
+    out = generate(model, dataset, plan, tmp_path / "syn", GenerationSettings(batch_size=3), progress=False)
+    manifest = read_manifest(out)
+    assert manifest["prompt"].value_counts().to_dict() == {FEMALE_HF: 5, MALE_HEALTHY: 3}
+    assert manifest["is_synthetic"].all()
+    cells = with_cells(manifest)
+    assert (cells.loc[manifest["prompt"] == FEMALE_HF].values == ["Female", "60s", "normal", "heart failure"]).all()
+    real = read_manifest(dataset).set_index("subject_id")
+    for row in manifest.to_dict("records"):
+        # Masks come from real records of the prompted diagnosis, and no real id is in a file name.
+        assert real.loc[row["mask_source"], "diagnosis"] == row["diagnosis"]
+        assert "phantom" not in row["image_path"] and "phantom" not in row["mask_path"]
+        with gzip.open(out / row["image_path"]) as handle:
+            assert b"SYNTHETIC" in handle.read(400)
+    for record in load_dataset(out):
+        source = [r for r in load_dataset(dataset) if r.record_id == record.meta["mask_source_record"]][0]
+        assert np.array_equal(record.mask, source.mask)
+    assert {"model_hash", "seed", "sampler", "guidance_scale", "mask_policy"} <= set(manifest.columns)
+
+
+def test_same_seed_same_records_and_rerun_is_idempotent(dataset, model, tmp_path):
+    plan = _plan((FEMALE_HF, 4, "matched"))
+    a = generate(model, dataset, plan, tmp_path / "a", GenerationSettings(seed=3, batch_size=2), progress=False)
+    before = (a / "manifest.csv").read_bytes()
+    generate(model, dataset, plan, a, GenerationSettings(seed=3, batch_size=2), progress=False)
+    assert (a / "manifest.csv").read_bytes() == before
+    b = generate(model, dataset, plan, tmp_path / "b", GenerationSettings(seed=3, batch_size=2), progress=False)
+    assert (b / "manifest.csv").read_bytes() == before
+    c = generate(model, dataset, plan, tmp_path / "c", GenerationSettings(seed=4, batch_size=2), progress=False)
+    assert (c / "manifest.csv").read_bytes() != before
+    with pytest.raises(GenerationError, match="another model, dataset, plan or settings"):
+        generate(model, dataset, plan, a, GenerationSettings(seed=5, batch_size=2), progress=False)
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(dataset, model, tmp_path):
+    plan = _plan((FEMALE_HF, 16, "matched"), (MALE_HEALTHY, 14, "matched"))
+    plan_path = tmp_path / "plan.csv"
+    plan.to_csv(plan_path, index=False)
+    command = [sys.executable, "-m", "cardiofair", "generate", "--model", str(model), "--dataset", str(dataset),
+               "--plan", str(plan_path), "--batch-size", "1", "--steps", "60", "--quiet"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command + ["--out", str(killed)])
+    deadline = time.monotonic() + 120
+    while len(list((killed / "rows").glob("batch-*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before_rerun = len(list((killed / "rows").glob("batch-*.json")))
+    assert 3 <= done_before_rerun < 30 and not (killed / "manifest.csv").exists()
+    assert subprocess.run(command + ["--out", str(killed)]).returncode == 0
+    assert subprocess.run(command + ["--out", str(tmp_path / "straight")]).returncode == 0
+    assert (killed / "manifest.csv").read_bytes() == (tmp_path / "straight" / "manifest.csv").read_bytes()
+    for row in read_manifest(killed).to_dict("records"):
+        for column in ("image_path", "mask_path"):
+            assert (killed / row[column]).read_bytes() == (tmp_path / "straight" / row[column]).read_bytes()
+
+
+def test_masks_never_come_from_the_test_split(dataset, model, tmp_path):
+    split = tmp_path / "split"
+    manifest = read_manifest(dataset)
+    manifest["split"] = np.where(np.arange(len(manifest)) % 2 == 0, "train", "test")
+    shutil.copytree(dataset, split)
+    manifest.to_csv(split / "manifest.csv", index=False)
+    out = generate(model, split, _plan((MALE_HEALTHY, 6, "random")), tmp_path / "syn", progress=False)
+    test_subjects = set(manifest.loc[manifest.split == "test", "subject_id"])
+    assert not set(read_manifest(out)["mask_source"]) & test_subjects
+    merged = merge_datasets(split, out, tmp_path / "merged")
+    merged_manifest = read_manifest(merged)
+    assert not set(merged_manifest["subject_id"]) & test_subjects
+    assert merged_manifest["is_synthetic"].sum() == 6 and len(merged_manifest) == 6 + (manifest.split == "train").sum()
+
+
+def test_copy_policy_needs_real_records_of_the_cell(dataset, model, tmp_path):
+    with pytest.raises(GenerationError, match="copy needs real records"):
+        generate(model, dataset, _plan(("Female, age in 90s, obese BMI, heart failure", 2, "copy")), tmp_path / "s",
+                 progress=False)
+
+
+def test_a_model_of_another_size_is_refused_before_sampling(model, tmp_path):
+    prepare_phantom(4, 0, tmp_path / "d64", progress=False, workers=1)
+    with pytest.raises(GenerationError, match="--size 16"):
+        generate(model, tmp_path / "d64", _plan((FEMALE_HF, 2, "matched")), tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_mask_warp_preserves_labels_and_moves_little():
+    mask = phantom_subject(0, 0, PhantomConfig())[0].mask
+    warped = warp_mask(mask, np.random.default_rng(0))
+    assert set(np.unique(warped)) == set(np.unique(mask))
+    for label in (1, 2, 3):
+        assert abs(int((warped == label).sum()) - int((mask == label).sum())) < 0.15 * (mask == label).sum()
+    assert not np.array_equal(warped, mask)
