@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cardiofair.balance import PlanSettings, plan_synthesis, write_plan
 from cardiofair.data.phantom import PhantomConfig, phantom_subject
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import load_dataset, read_manifest
@@ -82,23 +83,27 @@ def test_same_seed_same_records_and_rerun_is_idempotent(dataset, model, tmp_path
 
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(dataset, model, tmp_path):
-    plan = _plan((FEMALE_HF, 16, "matched"), (MALE_HEALTHY, 14, "matched"))
-    plan_path = tmp_path / "plan.csv"
-    plan.to_csv(plan_path, index=False)
+    plan = plan_synthesis(read_manifest(dataset), PlanSettings(strategy="prevalence", target_prevalence=0.5,
+                                                               attributes=("sex",)))
+    total = int(plan["synthetic_count"].sum())
+    assert total >= 10
+    plan_path = write_plan(plan, tmp_path / "plan.csv")
     command = [sys.executable, "-m", "cardiofair", "generate", "--model", str(model), "--dataset", str(dataset),
                "--plan", str(plan_path), "--batch-size", "1", "--steps", "60", "--quiet"]
     killed = tmp_path / "killed"
     process = subprocess.Popen(command + ["--out", str(killed)])
     deadline = time.monotonic() + 120
-    while len(list((killed / "rows").glob("batch-*.json"))) < 3 and time.monotonic() < deadline:
+    while len(list((killed / "rows").glob("batch-*.json"))) < 3 and process.poll() is None:
+        assert time.monotonic() < deadline, "generation made no progress"
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     done_before_rerun = len(list((killed / "rows").glob("batch-*.json")))
-    assert 3 <= done_before_rerun < 30 and not (killed / "manifest.csv").exists()
+    assert 3 <= done_before_rerun < total and not (killed / "manifest.csv").exists()
     assert subprocess.run(command + ["--out", str(killed)]).returncode == 0
     assert subprocess.run(command + ["--out", str(tmp_path / "straight")]).returncode == 0
     assert (killed / "manifest.csv").read_bytes() == (tmp_path / "straight" / "manifest.csv").read_bytes()
+    assert len(read_manifest(killed)) == total
     for row in read_manifest(killed).to_dict("records"):
         for column in ("image_path", "mask_path"):
             assert (killed / row[column]).read_bytes() == (tmp_path / "straight" / row[column]).read_bytes()

@@ -10,6 +10,7 @@ from cardiofair.prompts import (
     cell_columns,
     normalise_sex,
     parse_prompt,
+    prompt_from_attributes,
     subgroup_cell,
 )
 
@@ -94,3 +95,26 @@ def test_a_comma_in_a_diagnosis_is_refused():
 def test_cells_spell_unknown_values():
     assert subgroup_cell({"sex": "F", "age_years": None, "bmi": 22, "diagnosis": "healthy"}) == (
         "Female", "unknown", "normal", "healthy")
+
+
+@pytest.mark.parametrize("width", [10, 5])
+def test_prompt_from_binned_attributes_matches_build_prompt_and_parses_back(width):
+    schema = PromptSchema(age_bin_width=width)
+    for sex, age, bmi, diagnosis in itertools.product(["Female", None], [63.0, None], [27.5, None], ["healthy", None]):
+        meta = {"sex": sex, "age_years": age, "bmi": bmi, "diagnosis": diagnosis}
+        values = {"sex": sex, "age": age_bin(age, width), "bmi": bmi_class(bmi), "diagnosis": diagnosis}
+        assert prompt_from_attributes(values, schema) == build_prompt(meta, schema)
+        assert parse_prompt(prompt_from_attributes(values, schema), schema) == values
+    # Absent keys are left out, and the schema, not the mapping, sets the order.
+    assert prompt_from_attributes({"diagnosis": "heart failure", "sex": "Male"}) == "Male, heart failure"
+
+
+def test_prompt_from_attributes_refuses_values_that_would_not_parse_back():
+    with pytest.raises(ValueError, match="not in the prompt schema"):
+        prompt_from_attributes({"ethnicity": "x"})
+    with pytest.raises(ValueError, match="does not parse back"):
+        prompt_from_attributes({"sex": "female", "diagnosis": "healthy"})
+    with pytest.raises(ValueError, match="parses back as"):
+        prompt_from_attributes({"bmi": "normal BMI"})
+    with pytest.raises(ValueError, match="does not parse back"):
+        prompt_from_attributes({"diagnosis": "heart failure, severe", "sex": "Male"})

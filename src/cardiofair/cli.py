@@ -213,6 +213,18 @@ def _relaunch_with_accelerate(processes: int) -> int:
     return subprocess.call(command + ["-m", "cardiofair"] + argv)
 
 
+def _add_sampler_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", choices=("ddim", "dpm++", "unipc"), help="scheduler (default: the model's)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--controlnet-scale", type=float, help="ControlNet conditioning scale (0 = ignore the mask)")
+
+
+def _sampler_choices(args: argparse.Namespace) -> dict:
+    return {"sampler": args.sampler, "steps": args.steps, "guidance_scale": args.guidance_scale,
+            "controlnet_scale": args.controlnet_scale}
+
+
 def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sample", help="draw synthetic (ED, ES) pairs from a trained model, a mask and a prompt",
@@ -224,10 +236,7 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=8, help="images to draw (default 8)")
     p.add_argument("--seed", type=int, default=0, help="run seed; image i uses seed*100003+i (default 0)")
     p.add_argument("--out", required=True, type=Path, help="output dataset directory")
-    p.add_argument("--sampler", choices=("ddim", "dpm++", "unipc"), help="scheduler (default: the model's)")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--controlnet-scale", type=float, help="ControlNet conditioning scale (0 = ignore the mask)")
+    _add_sampler_options(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(handler=_sample)
@@ -245,8 +254,7 @@ def _sample(args: argparse.Namespace) -> int:
     attributes = parse_prompt(args.prompt)
     mask, spacing, _ = read_pair_nifti(args.mask)
     generator = TrainedGenerator(args.model)
-    settings = generator.defaults.override(sampler=args.sampler, steps=args.steps,
-                                           guidance_scale=args.guidance_scale, controlnet_scale=args.controlnet_scale)
+    settings = generator.defaults.override(**_sampler_choices(args))
     seeds = [args.seed * 100003 + i for i in range(args.n)]
     masks = np.repeat(mask[None].astype(np.uint8), args.n, axis=0)
     images = generator.sample(masks, [args.prompt] * args.n, seeds, settings, args.batch_size, progress=True)
@@ -264,6 +272,55 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plan", help="decide how many synthetic records each subgroup cell gets",
+        description="Count real records per subgroup cell (sensitive attributes x diagnosis) and plan synthetic "
+        "records where the cohort is thin. equalize: every cell up to the largest cell of its diagnosis; "
+        "prevalence: the positive diagnosis at --target-prevalence in every sensitive group (the paper trained "
+        "at 25%% heart failure); target: counts or proportions per cell from --targets CSV.")
+    p.add_argument("dataset", type=Path, help="prepared real dataset (its training split)")
+    p.add_argument("--out", required=True, type=Path, help="plan CSV to write")
+    p.add_argument("--strategy", choices=("equalize", "prevalence", "target"), default="equalize")
+    p.add_argument("--attributes", type=_names, default=("sex", "age", "bmi"),
+                   help="sensitive attributes to balance, comma-separated (default sex,age,bmi)")
+    p.add_argument("--target-prevalence", type=float, help="prevalence: share of --positive-diagnosis per group")
+    p.add_argument("--positive-diagnosis", default="heart failure", help="prevalence: the diagnosis counted")
+    p.add_argument("--targets", type=Path, help="target: CSV with the attribute columns, diagnosis and "
+                   "target_count or target_proportion")
+    p.add_argument("--max-ratio-per-cell", type=float, default=5.0, help="synthetic <= ratio x real per cell")
+    p.add_argument("--max-ratio-overall", type=float, default=1.0, help="synthetic <= ratio x real overall")
+    p.add_argument("--min-real-support", type=int, default=5,
+                   help="cells with fewer real records are filled only with --allow-unseen-cells")
+    p.add_argument("--allow-unseen-cells", action="store_true",
+                   help="also fill cells with little or no real support (the model composes attributes it never "
+                   "saw together; such cells are listed separately)")
+    p.add_argument("--mask-policy", choices=("copy", "matched", "random"), default="matched",
+                   help="where synthetic geometry comes from: a real mask of the same cell (copy), of the same "
+                   "diagnosis and most similar attributes (matched, default), or of the same diagnosis (random)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plan file")
+    p.set_defaults(handler=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cardiofair.balance import PlanSettings, format_plan, plan_synthesis, write_plan
+    from cardiofair.data.records import read_manifest
+
+    targets = pd.read_csv(args.targets) if args.targets else None
+    settings = PlanSettings(strategy=args.strategy, attributes=args.attributes, target_prevalence=args.target_prevalence,
+                            positive_diagnosis=args.positive_diagnosis, targets=targets,
+                            max_ratio_per_cell=args.max_ratio_per_cell, max_ratio_overall=args.max_ratio_overall,
+                            min_real_support=args.min_real_support, allow_unseen_cells=args.allow_unseen_cells,
+                            mask_policy=args.mask_policy)
+    plan = plan_synthesis(read_manifest(args.dataset), settings)
+    write_plan(plan, args.out, overwrite=args.overwrite)
+    print(format_plan(plan))
+    print(f"\nplan written to {args.out}")
+    return 0
+
+
 def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "generate", help="make the synthetic records a plan asks for",
@@ -278,24 +335,19 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--augment-masks", action="store_true",
                    help="warp each reused mask slightly (label-preserving) so no real geometry repeats verbatim")
-    p.add_argument("--sampler", choices=("ddim", "dpm++", "unipc"), help="scheduler (default: the model's)")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
-    p.add_argument("--controlnet-scale", type=float, help="ControlNet conditioning scale")
+    _add_sampler_options(p)
     p.add_argument("--overwrite", action="store_true", help="discard an existing --out and start again")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_generate)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from cardiofair.balance import read_plan
     from cardiofair.data.summary import summary_text
     from cardiofair.diffusion.presets import SamplerSettings
     from cardiofair.generate import GenerationSettings, generate
 
-    chosen = {"sampler": args.sampler, "steps": args.steps, "guidance_scale": args.guidance_scale,
-              "controlnet_scale": args.controlnet_scale}
+    chosen = _sampler_choices(args)
     sampler = None
     if any(v is not None for v in chosen.values()):
         from cardiofair.diffusion.sample import TrainedGenerator
@@ -304,7 +356,7 @@ def _generate(args: argparse.Namespace) -> int:
         sampler = defaults.override(**chosen)
     settings = GenerationSettings(seed=args.seed, batch_size=args.batch_size, augment_masks=args.augment_masks,
                                   sampler=sampler)
-    plan = pd.read_csv(args.plan)
+    plan = read_plan(args.plan)
     out = generate(args.model, args.dataset, plan, args.out, settings, overwrite=args.overwrite,
                    progress=not args.quiet)
     print(summary_text(out) if not args.quiet else f"synthetic dataset written to {out}")
@@ -342,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_summary(subparsers)
     _add_train(subparsers)
     _add_sample(subparsers)
+    _add_plan(subparsers)
     _add_generate(subparsers)
     _add_merge(subparsers)
     return parser

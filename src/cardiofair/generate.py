@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import ndimage
 from tqdm import tqdm
 
+from cardiofair.balance import MASK_POLICIES, REQUIRED_PLAN_COLUMNS
 from cardiofair.data.records import (
     MANIFEST_COLUMNS,
     DatasetWriter,
@@ -40,8 +41,6 @@ from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.errors import CardiofairError
 from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, parse_prompt
 
-MASK_POLICIES = ("copy", "matched", "random")
-PLAN_COLUMNS = ("cell", "diagnosis", "real_count", "synthetic_count", "prompt", "mask_policy")
 RUN_FILE = "generate-run.json"
 
 
@@ -127,7 +126,7 @@ class Job:
 def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerationSettings,
               schema: PromptSchema = DEFAULT_SCHEMA) -> list[Job]:
     """The synthetic records a plan asks for, each with its seed and mask source."""
-    missing = [c for c in PLAN_COLUMNS if c not in plan.columns]
+    missing = [c for c in REQUIRED_PLAN_COLUMNS if c not in plan.columns]
     if missing:
         raise GenerationError(f"the plan lacks the columns {missing}")
     if candidates.empty:

@@ -137,6 +137,27 @@ def build_prompt(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA)
     return ", ".join(_phrase(a, v) for a, v in values.items() if v is not None)
 
 
+def prompt_from_attributes(values: Mapping[str, str | None], schema: PromptSchema = DEFAULT_SCHEMA) -> str:
+    """The prompt of already-binned values (keys as :func:`binned_attributes` returns them).
+
+    Attributes that are None or absent are left out. The planner asks for cells, not records,
+    so it holds binned values only; the prompt is checked to parse back to exactly ``values``,
+    because a prompt the evaluation cannot read would make the synthetic records unverifiable.
+    """
+    unknown = [a for a in values if a not in schema.attributes]
+    if unknown:
+        raise ValueError(f"attribute(s) {unknown} are not in the prompt schema {list(schema.attributes)}")
+    prompt = ", ".join(_phrase(a, values[a]) for a in schema.attributes if values.get(a) is not None)
+    expected = {a: values.get(a) for a in schema.attributes}
+    try:
+        parsed = parse_prompt(prompt, schema)
+    except ValueError as error:
+        raise ValueError(f"values {dict(values)} make the prompt {prompt!r}, which does not parse back: {error}") from None
+    if parsed != expected:
+        raise ValueError(f"values {dict(values)} make the prompt {prompt!r}, which parses back as {parsed}")
+    return prompt
+
+
 _AGE_PATTERN = re.compile(r"^age (?:in (\d+)s|(\d+)-(\d+))$")
 _BMI_PATTERN = re.compile(r"^(" + "|".join(BMI_CLASSES) + r") BMI$")
 
