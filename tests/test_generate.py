@@ -20,6 +20,7 @@ from cardiofair.data.summary import with_cells
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.generate import GenerationError, GenerationSettings, generate, merge_datasets, warp_mask
+from cardiofair.prompts import build_prompt
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,10 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(dataset, model, tmp_path
     assert subprocess.run(command + ["--out", str(tmp_path / "straight")]).returncode == 0
     assert (killed / "manifest.csv").read_bytes() == (tmp_path / "straight" / "manifest.csv").read_bytes()
     made = read_manifest(killed)["cell"].value_counts()
+    # The plan balances sex only; age and BMI in each prompt come from the record lending the mask.
+    for row in read_manifest(killed).to_dict("records"):
+        lender = read_manifest(dataset).set_index("record_id").loc[row["mask_source_record"]]
+        assert row["prompt"] == build_prompt({**lender.to_dict(), "sex": row["sex"]})
     planned = plan.set_index("cell")["synthetic_count"]
     assert made.to_dict() == planned[planned > 0].to_dict()
     for row in read_manifest(killed).to_dict("records"):

@@ -39,7 +39,7 @@ from cardiofair.data.summary import with_cells
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.errors import CardiofairError
-from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, parse_prompt
+from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, parse_prompt, prompt_from_attributes
 
 RUN_FILE = "generate-run.json"
 
@@ -144,7 +144,11 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: Generation
             record_id = f"synthetic-c{number:03d}-{k:05d}"
             seed = record_seed(settings.seed, record_id)
             source = choose_mask_source(row["mask_policy"], cell, candidates, binned, np.random.default_rng(seed))
-            jobs.append(Job(record_id, str(row["cell"]), str(row["prompt"]), row["mask_policy"], seed, source))
+            # Attributes the plan leaves out are taken from the record that lends the mask, so the
+            # model gets a full prompt, as in training, that agrees with the geometry it is given.
+            completed = {a: v for a, v in binned.loc[source].items() if v != "unknown"}
+            prompt = prompt_from_attributes({**completed, **cell}, schema)
+            jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, source))
     return jobs
 
 
