@@ -128,6 +128,16 @@ def _stages(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(stages)
 
 
+def _quiet_model_loading() -> None:
+    """Hide diffusers' and transformers' per-file loading and saving bars: cardiofair's own
+    progress bars say what is happening."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train the mask- and text-conditioned generator on a prepared dataset",
@@ -174,6 +184,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     if args.num_processes > 1:
         return _relaunch_with_accelerate(args.num_processes)
+    _quiet_model_loading()
     from cardiofair.diffusion.presets import get_preset
     from cardiofair.diffusion.train import TrainSettings, describe_budget, train
 
@@ -248,6 +259,8 @@ def _sample(args: argparse.Namespace) -> int:
     from cardiofair.data.records import DatasetWriter, Record, read_pair_nifti
     from cardiofair.diffusion.sample import TrainedGenerator
     from cardiofair.prompts import parse_prompt
+
+    _quiet_model_loading()
 
     if args.n < 1:
         raise CommandError("-n must be at least 1")
@@ -347,6 +360,7 @@ def _generate(args: argparse.Namespace) -> int:
     from cardiofair.diffusion.presets import SamplerSettings
     from cardiofair.generate import GenerationSettings, generate
 
+    _quiet_model_loading()
     chosen = _sampler_choices(args)
     sampler = None
     if any(v is not None for v in chosen.values()):
