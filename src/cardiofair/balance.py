@@ -36,7 +36,8 @@ from typing import Any
 import pandas as pd
 
 from cardiofair.data.records import OutputExistsError, is_synthetic
-from cardiofair.data.summary import HEALTHY, with_cells
+from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
+from cardiofair.data.summary import with_cells
 from cardiofair.prompts import (
     ATTRIBUTES,
     BMI_CLASSES,
@@ -67,7 +68,7 @@ class PlanSettings:
     strategy: str = "equalize"
     attributes: tuple[str, ...] = ("sex", "age", "bmi")
     target_prevalence: float | None = None
-    positive_diagnosis: str = "heart failure"
+    positive_diagnosis: str = HEART_FAILURE
     targets: pd.DataFrame | None = field(default=None, compare=False, hash=False)
     max_ratio_per_cell: float = 5.0
     max_ratio_overall: float = 1.0

@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from cardiofair.data.phantom import (
-    HEART_FAILURE,
-    PhantomConfig,
-    heart_failure_probability,
-    phantom_cohort,
-    phantom_subject,
-)
+from cardiofair.data.diagnoses import HEART_FAILURE
+from cardiofair.data.phantom import PhantomConfig, heart_failure_probability, phantom_cohort, phantom_subject
 
 
 @pytest.fixture(scope="module")

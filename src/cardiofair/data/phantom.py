@@ -29,11 +29,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.records import Record
 from cardiofair.prompts import bmi_class
-
-HEALTHY = "healthy"
-HEART_FAILURE = "heart failure"
 
 # Effective long-axis length (mm) turning a volume into a mid-ventricular cavity radius:
 # a 150 mL LV gives a 49 mm cavity diameter, as measured on mid slices of healthy men.

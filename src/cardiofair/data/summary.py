@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cardiofair.data.diagnoses import HEALTHY
 from cardiofair.data.records import is_synthetic, read_manifest
 from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, cell_columns, is_missing, parse_prompt, subgroup_cell
-
-HEALTHY = "healthy"
 
 
 def with_cells(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:
