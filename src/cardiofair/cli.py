@@ -102,6 +102,34 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "split", help="assign subjects to train / val / test (a split column in the manifest)",
+        description="Subject-level split, stratified by subgroup cell, deterministic by seed. Later stages train "
+        "and take masks from the train split only; test subjects never reach training.")
+    p.add_argument("dataset", type=Path, help="prepared real dataset")
+    p.add_argument("--test", type=float, default=0.2, help="test fraction of subjects (default 0.2)")
+    p.add_argument("--val", type=float, default=0.1, help="validation fraction of subjects (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing split")
+    p.set_defaults(handler=_split)
+
+
+def _split(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cardiofair.data.records import read_manifest
+    from cardiofair.data.splits import assign_splits, write_splits
+
+    manifest = read_manifest(args.dataset)
+    splits = assign_splits(manifest, test=args.test, val=args.val, seed=args.seed)
+    write_splits(args.dataset, splits, overwrite=args.overwrite)
+    subjects = manifest.assign(split=splits).drop_duplicates("subject_id")
+    table = pd.crosstab(subjects["diagnosis"].fillna("unknown"), subjects["split"], margins=True)
+    print(f"{args.dataset}: subjects per split and diagnosis\n{table.to_string()}")
+    return 0
+
+
 def _add_summary(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("summary", help="print the subgroup table of a prepared dataset",
                               description="Counts per subgroup cell (sex x age decade x BMI class x diagnosis) "
@@ -320,6 +348,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from cardiofair.balance import PlanSettings, format_plan, plan_synthesis, write_plan
     from cardiofair.data.records import read_manifest
+    from cardiofair.data.splits import training_rows
 
     targets = pd.read_csv(args.targets) if args.targets else None
     settings = PlanSettings(strategy=args.strategy, attributes=args.attributes, target_prevalence=args.target_prevalence,
@@ -327,7 +356,7 @@ def _plan(args: argparse.Namespace) -> int:
                             max_ratio_per_cell=args.max_ratio_per_cell, max_ratio_overall=args.max_ratio_overall,
                             min_real_support=args.min_real_support, allow_unseen_cells=args.allow_unseen_cells,
                             mask_policy=args.mask_policy)
-    plan = plan_synthesis(read_manifest(args.dataset), settings)
+    plan = plan_synthesis(training_rows(read_manifest(args.dataset)), settings)
     write_plan(plan, args.out, overwrite=args.overwrite)
     print(format_plan(plan))
     print(f"\nplan written to {args.out}")
@@ -406,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(subparsers)
     _add_summary(subparsers)
+    _add_split(subparsers)
     _add_train(subparsers)
     _add_sample(subparsers)
     _add_plan(subparsers)

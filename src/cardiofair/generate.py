@@ -29,12 +29,12 @@ from cardiofair.data.records import (
     MANIFEST_COLUMNS,
     DatasetWriter,
     Record,
-    is_synthetic,
     load_record,
     manifest_row,
     read_manifest,
     write_record_files,
 )
+from cardiofair.data.splits import training_rows
 from cardiofair.data.summary import with_cells
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
@@ -62,14 +62,6 @@ def record_seed(run_seed: int, record_id: str) -> int:
     """A record's seed: independent of the order, batch and process in which it is made."""
     digest = hashlib.sha256(f"{run_seed}/{record_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def training_candidates(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Real records whose masks may be reused: never synthetic ones, never the test split."""
-    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
-    if "split" in real.columns:
-        real = real[real["split"].astype(str).str.lower() != "test"]
-    return real
 
 
 def choose_mask_source(policy: str, cell: dict[str, str], candidates: pd.DataFrame, binned: pd.DataFrame,
@@ -176,7 +168,7 @@ def generate(
     Run again after a crash, it continues; run again when complete, it changes nothing.
     """
     dataset, out = Path(dataset), Path(out)
-    candidates = training_candidates(read_manifest(dataset))
+    candidates = training_rows(read_manifest(dataset))
     generator = TrainedGenerator(model_dir)
     _check_compatible(generator, candidates, dataset)
     sampler = settings.sampler or generator.defaults
@@ -259,10 +251,11 @@ def _write_manifest(out: Path, n_batches: int, run: dict) -> None:
 
 def merge_datasets(real: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,
                    overwrite: bool = False) -> Path:
-    """The augmented training set: real training records (never the test split) plus synthetic
-    ones, with every file copied, so the result is a self-contained prepared dataset."""
+    """The augmented training set: the real training records (the ``train`` split when there is
+    one: never validation or test subjects) plus synthetic ones, with every file copied, so the
+    result is a self-contained prepared dataset."""
     with DatasetWriter(out, overwrite=overwrite) as writer:
-        for root, manifest in ((Path(real), training_candidates(read_manifest(real))),
+        for root, manifest in ((Path(real), training_rows(read_manifest(real))),
                                (Path(synthetic), read_manifest(synthetic))):
             for row in manifest.to_dict("records"):
                 for column, folder in (("image_path", "images"), ("mask_path", "masks"), ("preview_path", "previews")):

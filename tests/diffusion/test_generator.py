@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
-from cardiofair.data.records import load_dataset
+from cardiofair.data.records import load_dataset, read_manifest
 from cardiofair.diffusion import train as train_module
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint
 from cardiofair.diffusion.presets import SamplerSettings, get_preset
@@ -218,3 +219,14 @@ def test_grey_level_mask_conditioning_is_configurable(dataset, tmp_path, masks):
     assert np.isfinite(generator.sample(masks, [PROMPT] * 2, [0, 1])).all()
     with pytest.raises(ValueError, match="unknown condition mode"):
         train(dataset, tmp_path / "bad", _settings(condition_mode="rainbow"), progress_bar=False)
+
+
+def test_the_generator_never_sees_validation_or_test_subjects(dataset, tmp_path):
+    split = tmp_path / "split"
+    shutil.copytree(dataset, split)
+    manifest = read_manifest(split)
+    manifest["split"] = ["train", "val", "test"] * (len(manifest) // 3) + ["train"] * (len(manifest) % 3)
+    manifest.to_csv(split / "manifest.csv", index=False)
+    out = train(split, tmp_path / "m", _settings(max_steps=1), progress_bar=False)
+    info = json.loads((out / "cardiofair.json").read_text())
+    assert info["training"]["n_records"] == (manifest["split"] == "train").sum()

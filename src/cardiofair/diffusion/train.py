@@ -39,7 +39,8 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, CLIPTextModel
 
 from cardiofair import __version__
-from cardiofair.data.records import load_dataset, mask_overlay, png_bytes
+from cardiofair.data.records import load_record, mask_overlay, png_bytes, read_manifest
+from cardiofair.data.splits import training_rows
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
 from cardiofair.diffusion.conditioning import condition_channels, mask_condition
@@ -136,9 +137,10 @@ class TrainingData:
 
     @classmethod
     def from_dataset(cls, root: str | os.PathLike, preset: Preset) -> "TrainingData":
-        records = load_dataset(root)
+        # Only the training split: validation and test subjects must stay unseen by the generator.
+        records = [load_record(root, row) for row in training_rows(read_manifest(root)).to_dict("records")]
         if not records:
-            raise ValueError(f"{root} holds no records to train on")
+            raise ValueError(f"{root} holds no real training records to train on")
         expected = (2, preset.size, preset.size)
         wrong = [r.record_id for r in records if r.image.shape != expected]
         if wrong:

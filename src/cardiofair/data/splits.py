@@ -1,0 +1,80 @@
+"""Subject-level train / validation / test splits, stratified by subgroup cell.
+
+Every later stage reads the ``split`` column of a prepared dataset: the generator, the planner
+and mask sourcing see only ``train`` records, and test subjects never reach training. Splits
+are by subject, so the neighbouring slices of one patient never straddle two splits, and
+stratified by cell, so even a rare subgroup (female heart failure) has test subjects.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cardiofair.data.records import is_synthetic, read_manifest
+from cardiofair.data.summary import with_cells
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_splits(manifest: pd.DataFrame, test: float = 0.2, val: float = 0.1, seed: int = 0) -> pd.Series:
+    """The split of every manifest row, on the manifest's index.
+
+    Within each subgroup cell, subjects are shuffled with ``seed`` and shared out so that each
+    split's share is as close as rounding allows (largest remainders).
+    """
+    if not (0.0 <= test < 1.0 and 0.0 <= val < 1.0 and test + val < 1.0):
+        raise ValueError("test and val fractions must be in [0, 1) and sum to less than 1")
+    synthetic = [is_synthetic(row) for row in manifest.to_dict("records")]
+    if any(synthetic):
+        raise ValueError("the dataset holds synthetic records: split the real dataset before merging")
+    cells = with_cells(manifest).astype(str).agg("|".join, axis=1)
+    subjects = pd.DataFrame({"subject_id": manifest["subject_id"].astype(str), "cell": cells})
+    # A subject's cell is that of its first record (all its slices share the metadata).
+    per_subject = subjects.drop_duplicates("subject_id").sort_values(["cell", "subject_id"])
+    rng = np.random.default_rng(seed)
+    fractions = np.array([1.0 - test - val, val, test])
+    assigned: dict[str, str] = {}
+    for _, group in per_subject.groupby("cell", sort=True):
+        ids = group["subject_id"].to_numpy()[rng.permutation(len(group))]
+        counts = _largest_remainder(fractions * len(ids))
+        for name, chunk in zip(SPLITS, np.split(ids, np.cumsum(counts)[:-1])):
+            assigned.update(dict.fromkeys(chunk, name))
+    return subjects["subject_id"].map(assigned).rename("split")
+
+
+def _largest_remainder(quotas: np.ndarray) -> np.ndarray:
+    counts = np.floor(quotas).astype(int)
+    remainder = int(round(quotas.sum())) - counts.sum()
+    order = np.argsort(-(quotas - counts), kind="stable")
+    counts[order[:remainder]] += 1
+    return counts
+
+
+def write_splits(root: str | os.PathLike, splits: pd.Series, overwrite: bool = False) -> Path:
+    """Store ``splits`` as the manifest's ``split`` column (atomically); an existing split is
+    replaced only with ``overwrite``, because moving subjects between splits invalidates every
+    model and result made with the old one."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if "split" in manifest.columns and not overwrite:
+        raise FileExistsError(f"{root} is already split; pass --overwrite to split it again (models and results "
+                              f"made with the old split no longer apply)")
+    manifest["split"] = splits.reindex(manifest.index)
+    tmp = root / f".manifest.csv.{uuid.uuid4().hex[:8]}.tmp"
+    manifest.to_csv(tmp, index=False)
+    os.replace(tmp, root / "manifest.csv")
+    return root / "manifest.csv"
+
+
+def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The real records later stages may learn from or copy: the ``train`` split when the
+    dataset is split (never validation or test subjects), all real records otherwise."""
+    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    if "split" in real.columns:
+        real = real[real["split"].astype(str) == "train"]
+    return real
