@@ -28,14 +28,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cardiofair.data.records import OutputExistsError, is_synthetic
+from cardiofair.data.records import OutputExistsError, atomic_write, is_synthetic
 from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.summary import with_cells
 from cardiofair.prompts import (
@@ -304,13 +303,7 @@ def write_plan(plan: pd.DataFrame, path: str | os.PathLike, overwrite: bool = Fa
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        plan.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, plan.to_csv(index=False))
 
 
 def read_plan(path: str | os.PathLike) -> pd.DataFrame:

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +28,7 @@ from cardiofair.data.records import (
     MANIFEST_COLUMNS,
     DatasetWriter,
     Record,
+    atomic_write,
     load_record,
     manifest_row,
     read_manifest,
@@ -184,9 +184,7 @@ def generate(
               disable=not progress) as bar:
         for number, batch in todo:
             rows = _make_batch(batch, generator, sampler, candidates, dataset, out, settings)
-            tmp = rows_dir / f".batch-{number:06d}.{uuid.uuid4().hex[:8]}.tmp"
-            tmp.write_text(json.dumps(rows, default=_plain))
-            os.replace(tmp, rows_dir / f"batch-{number:06d}.json")
+            atomic_write(rows_dir / f"batch-{number:06d}.json", json.dumps(rows, default=_plain))
             bar.update(len(batch))
     _write_manifest(out, len(batches), run)
     return out
@@ -208,9 +206,7 @@ def _start_or_resume(out: Path, run: dict, overwrite: bool) -> None:
                                   f"to start again")
         return
     (out / "rows").mkdir(parents=True)
-    tmp = out / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(run, indent=2))
-    os.replace(tmp, run_file)
+    atomic_write(run_file, json.dumps(run, indent=2))
 
 
 def _make_batch(batch: Sequence[Job], generator: TrainedGenerator, sampler: SamplerSettings, candidates: pd.DataFrame,
@@ -242,9 +238,7 @@ def _write_manifest(out: Path, n_batches: int, run: dict) -> None:
     for number in range(n_batches):
         rows.extend(json.loads((out / "rows" / f"batch-{number:06d}.json").read_text()))
     manifest = pd.DataFrame(sorted(rows, key=lambda r: r["record_id"]), columns=None if rows else list(MANIFEST_COLUMNS))
-    tmp = out / ".manifest.csv.tmp"
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, out / "manifest.csv")
+    atomic_write(out / "manifest.csv", manifest.to_csv(index=False))
     pd.DataFrame(columns=["subject_id", "file", "reason"]).to_csv(out / "excluded.csv", index=False)
     (out / "prepare.json").write_text(json.dumps({"source": "cardiofair generate", **run}, indent=2, default=str) + "\n")
 

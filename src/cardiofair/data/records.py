@@ -144,10 +144,17 @@ def _preview_png(image: np.ndarray, mask: np.ndarray) -> bytes:
     return png_bytes(np.concatenate([np.concatenate(plain, axis=1), np.concatenate(tinted, axis=1)], axis=0))
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
+def atomic_write(path: str | os.PathLike, payload: bytes | str) -> Path:
+    """Write a file through a temporary name and a rename: a crash (even SIGKILL) leaves the
+    old file or the new one, never half of one."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_record_files(root: Path, record: Record) -> dict[str, str]:
@@ -166,9 +173,9 @@ def write_record_files(root: Path, record: Record) -> dict[str, str]:
     }
     for sub in ("images", "masks", "previews"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    _atomic_write(root / paths["image_path"], _nifti_bytes(record.image, spacing, description))
-    _atomic_write(root / paths["mask_path"], _nifti_bytes(record.mask, spacing, description))
-    _atomic_write(root / paths["preview_path"], _preview_png(record.image, record.mask))
+    atomic_write(root / paths["image_path"], _nifti_bytes(record.image, spacing, description))
+    atomic_write(root / paths["mask_path"], _nifti_bytes(record.mask, spacing, description))
+    atomic_write(root / paths["preview_path"], _preview_png(record.image, record.mask))
     return paths
 
 

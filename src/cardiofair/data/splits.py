@@ -9,13 +9,12 @@ stratified by cell, so even a rare subgroup (female heart failure) has test subj
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cardiofair.data.records import is_synthetic, read_manifest
+from cardiofair.data.records import atomic_write, is_synthetic, read_manifest
 from cardiofair.data.summary import with_cells
 
 SPLITS = ("train", "val", "test")
@@ -65,10 +64,7 @@ def write_splits(root: str | os.PathLike, splits: pd.Series, overwrite: bool = F
         raise FileExistsError(f"{root} is already split; pass --overwrite to split it again (models and results "
                               f"made with the old split no longer apply)")
     manifest["split"] = splits.reindex(manifest.index)
-    tmp = root / f".manifest.csv.{uuid.uuid4().hex[:8]}.tmp"
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, root / "manifest.csv")
-    return root / "manifest.csv"
+    return atomic_write(root / "manifest.csv", manifest.to_csv(index=False))
 
 
 def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -68,7 +68,7 @@ def summary_text(root: str | os.PathLike, schema: PromptSchema = DEFAULT_SCHEMA)
     excluded_path = Path(root) / "excluded.csv"
     n_excluded = len(pd.read_csv(excluded_path)) if excluded_path.is_file() else 0
     datasets = ", ".join(sorted(manifest["dataset"].astype(str).unique())) or "empty"
-    synthetic = int(manifest["is_synthetic"].astype(str).str.lower().eq("true").sum())
+    synthetic = sum(is_synthetic(row) for row in manifest.to_dict("records"))
     lines = [
         f"{root}: {len(manifest)} records from {manifest['subject_id'].nunique()} subjects ({datasets}); "
         f"{synthetic} synthetic; {n_excluded} subjects excluded",

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from cardiofair.data.records import atomic_write
 from cardiofair.errors import CardiofairError
 
 LATEST = "latest"
@@ -82,9 +83,7 @@ def write_checkpoint(root: Path, step: int, write: Callable[[Path], None], keep:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    pointer = root / f".{LATEST}.{uuid.uuid4().hex[:8]}"
-    pointer.write_text(final.name + "\n")
-    os.replace(pointer, root / LATEST)
+    atomic_write(root / LATEST, final.name + "\n")
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

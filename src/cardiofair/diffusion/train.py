@@ -39,7 +39,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, CLIPTextModel
 
 from cardiofair import __version__
-from cardiofair.data.records import load_record, mask_overlay, png_bytes, read_manifest
+from cardiofair.data.records import atomic_write, load_record, mask_overlay, png_bytes, read_manifest
 from cardiofair.data.splits import training_rows
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
@@ -667,9 +667,7 @@ def _write_model_card(out: Path, preset: Preset, settings: TrainSettings, data: 
         },
         "training_cells": counts.to_dict("records"),
     }
-    tmp = out / ".cardiofair.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, out / "cardiofair.json")
+    atomic_write(out / "cardiofair.json", json.dumps(info, indent=2, default=str) + "\n")
 
 
 def describe_budget(settings: TrainSettings) -> str:
