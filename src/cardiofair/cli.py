@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run the subcommand, turn expected errors into one-line messages."""
-    from cardiofair.data.records import OutputExistsError, SubjectError
+    from cardiofair.data.records import SubjectError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -455,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SubjectError as error:
         print(f"cardiofair: stopped (--strict) at {error}", file=sys.stderr)
         return 1
-    except (CardiofairError, OutputExistsError, FileNotFoundError, FileExistsError, ValueError, yaml.YAMLError) as error:
+    except (CardiofairError, FileNotFoundError, FileExistsError, ValueError, yaml.YAMLError) as error:
         print(f"cardiofair: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
