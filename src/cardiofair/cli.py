@@ -10,7 +10,7 @@ from typing import Sequence
 import yaml
 
 from cardiofair import __version__
-from cardiofair.errors import CardiofairError
+from cardiofair.errors import CardiofairError, SubjectError
 
 REAL_SOURCES = ("ukbb", "acdc", "mnms", "mnms2", "manifest")
 
@@ -425,6 +425,197 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate_synthetic(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "synthetic",
+        help="realism, mask fidelity, prompt fidelity and privacy of a synthetic dataset",
+        description="Train (or load cached) evaluators on the real training split, then judge the synthetic "
+        "records beside real-vs-real references: FD/KD-cardiofair realism and MS-SSIM diversity, mask "
+        "fidelity (Dice), prompt fidelity (balanced accuracy) and privacy (nearest-neighbour copy rate). "
+        "Writes synthetic_quality.json, per-cell CSV tables and figures.",
+    )
+    p.add_argument("--real", required=True, type=Path, help="the real prepared dataset (split with `cardiofair split`)")
+    p.add_argument("--synthetic", required=True, type=Path, help="a generated dataset (`cardiofair generate`)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--evaluators", type=Path, help="evaluator cache directory; evaluators are kept in a folder "
+                   "named by a hash of the real training and validation images and the training settings "
+                   "(default: $CARDIOFAIR_CACHE/evaluators, else ~/.cache/cardiofair/evaluators)")
+    p.add_argument("--steps", type=int, default=400, help="segmenter training steps (default 400)")
+    p.add_argument("--classifier-steps", type=int, default=700, help="attribute classifier training steps (default 700)")
+    p.add_argument("--min-images", type=int, default=20,
+                   help="fewest images for a distance to be reported (default 20); smaller cells say so")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.set_defaults(handler=_evaluate_synthetic)
+
+
+def _evaluate_synthetic(args: argparse.Namespace) -> int:
+    from cardiofair.metrics.quality import QualitySettings, evaluate_synthetic, quality_summary_text
+
+    settings = QualitySettings(steps=args.steps, classifier_steps=args.classifier_steps, min_images=args.min_images,
+                               seed=args.seed)
+    report = evaluate_synthetic(args.real, args.synthetic, args.out, settings, evaluators_dir=args.evaluators,
+                                overwrite=args.overwrite, progress=not args.quiet)
+    print(quality_summary_text(report))
+    print(f"wrote {args.out / 'synthetic_quality.json'}")
+    return 0
+
+
+def _add_evaluate_fairness(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "fairness",
+        help="does it make the classifier fairer? classifier arms x repeats with fairness metrics and intervals",
+        description="Train a diagnosis classifier on the (ED, ES) pair in several arms (real, real+synthetic, "
+        "synthetic, reweight, oversample, threshold), all on the real dataset's split with the same seeds, and "
+        "report per-group metrics (fairlearn MetricFrame), fairness gaps, intervals over repeats and over test "
+        "subjects, and each arm's paired difference against real. Writes fairness.json, per-group CSV tables "
+        "and the predictions per test subject.",
+    )
+    p.add_argument("--real", required=True, type=Path, help="the real prepared dataset (split with `cardiofair split`)")
+    p.add_argument("--synthetic", type=Path, help="a generated dataset (`cardiofair generate`) for the "
+                   "real+synthetic and synthetic arms, and whose per-cell counts oversample copies")
+    p.add_argument("--plan", type=Path, help="without --synthetic: the plan CSV whose counts oversample copies "
+                   "(default: `cardiofair plan`'s default settings on the training split)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--arms", type=_names, help="comma-separated arms, including real (default: all six with "
+                   "--synthetic, else real,reweight,oversample,threshold)")
+    p.add_argument("--repeats", type=int, default=5, help="seeds per arm, SEED..SEED+R-1, the same for every arm "
+                   "(default 5)")
+    p.add_argument("--attributes", type=_names, default=("sex", "age", "bmi"),
+                   help="sensitive attributes to report (default sex,age,bmi)")
+    p.add_argument("--intersection", type=lambda text: () if text == "none" else _names(text), default=("sex", "age"),
+                   help="attributes whose intersectional cells are reported too (default sex,age; 'none' for none)")
+    p.add_argument("--positive-diagnosis", default="heart failure",
+                   help="the diagnosis detected against healthy (default heart failure); others are left out")
+    p.add_argument("--train-prevalence", type=float, help="subsample real training subjects to this share of the "
+                   "positive diagnosis (the paper: 0.25); validation and test keep the natural prevalence")
+    p.add_argument("--threshold-attribute", default="sex",
+                   help="the group the threshold arm equalises odds over, and the printed table's (default sex)")
+    p.add_argument("--preset", choices=("auto", "compact", "resnet18"), default="auto",
+                   help="classifier: compact CNN (CPU) or ResNet-18 (GPU); auto picks resnet18 on a CUDA GPU")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train (default auto)")
+    p.add_argument("--epochs", type=int, help="most epochs per training (default: the preset's)")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation AUROC")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the preset's)")
+    p.add_argument("--learning-rate", type=float, help="AdamW learning rate (default: the preset's)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="test-subject resamples for intervals (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="first repeat's seed; also the bootstrap's (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_evaluate_fairness)
+
+
+def _evaluate_fairness(args: argparse.Namespace) -> int:
+    import torch
+
+    from cardiofair.balance import read_plan
+    from cardiofair.downstream.arms import ARMS, SYNTHETIC_ARMS
+    from cardiofair.downstream.classifier import ClassifierSettings
+    from cardiofair.downstream.experiment import ExperimentSettings, comparison_table, run_experiment
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda, but torch sees no CUDA GPU")
+    preset = ("resnet18" if device == "cuda" else "compact") if args.preset == "auto" else args.preset
+    classifier = ClassifierSettings.for_preset(preset, max_epochs=args.epochs, patience=args.patience,
+                                               batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                               device=device)
+    arms = args.arms or tuple(a for a in ARMS if args.synthetic or a not in SYNTHETIC_ARMS)
+    settings = ExperimentSettings(arms=arms, repeats=args.repeats, seed=args.seed, attributes=args.attributes,
+                                  intersection=args.intersection, positive_diagnosis=args.positive_diagnosis,
+                                  train_prevalence=args.train_prevalence, threshold_attribute=args.threshold_attribute,
+                                  n_bootstrap=args.bootstrap, classifier=classifier)
+    plan = read_plan(args.plan) if args.plan else None
+    report = run_experiment(args.real, args.out, settings, synthetic=args.synthetic, plan=plan,
+                            overwrite=args.overwrite, progress=not args.quiet)
+    print(comparison_table(report))
+    print(f"\nwrote {args.out / 'fairness.json'} and per-group tables, predictions and learning curves in {args.out}")
+    return 0
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report", help="the study on one HTML page, with the model card and the datasheet",
+        description="Write OUT/report.html (one self-contained page: cohort before and after augmentation, "
+        "real and synthetic examples, one mask under different prompts, realism, fidelity and privacy beside "
+        "their real references, the closest pairs, per-group fairness with intervals), OUT/figures/*.png, "
+        "OUT/model_card.md and OUT/datasheet.md. Every input but --real may be left out; its sections then say so.")
+    p.add_argument("--real", required=True, type=Path, help="the real prepared dataset (split with `cardiofair split`)")
+    p.add_argument("--synthetic", type=Path, help="the generated dataset (`cardiofair generate`)")
+    p.add_argument("--model", type=Path, help="the trained generator (`cardiofair train`); draws the counterfactual row")
+    p.add_argument("--quality", type=Path, help="the output folder of `cardiofair evaluate synthetic`")
+    p.add_argument("--fairness", type=Path, help="the output folder of `cardiofair evaluate fairness`")
+    p.add_argument("--plan", type=Path, help="the synthesis plan CSV (`cardiofair plan`)")
+    p.add_argument("--licence", help="the source cohort's licence terms, copied into the datasheet")
+    p.add_argument("--metadata", type=Path, help="a JSON file of run metadata (versions, configuration, seeds, "
+                   "hardware, time per stage), shown as given")
+    p.add_argument("--counterfactuals", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw one real training mask as female/male, 40s/70s and normal/obese BMI with --model "
+                   "(default: on)")
+    p.add_argument("--seed", type=int, default=0, help="picks the example records and the counterfactual mask, "
+                   "and seeds its drawing (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report in OUT")
+    p.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    _quiet_model_loading()
+    from cardiofair.report import COUNTERFACTUALS, write_report
+
+    try:
+        metadata = json.loads(args.metadata.read_text()) if args.metadata else None
+    except json.JSONDecodeError as error:
+        raise CommandError(f"--metadata {args.metadata} is not valid JSON: {error}") from None
+    path = write_report(args.out, real=args.real, synthetic=args.synthetic, model=args.model, quality=args.quality,
+                        fairness=args.fairness, plan=args.plan, metadata=metadata, licence=args.licence,
+                        counterfactual_prompts=COUNTERFACTUALS if args.counterfactuals else {}, seed=args.seed,
+                        overwrite=args.overwrite)
+    print(f"wrote {path}, {args.out / 'model_card.md'}, {args.out / 'datasheet.md'} and {args.out / 'figures'}")
+    return 0
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="judge synthetic data (synthetic) or downstream fairness (fairness)",
+                              description="Evaluate the synthetic data or the downstream classifier arms.")
+    kinds = p.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
+    _add_evaluate_synthetic(kinds)
+    _add_evaluate_fairness(kinds)
+
+
+def _add_run(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="the whole study: prepare, train, plan, generate, evaluate synthetic, evaluate fairness, report",
+        description="Run a whole study from one YAML configuration (without one: the embedded default, the "
+        "phantom cohort with the CPU presets, about 20 minutes on 2 cores). Each stage writes runs/NAME/STAGE/ "
+        "and is skipped when it already finished with the same settings, so running the same command again "
+        "after a crash continues. The report is runs/NAME/report.html.",
+    )
+    p.add_argument("config", nargs="?", type=Path, help="study configuration (see configs/); default: built in")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set train.max_steps=200 (repeatable)")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help="redo this stage and every later one even if finished (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print each stage's commands and whether it would run")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cardiofair.config import load_config
+
+    config, base = load_config(args.config, args.overrides)
+    from cardiofair.study import Study, run_study
+
+    report = run_study(Study(config, base), force=args.force, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(f"study finished: open {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cardiofair`` command."""
     parser = argparse.ArgumentParser(
@@ -441,13 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(subparsers)
     _add_generate(subparsers)
     _add_merge(subparsers)
+    _add_evaluate(subparsers)
+    _add_report(subparsers)
+    _add_run(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run the subcommand, turn expected errors into one-line messages."""
-    from cardiofair.data.records import SubjectError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

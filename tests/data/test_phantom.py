@@ -16,7 +16,8 @@ def cohort():
         "es_cavity": np.array([(r.mask[1] == 1).sum() for r in records], dtype=float),
         "ed_myo": np.array([(r.mask[0] == 2).sum() for r in records], dtype=float),
     }
-    meta = {k: np.array([r.meta[k] for r in records]) for k in ("sex", "age_years", "bmi", "height_cm", "weight_kg")}
+    meta = {k: np.array([r.meta[k] for r in records])
+            for k in ("sex", "age_years", "bmi", "height_cm", "weight_kg", "lvef_percent")}
     meta["hf"] = np.array([r.meta["diagnosis"] == HEART_FAILURE for r in records])
     return records, areas, meta
 
@@ -61,15 +62,26 @@ def test_cavity_scales_with_body_size_and_sex(cohort):
     assert areas["ed_cavity"][female].mean() < 0.85 * areas["ed_cavity"][male].mean()
 
 
-def test_heart_failure_dilates_thins_and_stiffens(cohort):
+def test_heart_failure_phenotypes_reduced_and_preserved_ejection_fraction(cohort):
     _, areas, meta = cohort
     hf = meta["hf"]
+    reduced, preserved = hf & (meta["lvef_percent"] < 45), hf & (meta["lvef_percent"] >= 50)
+    assert (reduced | preserved)[hf].all() and reduced.sum() > 40 and preserved.sum() > 40
     ratio = areas["es_cavity"] / areas["ed_cavity"]
     cavity_r = np.sqrt(areas["ed_cavity"] / np.pi)
     wall = np.sqrt((areas["ed_cavity"] + areas["ed_myo"]) / np.pi) - cavity_r
-    assert areas["ed_cavity"][hf].mean() > 1.4 * areas["ed_cavity"][~hf].mean()
-    assert ratio[hf].mean() > 0.65 and ratio[~hf].mean() < 0.5  # low ejection fraction
-    assert wall[hf].mean() < 0.9 * wall[~hf].mean()
+    healthy = ~hf
+    # HFrEF: dilated, thin-walled, barely contracting.
+    assert areas["ed_cavity"][reduced].mean() > 1.4 * areas["ed_cavity"][healthy].mean()
+    assert ratio[reduced].mean() > 0.65 and ratio[healthy].mean() < 0.5
+    assert wall[reduced].mean() < 0.9 * wall[healthy].mean()
+    # HFpEF: normal cavity and contraction, thicker wall.
+    assert areas["ed_cavity"][preserved].mean() < 1.2 * areas["ed_cavity"][healthy].mean()
+    assert ratio[preserved].mean() < 0.5
+    assert wall[preserved].mean() > 1.1 * wall[healthy].mean()
+    # Preserved EF is the commoner kind in women, the rarer in men.
+    female = meta["sex"] == "Female"
+    assert preserved[hf & female].mean() > 0.5 > preserved[hf & ~female].mean()
 
 
 def test_age_thickens_the_wall(cohort):

@@ -5,25 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cardiofair.data.phantom import phantom_cohort
-from cardiofair.data.prepare import normalise_intensity
-from cardiofair.metrics.evaluators import Evaluators, attribute_table, stack, train_evaluators
+from cardiofair.metrics.evaluators import Evaluators
 from cardiofair.metrics.fidelity import balanced_accuracy, dice_table, prompt_fidelity
-
-
-def _cohort(n, seed):
-    records = list(phantom_cohort(n, seed))
-    for record in records:
-        record.image = normalise_intensity(record.image)
-    images, masks = stack(records)
-    return images, masks, attribute_table(pd.DataFrame([r.meta for r in records]))
-
-
-@pytest.fixture(scope="module")
-def judged():
-    train, val, test = _cohort(400, 0), _cohort(100, 1), _cohort(120, 2)
-    evaluators = train_evaluators(*train, *val, steps=100, classifier_steps=300, batch=16)
-    return evaluators, test
 
 
 def test_mask_fidelity_of_real_images_is_the_segmenters_dice_and_collapses_when_shuffled(judged):
@@ -45,7 +28,7 @@ def test_prompt_fidelity_matches_validation_and_drops_to_chance_when_shuffled(ju
     # Sex and heart failure are what the phantom's geometry carries strongly enough to learn here.
     for name in ("sex", "diagnosis"):
         assert own[name] == pytest.approx(evaluators.validation[f"balanced_accuracy_{name}"], abs=0.1), name
-        assert own[name] > 0.75 and shuffled[name] < 0.6, name
+        assert own[name] > shuffled[name] + 0.12 and shuffled[name] < 0.6, name
 
 
 def test_evaluators_round_trip(judged, tmp_path):

@@ -6,16 +6,22 @@ real hearts do (calibrated on ../shared/notes/cardiac-physiology.md):
 
 - LV end-diastolic volume scales with body surface area and is smaller in women and with age
   (Petersen et al. 2017); ejection fraction about 61 % in women, 58 % in men.
-- Heart failure dilates the LV (ACDC DCM/MINF: 1.4-2.2 x normal volume), thins the wall and
-  lowers the ejection fraction, so the ES cavity stays close to the ED one.
+- Heart failure comes in two phenotypes. With reduced ejection fraction (HFrEF) it dilates
+  the LV (ACDC DCM/MINF: 1.4-2.2 x normal volume), thins the wall and lowers the ejection
+  fraction, so the ES cavity stays close to the ED one. With preserved ejection fraction
+  (HFpEF) the cavity stays near normal and contracts normally while the wall thickens
+  (concentric remodelling): far harder to see on a short-axis slice. HFpEF is about half of
+  heart failure and the larger share in women (roughly two thirds of women with heart failure
+  against a third of men), so a detector of dilated, poorly contracting hearts misses women.
 - Age thickens the wall modestly; BMI adds bright epicardial and subcutaneous fat and moves the
   body outline outwards.
 - bSSFP contrast: blood bright, myocardium dark, fat bright, lungs dark, liver intermediate;
   Rician noise, a smooth coil bias field, random in-plane rotation and shift.
 
-Because women's hearts are smaller, a dilated female LV overlaps a normal male LV: a classifier
-that learns "big cavity means heart failure" mostly from men under-detects it in women, which
-is the bias cardiofair sets out to measure and reduce.
+Because women's hearts are smaller, a dilated female LV overlaps a normal male LV, and women's
+heart failure is more often the subtle preserved-EF kind: a classifier that learns heart failure
+mostly from men under-detects it in women, which is the bias cardiofair sets out to measure and
+reduce.
 
 Heart failure prevalence is a logistic model of sex, age and BMI (configurable): by default
 female, young and normal-BMI heart failure are rare, as in UK Biobank.
@@ -45,6 +51,7 @@ class PhantomConfig:
     Heart-failure odds are ``hf_reference_prevalence`` for a man in his 60s with overweight BMI,
     multiplied by ``hf_odds_female`` for women, ``hf_odds_per_decade`` per decade of age away
     from the 60s (raised to a negative power below), and ``hf_odds_bmi`` per WHO class.
+    ``hfpef_share`` is the share of heart failure with preserved ejection fraction, by sex.
     """
 
     size: int = 64
@@ -62,6 +69,7 @@ class PhantomConfig:
     hf_odds_bmi: dict[str, float] = field(
         default_factory=lambda: {"underweight": 0.5, "normal": 0.35, "overweight": 1.0, "obese": 1.8}
     )
+    hfpef_share: dict[str, float] = field(default_factory=lambda: {"Female": 0.65, "Male": 0.35})
     noise_sd: tuple[float, float] = (0.02, 0.05)
     max_rotation_deg: float = 15.0
     max_shift_mm: float = 6.0
@@ -75,6 +83,8 @@ class PhantomConfig:
             raise ValueError("hf_reference_prevalence must be in (0, 1)")
         if not self.age_min < self.age_max:
             raise ValueError("age_min must be below age_max")
+        if set(self.hfpef_share) != {"Female", "Male"} or not all(0 <= v <= 1 for v in self.hfpef_share.values()):
+            raise ValueError("hfpef_share must give Female and Male a share in [0, 1]")
         missing = {"underweight", "normal", "overweight", "obese"} - set(self.hf_odds_bmi)
         if missing:
             raise ValueError(f"hf_odds_bmi lacks the BMI classes {sorted(missing)}")
@@ -142,8 +152,9 @@ class Anatomy:
     intensity_scale: float
 
 
-def sample_anatomy(meta: Mapping[str, Any], rng: np.random.Generator) -> Anatomy:
+def sample_anatomy(meta: Mapping[str, Any], rng: np.random.Generator, config: PhantomConfig | None = None) -> Anatomy:
     """Cardiac geometry that follows the subject's metadata (see the module docstring)."""
+    config = config or PhantomConfig()
     female = meta["sex"] == "Female"
     age, bmi = meta["age_years"], meta["bmi"]
     bsa = math.sqrt(meta["height_cm"] * meta["weight_kg"] / 3600.0)
@@ -153,7 +164,12 @@ def sample_anatomy(meta: Mapping[str, Any], rng: np.random.Generator) -> Anatomy
     rvef = float(np.clip(rng.normal(56.0, 6.0), 40.0, 70.0)) / 100.0
     wall = rng.normal(7.4 if female else 8.8, 0.7) + 0.4 * (age - 60.0) / 10.0
     rv_scale = rng.normal(1.08 if female else 1.12, 0.05)
-    if meta["diagnosis"] == HEART_FAILURE:
+    if meta["diagnosis"] == HEART_FAILURE and rng.random() < config.hfpef_share[meta["sex"]]:
+        lvedv *= rng.uniform(0.95, 1.2)
+        lvef = float(np.clip(rng.normal(56.0, 5.0), 50.0, 68.0)) / 100.0
+        rvef = float(np.clip(rng.normal(50.0, 7.0), 35.0, 65.0)) / 100.0
+        wall *= rng.uniform(1.1, 1.4)
+    elif meta["diagnosis"] == HEART_FAILURE:
         lvedv *= rng.uniform(1.35, 2.1)
         lvef = float(np.clip(rng.normal(28.0, 7.0), 12.0, 42.0)) / 100.0
         rvef = float(np.clip(rng.normal(42.0, 8.0), 25.0, 60.0)) / 100.0
@@ -293,7 +309,7 @@ def phantom_subject(index: int, seed: int, config: PhantomConfig, levels: tuple[
     """
     rng = np.random.default_rng([seed, index])
     meta = sample_metadata(rng, config)
-    anatomy = sample_anatomy(meta, rng)
+    anatomy = sample_anatomy(meta, rng, config)
     subject_id = f"phantom-{index:06d}"
     records = []
     for level in levels:
@@ -340,7 +356,7 @@ def phantom_volume(
     config = config or PhantomConfig()
     rng = np.random.default_rng([seed, index])
     meta = sample_metadata(rng, config)
-    anatomy = sample_anatomy(meta, rng)
+    anatomy = sample_anatomy(meta, rng, config)
     rows = (np.arange(shape[0]) - (shape[0] - 1) / 2.0) * spacing_mm[0] - centre_mm[0]
     cols = (np.arange(shape[1]) - (shape[1] - 1) / 2.0) * spacing_mm[1] - centre_mm[1]
     py, px = np.meshgrid(rows, cols, indexing="ij")

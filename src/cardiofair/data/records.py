@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import os
 import shutil
 import uuid
@@ -23,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from cardiofair.errors import SubjectError
 
 LABELS = {0: "background", 1: "LV blood pool", 2: "LV myocardium", 3: "RV blood pool"}
 FRAMES = ("ED", "ES")
@@ -72,20 +75,6 @@ class Record:
     @property
     def record_id(self) -> str:
         return str(self.meta["record_id"])
-
-
-class SubjectError(Exception):
-    """A problem with one subject's data: the subject is excluded, the run goes on."""
-
-    def __init__(self, subject_id: str, file: str | os.PathLike | None, reason: str):
-        self.subject_id = str(subject_id)
-        self.file = "" if file is None else str(file)
-        self.reason = reason
-        where = f" ({self.file})" if self.file else ""
-        super().__init__(f"{self.subject_id}{where}: {reason}")
-
-    def as_row(self) -> dict[str, str]:
-        return {"subject_id": self.subject_id, "file": self.file, "reason": self.reason}
 
 
 # --- NIfTI and PNG encoding -------------------------------------------------------------------
@@ -157,6 +146,24 @@ def atomic_write(path: str | os.PathLike, payload: bytes | str) -> Path:
     return path
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` for strict JSON: NaN and infinities as None (read: undefined), numpy scalars
+    and arrays as Python values."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
 def write_record_files(root: Path, record: Record) -> dict[str, str]:
     """Write a record's NIfTI pair and preview under ``root``; return the relative paths.
 
@@ -202,11 +209,11 @@ class OutputExistsError(FileExistsError):
     """The output directory exists and overwriting was not asked for."""
 
 
-class DatasetWriter:
-    """Builds a prepared dataset in a hidden temporary directory and renames it into place.
+class StagingDirectory:
+    """An output directory built under a hidden temporary name and renamed into place.
 
-    An interrupted run leaves no half-written dataset at ``out``: the rename is the last step,
-    and an existing directory is replaced only with ``overwrite=True``.
+    An interrupted run leaves nothing half-written at ``out``: the rename is the last step, and
+    an existing directory is replaced only with ``overwrite=True``.
     """
 
     def __init__(self, out: str | os.PathLike, overwrite: bool = False):
@@ -215,13 +222,35 @@ class DatasetWriter:
             raise OutputExistsError(f"{self.out} already exists; pass --overwrite to replace it")
         self.overwrite = overwrite
         self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
-        self.rows: list[dict[str, Any]] = []
-        self.excluded: list[dict[str, str]] = []
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self):
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir()
         return self
+
+    def commit(self) -> Path:
+        """Move the finished directory into place (replacing the old one)."""
+        if self.out.exists():
+            trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.out, trash)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(trash)
+        else:
+            os.replace(self.tmp, self.out)
+        return self.out
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class DatasetWriter(StagingDirectory):
+    """Builds a prepared dataset in a staging directory: manifest, files, exclusions, settings."""
+
+    def __init__(self, out: str | os.PathLike, overwrite: bool = False):
+        super().__init__(out, overwrite)
+        self.rows: list[dict[str, Any]] = []
+        self.excluded: list[dict[str, str]] = []
 
     def add(self, record: Record) -> None:
         """Write one record's files and remember its manifest row."""
@@ -248,18 +277,7 @@ class DatasetWriter:
                                 columns=list(EXCLUDED_COLUMNS))
         excluded.to_csv(self.tmp / "excluded.csv", index=False)
         (self.tmp / "prepare.json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
-        if self.out.exists():
-            trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.out, trash)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(self.tmp, self.out)
-        return self.out
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        return self.commit()
 
 
 # --- reading ----------------------------------------------------------------------------------

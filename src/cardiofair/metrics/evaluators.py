@@ -89,6 +89,23 @@ class Evaluators:
                     predictions[name] += [self.classes[name][k] for k in logits.argmax(1).tolist()]
         return pd.DataFrame(predictions)
 
+    def features(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Realism features of (N, 2, H, W) images, (N, 96): the classifier's pooled last-block
+        features (anatomy, attributes) joined to the per-channel mean and standard deviation of
+        its first block (texture: noise, blur, contrast), to which the last block is deliberately
+        blind. The space of FD-/KD-cardiofair and of the encoder-space privacy distances."""
+        pairs = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        chunks = []
+        with torch.no_grad():
+            for i in range(0, len(pairs), batch):
+                hidden, first = pairs[i:i + batch], None
+                for layer in self.classifier.features:
+                    hidden = layer(hidden)
+                    if first is None and isinstance(layer, nn.Sequential):
+                        first = hidden
+                chunks.append(torch.cat([hidden, first.mean((2, 3)), first.std((2, 3))], 1))
+        return torch.cat(chunks).numpy().astype(np.float64)
+
     def save(self, folder: str | os.PathLike) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

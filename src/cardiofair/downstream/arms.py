@@ -1,0 +1,375 @@
+"""The experiment arms, all built from one fixed real split (no torch).
+
+Every arm validates on the same real validation subjects and is tested on the same real test
+subjects; only what it trains on differs:
+
+- ``real``: the real training records;
+- ``real+synthetic``: those plus every synthetic record;
+- ``synthetic``: the synthetic records only;
+- ``reweight``: the real training records, drawn with weights inverse to their cell's frequency
+  (the paper's sampling baseline);
+- ``oversample``: the real training records plus duplicates of real records of the planned
+  cells, as many per cell as the synthetic dataset (or the plan) adds;
+- ``threshold``: the ``real`` model, its decisions post-processed by fairlearn's
+  ``ThresholdOptimizer`` (equalized odds) fitted on the validation split.
+
+Loading refuses what would make a comparison meaningless: an unsplit real dataset, a subject in
+two splits, a synthetic record whose mask came from a validation or test subject, a synthetic
+dataset of another image size or prompt grammar.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from fairlearn.postprocessing import ThresholdOptimizer
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from cardiofair.balance import UNKNOWN, PlanSettings, plan_synthesis
+from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
+from cardiofair.data.records import is_synthetic, load_record, read_manifest
+from cardiofair.data.splits import SPLITS
+from cardiofair.data.summary import with_cells
+from cardiofair.errors import CardiofairError
+from cardiofair.prompts import DEFAULT_SCHEMA, is_missing, parse_prompt
+
+ARMS = ("real", "real+synthetic", "synthetic", "reweight", "oversample", "threshold")
+SYNTHETIC_ARMS = ("real+synthetic", "synthetic")
+POST_PROCESSED_ARMS = ("threshold",)
+SENSITIVE = tuple(a for a in DEFAULT_SCHEMA.attributes if a != "diagnosis")
+
+
+class ExperimentError(CardiofairError):
+    """Inputs that cannot make a fair comparison: leaks, unsplit or mismatched datasets."""
+
+
+@dataclass
+class Cohort:
+    """Every record an experiment uses, with its image, label and binned attributes.
+
+    ``table`` has one row per record (``record_id, subject_id, role, label`` and the binned
+    ``sex, age, bmi, diagnosis``); ``role`` is the split for real records and ``synthetic`` for
+    synthetic ones; ``images[i]`` and ``manifest.iloc[i]`` (the manifest row, raw metadata)
+    belong to ``table.iloc[i]``.
+    """
+
+    table: pd.DataFrame
+    images: np.ndarray
+    positive: str
+    manifest: pd.DataFrame
+    excluded: list[dict[str, str]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self, role: str) -> np.ndarray:
+        """Positions of the records with this role."""
+        return np.flatnonzero(self.table["role"].to_numpy() == role)
+
+    def subjects(self, role: str) -> pd.DataFrame:
+        """One row per subject of a role (its first record's label and attributes)."""
+        return self.table.iloc[self.rows(role)].drop_duplicates("subject_id").set_index("subject_id")
+
+
+def check_subject_splits(manifest: pd.DataFrame, dataset: str | os.PathLike) -> None:
+    """Refuse a real dataset without a split, with synthetic records, or with a subject in
+    two splits: any of them lets test subjects (or their copies) reach training."""
+    if "split" not in manifest.columns:
+        raise ExperimentError(f"{dataset} has no train/val/test split: run `cardiofair split {dataset}` first, "
+                              f"so that every arm and every later run uses the same subjects")
+    if any(is_synthetic(row) for row in manifest.to_dict("records")):
+        raise ExperimentError(f"{dataset} holds synthetic records: pass the real dataset as --real and the "
+                              f"synthetic one as --synthetic")
+    splits = manifest["split"].astype(str)
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ExperimentError(f"{dataset}: unknown split value(s) {unknown}; expected {list(SPLITS)}")
+    per_subject = manifest.assign(split=splits).groupby("subject_id")["split"].nunique()
+    leaked = sorted(per_subject[per_subject > 1].index)
+    if leaked:
+        raise ExperimentError(f"{dataset}: subject(s) {leaked[:5]} appear in more than one split; re-split with "
+                              f"`cardiofair split {dataset} --overwrite`")
+    missing = [s for s in SPLITS if s not in set(splits)]
+    if missing:
+        raise ExperimentError(f"{dataset} has no {', '.join(missing)} subjects: the experiment needs all of "
+                              f"{list(SPLITS)}")
+
+
+def check_synthetic(real: pd.DataFrame, synthetic: pd.DataFrame, dataset: str | os.PathLike) -> None:
+    """Refuse synthetic records that are not synthetic, share ids with real subjects, or whose
+    mask was lent by a subject outside the real training split (that geometry would carry a
+    validation or test subject into training)."""
+    real_rows = [row["record_id"] for row in synthetic.to_dict("records") if not is_synthetic(row)]
+    if real_rows:
+        raise ExperimentError(f"{dataset} holds records not marked synthetic (e.g. {real_rows[:3]}); pass "
+                              f"a dataset made by `cardiofair generate`")
+    shared = sorted(set(synthetic["subject_id"].astype(str)) & set(real["subject_id"].astype(str)))
+    if shared:
+        raise ExperimentError(f"{dataset}: synthetic subject id(s) {shared[:5]} are real subject ids")
+    if "mask_source" not in synthetic.columns:
+        raise ExperimentError(f"{dataset} has no mask_source column: without it no one can tell whether a "
+                              f"validation or test subject's geometry reached training")
+    split_of = dict(zip(real["subject_id"].astype(str), real["split"].astype(str)))
+    split_of.update(zip(real["record_id"].astype(str), real["split"].astype(str)))
+    problems = []
+    for row in synthetic.to_dict("records"):
+        source = _mask_source_id(row)
+        split = split_of.get(source)
+        if split != "train":
+            where = "an unknown subject" if split is None else f"a {split} subject"
+            problems.append(f"{row['record_id']} (mask from {source}, {where})")
+    if problems:
+        raise ExperimentError(f"{dataset}: {len(problems)} synthetic record(s) take their mask from outside the "
+                              f"real training split, e.g. {problems[:3]}; generate them again from this split")
+
+
+def _mask_source_id(row: dict) -> str:
+    # `generate` names the lending record; `sample` stores the path of the mask file it read.
+    source = row.get("mask_source_record")
+    source = row.get("mask_source") if is_missing(source) else source
+    name = Path(str(source)).name
+    return name[:-len(".nii.gz")] if name.endswith(".nii.gz") else str(source)
+
+
+def load_cohort(real: str | os.PathLike, synthetic: str | os.PathLike | None = None, positive: str = HEART_FAILURE,
+                train_prevalence: float | None = None, seed: int = 0,
+                on_record: Callable[[], None] | None = None) -> Cohort:
+    """Load a split real dataset (and a synthetic one), after the checks above.
+
+    Records whose diagnosis is neither ``healthy`` nor ``positive`` (or unknown) are left out
+    and listed in ``excluded``. With ``train_prevalence``, real training subjects of the larger
+    class are dropped (chosen with ``seed``, once for all arms and repeats) until ``positive``
+    has that share of training subjects, as the paper trained at 25 % heart failure; validation
+    and test keep the natural prevalence.
+    """
+    if positive == HEALTHY:
+        raise ExperimentError("the positive diagnosis cannot be 'healthy'")
+    manifest = read_manifest(real)
+    check_subject_splits(manifest, real)
+    frames = [manifest.assign(role=manifest["split"].astype(str), _root=str(real))]
+    if synthetic is not None:
+        synthetic_manifest = read_manifest(synthetic)
+        check_synthetic(manifest, synthetic_manifest, synthetic)
+        frames.append(synthetic_manifest.assign(role="synthetic", _root=str(synthetic)))
+    rows = pd.concat(frames, ignore_index=True)
+    try:
+        cells = with_cells(rows)
+    except ValueError as error:
+        raise ExperimentError(f"a record's attributes or prompt do not follow the prompt grammar: {error}") from None
+    labels = cells["diagnosis"].map({positive: 1, HEALTHY: 0})
+    excluded = [{"record_id": r, "subject_id": s, "reason": f"diagnosis {d!r} is neither {HEALTHY!r} nor {positive!r}"}
+                for r, s, d in zip(rows["record_id"], rows["subject_id"], cells["diagnosis"]) if d not in (positive, HEALTHY)]
+    keep = labels.notna().to_numpy()
+    table = pd.concat([rows[["record_id", "role"]], cells], axis=1)[keep]
+    table = table.assign(label=labels[keep].astype(int), subject_id=rows["subject_id"].astype(str)[keep])
+    info: dict[str, Any] = {}
+    if train_prevalence is not None:
+        table, info["train_prevalence"] = _subsample_training(table, train_prevalence, seed)
+    for role in ("val", "test"):
+        if table.loc[table["role"] == role, "label"].nunique() < 2:
+            raise ExperimentError(f"the {role} split needs subjects with and without {positive!r}")
+    images = _load_images(rows.loc[table.index], on_record)
+    manifest_rows = rows.loc[table.index].drop(columns=["_root", "role"]).reset_index(drop=True)
+    return Cohort(table.reset_index(drop=True), images, positive, manifest_rows, excluded, info)
+
+
+def _subsample_training(table: pd.DataFrame, prevalence: float, seed: int) -> tuple[pd.DataFrame, dict]:
+    if not 0.0 < prevalence < 1.0:
+        raise ExperimentError(f"the training prevalence must be in (0, 1), got {prevalence}")
+    train = table[table["role"] == "train"].drop_duplicates("subject_id")
+    positives, negatives = train[train["label"] == 1], train[train["label"] == 0]
+    want_negatives = round(len(positives) * (1 - prevalence) / prevalence)
+    want_positives = round(len(negatives) * prevalence / (1 - prevalence))
+    rng = np.random.default_rng(seed)
+    if want_negatives <= len(negatives):
+        dropped = rng.choice(negatives["subject_id"].to_numpy(), len(negatives) - want_negatives, replace=False)
+    else:
+        dropped = rng.choice(positives["subject_id"].to_numpy(), len(positives) - want_positives, replace=False)
+    kept = table[~(table["role"].eq("train") & table["subject_id"].isin(set(dropped)))]
+    left = kept[kept["role"] == "train"].drop_duplicates("subject_id")
+    return kept, {"target": prevalence, "achieved": round(float(left["label"].mean()), 4),
+                  "training_subjects_dropped": int(len(dropped))}
+
+
+def _load_images(rows: pd.DataFrame, on_record: Callable[[], None] | None) -> np.ndarray:
+    images, first = [], None
+    for row in rows.to_dict("records"):
+        image = load_record(row["_root"], row).image
+        first = first or (row["_root"], row["record_id"], image.shape)
+        if image.shape != first[2]:
+            raise ExperimentError(f"{row['_root']}: record {row['record_id']} is a {image.shape} pair but record "
+                                  f"{first[1]} of {first[0]} is {first[2]}: every record must be prepared at one size")
+        images.append(image)
+        if on_record:
+            on_record()
+    return np.stack(images)
+
+
+# --- what each arm trains on --------------------------------------------------------------------
+
+
+def planned_cells(cohort: Cohort, plan: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The cells to oversample and how many duplicates each gets (columns: the planned
+    attributes, ``diagnosis``, ``synthetic_count``): the synthetic records per planned cell when
+    the cohort has synthetic records, else the plan's ``synthetic_count``, else what
+    :func:`plan_synthesis` with default settings asks for on the real training records."""
+    rows = cohort.rows("synthetic")
+    if len(rows):
+        synthetic = cohort.table.iloc[rows]
+        if "cell" in cohort.manifest.columns:
+            synthetic = synthetic.assign(cell=cohort.manifest["cell"].iloc[rows].to_numpy())
+        attributes = _synthetic_cell_attributes(synthetic)
+        counts = synthetic.groupby([*attributes, "diagnosis"]).size().rename("synthetic_count").reset_index()
+        return counts.assign(source="synthetic dataset")
+    if plan is None:
+        plan = plan_synthesis(cohort.manifest.iloc[cohort.rows("train")], PlanSettings())
+        source = "plan_synthesis(PlanSettings())"
+    else:
+        source = "plan file"
+    attributes = [a for a in SENSITIVE if any(parse_prompt(p)[a] for p in plan["prompt"])]
+    parsed = pd.DataFrame([parse_prompt(p) for p in plan["prompt"]])
+    counts = parsed[[*attributes, "diagnosis"]].assign(synthetic_count=plan["synthetic_count"].astype(int).to_numpy())
+    return counts.assign(source=source)
+
+
+def _synthetic_cell_attributes(synthetic: pd.DataFrame) -> list[str]:
+    """The attributes a synthetic dataset was planned over, read from its ``cell`` column.
+
+    Generation completes the attributes a plan leaves out, so the prompt alone names all of
+    them; the ``cell`` (planned values joined by ``|``) says which were planned. Values of
+    different attributes never coincide (Female, 60s, normal, heart failure), so each is found
+    by matching against the prompt's attributes."""
+    if "cell" not in synthetic.columns:
+        return list(SENSITIVE)
+    found = set()
+    for row in synthetic.to_dict("records"):
+        values = str(row["cell"]).split("|")
+        names = tuple(a for a in SENSITIVE if row[a] in values)
+        if len(names) + 1 != len(values) or row["diagnosis"] not in values:
+            raise ExperimentError(f"synthetic record {row['record_id']}: cell {row['cell']!r} does not match its prompt")
+        found.add(names)
+    if len(found) != 1:
+        raise ExperimentError(f"the synthetic records were planned over different attributes {sorted(found)}")
+    return list(found.pop())
+
+
+@dataclass
+class TrainingSet:
+    """Positions of the cohort records an arm trains on (duplicates allowed), optional
+    sampling weights, and a description for the report."""
+
+    rows: np.ndarray
+    weights: np.ndarray | None
+    info: dict[str, Any]
+
+
+def training_set(arm: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None = None) -> TrainingSet:
+    """The training records of ``arm`` (one of :data:`ARMS` other than the post-processed ones).
+    ``cells`` (from :func:`planned_cells`) defines the cells of ``reweight`` and ``oversample``;
+    ``seed`` draws the oversampled duplicates."""
+    real, synthetic = cohort.rows("train"), cohort.rows("synthetic")
+    if arm in SYNTHETIC_ARMS and len(synthetic) == 0:
+        raise ExperimentError(f"arm {arm!r} needs a synthetic dataset (--synthetic)")
+    if arm == "real":
+        return _described(cohort, real, None, "uniform")
+    if arm == "real+synthetic":
+        return _described(cohort, np.concatenate([real, synthetic]), None, "uniform")
+    if arm == "synthetic":
+        return _described(cohort, synthetic, None, "uniform")
+    if cells is None:
+        raise ExperimentError(f"arm {arm!r} needs the planned cells")
+    columns = [c for c in cells.columns if c in (*SENSITIVE, "diagnosis")]
+    keys = cohort.table.iloc[real][columns].astype(str).agg("|".join, axis=1).to_numpy()
+    if arm == "reweight":
+        frequency = pd.Series(keys).map(pd.Series(keys).value_counts()).to_numpy()
+        return _described(cohort, real, 1.0 / frequency, f"inverse frequency of cell ({', '.join(columns)})")
+    if arm == "oversample":
+        rng = np.random.default_rng(seed)
+        duplicates, unfilled = [], []
+        for cell in cells[cells["synthetic_count"] > 0].to_dict("records"):
+            key = "|".join(str(cell[c]) for c in columns)
+            members = real[keys == key]
+            if len(members) == 0:
+                unfilled.append(key)
+                continue
+            # Cycle through a shuffled order: every member is duplicated as evenly as possible.
+            order = rng.permutation(members)
+            duplicates.append(np.resize(order, int(cell["synthetic_count"])))
+        rows = np.concatenate([real, *duplicates])
+        result = _described(cohort, rows, None, f"uniform, duplicates per cell ({', '.join(columns)})")
+        result.info.update(n_duplicates=int(len(rows) - len(real)), cells_without_real_records=unfilled)
+        return result
+    raise ExperimentError(f"unknown arm {arm!r}; choose from {list(ARMS)}")
+
+
+def _described(cohort: Cohort, rows: np.ndarray, weights: np.ndarray | None, sampling: str) -> TrainingSet:
+    roles = cohort.table["role"].to_numpy()[rows]
+    labels = cohort.table["label"].to_numpy()[rows]
+    info = {"n_records": int(len(rows)), "n_real": int((roles != "synthetic").sum()),
+            "n_synthetic": int((roles == "synthetic").sum()), "prevalence": round(float(labels.mean()), 4),
+            "sampling": sampling}
+    return TrainingSet(rows, weights, info)
+
+
+# --- post-processing ----------------------------------------------------------------------------
+
+
+class _ScoreModel(ClassifierMixin, BaseEstimator):
+    """A fitted 'estimator' whose single feature is the classifier's own score, so fairlearn
+    can post-process scores that came from anywhere."""
+
+    def __init__(self) -> None:
+        self.classes_ = np.array([0, 1])
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "_ScoreModel":
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        score = np.asarray(X, dtype=float)[:, 0]
+        return np.column_stack([1 - score, score])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (np.asarray(X, dtype=float)[:, 0] >= 0.5).astype(int)
+
+
+def equalized_odds_thresholds(val_scores: np.ndarray, val_labels: np.ndarray, val_groups: pd.Series,
+                              test_scores: np.ndarray, test_groups: pd.Series, fallback_threshold: float,
+                              seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """(decisions, positive probabilities, groups left unadjusted with the reason) for the test
+    subjects, from fairlearn's ``ThresholdOptimizer`` (equalized odds, maximising balanced
+    accuracy) fitted on the validation subjects. Its decisions are randomised between two
+    thresholds per group (``seed`` fixes the draw); its probability of calling a subject positive
+    serves as the score for AUROC. The optimiser needs both classes in a group's validation
+    subjects to place that group's thresholds: a test subject of unknown group, or of a group
+    without them, keeps the plain decision at ``fallback_threshold``."""
+    val_groups, test_groups = val_groups.astype(str).to_numpy(), test_groups.astype(str).to_numpy()
+    val_labels = np.asarray(val_labels)
+
+    def problem(group: str) -> str | None:
+        classes = set(val_labels[val_groups == group].tolist())
+        if group == UNKNOWN:
+            return "group unknown"
+        if not classes:
+            return "no validation subjects"
+        if classes != {0, 1}:
+            return f"no validation subjects {'with' if classes == {0} else 'without'} the diagnosis"
+        return None
+
+    problems = {group: problem(group) for group in {*val_groups, *test_groups}}
+    unadjusted = {group: problems[group] for group in sorted(set(test_groups)) if problems[group]}
+    fitted = np.array([problems[group] is None for group in val_groups], dtype=bool)
+    adjusted = ~np.isin(test_groups, list(unadjusted))
+    decisions = (np.asarray(test_scores) >= fallback_threshold).astype(int)
+    probabilities = np.asarray(test_scores, dtype=float).copy()
+    if fitted.any() and adjusted.any():
+        optimiser = ThresholdOptimizer(estimator=_ScoreModel(), constraints="equalized_odds",
+                                       objective="balanced_accuracy_score", prefit=True, predict_method="predict_proba")
+        optimiser.fit(np.asarray(val_scores)[fitted, None], val_labels[fitted], sensitive_features=val_groups[fitted])
+        x, groups = np.asarray(test_scores)[adjusted, None], test_groups[adjusted]
+        decisions[adjusted] = optimiser.predict(x, sensitive_features=groups, random_state=seed)
+        # fairlearn has no public method for the randomised decision's probability.
+        probabilities[adjusted] = optimiser._pmf_predict(x, sensitive_features=groups)[:, 1]
+    return decisions, probabilities, unadjusted

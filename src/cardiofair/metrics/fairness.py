@@ -1,0 +1,452 @@
+"""Fairness of a binary classifier by sensitive group, with its uncertainty.
+
+Pure numpy, pandas, scipy and fairlearn (no torch), so it can judge predictions from anywhere.
+Per-group tables come from fairlearn's ``MetricFrame`` and keep its names (``balanced_accuracy``,
+``true_positive_rate``, ``false_positive_rate``, ``selection_rate``, ``count``, ``roc_auc``).
+Two deliberate differences from fairlearn's defaults, because a silent number is worse than none:
+
+- a metric a group cannot have is undefined, never 0: no positives in a group means no true
+  positive rate (fairlearn reports 0), and the group's reason says so;
+- a gap needs two groups with a defined value: groups without one are left out and listed, and
+  with fewer than two left the gap is undefined with the reason (fairlearn reports 0).
+
+Max-min gaps are unsigned, so on a finite test set even a fair classifier shows a positive gap,
+and a bootstrap interval of a gap practically never reaches 0. Each group is therefore also
+compared with its attribute's reference group (the group with the most positives in the test
+set, e.g. men for heart failure) by signed differences, ``<metric>_vs_reference`` (the group's
+value minus the reference's): their intervals can be read against zero.
+
+Uncertainty has two sources, reported separately. Training randomness: each arm is repeated
+with the same seeds, and a t-interval over repeats (and a paired t-test against the reference
+arm over the same seeds) says how much the result depends on the seed. Test sampling: the test
+subjects are resampled with replacement (the same resamples for every arm and repeat), and the
+percentiles of the repeat-averaged measure say how much it depends on which subjects were
+tested. AUROC has no bootstrap interval: it is computed from scores, the resampling works on
+decisions.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import MetricFrame, count, false_positive_rate, selection_rate, true_positive_rate
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from cardiofair.balance import UNKNOWN
+
+RATE_METRICS = ("balanced_accuracy", "true_positive_rate", "false_positive_rate", "selection_rate")
+GROUP_METRICS = (*RATE_METRICS, "roc_auc", "count")
+# fairlearn's names where it has the measure; the last two follow its derived-metric naming
+# (``<metric>_group_min``: worst-group balanced accuracy; ``<metric>_difference``: max-min gap).
+GAP_MEASURES = (
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+    "equalized_odds_ratio",
+    "equal_opportunity_difference",
+    "equal_opportunity_ratio",
+    "balanced_accuracy_group_min",
+    "balanced_accuracy_difference",
+)
+_GAP_SOURCES = {
+    "demographic_parity": ("selection_rate",),
+    "equalized_odds": ("true_positive_rate", "false_positive_rate"),
+    "equal_opportunity": ("true_positive_rate",),
+    "balanced_accuracy": ("balanced_accuracy",),
+}
+CONFIDENCE = 0.95
+
+
+def _roc_auc(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray) -> float:
+    # MetricFrame hands every metric the decisions; AUROC needs the scores instead.
+    y_true = np.asarray(y_true)
+    return float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else math.nan
+
+
+def _positives(y_true: np.ndarray, y_pred: np.ndarray) -> int:
+    return int(np.sum(np.asarray(y_true) == 1))
+
+
+def _negatives(y_true: np.ndarray, y_pred: np.ndarray) -> int:
+    return int(np.sum(np.asarray(y_true) == 0))
+
+
+def undefined_reason(metric: str, positives: int, negatives: int) -> str | None:
+    """Why ``metric`` has no value in a group with these label counts, or None when it has one."""
+    needs_positives = metric in ("balanced_accuracy", "true_positive_rate", "roc_auc")
+    needs_negatives = metric in ("balanced_accuracy", "false_positive_rate", "roc_auc")
+    if needs_positives and positives == 0:
+        return "no positives in group"
+    if needs_negatives and negatives == 0:
+        return "no negatives in group"
+    return None
+
+
+def known_groups(groups: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Which rows have every one of ``columns`` known (a subject with an unknown attribute is
+    left out of that attribute's groups, and only of those)."""
+    return ~groups[list(columns)].astype(str).eq(UNKNOWN).any(axis=1)
+
+
+def group_labels(groups: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """One label per row: the attribute's value, or the values joined by ``|`` for an
+    intersection (as subgroup cells are written everywhere else)."""
+    return groups[list(columns)].astype(str).agg("|".join, axis=1)
+
+
+def group_table(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, labels: pd.Series) -> pd.DataFrame:
+    """fairlearn ``MetricFrame.by_group`` of :data:`GROUP_METRICS` plus ``positives`` and
+    ``negatives``, one row per group; undefined metrics are NaN (see :func:`undefined_reason`)."""
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    metrics = {
+        "balanced_accuracy": balanced_accuracy_score,
+        "true_positive_rate": true_positive_rate,
+        "false_positive_rate": false_positive_rate,
+        "selection_rate": selection_rate,
+        "roc_auc": _roc_auc,
+        "count": count,
+        "positives": _positives,
+        "negatives": _negatives,
+    }
+    with warnings.catch_warnings():
+        # sklearn warns about single-class groups; those values are replaced by NaN below.
+        warnings.simplefilter("ignore")
+        frame = MetricFrame(metrics=metrics, y_true=y_true, y_pred=y_pred,
+                            sensitive_features=pd.Series(np.asarray(labels), name="group"),
+                            sample_params={"roc_auc": {"scores": np.asarray(y_score, dtype=float)}})
+        table = frame.by_group.astype(float)
+    for metric in GROUP_METRICS:
+        undefined = [undefined_reason(metric, p, n) is not None for p, n in zip(table["positives"], table["negatives"])]
+        table.loc[undefined, metric] = math.nan
+    table.index = table.index.astype(str)
+    return table
+
+
+def _spread(values: np.ndarray, ratio: bool) -> np.ndarray:
+    defined = np.sum(~np.isnan(values), axis=-1)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        high, low = np.nanmax(values, axis=-1), np.nanmin(values, axis=-1)
+        result = np.where(high > 0, low / high, np.nan) if ratio else high - low
+    return np.where(defined >= 2, result, np.nan)
+
+
+def gap_values(rates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every measure of :data:`GAP_MEASURES` from per-group rates (arrays whose last axis is
+    the group; NaN marks an undefined group, which is left out)."""
+    gaps = {}
+    for name, sources in _GAP_SOURCES.items():
+        if name == "balanced_accuracy":
+            values = np.asarray(rates["balanced_accuracy"], dtype=float)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gaps["balanced_accuracy_group_min"] = np.nanmin(values, axis=-1)
+            gaps["balanced_accuracy_difference"] = _spread(values, ratio=False)
+            continue
+        differences = [_spread(np.asarray(rates[s], dtype=float), ratio=False) for s in sources]
+        ratios = [_spread(np.asarray(rates[s], dtype=float), ratio=True) for s in sources]
+        # Equalized odds is the worse of the TPR and FPR gaps, as in fairlearn's worst_case.
+        gaps[f"{name}_difference"] = np.max(differences, axis=0) if len(sources) > 1 else differences[0]
+        gaps[f"{name}_ratio"] = np.min(ratios, axis=0) if len(sources) > 1 else ratios[0]
+    return gaps
+
+
+def gap_reason(measure: str, table: pd.DataFrame) -> str | None:
+    """Why a gap measure of a group table is undefined, or None when it is defined."""
+    sources = next(s for name, s in _GAP_SOURCES.items() if measure.startswith(name))
+    for metric in sources:
+        values = table[metric]
+        if measure.endswith("group_min"):
+            if values.notna().sum() == 0:
+                return f"no group has a defined {metric}"
+            continue
+        if values.notna().sum() < 2:
+            return f"fewer than two groups with a defined {metric}"
+        if measure.endswith("ratio") and values.max() == 0:
+            return f"every group has {metric} 0"
+    return None
+
+
+def groups_left_out(measure: str, table: pd.DataFrame) -> list[str]:
+    """Groups left out of a gap because their source metric is undefined, with the reason."""
+    sources = next(s for name, s in _GAP_SOURCES.items() if measure.startswith(name))
+    left = []
+    for group, row in table.iterrows():
+        for metric in sources:
+            reason = undefined_reason(metric, int(row["positives"]), int(row["negatives"]))
+            if reason:
+                left.append(f"{group} ({reason})")
+                break
+    return left
+
+
+def weighted_rates(y_true: np.ndarray, y_pred: np.ndarray, codes: np.ndarray, n_groups: int,
+                   weights: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`RATE_METRICS` per group under each row of ``weights`` (shape (B, n): how often
+    each subject is drawn), as (B, n_groups) arrays; NaN where a group has no positives or no
+    negatives in a draw. With unit weights these equal :func:`group_table`'s."""
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    onehot = np.eye(n_groups)[np.asarray(codes)]
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+
+    def total(column: np.ndarray) -> np.ndarray:
+        return weights @ (onehot * column[:, None])
+
+    positives, negatives = total(y_true), total(1 - y_true)
+    true_positives, false_positives = total(y_true * y_pred), total((1 - y_true) * y_pred)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.where(positives > 0, true_positives / positives, np.nan)
+        fpr = np.where(negatives > 0, false_positives / negatives, np.nan)
+        selection = np.where(positives + negatives > 0, (true_positives + false_positives) / (positives + negatives),
+                             np.nan)
+    return {"balanced_accuracy": (tpr + 1 - fpr) / 2, "true_positive_rate": tpr, "false_positive_rate": fpr,
+            "selection_rate": selection}
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) multinomial draw counts: each row is one resample of n subjects with replacement."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+
+
+def t_interval(values: Iterable[float | None], confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of the defined values: a Student t-interval for their mean; the
+    bounds are NaN with fewer than two values."""
+    x = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan, 1
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half, len(x)
+
+
+def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(low, high, defined fraction) of the percentile interval of bootstrap draws; NaN bounds
+    when fewer than half the draws are defined (the measure then mostly does not exist)."""
+    draws = np.asarray(draws, dtype=float)
+    defined = draws[~np.isnan(draws)]
+    fraction = len(defined) / len(draws) if len(draws) else 0.0
+    if fraction < 0.5:
+        return math.nan, math.nan, fraction
+    low, high = np.percentile(defined, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(low), float(high), fraction
+
+
+def paired_difference(values: Sequence[float | None], reference: Sequence[float | None],
+                      confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean difference ``values - reference`` over the pairs (same seeds) where both are
+    defined, its t-interval and the two-sided paired t-test p-value."""
+    pairs = [(a, b) for a, b in zip(values, reference)
+             if a is not None and b is not None and not (math.isnan(a) or math.isnan(b))]
+    differences = np.array([a - b for a, b in pairs], dtype=float)
+    mean, low, high, n = t_interval(differences, confidence)
+    result = {"difference": mean, "interval": [low, high], "p_value": math.nan, "n_pairs": n, "reason": None}
+    if n < 2:
+        result["reason"] = "fewer than two repeats with both values defined"
+    elif np.ptp(differences) <= 1e-12:
+        # Equal up to rounding: a t statistic of noise over noise would be meaningless.
+        result["reason"] = "the differences do not vary over repeats: no t-test"
+    else:
+        result["p_value"] = float(stats.ttest_1samp(differences, 0.0).pvalue)
+    return result
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (NaN p-values are left out and stay NaN)."""
+    p = np.asarray(p_values, dtype=float)
+    order = [i for i in np.argsort(p, kind="stable") if not math.isnan(p[i])]
+    adjusted = np.full(len(p), math.nan)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+# --- one arm, one repeat ------------------------------------------------------------------------
+
+MeasurePath = tuple[str, ...]
+
+
+@dataclass
+class RepeatResult:
+    """Every measure of one arm's repeat: point values with the reason where undefined, and
+    the bootstrap draws of those that have them. Keys are paths into the report, e.g.
+    ``("attributes", "sex", "groups", "Female", "true_positive_rate")``."""
+
+    values: dict[MeasurePath, float]
+    reasons: dict[MeasurePath, str]
+    draws: dict[MeasurePath, np.ndarray]
+    tables: dict[str, pd.DataFrame]
+    left_out: dict[MeasurePath, list[str]]
+    # Per attribute: its columns, the subjects left out as unknown, and the reference group.
+    descriptions: dict[str, dict[str, Any]]
+
+
+def reference_group(table: pd.DataFrame) -> str:
+    """The group signed differences are taken against: most positives, then largest, then first."""
+    order = table.assign(_label=table.index).sort_values(["positives", "count", "_label"],
+                                                         ascending=[False, False, True])
+    return str(order.index[0])
+
+
+def evaluate_repeat(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, groups: pd.DataFrame,
+                    attributes: Mapping[str, Sequence[str]], weights: np.ndarray | None = None) -> RepeatResult:
+    """Overall metrics, and per attribute (or intersection) the group table and the gaps of one
+    set of predictions; with ``weights`` (see :func:`bootstrap_weights`) also their bootstrap draws."""
+    y_true, y_pred, y_score = (np.asarray(a) for a in (y_true, y_pred, y_score))
+    result = RepeatResult({}, {}, {}, {}, {}, {})
+    everyone = pd.Series(["all"] * len(y_true), index=groups.index)
+    blocks = [(("overall",), everyone, np.ones(len(y_true), bool))]
+    for name, columns in attributes.items():
+        known = known_groups(groups, columns).to_numpy()
+        result.descriptions[name] = {"columns": list(columns), "excluded_unknown": int((~known).sum())}
+        blocks.append((("attributes", name), group_labels(groups, columns), known))
+    for prefix, labels, keep in blocks:
+        table = group_table(y_true[keep], y_pred[keep], y_score[keep], labels[keep])
+        draws = {}
+        if weights is not None:
+            codes = pd.Categorical(labels[keep], categories=table.index).codes
+            draws = weighted_rates(y_true[keep], y_pred[keep], codes, len(table), weights[:, keep])
+        result.tables[prefix[-1]] = table
+        if prefix == ("overall",):
+            for metric in GROUP_METRICS:
+                _put(result, prefix + (metric,), table.at["all", metric], _reason(table, "all", metric),
+                     draws[metric][:, 0] if metric in draws else None)
+        else:
+            _record_groups(result, prefix, table, draws)
+            _record_gaps(result, prefix, table, draws)
+    return result
+
+
+def _reason(table: pd.DataFrame, group: str, metric: str) -> str | None:
+    return undefined_reason(metric, int(table.at[group, "positives"]), int(table.at[group, "negatives"]))
+
+
+def _record_groups(result: RepeatResult, prefix: MeasurePath, table: pd.DataFrame,
+                   draws: Mapping[str, np.ndarray]) -> None:
+    reference = reference_group(table)
+    result.descriptions[prefix[-1]]["reference_group"] = reference
+    at = {group: i for i, group in enumerate(table.index)}
+    for group in table.index:
+        for metric in (*GROUP_METRICS, "positives", "negatives"):
+            _put(result, prefix + ("groups", group, metric), table.at[group, metric], _reason(table, group, metric),
+                 draws[metric][:, at[group]] if metric in draws else None)
+        if group == reference:
+            continue
+        for metric in RATE_METRICS:
+            reference_reason = _reason(table, reference, metric)
+            reason = _reason(table, group, metric) or (reference_reason and f"reference group: {reference_reason}")
+            _put(result, prefix + ("groups", group, f"{metric}_vs_reference"),
+                 table.at[group, metric] - table.at[reference, metric], reason,
+                 draws[metric][:, at[group]] - draws[metric][:, at[reference]] if draws else None)
+
+
+def _record_gaps(result: RepeatResult, prefix: MeasurePath, table: pd.DataFrame,
+                 draws: Mapping[str, np.ndarray]) -> None:
+    point = gap_values({m: table[m].to_numpy() for m in RATE_METRICS})
+    boot = gap_values(draws) if draws else {}
+    for measure in GAP_MEASURES:
+        path = prefix + ("gaps", measure)
+        _put(result, path, float(point[measure]), gap_reason(measure, table), boot.get(measure))
+        left = groups_left_out(measure, table)
+        if left:
+            result.left_out[path] = left
+
+
+def _put(result: RepeatResult, path: MeasurePath, value: float, reason: str | None, draws: np.ndarray | None) -> None:
+    result.values[path] = float(value)
+    if reason is not None and math.isnan(float(value)):
+        result.reasons[path] = reason
+    if draws is not None:
+        result.draws[path] = np.asarray(draws, dtype=float)
+
+
+# --- arms x repeats -----------------------------------------------------------------------------
+
+# The measures compared between arms: the headline numbers, not every group's rate (those are
+# in the per-group tables with their intervals).
+COMPARED_OVERALL = ("balanced_accuracy", "roc_auc", "true_positive_rate", "false_positive_rate")
+COMPARED_GROUP = ("true_positive_rate_vs_reference", "false_positive_rate_vs_reference")
+
+
+def compared_paths(paths: Iterable[MeasurePath]) -> list[MeasurePath]:
+    """The paths a paired comparison covers: overall metrics, every attribute's gaps, and each
+    group's signed TPR and FPR differences to its reference group."""
+    return [p for p in paths if (p[0] == "overall" and p[1] in COMPARED_OVERALL) or (len(p) == 4 and p[2] == "gaps")
+            or (len(p) == 5 and p[4] in COMPARED_GROUP)]
+
+
+def _nanmean(stacked: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(stacked, axis=0)
+
+
+def summarise_measure(repeats: Sequence[RepeatResult], path: MeasurePath) -> dict[str, Any]:
+    """The report entry of one measure over repeats: mean, t-interval over repeats, bootstrap
+    interval on the test set, per-repeat values, and the reason where some are undefined."""
+    values = [r.values.get(path, math.nan) for r in repeats]
+    mean, low, high, n = t_interval(values)
+    entry: dict[str, Any] = {"mean": mean, "interval": [low, high], "bootstrap_interval": [math.nan, math.nan],
+                             "values": values, "n_defined": n, "reason": None}
+    if all(path in r.draws for r in repeats):
+        b_low, b_high, fraction = percentile_interval(_nanmean(np.stack([r.draws[path] for r in repeats])))
+        entry["bootstrap_interval"], entry["bootstrap_defined"] = [b_low, b_high], fraction
+    reasons = sorted({r.reasons[path] for r in repeats if path in r.reasons})
+    if reasons:
+        entry["reason"] = "; ".join(reasons) + ("" if n == 0 else f" (in {len(values) - n} of {len(values)} repeats)")
+    left = sorted({g for r in repeats for g in r.left_out.get(path, [])})
+    if left:
+        entry["groups_left_out"] = left
+    return entry
+
+
+def _nest(tree: dict, path: MeasurePath, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def summarise_arms(results: Mapping[str, Sequence[RepeatResult]], reference: str = "real") -> tuple[dict, dict]:
+    """(arms, comparisons) of the report. ``arms[arm]`` nests every measure's summary by its
+    path, with each attribute's ``columns``, ``excluded_unknown`` and ``reference_group``; ``comparisons[arm]`` holds, for each arm other
+    than ``reference``, each compared measure's paired difference against it over the same
+    seeds, its t-interval, the bootstrap interval of the difference of repeat means (same test
+    resamples), and the p-value before and after Holm's correction over the arms compared on
+    that measure."""
+    arms: dict[str, dict] = {}
+    for arm, repeats in results.items():
+        tree: dict = {"attributes": {name: dict(d) for name, d in repeats[0].descriptions.items()}}
+        for path in repeats[0].values:
+            _nest(tree, path, summarise_measure(repeats, path))
+        arms[arm] = tree
+    comparisons: dict[str, dict] = {}
+    if reference not in results:
+        return arms, comparisons
+    base = results[reference]
+    others = [a for a in results if a != reference]
+    for path in compared_paths(base[0].values):
+        entries = {}
+        for arm in others:
+            repeats = results[arm]
+            entry = paired_difference([r.values.get(path, math.nan) for r in repeats],
+                                      [r.values.get(path, math.nan) for r in base])
+            entry["bootstrap_interval"] = [math.nan, math.nan]
+            if all(path in r.draws for r in (*repeats, *base)):
+                mine = _nanmean(np.stack([r.draws[path] for r in repeats]))
+                theirs = _nanmean(np.stack([r.draws[path] for r in base]))
+                entry["bootstrap_interval"] = list(percentile_interval(mine - theirs)[:2])
+            entries[arm] = entry
+        for arm, adjusted in zip(others, holm([entries[a]["p_value"] for a in others])):
+            entries[arm]["p_holm"] = adjusted
+            _nest(comparisons.setdefault(arm, {}), path, entries[arm])
+    return arms, comparisons

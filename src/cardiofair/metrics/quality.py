@@ -1,0 +1,567 @@
+"""`cardiofair evaluate synthetic`: is the synthetic data realistic, faithful to its mask and
+prompt, and free of copies? Every figure is reported beside its real-vs-real reference,
+overall and per subgroup cell, because a number without its reference cannot be read.
+
+References, all from the real dataset's own split (the generator and the evaluators learn from
+``train`` only):
+
+- realism: distances from the real training set to the synthetic set and to the same number
+  of real held-out images (``val`` + ``test``); diversity within each of those two sets;
+- mask and prompt fidelity: the evaluators on real ``test`` images with their own masks and
+  attributes (and, as a floor, with masks shuffled between subjects);
+- privacy: the copy threshold is the 5th percentile of test-to-train nearest-neighbour
+  distances; real ``val`` images measured against it give the reference copy rate.
+
+``synthetic_quality.json`` schema (NaN is written as null; ``status`` says why a figure is
+missing)::
+
+    {"schema": 1, "real": {...counts}, "synthetic": {...counts}, "evaluators": {...validation},
+     "cell_attributes": [...],
+     "realism":        {"feature_space": str, "overall": SCOPE, "cells": {cell: SCOPE}},
+     "mask_fidelity":  {"overall": SCOPE, "cells": {...}},
+     "prompt_fidelity": {"overall": SCOPE, "cells": {...}},
+     "privacy":        {"threshold": {...}, "overall": SCOPE, "cells": {...}, "closest_pairs": [...]}}
+
+where each SCOPE holds ``synthetic`` and ``real_reference`` figures side by side, the image
+counts they rest on, and a ``status`` ("ok" or the reason a figure is missing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cardiofair.data.records import (
+    StagingDirectory,
+    atomic_write,
+    is_synthetic,
+    json_ready,
+    load_record,
+    mask_overlay,
+    png_bytes,
+    read_manifest,
+)
+from cardiofair.errors import CardiofairError
+from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Evaluators, attribute_table, train_evaluators
+from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
+from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
+from cardiofair.metrics.realism import (
+    frechet_distance,
+    kernel_distance,
+    mask_geometry,
+    mean_pairwise_ms_ssim,
+)
+
+SCHEMA_VERSION = 1
+FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
+                 "split (pooled last block, plus first-block channel means and standard deviations for texture), "
+                 "standardised with the training set's statistics; not Inception, so not FID")
+EVALUATOR_VERSION = "evaluators-1"
+
+
+class QualityError(CardiofairError):
+    """The real and synthetic datasets cannot be compared as given."""
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """How the evaluators are trained and how much evidence a figure needs."""
+
+    steps: int = 400
+    classifier_steps: int = 700
+    batch: int = 32
+    min_images: int = 20
+    seed: int = 0
+    kernel_subsets: int = 50
+    ms_ssim_pairs: int = 300
+    closest_pairs: int = 8
+
+
+@dataclass
+class ImageSet:
+    """Images, masks and binned attributes of a group of records, kept together."""
+
+    rows: pd.DataFrame
+    images: np.ndarray
+    masks: np.ndarray
+    attributes: pd.DataFrame
+
+    def take(self, selector: np.ndarray) -> "ImageSet":
+        """The records where ``selector`` (boolean or integer index) picks them."""
+        return ImageSet(self.rows.iloc[selector].reset_index(drop=True), self.images[selector], self.masks[selector],
+                        self.attributes.iloc[selector].reset_index(drop=True))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _load_set(root: Path, rows: pd.DataFrame, label: str, progress: bool) -> ImageSet:
+    rows = rows.reset_index(drop=True)
+    records = [load_record(root, row) for row in tqdm(rows.to_dict("records"), desc=f"loading {label}",
+                                                       unit="record", disable=not progress, leave=False)]
+    if not records:
+        return ImageSet(rows, np.zeros((0, 2, 1, 1), np.float32), np.zeros((0, 2, 1, 1), np.uint8),
+                        attribute_table(rows))
+    return ImageSet(rows, np.stack([r.image for r in records]), np.stack([r.mask for r in records]),
+                    attribute_table(rows))
+
+
+def load_real_splits(root: Path, progress: bool = True) -> dict[str, ImageSet]:
+    """The real dataset's train / val / test records; the dataset must have been split."""
+    manifest = read_manifest(root)
+    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    if "split" not in real.columns:
+        raise QualityError(f"{root} has no train/val/test split: run `cardiofair split {root}` first, so the "
+                           f"evaluators learn from training subjects only and are judged on held-out ones")
+    splits = {name: real[real["split"].astype(str) == name] for name in ("train", "val", "test")}
+    empty = [name for name, rows in splits.items() if rows.empty]
+    if empty:
+        raise QualityError(f"{root}: the {', '.join(empty)} split is empty; split with non-zero --test and --val")
+    leaked = set(splits["train"]["subject_id"]) & (set(splits["val"]["subject_id"]) | set(splits["test"]["subject_id"]))
+    if leaked:
+        raise QualityError(f"{root}: subjects in both train and a held-out split: {sorted(leaked)[:5]}")
+    return {name: _load_set(root, rows, f"real {name}", progress) for name, rows in splits.items()}
+
+
+def load_synthetic(root: Path, progress: bool = True) -> ImageSet:
+    """The synthetic records of a generated (or merged) dataset."""
+    manifest = read_manifest(root)
+    synthetic = manifest[[is_synthetic(row) for row in manifest.to_dict("records")]]
+    if synthetic.empty:
+        raise QualityError(f"{root} holds no synthetic records (is_synthetic is false everywhere)")
+    return _load_set(root, synthetic, "synthetic", progress)
+
+
+def check_compatible(real: ImageSet, synthetic: ImageSet) -> None:
+    """Refuse datasets that cannot be compared: other image sizes, channels or label sets."""
+    if real.images.shape[1:] != synthetic.images.shape[1:]:
+        raise QualityError(f"image shapes differ: real {real.images.shape[1:]} (frames, H, W), synthetic "
+                           f"{synthetic.images.shape[1:]}; prepare and generate at the same size")
+    extra = sorted(set(np.unique(synthetic.masks).tolist()) - set(np.unique(real.masks).tolist()))
+    if extra:
+        raise QualityError(f"synthetic masks carry labels {extra} that no real training mask has; "
+                           f"the label sets differ (check the label order of both datasets)")
+
+
+def training_hash(real: dict[str, ImageSet], settings: QualitySettings) -> str:
+    """A key that changes whenever the evaluators would: the training and validation images and
+    masks (by content, not by name) and the training settings."""
+    digest = hashlib.sha256(EVALUATOR_VERSION.encode())
+    digest.update(json.dumps({k: v for k, v in asdict(settings).items()
+                              if k in ("steps", "classifier_steps", "batch", "seed")}, sort_keys=True).encode())
+    for name in ("train", "val"):
+        order = np.argsort(real[name].rows["record_id"].astype(str).to_numpy(), kind="stable")
+        digest.update(name.encode())
+        for column in ("sex", "age", "bmi", "diagnosis"):
+            digest.update("|".join(real[name].attributes[column].iloc[order]).encode())
+        digest.update(np.ascontiguousarray(real[name].images[order]).tobytes())
+        digest.update(np.ascontiguousarray(real[name].masks[order]).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def default_cache() -> Path:
+    """Where evaluators are cached unless a folder is given: ``$CARDIOFAIR_CACHE`` or the user cache."""
+    base = os.environ.get("CARDIOFAIR_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cardiofair"
+    return Path(base) / "evaluators"
+
+
+def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cache: Path | None = None,
+                      log: Callable[[str], None] = print) -> tuple[Evaluators, Path]:
+    """Load the evaluators trained on this exact training split, or train and cache them."""
+    folder = (cache or default_cache()) / training_hash(real, settings)
+    if (folder / "evaluators.json").is_file():
+        log(f"evaluators: cached in {folder}")
+        return Evaluators.load(folder), folder
+    log(f"evaluators: training on {len(real['train'])} real training records "
+        f"({settings.steps} segmenter + {settings.classifier_steps} classifier steps)")
+    train, val = real["train"], real["val"]
+    evaluators = train_evaluators(train.images, train.masks, train.attributes, val.images, val.masks,
+                                  val.attributes, steps=settings.steps, classifier_steps=settings.classifier_steps,
+                                  batch=settings.batch, seed=settings.seed)
+    # Saved under a temporary name first, so a crash never leaves a half-written cache entry
+    # that a later call would trust.
+    staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
+    evaluators.save(staging)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if not (folder / "evaluators.json").is_file():
+            raise
+    return evaluators, folder
+
+
+def cell_attributes(rows: pd.DataFrame, attributes: pd.DataFrame) -> list[str]:
+    """The attributes that name synthetic records' planned cells (read from the ``cell`` column
+    the generator writes, given the records' binned ``attributes``); all cell attributes when
+    there is none."""
+    if "cell" in rows.columns:
+        cells = rows["cell"].astype(str).reset_index(drop=True)
+        binned = attributes.reset_index(drop=True)
+        for size in range(len(ATTRIBUTE_COLUMNS), 0, -1):
+            for names in itertools.combinations(ATTRIBUTE_COLUMNS, size):
+                if (binned[list(names)].agg("|".join, axis=1) == cells).all():
+                    return list(names)
+    return list(ATTRIBUTE_COLUMNS)
+
+
+def _cell_keys(image_set: ImageSet, attributes: list[str]) -> pd.Series:
+    return image_set.attributes[attributes].agg("|".join, axis=1)
+
+
+def _subsample(n_items: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n_items, size, replace=False))
+
+
+def _standardiser(reference: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    mean, std = reference.mean(0), np.maximum(reference.std(0), 1e-6)
+    return lambda features: (features - mean) / std
+
+
+@dataclass
+class Features:
+    """Per-record features of one image set: classifier features (standardised), the same
+    joined to mask geometry, and flattened pixels."""
+
+    encoder: np.ndarray
+    joint: np.ndarray
+    pixels: np.ndarray
+
+    def take(self, selector: np.ndarray) -> "Features":
+        return Features(self.encoder[selector], self.joint[selector], self.pixels[selector])
+
+
+def _features(evaluators: Evaluators, sets: dict[str, ImageSet]) -> dict[str, Features]:
+    raw = {name: evaluators.features(s.images) for name, s in sets.items()}
+    geometry = {name: mask_geometry(s.masks) for name, s in sets.items()}
+    encode, shape = _standardiser(raw["train"]), _standardiser(geometry["train"])
+    return {name: Features(encode(raw[name]), np.concatenate([encode(raw[name]), shape(geometry[name])], 1),
+                           flatten_pixels(sets[name].images)) for name in sets}
+
+
+def _too_few(counts: dict[str, int], minimum: int) -> str:
+    short = {k: v for k, v in counts.items() if v < minimum}
+    if not short:
+        return "ok"
+    return "too few images for a stable distance: " + ", ".join(f"{v} {k}" for k, v in short.items()) + \
+        f" (need {minimum})"
+
+
+def realism_scope(train: Features, synthetic: Features, held_out: Features, synthetic_images: np.ndarray,
+                  held_out_images: np.ndarray, settings: QualitySettings, seed: int,
+                  train_weights: np.ndarray | None = None) -> dict[str, Any]:
+    """Distances from the training set to the synthetic set and to real held-out images, at
+    the same sample size, and diversity within each. ``train_weights`` give the training set
+    the compared sets' subgroup mix."""
+    effective_train = len(train.encoder) if train_weights is None else int((train_weights > 0).sum())
+    counts = {"synthetic": len(synthetic.encoder), "real held-out": len(held_out.encoder), "real train": effective_train}
+    status = _too_few(counts, settings.min_images)
+    scope: dict[str, Any] = {"n_synthetic": counts["synthetic"], "n_real_held_out": counts["real held-out"],
+                             "n_real_train": counts["real train"], "status": status}
+    if status != "ok":
+        return scope
+    rng = np.random.default_rng(seed)
+    n = min(counts["synthetic"], counts["real held-out"])
+    pick_synthetic, pick_real = _subsample(counts["synthetic"], n, rng), _subsample(counts["real held-out"], n, rng)
+    compared = {"synthetic": synthetic.take(pick_synthetic), "real_reference": held_out.take(pick_real)}
+    subset = min(100, n, counts["real train"])
+    scope["n_compared"] = n
+    scope["fd"] = {name: frechet_distance(train.encoder, f.encoder, train_weights) for name, f in compared.items()}
+    scope["fd_image_mask"] = {name: frechet_distance(train.joint, f.joint, train_weights)
+                              for name, f in compared.items()}
+    kd = {name: kernel_distance(train.encoder, f.encoder, settings.kernel_subsets, subset, seed, train_weights)
+          for name, f in compared.items()}
+    scope["kd"] = {name: value[0] for name, value in kd.items()}
+    scope["kd_std"] = {name: value[1] for name, value in kd.items()}
+    scope["ms_ssim"] = {
+        "synthetic": mean_pairwise_ms_ssim(synthetic_images[pick_synthetic], settings.ms_ssim_pairs, seed),
+        "real_reference": mean_pairwise_ms_ssim(held_out_images[pick_real], settings.ms_ssim_pairs, seed)}
+    return scope
+
+
+def matched_by_cell(synthetic_keys: pd.Series, held_out_keys: pd.Series, train_keys: pd.Series,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Synthetic and held-out records drawn to the same count in every cell (the smaller of the
+    two), training-set weights that give it that same mix, and the cells left out.
+
+    Synthetic sets are planned to be rich in rare cells; compared with the whole cohort they
+    would look 'unrealistic' merely for their subgroup mix, so the overall distances compare
+    like with like.
+    """
+    rng = np.random.default_rng(seed)
+    synthetic_pick, held_out_pick, left_out = [], [], []
+    composition = {}
+    train_counts = train_keys.value_counts()
+    for cell in sorted(synthetic_keys.unique()):
+        in_synthetic = np.flatnonzero((synthetic_keys == cell).to_numpy())
+        in_held_out = np.flatnonzero((held_out_keys == cell).to_numpy())
+        count = min(len(in_synthetic), len(in_held_out))
+        if count == 0 or train_counts.get(cell, 0) == 0:
+            left_out.append(cell)
+            continue
+        synthetic_pick.append(rng.choice(in_synthetic, count, replace=False))
+        held_out_pick.append(rng.choice(in_held_out, count, replace=False))
+        composition[cell] = count
+    weights = train_keys.map(lambda cell: composition.get(cell, 0) / train_counts[cell]).to_numpy(dtype=np.float64)
+    as_index = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+    return as_index(synthetic_pick), as_index(held_out_pick), weights, left_out
+
+
+def _mask_scope(synthetic_dice: pd.DataFrame, real_dice: pd.DataFrame, minimum: int) -> dict[str, Any]:
+    counts = {"synthetic": len(synthetic_dice), "real test": len(real_dice)}
+    return {"synthetic": synthetic_dice.mean().to_dict() if len(synthetic_dice) else {},
+            "real_reference": real_dice.mean().to_dict() if len(real_dice) else {},
+            "n_synthetic": counts["synthetic"], "n_real_test": counts["real test"],
+            "status": "ok" if min(counts.values()) >= 1 else "no images in this cell" if not max(counts.values())
+            else "no " + " and no ".join(k for k, v in counts.items() if not v) + " images",
+            **({"note": _too_few(counts, minimum)} if min(counts.values()) < minimum else {})}
+
+
+def _prompt_scope(synthetic_predicted: pd.DataFrame, synthetic: ImageSet, real_predicted: pd.DataFrame,
+                  real: ImageSet, minimum: int) -> dict[str, Any]:
+    counts = {"synthetic": len(synthetic), "real test": len(real)}
+    scope = {"synthetic": prompt_fidelity(synthetic_predicted, synthetic.attributes) if len(synthetic) else {},
+             "real_reference": prompt_fidelity(real_predicted, real.attributes) if len(real) else {},
+             "n_synthetic": counts["synthetic"], "n_real_test": counts["real test"],
+             "status": "ok" if min(counts.values()) >= 1 else "no " + " and no ".join(
+                 k for k, v in counts.items() if not v) + " images"}
+    if min(counts.values()) < minimum:
+        scope["note"] = _too_few(counts, minimum)
+    return scope
+
+
+def _privacy_scope(synthetic_distances: dict[str, np.ndarray], reference_distances: dict[str, np.ndarray],
+                   detectors: dict[str, CopyDetector], minimum: int) -> dict[str, Any]:
+    counts = {"synthetic": len(synthetic_distances["pixel"]), "real val": len(reference_distances["pixel"])}
+    return {"copy_rate": {space: {"synthetic": detectors[space].rate(synthetic_distances[space]),
+                                  "real_reference": detectors[space].rate(reference_distances[space])}
+                          for space in detectors},
+            "median_nn_distance": {space: {"synthetic": _median(synthetic_distances[space]),
+                                           "real_reference": _median(reference_distances[space])}
+                                   for space in detectors},
+            "n_synthetic": counts["synthetic"], "n_real_val": counts["real val"],
+            "status": "ok" if counts["synthetic"] else "no synthetic images",
+            **({"note": _too_few(counts, minimum)} if min(counts.values()) < minimum else {})}
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def _closest_pairs_png(synthetic: ImageSet, train: ImageSet, order: np.ndarray, neighbours: np.ndarray) -> bytes:
+    rows = []
+    for i in order:
+        j = neighbours[i]
+        frames = [mask_overlay(synthetic.images[i, f], np.zeros_like(synthetic.masks[i, f])) for f in range(2)]
+        frames += [mask_overlay(train.images[j, f], np.zeros_like(train.masks[j, f])) for f in range(2)]
+        gap = np.full((frames[0].shape[0], 4, 3), 255, np.uint8)
+        rows.append(np.concatenate([frames[0], frames[1], gap, frames[2], frames[3]], 1))
+    spacer = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
+    return png_bytes(np.concatenate(list(itertools.chain.from_iterable((r, spacer) for r in rows))[:-1], 0))
+
+
+def _flat_rows(cells: dict[str, dict[str, Any]], attributes: list[str]) -> pd.DataFrame:
+    rows = []
+    for cell, scope in cells.items():
+        row: dict[str, Any] = dict(zip(attributes, cell.split("|")))
+        for key, value in scope.items():
+            if isinstance(value, dict):
+                for inner, figure in value.items():
+                    if isinstance(figure, dict):
+                        row.update({f"{key}_{inner}_{k}": v for k, v in figure.items()})
+                    else:
+                        row[f"{key}_{inner}"] = figure
+            else:
+                row[key] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.PathLike, out: str | os.PathLike,
+                       settings: QualitySettings = QualitySettings(), evaluators_dir: str | os.PathLike | None = None,
+                       overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Judge a synthetic dataset against the real one; write ``synthetic_quality.json``, per-cell
+    CSV tables, per-image figures and the closest-pairs picture to ``out``; return the report."""
+    real_root, synthetic_root, out = Path(real_root), Path(synthetic_root), Path(out)
+    log = (lambda text: tqdm.write(text)) if progress else (lambda text: None)
+    with StagingDirectory(out, overwrite=overwrite) as staging:
+        real = load_real_splits(real_root, progress)
+        synthetic = load_synthetic(synthetic_root, progress)
+        check_compatible(real["train"], synthetic)
+        evaluators, evaluator_folder = cached_evaluators(
+            real, settings, Path(evaluators_dir) if evaluators_dir else None, log)
+        held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
+                            np.concatenate([real["val"].images, real["test"].images]),
+                            np.concatenate([real["val"].masks, real["test"].masks]),
+                            pd.concat([real["val"].attributes, real["test"].attributes], ignore_index=True))
+        sets = {"train": real["train"], "val": real["val"], "test": real["test"], "held_out": held_out,
+                "synthetic": synthetic}
+        log("measuring realism, fidelity and privacy")
+        features = _features(evaluators, sets)
+        attributes = cell_attributes(synthetic.rows, synthetic.attributes)
+        keys = {name: _cell_keys(s, attributes) for name, s in sets.items()}
+        cells = sorted(keys["synthetic"].unique())
+
+        def within(name: str, cell: str | None) -> np.ndarray:
+            return np.ones(len(sets[name]), bool) if cell is None else (keys[name] == cell).to_numpy()
+
+        def realism(cell: str) -> dict[str, Any]:
+            train, syn, held = within("train", cell), within("synthetic", cell), within("held_out", cell)
+            return realism_scope(features["train"].take(train), features["synthetic"].take(syn),
+                                 features["held_out"].take(held), synthetic.images[syn], held_out.images[held],
+                                 settings, settings.seed)
+
+        syn, held, train_weights, unmatched = matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"],
+                                                              settings.seed)
+        overall_realism = {**realism_scope(features["train"], features["synthetic"].take(syn),
+                                           features["held_out"].take(held), synthetic.images[syn],
+                                           held_out.images[held], settings, settings.seed, train_weights),
+                           "matched_by_cell": True, "cells_without_real_held_out": unmatched}
+
+        synthetic_dice = dice_table(evaluators.segment(synthetic.images), synthetic.masks)
+        test_segmented = evaluators.segment(real["test"].images)
+        test_dice = dice_table(test_segmented, real["test"].masks)
+        shuffled = np.random.default_rng(settings.seed).permutation(len(real["test"]))
+        shuffled_dice = dice_table(test_segmented, real["test"].masks[shuffled])
+        synthetic_predicted = evaluators.classify(synthetic.images)
+        test_predicted = evaluators.classify(real["test"].images)
+
+        spaces = {"pixel": "pixels", "encoder": "encoder"}
+        distances, neighbours = {}, {}
+        for space, field_name in spaces.items():
+            for name in ("synthetic", "test", "val"):
+                distances[name, space], neighbours[name, space] = nearest_neighbours(
+                    getattr(features[name], field_name), getattr(features["train"], field_name))
+        detectors = {space: CopyDetector.fit(distances["test", space]) for space in spaces}
+
+        def privacy(cell: str | None) -> dict[str, Any]:
+            syn, val = within("synthetic", cell), within("val", cell)
+            return _privacy_scope({s: distances["synthetic", s][syn] for s in spaces},
+                                  {s: distances["val", s][val] for s in spaces}, detectors, settings.min_images)
+
+        def mask(cell: str | None) -> dict[str, Any]:
+            return _mask_scope(synthetic_dice[within("synthetic", cell)], test_dice[within("test", cell)],
+                               settings.min_images)
+
+        def prompt(cell: str | None) -> dict[str, Any]:
+            syn, test = within("synthetic", cell), within("test", cell)
+            return _prompt_scope(synthetic_predicted[syn].reset_index(drop=True), synthetic.take(syn),
+                                 test_predicted[test].reset_index(drop=True), real["test"].take(test),
+                                 settings.min_images)
+
+        mask_source = _mask_source_distances(synthetic, real["train"], features)
+        pixel_order = np.argsort(distances["synthetic", "pixel"], kind="stable")[:settings.closest_pairs]
+        train_ids = real["train"].rows["record_id"].astype(str).to_numpy()
+        closest = [{"synthetic": str(synthetic.rows["record_id"][i]),
+                    "nearest_training_record": str(train_ids[neighbours["synthetic", "pixel"][i]]),
+                    "pixel_distance": float(distances["synthetic", "pixel"][i]),
+                    "flagged_as_copy": bool(detectors["pixel"].flags(distances["synthetic", "pixel"][i:i + 1])[0])}
+                   for i in pixel_order]
+        overall_privacy = privacy(None)
+        overall_privacy["median_distance_to_mask_source"] = _median(mask_source[np.isfinite(mask_source)])
+        overall_privacy["mask_source_not_in_train"] = int(np.isnan(mask_source).sum())
+        chance = {name: 1.0 / len(values) for name, values in evaluators.classes.items()}
+        report = {
+            "schema": SCHEMA_VERSION,
+            "real": {"path": str(real_root), **{f"n_{name}": len(real[name]) for name in real}},
+            "synthetic": {"path": str(synthetic_root), "n": len(synthetic)},
+            "evaluators": {"folder": str(evaluator_folder), "validation": evaluators.validation,
+                           "classes": evaluators.classes},
+            "cell_attributes": attributes,
+            "realism": {"feature_space": FEATURE_SPACE,
+                        "overall": overall_realism,
+                        "cells": {cell: realism(cell) for cell in cells}},
+            "mask_fidelity": {"overall": {**mask(None), "shuffled_mask_floor": shuffled_dice.mean().to_dict()},
+                              "cells": {cell: mask(cell) for cell in cells}},
+            "prompt_fidelity": {"overall": {**prompt(None), "chance": chance},
+                                "cells": {cell: prompt(cell) for cell in cells}},
+            "privacy": {"threshold": {space: {"value": d.threshold, "percentile": d.percentile,
+                                              "of": "real test to real train nearest-neighbour distances"}
+                                      for space, d in detectors.items()},
+                        "overall": overall_privacy,
+                        "cells": {cell: privacy(cell) for cell in cells},
+                        "closest_pairs": closest},
+        }
+        report = json_ready(report)
+        atomic_write(staging.tmp / "synthetic_quality.json", json.dumps(report, indent=2) + "\n")
+        for section in ("realism", "mask_fidelity", "prompt_fidelity", "privacy"):
+            _flat_rows(report[section]["cells"], attributes).to_csv(staging.tmp / f"{section}_by_cell.csv", index=False)
+        per_image = pd.DataFrame({"record_id": synthetic.rows["record_id"], "cell": keys["synthetic"],
+                                  **{f"dice_{c}": synthetic_dice[c] for c in synthetic_dice.columns},
+                                  **{f"predicted_{c}": synthetic_predicted[c] for c in synthetic_predicted.columns},
+                                  "nn_pixel_distance": distances["synthetic", "pixel"],
+                                  "nn_pixel_record": train_ids[neighbours["synthetic", "pixel"]],
+                                  "nn_encoder_distance": distances["synthetic", "encoder"],
+                                  "mask_source_pixel_distance": mask_source,
+                                  "copy_pixel": detectors["pixel"].flags(distances["synthetic", "pixel"]),
+                                  "copy_encoder": detectors["encoder"].flags(distances["synthetic", "encoder"])})
+        per_image.to_csv(staging.tmp / "synthetic_per_image.csv", index=False)
+        if len(pixel_order):
+            atomic_write(staging.tmp / "closest_pairs.png",
+                         _closest_pairs_png(synthetic, real["train"], pixel_order, neighbours["synthetic", "pixel"]))
+        staging.commit()
+    return report
+
+
+def _mask_source_distances(synthetic: ImageSet, train: ImageSet, features: dict[str, Features]) -> np.ndarray:
+    """Pixel distance of each synthetic image to the training image whose mask it was drawn on
+    (NaN when the mask did not come from a training record)."""
+    if "mask_source_record" not in synthetic.rows.columns:
+        return np.full(len(synthetic), np.nan)
+    position = {record: i for i, record in enumerate(train.rows["record_id"].astype(str))}
+    distances = np.full(len(synthetic), np.nan)
+    for i, record in enumerate(synthetic.rows["mask_source_record"].astype(str)):
+        if record in position:
+            distances[i] = float(np.linalg.norm(features["synthetic"].pixels[i] - features["train"].pixels[position[record]]))
+    return distances
+
+
+def _pair(scope: dict[str, Any], key: str, inner: str | None = None) -> tuple[Any, Any]:
+    value = scope.get(key, {})
+    if inner is not None:
+        value = value.get(inner, {})
+    return value.get("synthetic"), value.get("real_reference")
+
+
+def quality_summary_text(report: dict[str, Any]) -> str:
+    """A compact table: each measure on the synthetic set beside its real reference."""
+    def number(value: Any, scale: float = 1.0) -> str:
+        return "n/a" if value is None else f"{value * scale:.3f}"
+
+    lines = [f"{'measure':42s} {'synthetic':>10s} {'real ref':>10s}"]
+    realism = report["realism"]["overall"]
+    if realism["status"] == "ok":
+        n = realism["n_compared"]
+        for label, key, scale in ((f"FD-cardiofair (n={n})", "fd", 1.0), ("FD-cardiofair image+mask", "fd_image_mask", 1.0),
+                                  ("KD-cardiofair x1000", "kd", 1000.0),
+                                  ("MS-SSIM within set (lower = more diverse)", "ms_ssim", 1.0)):
+            syn, ref = _pair(realism, key)
+            lines.append(f"{label:42s} {number(syn, scale):>10s} {number(ref, scale):>10s}")
+    else:
+        lines.append(f"realism: {realism['status']}")
+    mask = report["mask_fidelity"]["overall"]
+    for structure, value in mask["synthetic"].items():
+        lines.append(f"{'Dice ' + structure.replace('_', ' '):42s} {number(value):>10s} "
+                     f"{number(mask['real_reference'].get(structure)):>10s}")
+    prompt = report["prompt_fidelity"]["overall"]
+    for name, value in prompt["synthetic"].items():
+        label = f"prompt {name} balanced acc. (chance {prompt['chance'][name]:.2f})"
+        lines.append(f"{label:42s} {number(value):>10s} {number(prompt['real_reference'].get(name)):>10s}")
+    privacy = report["privacy"]["overall"]
+    for space in ("pixel", "encoder"):
+        syn, ref = _pair(privacy, "copy_rate", space)
+        lines.append(f"{'copy rate (' + space + ')':42s} {number(syn):>10s} {number(ref):>10s}")
+    cells = report["realism"]["cells"]
+    measured = sum(scope["status"] == "ok" for scope in cells.values())
+    lines.append(f"cells: {len(cells)} synthetic cells, {measured} with enough images for distances "
+                 f"(see realism_by_cell.csv)")
+    return "\n".join(lines)

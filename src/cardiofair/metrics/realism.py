@@ -1,0 +1,130 @@
+"""Realism and diversity of image sets, measured without downloaded weights.
+
+Inception and RadImageNet weights cannot be shipped, so distances are taken in the feature
+space of cardiofair's own attribute classifier (trained on the real training split; see
+``Evaluators.features``). They are therefore named
+FD-cardiofair and KD-cardiofair, never FID or KID, and only mean something beside the same
+distance between two real sets of the same size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+
+# The five MS-SSIM scale weights of Wang et al. (2003), finest first. A 64 px image only has
+# room for the first three, which are then renormalised.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _moments(features: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if weights is None:
+        return features.mean(0), np.cov(features, rowvar=False)
+    return np.average(features, axis=0, weights=weights), np.cov(features, rowvar=False, aweights=weights)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None) -> float:
+    """Fréchet distance between Gaussians fitted to two (N, D) feature sets; ``weights_a``
+    reweights the rows of ``a`` (to give it another set's subgroup mix)."""
+    (mean_a, cov_a), (mean_b, cov_b) = _moments(a, weights_a), _moments(b, None)
+    # tr sqrt(A B) = sum of sqrt(eigenvalues of A^1/2 B A^1/2), a symmetric positive
+    # semi-definite matrix: stable and fast even when few images make the covariances singular.
+    values, vectors = linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    cross = linalg.eigvalsh(root_a @ cov_b @ root_a)
+    distance = np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.sqrt(
+        np.clip(cross, 0.0, None)).sum()
+    return float(max(distance, 0.0))
+
+
+def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 50, subset_size: int = 100,
+                    seed: int = 0, weights_a: np.ndarray | None = None) -> tuple[float, float]:
+    """Unbiased squared MMD with the cubic polynomial kernel of KID, averaged over random
+    subsets: (mean, standard deviation over subsets). Subsets of ``a`` are drawn with
+    probabilities proportional to ``weights_a`` when given."""
+    rng = np.random.default_rng(seed)
+    probabilities = None if weights_a is None else weights_a / weights_a.sum()
+    size = min(subset_size, len(b), len(a) if probabilities is None else int((probabilities > 0).sum()))
+    dimension = a.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), size, replace=False, p=probabilities)]
+        y = b[rng.choice(len(b), size, replace=False)]
+        kxx, kyy, kxy = ((p @ q.T / dimension + 1.0) ** 3 for p, q in ((x, x), (y, y), (x, y)))
+        off_diagonal = size * (size - 1)
+        values.append((kxx.sum() - np.trace(kxx)) / off_diagonal + (kyy.sum() - np.trace(kyy)) / off_diagonal
+                      - 2.0 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def mask_geometry(masks: np.ndarray) -> np.ndarray:
+    """(N, 18) geometry of (N, 2, H, W) label masks: per frame and structure, the area fraction
+    and the centroid offset from the image centre (as fractions of the size).
+
+    Joined to the image features, it makes the distance sensitive to whether an image fits its
+    mask: a dilated failing ventricle drawn into a small healthy mask is unrealistic as a pair
+    even when each half looks real alone.
+    """
+    n, frames, height, width = masks.shape
+    rows = (np.arange(height) - (height - 1) / 2) / height
+    columns = (np.arange(width) - (width - 1) / 2) / width
+    features = []
+    for frame in range(frames):
+        for label in (1, 2, 3):
+            inside = (masks[:, frame] == label).astype(np.float64)
+            area = inside.sum((1, 2))
+            safe = np.maximum(area, 1.0)
+            features += [area / (height * width), (inside.sum(2) @ rows) / safe, (inside.sum(1) @ columns) / safe]
+    return np.stack(features, 1)
+
+
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = (g / g.sum()).float()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Multi-scale SSIM of image batches (N, 1, H, W) in [0, 1], one value per pair.
+
+    As many of the five standard scales are used as the image size allows with the given
+    window (three at 64 px), their weights renormalised to sum to one.
+    """
+    scales = 1
+    while scales < len(MS_SSIM_WEIGHTS) and min(x.shape[-2:]) // 2 ** scales >= 2 * window:
+        scales += 1
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales])
+    weights = weights / weights.sum()
+    kernel = _gaussian_window(window, sigma)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    factors = []
+    for scale in range(scales):
+        mu_x, mu_y = F.conv2d(x, kernel), F.conv2d(y, kernel)
+        var_x = F.conv2d(x * x, kernel) - mu_x ** 2
+        var_y = F.conv2d(y * y, kernel) - mu_y ** 2
+        cov = F.conv2d(x * y, kernel) - mu_x * mu_y
+        contrast_structure = ((2 * cov + c2) / (var_x + var_y + c2)).flatten(1).mean(1)
+        if scale == scales - 1:
+            luminance = ((2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)).flatten(1).mean(1)
+            factors.append(torch.relu(luminance * contrast_structure))
+        else:
+            factors.append(torch.relu(contrast_structure))
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return torch.prod(torch.stack(factors, 1) ** weights, 1)
+
+
+def mean_pairwise_ms_ssim(images: np.ndarray, pairs: int = 300, seed: int = 0) -> float:
+    """Mean MS-SSIM over random pairs of distinct images of an (N, 2, H, W) set, both frames;
+    lower means a more diverse set. NaN with fewer than two images."""
+    if len(images) < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, len(images), pairs)
+    second = (first + rng.integers(1, len(images), pairs)) % len(images)
+    a = torch.from_numpy(np.ascontiguousarray(images[first], dtype=np.float32)).reshape(-1, 1, *images.shape[2:])
+    b = torch.from_numpy(np.ascontiguousarray(images[second], dtype=np.float32)).reshape(-1, 1, *images.shape[2:])
+    with torch.no_grad():
+        return float(ms_ssim(a, b).mean())

@@ -1,0 +1,98 @@
+"""`cardiofair evaluate fairness` end to end on a tiny phantom: the report, its files, the same
+seeds for every arm, determinism, and bad input through the command line."""
+
+import json
+
+import pandas as pd
+from downstream_fixtures import blank_attribute, rows_of, write_synthetic
+
+from cardiofair.cli import main
+from cardiofair.data.records import read_manifest
+from cardiofair.downstream.arms import ARMS
+
+FAST = ["--repeats", "2", "--epochs", "2", "--patience", "1", "--bootstrap", "50", "--quiet"]
+
+
+def _test_subjects(dataset):
+    manifest = read_manifest(dataset)
+    return set(manifest.loc[manifest["split"] == "test", "subject_id"])
+
+
+def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_dataset, synthetic_dataset, tmp_path, capsys):
+    out = tmp_path / "fairness"
+    argv = ["evaluate", "fairness", "--real", str(split_dataset), "--synthetic", str(synthetic_dataset),
+            "--out", str(out), *FAST]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Paired difference against 'real'" in printed and "TPR Female-Male" in printed
+    report = json.loads((out / "fairness.json").read_text())
+    assert set(report["arms"]) == set(ARMS) and set(report["comparisons"]) == set(ARMS) - {"real"}
+    for arm, entry in report["arms"].items():
+        assert [run["seed"] for run in entry["training"]] == [0, 1], arm
+        sex = entry["attributes"]["sex"]
+        assert set(sex["groups"]) == {"Female", "Male"} and sex["reference_group"] == "Male"
+        assert {"mean", "interval", "bootstrap_interval", "values", "reason"} <= set(sex["gaps"]["equalized_odds_difference"])
+        assert "sex&age" in entry["attributes"]
+    comparison = report["comparisons"]["reweight"]["attributes"]["sex"]["gaps"]["equal_opportunity_difference"]
+    assert {"difference", "interval", "bootstrap_interval", "p_value", "p_holm", "n_pairs"} <= set(comparison)
+    training = {arm: report["arms"][arm]["training"][0] for arm in ("real", "real+synthetic", "synthetic", "oversample")}
+    n_synthetic = len(read_manifest(synthetic_dataset))
+    assert training["real+synthetic"]["n_synthetic"] == n_synthetic
+    assert training["synthetic"]["n_real"] == 0
+    assert training["oversample"]["n_records"] == training["real"]["n_records"] + n_synthetic
+    assert report["data"]["splits"]["test"]["subjects"] == len(_test_subjects(split_dataset))
+
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"subject_id": str})
+    test = _test_subjects(split_dataset)
+    assert set(predictions["subject_id"]) == test  # test subjects only, never train or val
+    assert len(predictions) == len(ARMS) * 2 * len(test)
+    assert (predictions.groupby(["arm", "repeat"])["subject_id"].nunique() == len(test)).all()
+    assert {"score", "prediction", "threshold", "sex", "age", "bmi"} <= set(predictions.columns)
+    groups = pd.read_csv(out / "groups.csv")
+    female_tpr = groups[(groups["arm"] == "real") & (groups["attribute"] == "sex") & (groups["group"] == "Female")
+                        & (groups["measure"] == "true_positive_rate")]
+    assert len(female_tpr) == 1 and {"bootstrap_low", "interval_high", "reason"} <= set(groups.columns)
+    assert {"equalized_odds_difference", "balanced_accuracy_group_min"} <= set(pd.read_csv(out / "gaps.csv")["measure"])
+    assert set(pd.read_csv(out / "comparisons.csv")["arm"]) == set(ARMS) - {"real"}
+    by_repeat = pd.read_csv(out / "groups_by_repeat.csv")
+    assert {"true_positive_rate", "false_positive_rate", "roc_auc", "selection_rate", "count"} <= set(by_repeat.columns)
+    assert set(pd.read_csv(out / "training.csv")["arm"]) == set(ARMS) - {"threshold"}
+
+    assert main(argv) == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_same_command_same_results(split_dataset, tmp_path):
+    for name in ("a", "b"):
+        assert main(["evaluate", "fairness", "--real", str(split_dataset), "--arms", "real,threshold",
+                     "--out", str(tmp_path / name), *FAST]) == 0
+    for file in ("predictions.csv", "fairness.json"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+
+
+def test_a_missing_attribute_is_reported_and_the_subjects_kept(dataset_copy, tmp_path, capsys):
+    test_ids, train_ids = rows_of(dataset_copy, "test")[:4], rows_of(dataset_copy, "train")[:6]
+    blank_attribute(dataset_copy, "sex", test_ids + train_ids)
+    out = tmp_path / "fairness"
+    assert main(["evaluate", "fairness", "--real", str(dataset_copy), "--arms", "real,reweight", "--out", str(out),
+                 *FAST]) == 0
+    assert "left out of its groups (not of training or overall metrics): sex 4" in capsys.readouterr().out
+    report = json.loads((out / "fairness.json").read_text())
+    sex = report["arms"]["real"]["attributes"]["sex"]
+    assert sex["excluded_unknown"] == 4 and report["arms"]["real"]["attributes"]["age"]["excluded_unknown"] == 0
+    assert sex["groups"]["Female"]["count"]["mean"] + sex["groups"]["Male"]["count"]["mean"] == \
+        report["data"]["splits"]["test"]["subjects"] - 4
+    assert report["arms"]["real"]["training"][0]["n_records"] == len(rows_of(dataset_copy, "train"))
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert (predictions["sex"] == "unknown").sum() == 4 * 2 * 2  # kept in predictions for both arms and repeats
+
+
+def test_bad_input_is_refused_by_the_command(split_dataset, tmp_path, capsys):
+    leaky = write_synthetic(split_dataset, tmp_path / "leaky", rows_of(split_dataset, "test")[:1])
+    assert main(["evaluate", "fairness", "--real", str(split_dataset), "--synthetic", str(leaky),
+                 "--out", str(tmp_path / "o"), *FAST]) == 1
+    assert "outside the real training split" in capsys.readouterr().err
+    assert main(["evaluate", "fairness", "--real", str(split_dataset), "--arms", "reweight,synthetic",
+                 "--out", str(tmp_path / "o"), *FAST]) == 1
+    assert "must include 'real'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

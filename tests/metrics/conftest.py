@@ -1,0 +1,19 @@
+"""Evaluators trained once per session on a small real phantom cohort, and held-out cohorts of
+other seeds to judge with them."""
+
+import pytest
+from phantom_arrays import phantom_arrays
+
+from cardiofair.metrics.evaluators import train_evaluators
+
+
+@pytest.fixture(scope="session")
+def training_cohort():
+    return phantom_arrays(400, 0)
+
+
+@pytest.fixture(scope="session")
+def judged(training_cohort):
+    """Evaluators trained on the training cohort, and a real test cohort of another seed."""
+    evaluators = train_evaluators(*training_cohort, *phantom_arrays(100, 1), steps=100, classifier_steps=300, batch=16)
+    return evaluators, phantom_arrays(120, 2)

@@ -1,0 +1,230 @@
+"""Honesty checks of realism and privacy, and `cardiofair evaluate synthetic` end to end.
+
+A distance is only worth reporting if real-vs-real is smaller than real-vs-noise and
+real-vs-(images on the wrong masks); a copy detector only if it flags near-copies of training
+images and not new real patients.
+"""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import linalg
+from phantom_arrays import phantom_arrays
+
+from cardiofair.cli import main
+from cardiofair.data.prepare import PrepareSettings, prepare_phantom
+from cardiofair.data.records import DatasetWriter, Record, load_dataset, read_manifest
+from cardiofair.data.splits import assign_splits, write_splits
+from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
+from cardiofair.metrics.quality import QualitySettings, evaluate_synthetic, matched_by_cell
+from cardiofair.metrics.realism import (
+    frechet_distance,
+    kernel_distance,
+    mask_geometry,
+    mean_pairwise_ms_ssim,
+    ms_ssim,
+)
+
+
+
+def _standardised(evaluators, reference, *others):
+    ref = evaluators.features(reference)
+    mean, std = ref.mean(0), ref.std(0) + 1e-6
+    return [(ref - mean) / std] + [(evaluators.features(x) - mean) / std for x in others]
+
+
+def test_real_vs_real_is_closer_than_real_vs_noise_and_than_images_on_shuffled_masks(judged, training_cohort):
+    evaluators, (test_images, test_masks, _) = judged
+    train_images, train_masks, _ = training_cohort
+    rng = np.random.default_rng(0)
+    noisy = np.clip(test_images + rng.normal(0, 0.15, test_images.shape), 0, 1).astype(np.float32)
+    noise = rng.random(test_images.shape).astype(np.float32)
+    train, real, noisy_f, noise_f = _standardised(evaluators, train_images, test_images, noisy, noise)
+    real_fd = frechet_distance(train, real)
+    assert real_fd < frechet_distance(train, noisy_f) / 3
+    assert real_fd < frechet_distance(train, noise_f) / 3
+    real_kd = kernel_distance(train, real, subsets=20, subset_size=100)[0]
+    assert real_kd < kernel_distance(train, noisy_f, subsets=20, subset_size=100)[0] / 3
+
+    # The same real images drawn on other subjects' masks: each half is real, the pair is not.
+    geometry = mask_geometry(train_masks)
+    mean, std = geometry.mean(0), geometry.std(0) + 1e-6
+    joint = lambda features, masks: np.concatenate([features, (mask_geometry(masks) - mean) / std], 1)
+    shuffled = test_masks[rng.permutation(len(test_masks))]
+    own = frechet_distance(joint(train, train_masks), joint(real, test_masks))
+    assert own < frechet_distance(joint(train, train_masks), joint(real, shuffled)) / 2
+
+
+def test_copy_detector_flags_noised_training_images_but_not_new_real_patients(training_cohort):
+    train_images = training_cohort[0]
+    test_images = phantom_arrays(120, 2)[0]
+    other_images = phantom_arrays(100, 3)[0]
+    train = flatten_pixels(train_images)
+    detector = CopyDetector.fit(nearest_neighbours(flatten_pixels(test_images), train)[0])
+    rng = np.random.default_rng(1)
+    copies = np.clip(train_images[:100] + rng.normal(0, 0.01, train_images[:100].shape), 0, 1)
+    assert detector.rate(nearest_neighbours(flatten_pixels(copies), train)[0]) > 0.95
+    assert detector.rate(nearest_neighbours(flatten_pixels(other_images), train)[0]) < 0.15
+
+
+def test_distances_and_ms_ssim_by_hand():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    b = rng.normal(size=(4000, 3)) + np.array([2.0, 0.0, 0.0])
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, b) == pytest.approx(4.0, rel=0.05)
+    # Against the textbook formula with a general matrix square root, on correlated features.
+    c = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 1.0
+    cov_c = np.cov(c, rowvar=False)
+    d = a[:300, :3].repeat(2, 1) + rng.normal(size=(300, 6))
+    cov_d = np.cov(d, rowvar=False)
+    textbook = np.sum((d.mean(0) - c.mean(0)) ** 2) + np.trace(cov_d) + np.trace(cov_c) \
+        - 2 * np.trace(linalg.sqrtm(cov_d @ cov_c).real)
+    assert frechet_distance(d, c) == pytest.approx(textbook, rel=1e-6)
+    # Weights that drop half of a set leave the distance of a homogeneous set unchanged.
+    weights = np.r_[np.ones(2000), np.zeros(2000)]
+    assert frechet_distance(a, b, weights) == pytest.approx(4.0, rel=0.08)
+    assert abs(kernel_distance(a, rng.normal(size=(4000, 3)), subsets=10)[0]) < 0.05
+    assert kernel_distance(a, b, subsets=10)[0] > 0.5
+
+    x = torch.rand(4, 1, 64, 64)
+    assert torch.allclose(ms_ssim(x, x), torch.ones(4), atol=1e-5)
+    assert (ms_ssim(x, torch.rand(4, 1, 64, 64)) < 0.2).all()
+    same = np.repeat(rng.random((1, 2, 64, 64)), 10, axis=0)
+    assert mean_pairwise_ms_ssim(same) == pytest.approx(1.0, abs=1e-5)
+    assert np.isnan(mean_pairwise_ms_ssim(same[:1]))
+
+    mask = np.zeros((1, 2, 8, 8), np.uint8)
+    mask[0, 0, :4, :4] = 1
+    geometry = mask_geometry(mask)
+    assert geometry[0, 0] == pytest.approx(16 / 64) and geometry[0, 1] < 0 and geometry[0, 2] < 0
+
+
+def test_matching_by_cell_gives_both_sets_the_same_mix():
+    synthetic = pd.Series(["a"] * 30 + ["b"] * 5)
+    held_out = pd.Series(["a"] * 4 + ["b"] * 20 + ["c"] * 7)
+    train = pd.Series(["a"] * 50 + ["b"] * 10 + ["c"] * 5)
+    syn, held, weights, left_out = matched_by_cell(synthetic, held_out, train, seed=0)
+    assert synthetic[syn].value_counts().to_dict() == held_out[held].value_counts().to_dict() == {"b": 5, "a": 4}
+    assert left_out == []
+    share = pd.Series(weights).groupby(train).sum()
+    assert share["a"] == pytest.approx(4) and share["b"] == pytest.approx(5) and share["c"] == 0
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real") / "phantom"
+    prepare_phantom(260, 0, root, settings=PrepareSettings(size=64), progress=False, workers=1)
+    write_splits(root, assign_splits(read_manifest(root), test=0.25, val=0.15, seed=0))
+    return root
+
+
+def _synthetic_from(records, out, noise, seed, mask_source=True):
+    """Write ``records`` as a synthetic dataset (images lightly noised), as the generator would."""
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(out) as writer:
+        for i, record in enumerate(records):
+            meta = {**{k: v for k, v in record.meta.items() if k not in ("split",)},
+                    "record_id": f"synthetic-c000-{i:05d}", "subject_id": f"synthetic-c000-{i:05d}",
+                    "dataset": "synthetic", "is_synthetic": True, "age_years": None, "bmi": None,
+                    "height_cm": None, "weight_kg": None,
+                    "cell": f"{record.meta['sex']}|{record.meta['diagnosis']}"}
+            if mask_source:
+                meta["mask_source_record"] = record.meta["record_id"]
+            image = np.clip(record.image + rng.normal(0, noise, record.image.shape), 0, 1)
+            writer.add(Record(image.astype(np.float32), record.mask, meta))
+        writer.finish({"test": "synthetic fixture"})
+    return out
+
+
+def _by_split(root, split):
+    return [r for r in load_dataset(root) if r.meta["split"] == split]
+
+
+FAST = ["--steps", "30", "--classifier-steps", "100", "--min-images", "10"]
+
+
+def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
+    copies = _synthetic_from(_by_split(real_dataset, "train")[:60], tmp_path / "copies", noise=0.005, seed=0)
+    assert main(["evaluate", "synthetic", "--real", str(real_dataset), "--synthetic", str(copies),
+                 "--out", str(tmp_path / "q1"), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "FD-cardiofair" in printed and "copy rate (pixel)" in printed
+    report = json.loads((tmp_path / "q1" / "synthetic_quality.json").read_text())
+    assert {"realism", "mask_fidelity", "prompt_fidelity", "privacy"} <= report.keys()
+    assert report["cell_attributes"] == ["sex", "diagnosis"]
+    for section in ("realism", "mask_fidelity", "prompt_fidelity", "privacy"):
+        assert report[section]["cells"], section
+        assert (tmp_path / "q1" / f"{section}_by_cell.csv").is_file()
+    # Near-copies of training images: the detector must say so, real held-out patients must not trip it.
+    copy_rate = report["privacy"]["overall"]["copy_rate"]["pixel"]
+    assert copy_rate["synthetic"] > 0.9 and copy_rate["real_reference"] < 0.2
+    assert report["privacy"]["overall"]["median_distance_to_mask_source"] < 0.01
+    assert len(report["privacy"]["closest_pairs"]) == 8 and (tmp_path / "q1" / "closest_pairs.png").is_file()
+    realism = report["realism"]["overall"]
+    assert realism["status"] == "ok" and set(realism["fd"]) == {"synthetic", "real_reference"}
+    mask = report["mask_fidelity"]["overall"]
+    assert mask["synthetic"]["ED_LV"] > mask["shuffled_mask_floor"]["ED_LV"]
+    per_image = pd.read_csv(tmp_path / "q1" / "synthetic_per_image.csv")
+    assert len(per_image) == 60 and per_image["copy_pixel"].mean() > 0.9
+
+    # New patients of another seed, marked synthetic: no longer copies. The evaluators come from the cache.
+    other = tmp_path / "other"
+    prepare_phantom(60, 7, other, settings=PrepareSettings(size=64), progress=False, workers=1)
+    fresh = _synthetic_from(load_dataset(other), tmp_path / "fresh", noise=0.0, seed=0, mask_source=False)
+    assert main(["evaluate", "synthetic", "--real", str(real_dataset), "--synthetic", str(fresh),
+                 "--out", str(tmp_path / "q2"), *FAST]) == 0
+    assert len(list((tmp_path / "cache" / "evaluators").iterdir())) == 1
+    second = json.loads((tmp_path / "q2" / "synthetic_quality.json").read_text())
+    assert second["evaluators"] == report["evaluators"]
+    assert second["privacy"]["overall"]["copy_rate"]["pixel"]["synthetic"] < 0.2
+    assert second["privacy"]["overall"]["mask_source_not_in_train"] == 60
+
+
+def test_too_few_images_are_reported_not_measured(real_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
+    few = _synthetic_from(_by_split(real_dataset, "train")[:6], tmp_path / "few", noise=0.05, seed=0)
+    report = evaluate_synthetic(real_dataset, few, tmp_path / "q", QualitySettings(steps=5, classifier_steps=5),
+                                progress=False)
+    realism = report["realism"]["overall"]
+    assert "too few images" in realism["status"] and "fd" not in realism
+    assert realism["n_synthetic"] <= 6
+    assert all("fd" not in scope for scope in report["realism"]["cells"].values())
+
+
+def test_bad_inputs_are_refused_with_the_reason(real_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
+    train = _by_split(real_dataset, "train")[:12]
+    synthetic = _synthetic_from(train, tmp_path / "syn", noise=0.05, seed=0)
+    args = ["evaluate", "synthetic", "--synthetic", str(synthetic), *FAST]
+    unsplit = tmp_path / "unsplit"
+    prepare_phantom(20, 1, unsplit, settings=PrepareSettings(size=64), progress=False, workers=1)
+    small = tmp_path / "small"
+    prepare_phantom(20, 1, small, settings=PrepareSettings(size=32), progress=False, workers=1)
+    write_splits(small, pd.Series(np.resize(["train", "val", "test"], 20), name="split"))
+    relabelled = _synthetic_from(train, tmp_path / "labels", noise=0.0, seed=0)
+    first = relabelled / read_manifest(relabelled)["mask_path"][0]
+    volume = nib.load(first)
+    nib.save(nib.Nifti1Image(np.where(np.asarray(volume.dataobj) == 3, 5, volume.dataobj).astype(np.uint8),
+                             volume.affine, volume.header), first)
+    cases = {
+        "cardiofair split": ["--real", str(unsplit)],
+        "image shapes differ": ["--real", str(small)],
+        "holds no synthetic records": ["--real", str(real_dataset), "--synthetic", str(real_dataset)],
+        "labels [5]": ["--real", str(real_dataset), "--synthetic", str(relabelled)],
+    }
+    for expected, extra in cases.items():
+        out = tmp_path / f"out-{len(expected)}"
+        code = main([*args, *extra, "--out", str(out)])
+        assert code == 1 and expected in capsys.readouterr().err, expected
+        assert not out.exists(), expected
+    assert main([*args, "--real", str(real_dataset), "--out", str(tmp_path / "q")]) == 0
+    assert main([*args, "--real", str(real_dataset), "--out", str(tmp_path / "q")]) == 1  # exists: no overwrite

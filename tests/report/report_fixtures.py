@@ -1,0 +1,96 @@
+"""Evaluation outputs written by hand in the documented schemas: synthetic_quality.json (see
+cardiofair.metrics.quality) and fairness.json (cardiofair.downstream.experiment). Their figures
+are distinctive, so a test can find each one where the report should show it."""
+
+DICE = ("ED_LV", "ED_MYO", "ED_RV", "ES_LV", "ES_MYO", "ES_RV")
+
+
+def _pair(synthetic, reference):
+    return {"synthetic": synthetic, "real_reference": reference}
+
+
+def quality_report():
+    cell_realism = {"n_synthetic": 7, "n_real_held_out": 3, "n_real_train": 9,
+                    "status": "too few images for a stable distance: 3 real held-out (need 20)"}
+    mask_scope = {"synthetic": {k: 0.9117 for k in DICE}, "real_reference": {k: 0.9822 for k in DICE},
+                  "n_synthetic": 7, "n_real_test": 3, "status": "ok"}
+    prompt_scope = {"synthetic": {"sex": 0.6543, "age": 0.2611, "bmi": 0.5, "diagnosis": 0.9876},
+                    "real_reference": {"sex": 0.8871, "age": 0.2585, "bmi": 0.5574, "diagnosis": 0.9942},
+                    "n_synthetic": 7, "n_real_test": 3, "status": "ok"}
+    privacy_scope = {"copy_rate": {"pixel": _pair(0.0561, 0.0572), "encoder": _pair(0.0216, 0.0438)},
+                     "median_nn_distance": {"pixel": _pair(0.1437, 0.1385), "encoder": _pair(1.0415, 0.9850)},
+                     "n_synthetic": 7, "n_real_val": 3, "status": "ok"}
+    return {
+        "schema": 1,
+        "real": {"path": "real", "n_train": 36, "n_val": 12, "n_test": 12},
+        "synthetic": {"path": "synthetic", "n": 7},
+        "evaluators": {"folder": "cache", "validation": {"balanced_accuracy_sex": 0.9003, "dice_ED_LV": 0.9955},
+                       "classes": {"sex": ["Female", "Male"]}},
+        "cell_attributes": ["sex", "diagnosis"],
+        "realism": {"feature_space": "FD-/KD-cardiofair: test features",
+                    "overall": {"n_synthetic": 216, "n_real_held_out": 216, "n_real_train": 546, "status": "ok",
+                                "n_compared": 216, "fd": _pair(1.802865, 0.497913),
+                                "fd_image_mask": _pair(2.296033, 0.862638), "kd": _pair(0.076826, -0.003987),
+                                "kd_std": _pair(0.136525, 0.100351), "ms_ssim": _pair(0.426016, 0.434818),
+                                "matched_by_cell": True, "cells_without_real_held_out": []},
+                    "cells": {"Female|heart failure": cell_realism}},
+        "mask_fidelity": {"overall": {**mask_scope, "shuffled_mask_floor": {k: 0.4321 for k in DICE}},
+                          "cells": {"Female|heart failure": mask_scope}},
+        "prompt_fidelity": {"overall": {**prompt_scope, "chance": {"sex": 0.5, "age": 0.25, "bmi": 0.25,
+                                                                   "diagnosis": 0.5}},
+                            "cells": {"Female|heart failure": prompt_scope}},
+        "privacy": {"threshold": {space: {"value": value, "percentile": 5.0,
+                                          "of": "real test to real train nearest-neighbour distances"}
+                                  for space, value in (("pixel", 0.110292), ("encoder", 0.538012))},
+                    "overall": {**privacy_scope, "median_distance_to_mask_source": 0.148811,
+                                "mask_source_not_in_train": 0},
+                    "cells": {"Female|heart failure": privacy_scope},
+                    "closest_pairs": [{"synthetic": "synthetic-c001-00003", "nearest_training_record": "phantom-000042",
+                                       "pixel_distance": 0.092225, "flagged_as_copy": True}]},
+    }
+
+
+def _summary(mean, low=None, high=None, reason=None):
+    return {"mean": mean, "interval": [low, high], "bootstrap_interval": [low, high], "values": [mean, mean],
+            "n_defined": 0 if mean is None else 2, "reason": reason}
+
+
+def _groups(tpr_female, ba_female):
+    def group(count, positives, tpr, ba):
+        reason = "no positives in group" if positives == 0 else None
+        return {"balanced_accuracy": _summary(ba, ba and ba - 0.1, ba and ba + 0.05, reason),
+                "true_positive_rate": _summary(tpr, tpr and tpr - 0.2, tpr and tpr + 0.1, reason),
+                "false_positive_rate": _summary(0.1, 0.05, 0.15), "count": _summary(count),
+                "positives": _summary(positives), "negatives": _summary(count - positives)}
+
+    gaps = {"equalized_odds_difference": _summary(0.3141, 0.2, 0.4), "equal_opportunity_difference":
+            _summary(0.2718, 0.1, 0.35), "demographic_parity_difference": _summary(0.05, 0.0, 0.1),
+            "balanced_accuracy_difference": _summary(0.12, 0.05, 0.2), "balanced_accuracy_group_min":
+            _summary(0.71, 0.6, 0.8)}
+    return {
+        "sex": {"columns": ["sex"], "excluded_unknown": 0, "reference_group": "Male", "gaps": gaps,
+                "groups": {"Female": group(20, 4, tpr_female, ba_female), "Male": group(18, 9, 0.9, 0.9)}},
+        "sex&age": {"columns": ["sex", "age"], "excluded_unknown": 0, "reference_group": "Male|60s", "gaps": gaps,
+                    "groups": {"Female|40s": group(5, 0, None, None), "Male|60s": group(10, 6, 0.8, 0.85)}},
+    }
+
+
+def fairness_report():
+    arms = {}
+    for arm, tpr_female in (("real", 0.5), ("oversample", 0.75)):
+        arms[arm] = {"training": [{"n_records": 36, "n_synthetic": 0, "seed": s} for s in (0, 1)],
+                     "overall": {"balanced_accuracy": _summary(0.8123, 0.75, 0.86),
+                                 "roc_auc": {**_summary(0.9012), "bootstrap_interval": [None, None]},
+                                 "true_positive_rate": _summary(0.7, 0.6, 0.8),
+                                 "false_positive_rate": _summary(0.1, 0.05, 0.15)},
+                     "attributes": _groups(tpr_female, 0.7)}
+    difference = {"difference": 0.0234, "interval": [-0.01, 0.05], "p_value": 0.2, "p_holm": 0.4321, "n_pairs": 2,
+                  "reason": None, "bootstrap_interval": [-0.02, 0.06]}
+    return {"schema": "cardiofair.fairness/1", "cardiofair_version": "0.1.0",
+            "settings": {"arms": ["real", "oversample"], "repeats": 2, "positive_diagnosis": "heart failure",
+                         "classifier": {"preset": "compact"}},
+            "reference_arm": "real", "seeds": [0, 1],
+            "data": {"splits": {"test": {"subjects": 38, "positives": 13}}},
+            "arms": arms,
+            "comparisons": {"oversample": {"overall": {"balanced_accuracy": difference},
+                                           "attributes": {"sex": {"gaps": {"equalized_odds_difference": difference}}}}}}

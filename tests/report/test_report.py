@@ -1,0 +1,205 @@
+"""The study report: every section renders, images are embedded, missing inputs say so, the
+cards carry the evaluation's figures, and the page parses as balanced HTML."""
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from cardiofair.cli import main
+from cardiofair.data.records import OutputExistsError, read_manifest
+from cardiofair.report import ReportError, write_report
+from cardiofair.report.tables import group_series, prevalence_grid
+
+SECTIONS = ("inputs", "cohort", "plan", "examples", "counterfactuals", "realism", "mask-fidelity", "prompt-fidelity",
+            "privacy", "quality-cells", "closest-pairs", "fairness", "metadata", "cards")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HOSTILE = "<script>alert(1)</script> & terms"
+
+
+class PageParser(HTMLParser):
+    """Checks that every element closes in order, and collects sections, images and links."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.sections, self.images, self.hrefs, self.tags = [], {}, [], [], set()
+        self.current = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.add(tag)
+        if tag == "section":
+            self.current = attrs["id"]
+            self.sections[self.current] = ""
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "a":
+            self.hrefs.append(attrs["href"])
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack, f"</{tag}> closes nothing"
+        opened = self.stack.pop()
+        assert opened == tag, f"<{opened}> closed by </{tag}>"
+        if tag == "section":
+            self.current = None
+
+    def handle_data(self, data):
+        if self.current is not None:
+            self.sections[self.current] += data
+
+
+def parse(path):
+    parser = PageParser()
+    parser.feed(path.read_text())
+    parser.close()
+    assert parser.stack == [], f"unclosed elements: {parser.stack}"
+    return parser
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, real, synthetic, model, quality, fairness, plan):
+    out = tmp_path_factory.mktemp("full") / "report"
+    metadata = {"versions": {"cardiofair": "0.1.0"}, "time per stage (s)": {"train": 12.5}, "<b>seed</b>": 7}
+    path = write_report(out, real=real, synthetic=synthetic, model=model, quality=quality, fairness=fairness,
+                        plan=plan, metadata=metadata, licence=HOSTILE)
+    return path
+
+
+def test_every_section_renders_with_embedded_images(full):
+    page = parse(full)
+    assert tuple(page.sections) == SECTIONS
+    assert "script" not in page.tags
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert all(base64.b64decode(src.split(",", 1)[1]).startswith(PNG_SIGNATURE) for src in page.images)
+    # heatmap, examples, counterfactuals, two fairness charts; the closest pairs only when the
+    # evaluation wrote its picture (the hand-written one did not)
+    assert len(page.images) == 5
+    figures = sorted(p.name for p in (full.parent / "figures").iterdir())
+    assert figures == ["cohort_prevalence.png", "counterfactuals.png", "examples.png",
+                       "fairness_balanced_accuracy.png", "fairness_true_positive_rate.png"]
+    assert not any(h.startswith(("http:", "https:", "//")) for h in page.hrefs)
+    assert "Not available" not in "".join(page.sections[s] for s in SECTIONS if s != "closest-pairs")
+
+
+def test_tables_show_synthetic_beside_named_reference(full):
+    sections = parse(full).sections
+    assert "1.803" in sections["realism"] and "0.498" in sections["realism"]
+    assert "real held-out (val + test) vs real train" in sections["realism"]
+    assert "0.912" in sections["mask-fidelity"] and "0.982" in sections["mask-fidelity"] \
+        and "0.432" in sections["mask-fidelity"]
+    assert "0.654" in sections["prompt-fidelity"] and "0.887" in sections["prompt-fidelity"]
+    # age is barely readable on real images either: said so rather than left to mislead
+    assert "barely reads age" in sections["prompt-fidelity"]
+    assert "5.6%" in sections["privacy"] and "5.7%" in sections["privacy"]
+    assert "phantom-000042" in sections["closest-pairs"] and "0.092" in sections["closest-pairs"]
+    assert "0.314 [0.20, 0.40]" in sections["fairness"] and "p = 0.432" in sections["fairness"]
+    assert "too few images" in sections["quality-cells"]
+
+
+def test_inputs_made_from_other_data_are_flagged(full):
+    inputs = parse(full).sections["inputs"]
+    # the hand-written evaluation names datasets "real" and "synthetic"; the model was trained
+    # on the real fixture itself
+    assert "The quality evaluation was made from the real dataset real, not from" in inputs
+    assert "The generator was made" not in inputs
+
+
+def test_text_is_escaped(full):
+    text = full.read_text()
+    assert "<script>" not in text and "<b>seed</b>" not in text
+    assert "&lt;b&gt;seed&lt;/b&gt;" in text and "&lt;script&gt;" in text
+    assert "time per stage (s)" in parse(full).sections["metadata"]
+
+
+def test_cards_carry_the_evaluation_figures(full, model, synthetic):
+    card = (full.parent / "model_card.md").read_text()
+    sheet = (full.parent / "datasheet.md").read_text()
+    info = json.loads((model / "cardiofair.json").read_text())
+    assert f"{info['family']} / tiny" in card and str(info["training"]["steps"]) in card
+    assert "1.803" in card and "0.498" in card and "5.6%" in card
+    assert "## Not for" in card and "evaluators trained by cardiofair" in card
+    # the hand-written evaluation names other datasets: both cards say so beside its figures
+    assert "**Check.** The quality evaluation was made from the real dataset real" in card
+    assert "**Check.** The quality evaluation was made from the synthetic dataset synthetic" in sheet
+    assert "SYNTHETIC" in sheet.splitlines()[0]
+    assert HOSTILE in sheet
+    assert "1.803" in sheet and "copy rate, pixel space" in sheet
+    assert f"| records | {len(read_manifest(synthetic))} |" in sheet
+
+
+def test_missing_inputs_are_said_plainly(tmp_path, real):
+    path = write_report(tmp_path / "bare", real=real, synthetic=None, model=None, quality=None, fairness=None)
+    page = parse(path)
+    assert tuple(page.sections) == SECTIONS
+    for section in SECTIONS:
+        if section not in ("inputs", "cohort", "cards"):
+            assert "Not available" in page.sections[section], section
+    assert "no 'after augmentation'" in page.sections["cohort"]
+    assert len(page.images) == 1  # the real cohort's heatmap is there without any other input
+    assert "No model was given" in (tmp_path / "bare" / "model_card.md").read_text()
+    assert "No synthetic dataset was given" in (tmp_path / "bare" / "datasheet.md").read_text()
+
+
+def test_rewrite_needs_overwrite_and_gives_the_same_files(tmp_path, real, model):
+    out = tmp_path / "again"
+    first = write_report(out, real=real, synthetic=None, model=model, quality=None, fairness=None, seed=3)
+    figures = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
+    with pytest.raises(OutputExistsError):
+        write_report(out, real=real, synthetic=None, model=model, quality=None, fairness=None, seed=3)
+    second = write_report(out, real=real, synthetic=None, model=model, quality=None, fairness=None, seed=3,
+                          overwrite=True)
+    assert first == second
+    assert {p.name: p.read_bytes() for p in (out / "figures").iterdir()} == figures
+
+
+def test_a_given_input_that_cannot_be_read_is_an_error(tmp_path, real):
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(ReportError, match="fairness.json"):
+        write_report(tmp_path / "out", real=real, synthetic=None, model=None, quality=None,
+                     fairness=tmp_path / "unfinished")
+    with pytest.raises(ReportError, match="no synthetic records"):
+        write_report(tmp_path / "out", real=real, synthetic=real, model=None, quality=None, fairness=None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prevalence_grid_counts_records_and_positives():
+    binned = pd.DataFrame({"sex": ["Female", "Female", "Female", "Male"], "age": ["40s", "40s", "50s", "40s"],
+                           "diagnosis": ["heart failure", "healthy", "healthy", "heart failure"],
+                           "synthetic": [True, False, False, False]})
+    grid = prevalence_grid(binned, "heart failure").set_index(["sex", "age"])
+    assert grid.loc[("Female", "40s"), ["n", "positives", "synthetic"]].tolist() == [2, 1, 1]
+    assert grid.loc[("Female", "40s"), "prevalence"] == 50.0
+    assert grid.loc[("Female", "50s"), "prevalence"] == 0.0
+    assert grid.loc[("Male", "40s"), "prevalence"] == 100.0
+
+
+def test_group_series_reads_means_and_intervals(fairness):
+    report = json.loads((fairness / "fairness.json").read_text())
+    series = group_series(report, "sex", "true_positive_rate").set_index(["arm", "group"])
+    assert series.loc[("oversample", "Female"), ["mean", "low", "high", "count", "positives"]].tolist() == \
+        [0.75, 0.55, 0.85, 20, 4]
+    undefined = group_series(report, "sex&age", "true_positive_rate").set_index(["arm", "group"])
+    assert undefined.loc[("real", "Female|40s"), "reason"] == "no positives in group"
+
+
+def test_cli_report(tmp_path, real, model, quality, capsys):
+    out = tmp_path / "cli"
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"hardware": {"cpu_cores": 2}, "seconds_per_stage": {"train": 61.5}}))
+    assert main(["report", "--real", str(real), "--model", str(model), "--quality", str(quality),
+                 "--metadata", str(run), "--no-counterfactuals", "--out", str(out)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    sections = parse(out / "report.html").sections
+    assert "cpu_cores" in sections["metadata"] and "61.5" in sections["metadata"]
+    assert "turned off" in sections["counterfactuals"]
+    assert main(["report", "--real", str(real), "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    run.write_text("{not json")
+    assert main(["report", "--real", str(real), "--metadata", str(run), "--out", str(out), "--overwrite"]) == 1
+    assert "not valid JSON" in capsys.readouterr().err
