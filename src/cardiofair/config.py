@@ -57,7 +57,7 @@ class TrainConfig:
     preset: str = "cpu"
     stages: str | None = None
     max_steps: int | None = None
-    max_minutes: float | None = 8.0
+    max_minutes: float | None = 10.0
     batch_size: int | None = None
     learning_rate: float | None = None
     lr_schedule: str | None = None
