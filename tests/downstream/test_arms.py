@@ -7,6 +7,7 @@ import pytest
 from downstream_fixtures import blank_attribute, rows_of, write_synthetic
 
 from cardiofair.data.records import read_manifest
+from cardiofair.data.splits import SplitError
 from cardiofair.downstream.arms import (
     ExperimentError,
     equalized_odds_thresholds,
@@ -18,7 +19,7 @@ from cardiofair.downstream.arms import (
 
 def test_an_unsplit_dataset_is_refused_with_the_command_to_fix_it(dataset_copy):
     read_manifest(dataset_copy).drop(columns="split").to_csv(dataset_copy / "manifest.csv", index=False)
-    with pytest.raises(ExperimentError, match="cardiofair split"):
+    with pytest.raises(SplitError, match="cardiofair split"):
         load_cohort(dataset_copy)
 
 
@@ -28,7 +29,7 @@ def test_a_subject_in_two_splits_is_refused(dataset_copy):
     # The same subject again, as a training slice: its test images would be learned.
     leaked = test_row.assign(record_id=test_row["record_id"] + "-s1", split="train")
     pd.concat([manifest, leaked]).to_csv(dataset_copy / "manifest.csv", index=False)
-    with pytest.raises(ExperimentError, match=f"{test_row['subject_id'].iloc[0]}.*more than one split"):
+    with pytest.raises(SplitError, match=f"{test_row['subject_id'].iloc[0]}.*more than one split"):
         load_cohort(dataset_copy)
 
 

@@ -16,8 +16,13 @@ import pandas as pd
 
 from cardiofair.data.records import atomic_write, is_synthetic, read_manifest
 from cardiofair.data.summary import with_cells
+from cardiofair.errors import CardiofairError
 
 SPLITS = ("train", "val", "test")
+
+
+class SplitError(CardiofairError):
+    """A dataset whose split cannot keep validation and test subjects out of training."""
 
 
 def assign_splits(manifest: pd.DataFrame, test: float = 0.2, val: float = 0.1, seed: int = 0) -> pd.Series:
@@ -74,3 +79,28 @@ def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:
     if "split" in real.columns:
         real = real[real["split"].astype(str) == "train"]
     return real
+
+
+def check_splits(manifest: pd.DataFrame, dataset: str | os.PathLike) -> None:
+    """Refuse a real dataset without a split, with synthetic records, with a subject in two
+    splits or with an empty split: any of them lets test subjects (or their copies) reach
+    training, or leaves a later stage nothing to validate or test on."""
+    if "split" not in manifest.columns:
+        raise SplitError(f"{dataset} has no train/val/test split: run `cardiofair split {dataset}` first, so that "
+                         f"every model and result uses the same training, validation and test subjects")
+    if any(is_synthetic(row) for row in manifest.to_dict("records")):
+        raise SplitError(f"{dataset} holds synthetic records: pass the real dataset as --real and the synthetic "
+                         f"one as --synthetic")
+    splits = manifest["split"].astype(str)
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise SplitError(f"{dataset}: unknown split value(s) {unknown}; expected {list(SPLITS)}")
+    per_subject = manifest.assign(split=splits).groupby("subject_id")["split"].nunique()
+    leaked = sorted(per_subject[per_subject > 1].index)
+    if leaked:
+        raise SplitError(f"{dataset}: subject(s) {leaked[:5]} appear in more than one split; re-split with "
+                         f"`cardiofair split {dataset} --overwrite`")
+    missing = [s for s in SPLITS if s not in set(splits)]
+    if missing:
+        raise SplitError(f"{dataset} has no {', '.join(missing)} subjects: split with non-zero --test and --val "
+                         f"on a cohort large enough for all of {list(SPLITS)}")

@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from cardiofair.balance import UNKNOWN, PlanSettings, plan_synthesis
 from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.records import is_synthetic, load_record, read_manifest
-from cardiofair.data.splits import SPLITS
+from cardiofair.data.splits import check_splits
 from cardiofair.data.summary import with_cells
 from cardiofair.errors import CardiofairError
 from cardiofair.prompts import DEFAULT_SCHEMA, is_missing, parse_prompt
@@ -72,30 +72,6 @@ class Cohort:
     def subjects(self, role: str) -> pd.DataFrame:
         """One row per subject of a role (its first record's label and attributes)."""
         return self.table.iloc[self.rows(role)].drop_duplicates("subject_id").set_index("subject_id")
-
-
-def check_subject_splits(manifest: pd.DataFrame, dataset: str | os.PathLike) -> None:
-    """Refuse a real dataset without a split, with synthetic records, or with a subject in
-    two splits: any of them lets test subjects (or their copies) reach training."""
-    if "split" not in manifest.columns:
-        raise ExperimentError(f"{dataset} has no train/val/test split: run `cardiofair split {dataset}` first, "
-                              f"so that every arm and every later run uses the same subjects")
-    if any(is_synthetic(row) for row in manifest.to_dict("records")):
-        raise ExperimentError(f"{dataset} holds synthetic records: pass the real dataset as --real and the "
-                              f"synthetic one as --synthetic")
-    splits = manifest["split"].astype(str)
-    unknown = sorted(set(splits) - set(SPLITS))
-    if unknown:
-        raise ExperimentError(f"{dataset}: unknown split value(s) {unknown}; expected {list(SPLITS)}")
-    per_subject = manifest.assign(split=splits).groupby("subject_id")["split"].nunique()
-    leaked = sorted(per_subject[per_subject > 1].index)
-    if leaked:
-        raise ExperimentError(f"{dataset}: subject(s) {leaked[:5]} appear in more than one split; re-split with "
-                              f"`cardiofair split {dataset} --overwrite`")
-    missing = [s for s in SPLITS if s not in set(splits)]
-    if missing:
-        raise ExperimentError(f"{dataset} has no {', '.join(missing)} subjects: the experiment needs all of "
-                              f"{list(SPLITS)}")
 
 
 def check_synthetic(real: pd.DataFrame, synthetic: pd.DataFrame, dataset: str | os.PathLike) -> None:
@@ -148,7 +124,7 @@ def load_cohort(real: str | os.PathLike, synthetic: str | os.PathLike | None = N
     if positive == HEALTHY:
         raise ExperimentError("the positive diagnosis cannot be 'healthy'")
     manifest = read_manifest(real)
-    check_subject_splits(manifest, real)
+    check_splits(manifest, real)
     frames = [manifest.assign(role=manifest["split"].astype(str), _root=str(real))]
     if synthetic is not None:
         synthetic_manifest = read_manifest(synthetic)

@@ -51,6 +51,7 @@ from cardiofair.data.records import (
     png_bytes,
     read_manifest,
 )
+from cardiofair.data.splits import SPLITS, check_splits
 from cardiofair.errors import CardiofairError
 from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Evaluators, attribute_table, train_evaluators
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
@@ -119,17 +120,8 @@ def _load_set(root: Path, rows: pd.DataFrame, label: str, progress: bool) -> Ima
 def load_real_splits(root: Path, progress: bool = True) -> dict[str, ImageSet]:
     """The real dataset's train / val / test records; the dataset must have been split."""
     manifest = read_manifest(root)
-    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
-    if "split" not in real.columns:
-        raise QualityError(f"{root} has no train/val/test split: run `cardiofair split {root}` first, so the "
-                           f"evaluators learn from training subjects only and are judged on held-out ones")
-    splits = {name: real[real["split"].astype(str) == name] for name in ("train", "val", "test")}
-    empty = [name for name, rows in splits.items() if rows.empty]
-    if empty:
-        raise QualityError(f"{root}: the {', '.join(empty)} split is empty; split with non-zero --test and --val")
-    leaked = set(splits["train"]["subject_id"]) & (set(splits["val"]["subject_id"]) | set(splits["test"]["subject_id"]))
-    if leaked:
-        raise QualityError(f"{root}: subjects in both train and a held-out split: {sorted(leaked)[:5]}")
+    check_splits(manifest, root)
+    splits = {name: manifest[manifest["split"].astype(str) == name] for name in SPLITS}
     return {name: _load_set(root, rows, f"real {name}", progress) for name, rows in splits.items()}
 
 
