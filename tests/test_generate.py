@@ -122,7 +122,13 @@ def test_masks_never_come_from_the_test_split(dataset, model, tmp_path):
     manifest["split"] = np.where(np.arange(len(manifest)) % 2 == 0, "train", "test")
     shutil.copytree(dataset, split)
     manifest.to_csv(split / "manifest.csv", index=False)
-    out = generate(model, split, _plan((MALE_HEALTHY, 6, "random")), tmp_path / "syn", progress=False)
+    # The model trained before the split learned today's test subjects: refused.
+    with pytest.raises(GenerationError, match=r"learned 30 validation or test subject"):
+        generate(model, split, _plan((MALE_HEALTHY, 6, "random")), tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
+    split_model = train(split, tmp_path / "split-model", TrainSettings.for_preset(get_preset("tiny"), max_steps=2),
+                        progress_bar=False)
+    out = generate(split_model, split, _plan((MALE_HEALTHY, 6, "random")), tmp_path / "syn", progress=False)
     test_subjects = set(manifest.loc[manifest.split == "test", "subject_id"])
     assert not set(read_manifest(out)["mask_source"]) & test_subjects
     merged = merge_datasets(split, out, tmp_path / "merged")

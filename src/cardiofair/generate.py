@@ -34,7 +34,7 @@ from cardiofair.data.records import (
     read_manifest,
     write_record_files,
 )
-from cardiofair.data.splits import training_rows
+from cardiofair.data.splits import learned_held_out_subjects, training_rows
 from cardiofair.data.summary import with_cells
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
@@ -144,7 +144,13 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: Generation
     return jobs
 
 
-def _check_compatible(generator: TrainedGenerator, candidates: pd.DataFrame, dataset: Path) -> None:
+def _check_compatible(generator: TrainedGenerator, manifest: pd.DataFrame, candidates: pd.DataFrame,
+                      dataset: Path) -> None:
+    leaked = learned_held_out_subjects(generator.info.get("training_subject_hashes", ()), manifest)
+    if leaked:
+        raise GenerationError(f"the model learned {len(leaked)} validation or test subject(s) of {dataset} (e.g. "
+                              f"{leaked[0]}): it was trained before this split or on another one, so its images "
+                              f"could carry held-out patients into training; train it again on this split")
     first = load_record(dataset, candidates.iloc[0].to_dict())
     if first.image.shape[1:] != (generator.size, generator.size):
         raise GenerationError(f"the model draws {generator.size} px pairs but {dataset} holds "
@@ -168,9 +174,10 @@ def generate(
     Run again after a crash, it continues; run again when complete, it changes nothing.
     """
     dataset, out = Path(dataset), Path(out)
-    candidates = training_rows(read_manifest(dataset))
+    manifest = read_manifest(dataset)
+    candidates = training_rows(manifest)
     generator = TrainedGenerator(model_dir)
-    _check_compatible(generator, candidates, dataset)
+    _check_compatible(generator, manifest, candidates, dataset)
     sampler = settings.sampler or generator.defaults
     jobs = plan_jobs(plan, candidates, settings)
     run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()), "settings": asdict(settings),

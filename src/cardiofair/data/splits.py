@@ -8,8 +8,10 @@ stratified by cell, so even a rare subgroup (female heart failure) has test subj
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -104,3 +106,17 @@ def check_splits(manifest: pd.DataFrame, dataset: str | os.PathLike) -> None:
     if missing:
         raise SplitError(f"{dataset} has no {', '.join(missing)} subjects: split with non-zero --test and --val "
                          f"on a cohort large enough for all of {list(SPLITS)}")
+
+
+def subject_hashes(subject_ids: Iterable[str]) -> list[str]:
+    """Sorted short hashes of subject ids, to record who a model learned from without naming them."""
+    return sorted({hashlib.sha256(str(s).encode()).hexdigest()[:16] for s in subject_ids})
+
+
+def learned_held_out_subjects(learned_hashes: Iterable[str], manifest: pd.DataFrame) -> list[str]:
+    """The validation and test subjects of a split dataset that a model learned from (by hash)."""
+    if "split" not in manifest.columns:
+        return []
+    learned = set(learned_hashes)
+    held_out = manifest[manifest["split"].astype(str) != "train"]["subject_id"].astype(str).unique()
+    return sorted(s for s in held_out if subject_hashes([s])[0] in learned)

@@ -40,7 +40,7 @@ from transformers import AutoTokenizer, CLIPTextModel
 
 from cardiofair import __version__
 from cardiofair.data.records import atomic_write, load_record, mask_overlay, png_bytes, read_manifest
-from cardiofair.data.splits import training_rows
+from cardiofair.data.splits import subject_hashes, training_rows
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
 from cardiofair.diffusion.conditioning import condition_channels, mask_condition
@@ -666,6 +666,9 @@ def _write_model_card(out: Path, preset: Preset, settings: TrainSettings, data: 
             "distributed": {"processes": processes},
         },
         "training_cells": counts.to_dict("records"),
+        # Hashes, not the ids: enough to refuse generating from a split whose validation or test
+        # subjects this model learned, without writing patient identifiers into a shareable model.
+        "training_subject_hashes": subject_hashes(data.manifest["subject_id"]),
     }
     atomic_write(out / "cardiofair.json", json.dumps(info, indent=2, default=str) + "\n")
 
