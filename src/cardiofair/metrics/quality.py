@@ -308,27 +308,29 @@ def matched_by_cell(synthetic_keys: pd.Series, held_out_keys: pd.Series, train_k
     return as_index(synthetic_pick), as_index(held_out_pick), weights, left_out
 
 
+def _fidelity_scope(synthetic: dict[str, float], reference: dict[str, float], n_synthetic: int,
+                    n_real_test: int, minimum: int) -> dict[str, Any]:
+    """Per-image fidelity means beside their real-test reference, with the counts they rest on."""
+    counts = {"synthetic": n_synthetic, "real test": n_real_test}
+    missing = [name for name, count in counts.items() if not count]
+    scope = {"synthetic": synthetic, "real_reference": reference, "n_synthetic": n_synthetic,
+             "n_real_test": n_real_test, "status": "no " + " and no ".join(missing) + " images" if missing else "ok"}
+    if min(counts.values()) < minimum:
+        scope["note"] = _too_few(counts, minimum)
+    return scope
+
+
 def _mask_scope(synthetic_dice: pd.DataFrame, real_dice: pd.DataFrame, minimum: int) -> dict[str, Any]:
-    counts = {"synthetic": len(synthetic_dice), "real test": len(real_dice)}
-    return {"synthetic": synthetic_dice.mean().to_dict() if len(synthetic_dice) else {},
-            "real_reference": real_dice.mean().to_dict() if len(real_dice) else {},
-            "n_synthetic": counts["synthetic"], "n_real_test": counts["real test"],
-            "status": "ok" if min(counts.values()) >= 1 else "no images in this cell" if not max(counts.values())
-            else "no " + " and no ".join(k for k, v in counts.items() if not v) + " images",
-            **({"note": _too_few(counts, minimum)} if min(counts.values()) < minimum else {})}
+    return _fidelity_scope(synthetic_dice.mean().to_dict() if len(synthetic_dice) else {},
+                           real_dice.mean().to_dict() if len(real_dice) else {}, len(synthetic_dice), len(real_dice),
+                           minimum)
 
 
 def _prompt_scope(synthetic_predicted: pd.DataFrame, synthetic: ImageSet, real_predicted: pd.DataFrame,
                   real: ImageSet, minimum: int) -> dict[str, Any]:
-    counts = {"synthetic": len(synthetic), "real test": len(real)}
-    scope = {"synthetic": prompt_fidelity(synthetic_predicted, synthetic.attributes) if len(synthetic) else {},
-             "real_reference": prompt_fidelity(real_predicted, real.attributes) if len(real) else {},
-             "n_synthetic": counts["synthetic"], "n_real_test": counts["real test"],
-             "status": "ok" if min(counts.values()) >= 1 else "no " + " and no ".join(
-                 k for k, v in counts.items() if not v) + " images"}
-    if min(counts.values()) < minimum:
-        scope["note"] = _too_few(counts, minimum)
-    return scope
+    return _fidelity_scope(prompt_fidelity(synthetic_predicted, synthetic.attributes) if len(synthetic) else {},
+                           prompt_fidelity(real_predicted, real.attributes) if len(real) else {}, len(synthetic),
+                           len(real), minimum)
 
 
 def _privacy_scope(synthetic_distances: dict[str, np.ndarray], reference_distances: dict[str, np.ndarray],
