@@ -1,11 +1,25 @@
 """The phantom must behave like a cohort of hearts: these tests pin the physiology it encodes."""
 
+import contextlib
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from scipy import ndimage, stats
 
 from cardiofair.data.diagnoses import HEART_FAILURE
-from cardiofair.data.phantom import PhantomConfig, heart_failure_probability, phantom_cohort, phantom_subject
+from cardiofair.data.phantom import (
+    PhantomConfig,
+    body_for,
+    heart_failure_probability,
+    phantom_anatomy,
+    phantom_cohort,
+    phantom_subject,
+    render_chest,
+)
+from cardiofair.data.prepare import normalise_intensity
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +161,128 @@ def test_config_validation_names_the_bad_key():
         PhantomConfig.from_dict({"hf_odds_sex": 0.5})
     with pytest.raises(ValueError, match="female_fraction"):
         PhantomConfig(female_fraction=1.5)
+
+
+# --- sex outside the heart --------------------------------------------------------------------
+
+
+def _crop_grid(config):
+    coords = (np.arange(config.size) - (config.size - 1) / 2.0) * config.pixel_spacing_mm
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    return x, y
+
+
+def test_breast_tissue_in_the_stated_share_of_women_visible_in_the_crop_and_in_no_men():
+    config = PhantomConfig()
+    x, y = _crop_grid(config)
+    drawn = {"Female": [], "Male": []}
+    visible = []
+    for index in range(1200):
+        meta, anatomy = phantom_anatomy(index, 11, config)
+        present = anatomy.body.breast_depth_mm > 0
+        drawn[meta["sex"]].append(present)
+        if present:
+            flat = replace(anatomy, body=replace(anatomy.body, breast_width_mm=0.0, breast_depth_mm=0.0))
+            changed = np.abs(render_chest(anatomy, x, y, config.pixel_spacing_mm)
+                             - render_chest(flat, x, y, config.pixel_spacing_mm)) > 0.1
+            visible.append(changed.sum())
+    women = np.array(drawn["Female"])
+    # About 600 women: four binomial standard deviations either side of the stated share.
+    assert abs(women.mean() - config.breast_share) < 4 * np.sqrt(0.85 * 0.15 / len(women))
+    assert not any(drawn["Male"])
+    # Present means seen: breast tissue where the crop would otherwise show air or plain fat.
+    assert np.mean(np.array(visible) >= 20) > 0.9
+    fewer = [phantom_anatomy(i, 11, PhantomConfig(breast_share=0.4)) for i in range(400)]
+    share = np.mean([a.body.breast_depth_mm > 0 for m, a in fewer if m["sex"] == "Female"])
+    assert abs(share - 0.4) < 0.12
+
+
+def test_breasts_grow_with_bmi_and_flatten_with_age():
+    config = PhantomConfig()
+    draw = phantom_anatomy(0, 0, config)[1].body.draw
+    woman = {"sex": "Female", "age_years": 50.0, "height_cm": 163.0, "bmi": 22.0}
+    present = replace(draw, breast=0.0)
+    lean, obese = body_for(woman, present, config), body_for({**woman, "bmi": 34.0}, present, config)
+    assert obese.breast_width_mm * obese.breast_depth_mm > 1.5 * lean.breast_width_mm * lean.breast_depth_mm
+    assert obese.fibroglandular_share < lean.fibroglandular_share
+    old = body_for({**woman, "age_years": 78.0}, present, config)
+    assert old.breast_depth_mm / old.breast_width_mm < lean.breast_depth_mm / lean.breast_width_mm
+    assert old.fibroglandular_share < lean.fibroglandular_share and old.pectoral_mm < lean.pectoral_mm
+    man = body_for({**woman, "sex": "Male"}, present, config)
+    assert man.breast_depth_mm == 0 and man.pectoral_mm > lean.pectoral_mm and man.thorax_scale > lean.thorax_scale
+
+
+def test_counterfactual_changes_only_the_tissue_outside_the_heart():
+    config = PhantomConfig()
+    for index in range(12):
+        own = phantom_subject(index, 3, config)[0]
+        other = "Male" if own.meta["sex"] == "Female" else "Female"
+        flipped = phantom_subject(index, 3, config, cue_sex=other)[0]
+        assert np.array_equal(flipped.mask, own.mask)
+        assert flipped.meta["cue_sex"] == other and flipped.meta["sex"] == own.meta["sex"]
+        # Heart, pose, bias field and noise are the subject's own: deep in the LV cavity nothing moved.
+        cavity = ndimage.binary_erosion(own.mask == 1, iterations=2)
+        assert np.array_equal(flipped.image[cavity], own.image[cavity])
+        assert np.abs(flipped.image - own.image)[own.mask == 0].mean() > 0.005
+        same = phantom_subject(index, 3, config, cue_sex=own.meta["sex"], cue_bmi=own.meta["bmi"])[0]
+        assert np.array_equal(same.image, own.image)
+        assert np.array_equal(phantom_subject(index, 3, config, cue_sex=other)[0].image, flipped.image)
+        lean, obese = (phantom_subject(index, 3, config, cue_bmi=bmi)[0] for bmi in (20.0, 36.0))
+        assert np.array_equal(lean.mask, own.mask) and np.array_equal(obese.mask, own.mask)
+        bright = [((r.image[0] > 0.75) & (r.mask[0] == 0)).sum() for r in (lean, obese)]
+        assert bright[1] > bright[0]
+    with pytest.raises(ValueError, match="cue_sex"):
+        phantom_subject(0, 0, config, cue_sex="female")
+    with pytest.raises(ValueError, match="cue_bmi"):
+        phantom_subject(0, 0, config, cue_bmi=80.0)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """A net this small gains nothing from more threads, and its figures then do not depend on
+    the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sex_is_read_outside_the_heart_and_follows_the_counterfactual_cues(cohort):
+    """A tiny CNN that never sees the heart reads sex from the chest, and with the mask fixed its
+    reading follows the chest a subject is drawn with: the image carries sex the mask does not."""
+    records, _, meta = cohort
+    images = np.stack([normalise_intensity(r.image) for r in records])
+    masks = np.stack([r.mask for r in records])
+    # One region blanked in every image, covering every heart of the cohort: a per-subject hole
+    # would show the heart's size, itself a sex cue.
+    heart = ndimage.binary_dilation((masks > 0).any(1), np.ones((1, 3, 3)), iterations=2).any(0)
+    inputs = lambda recs: F.avg_pool2d(torch.from_numpy(
+        np.stack([normalise_intensity(r.image) for r in recs]) * ~heart), 2)
+    female = torch.from_numpy((meta["sex"] == "Female").astype(np.float32))
+    config = PhantomConfig()
+    test = [phantom_subject(i, 12, config)[0] for i in range(300)]
+    truth = np.array([r.meta["sex"] == "Female" for r in test])
+    flipped = [phantom_subject(i, 12, config, cue_sex="Male" if f else "Female")[0] for i, f in enumerate(truth)]
+    with _one_torch_thread():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(2, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1),
+            torch.nn.Flatten(), torch.nn.Linear(32, 1))
+        optimiser = torch.optim.Adam(net.parameters(), 3e-3)
+        x, generator = inputs(records), torch.Generator().manual_seed(0)
+        for _ in range(300):
+            batch = torch.randint(0, len(x), (64,), generator=generator)
+            loss = F.binary_cross_entropy_with_logits(net(x[batch])[:, 0], female[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        with torch.no_grad():
+            own, other = ((net(inputs(recs))[:, 0] > 0).numpy() for recs in (test, flipped))
+    balanced = lambda y, p: (p[y].mean() + (~p[~y]).mean()) / 2
+    assert balanced(truth, own) > 0.85
+    # Same masks, other chest: the reading follows the chest drawn in most pairs.
+    assert np.mean((own == truth) & (other == ~truth)) > 0.6

@@ -18,6 +18,45 @@ real hearts do (calibrated on ../shared/notes/cardiac-physiology.md):
 - bSSFP contrast: blood bright, myocardium dark, fat bright, lungs dark, liver intermediate;
   Rician noise, a smooth coil bias field, random in-plane rotation and shift.
 
+Sex also shows outside the heart, as on real short-axis images, so that with the mask fixed an
+image can still be a woman's or a man's (:class:`Body`; in the prepared 150 mm crop it lies in
+the top rows, above the chest wall, and in the lungs' reach):
+
+- Breasts, in ``breast_share`` of women (default 85 %): bright fat with darker, lobulated
+  fibroglandular tissue, resting on the chest wall anterior to the heart, the left breast over
+  the LV's lateral wall (top right of the image). No study of how often breast tissue crosses
+  the mid-ventricular short-axis plane was found, so the share is set, not measured: the plane
+  crosses the lower breast in most women and misses it where the breast lies wholly above it
+  (small or high-set breasts) or after a mastectomy (about 2 % of women of these ages: some 4 %
+  live after breast cancer, about 40 % of them treated by mastectomy). Volume per breast is
+  log-normal, 450 mL at BMI 25 times (BMI / 25) ** 2.5, spread 0.37 in log units: median about
+  520 mL in the cohort (Hussain et al., Br J Radiol 1999: 561 mL by MRI stereology), a
+  coefficient of variation near 60 % as reported for breast volume, half of the variance from
+  BMI (Am J Hum Biol 2012, doi:10.1002/ajhb.22212) and none from age (Coltman, Steele &
+  McGhee, Ergonomics 2017: "Breast volume is affected by body mass index but not age"). Supine,
+  a breast is a half-ellipsoid whose projection falls from 0.6 to 0.46 of its half-width
+  between 45 and 80 years, because older breasts are more ptotic and splayed (Coltman et al.,
+  Ergonomics 2018); the slice cuts it between its middle and 60 % of the way to its lower edge.
+  The fibroglandular share is about 20 % at 55 years and BMI 25 (log-odds falling 0.04 a year
+  and 0.1 per BMI unit, spread 0.6), as dense breasts fall from 74 % of women in their 40s to
+  36 % in their 70s (Checka et al., AJR 2012) and with BMI (Gillman et al., Clin Imaging 2016).
+  On bSSFP it is intermediate (0.38), between muscle and blood.
+- Chest size: women's rib cage is smaller than men's of the same height (lung volumes 10-12 %
+  smaller; Bellemare, Jeanneret & Couture, Am J Respir Crit Care Med 2003), so the chest and
+  lungs scale with height / 170 cm, times 0.95 in women (spread 4 %); its front stays against
+  the heart, so a smaller chest curves more and brings the lungs closer.
+- Pectoral muscle, dark on bSSFP like the myocardium: 12 mm in men and 8.5 mm in women (upper
+  body muscle differs most between the sexes: 40 % against 33 % in the lower body, Janssen et
+  al., J Appl Physiol 2000), thinning 0.5 % a year after 50 (absolute muscle mass falls from the
+  end of the fifth decade, ibid.), spread 20 %.
+
+The body comes from its own random stream, separate from sex and BMI (:class:`BodyDraw`), so
+:func:`phantom_subject` can draw a subject's counterfactual: the same heart, mask, pose, bias
+field and noise with the chest and fat of the other sex or of another BMI. Diagnosis cannot be
+flipped that way (its cues lie in the heart, i.e. in the mask), nor age, whose cues outside the
+heart (breast shape and composition, a thinner pectoral muscle) are slight beside the wall
+thickening in the mask.
+
 Because women's hearts are smaller, a dilated female LV overlaps a normal male LV, and women's
 heart failure is more often the subtle preserved-EF kind: a classifier that learns heart failure
 mostly from men under-detects it in women, which is the bias cardiofair sets out to measure and
@@ -30,7 +69,8 @@ female, young and normal-BMI heart failure are rare, as in UK Biobank.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+import statistics
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -51,7 +91,8 @@ class PhantomConfig:
     Heart-failure odds are ``hf_reference_prevalence`` for a man in his 60s with overweight BMI,
     multiplied by ``hf_odds_female`` for women, ``hf_odds_per_decade`` per decade of age away
     from the 60s (raised to a negative power below), and ``hf_odds_bmi`` per WHO class.
-    ``hfpef_share`` is the share of heart failure with preserved ejection fraction, by sex.
+    ``hfpef_share`` is the share of heart failure with preserved ejection fraction, by sex;
+    ``breast_share`` the share of women whose breast tissue crosses the slice.
     """
 
     size: int = 64
@@ -70,6 +111,7 @@ class PhantomConfig:
         default_factory=lambda: {"underweight": 0.5, "normal": 0.35, "overweight": 1.0, "obese": 1.8}
     )
     hfpef_share: dict[str, float] = field(default_factory=lambda: {"Female": 0.65, "Male": 0.35})
+    breast_share: float = 0.85
     noise_sd: tuple[float, float] = (0.02, 0.05)
     max_rotation_deg: float = 15.0
     max_shift_mm: float = 6.0
@@ -79,6 +121,8 @@ class PhantomConfig:
             raise ValueError("phantom size must be at least 16 pixels")
         if not 0.0 <= self.female_fraction <= 1.0:
             raise ValueError("female_fraction must be in [0, 1]")
+        if not 0.0 <= self.breast_share <= 1.0:
+            raise ValueError("breast_share must be in [0, 1]")
         if not 0.0 < self.hf_reference_prevalence < 1.0:
             raise ValueError("hf_reference_prevalence must be in (0, 1)")
         if not self.age_min < self.age_max:
@@ -135,6 +179,104 @@ def sample_metadata(rng: np.random.Generator, config: PhantomConfig) -> dict[str
     }
 
 
+# Where the chest sits around the heart (mm; LV centre at the origin, x towards the patient's left,
+# y posterior): the front of the rib cage lies just anterior to the RV, which abuts the sternum, and
+# the sternum lies to the patient's right of the LV centre (image left).
+_RIB_CAGE_FRONT_MM = -50.0
+_STERNUM_X_MM = -30.0
+_CHEST_HALF_DEPTH_MM = 145.0
+# Waves summed into the fibroglandular pattern of the breast: enough for an irregular,
+# lobulated texture, few enough to cost little beside the rest of a frame.
+_GLAND_WAVES = 6
+
+
+@dataclass(frozen=True)
+class BodyDraw:
+    """The random part of one subject's tissue outside the heart, independent of sex and BMI.
+
+    :func:`body_for` combines it with sex, age, height and BMI; combining the same draw with the
+    other sex or another BMI gives the same subject's counterfactual body (see
+    :func:`phantom_subject`), with heart, pose and noise untouched.
+    """
+
+    epicardial_fat_mm: float
+    subcutaneous_fat_mm: float
+    thorax: float
+    pectoral: float
+    breast: float
+    breast_volume: float
+    breast_cut: float
+    breast_gap_mm: float
+    fibroglandular: float
+    gland_waves: tuple[tuple[float, float, float], ...]
+
+
+def draw_body(rng: np.random.Generator, epicardial_fat_mm: float, subcutaneous_fat_mm: float) -> BodyDraw:
+    """A subject's body draw: the two fat residuals (drawn with the heart) and the rest from ``rng``."""
+    return BodyDraw(
+        epicardial_fat_mm=epicardial_fat_mm,
+        subcutaneous_fat_mm=subcutaneous_fat_mm,
+        thorax=float(rng.normal()),
+        pectoral=float(rng.normal()),
+        breast=float(rng.random()),
+        breast_volume=float(rng.normal()),
+        breast_cut=float(rng.random()),
+        breast_gap_mm=float(np.clip(rng.normal(15.0, 6.0), 2.0, 35.0)),
+        fibroglandular=float(rng.normal()),
+        gland_waves=tuple(zip(rng.uniform(0.0, math.pi, _GLAND_WAVES).tolist(),
+                              rng.uniform(10.0, 25.0, _GLAND_WAVES).tolist(),
+                              rng.uniform(0.0, 2.0 * math.pi, _GLAND_WAVES).tolist())),
+    )
+
+
+@dataclass(frozen=True)
+class Body:
+    """Tissue outside the heart, in mm: fat, chest wall and, in most women, breasts.
+
+    ``breast_width_mm`` and ``breast_depth_mm`` are the half-width along the chest wall and the
+    projection from it of each breast's section in the slice; both are 0 without breast tissue.
+    """
+
+    epicardial_fat_mm: float
+    subcutaneous_fat_mm: float
+    thorax_scale: float
+    pectoral_mm: float
+    breast_width_mm: float
+    breast_depth_mm: float
+    fibroglandular_share: float
+    draw: BodyDraw
+
+
+def body_for(meta: Mapping[str, Any], draw: BodyDraw, config: PhantomConfig) -> Body:
+    """The tissue outside the heart of a subject with ``meta``'s sex, age, height and BMI (see the
+    module docstring for the figures behind each term)."""
+    female = meta["sex"] == "Female"
+    age, bmi = meta["age_years"], meta["bmi"]
+    thorax = meta["height_cm"] / 170.0 * (0.95 if female else 1.0) * math.exp(0.04 * draw.thorax)
+    pectoral = (8.5 if female else 12.0) * (1.0 - 0.005 * max(age - 50.0, 0.0)) * math.exp(0.2 * draw.pectoral)
+    width = depth = 0.0
+    if female and draw.breast < config.breast_share:
+        volume_mm3 = 450e3 * (bmi / 25.0) ** 2.5 * math.exp(0.37 * draw.breast_volume)
+        # Supine, a breast rests on the chest wall as a half-ellipsoid (cranio-caudal axis 0.85 of
+        # the medio-lateral one) that flattens and spreads with age.
+        flatness = 0.6 - 0.004 * (age - 45.0)
+        semi_axis = (volume_mm3 / (2.0 / 3.0 * math.pi * 0.85 * flatness)) ** (1.0 / 3.0)
+        # The slice crosses the breast somewhere between its middle and its lower edge.
+        section = math.sqrt(1.0 - (0.6 * draw.breast_cut) ** 2)
+        width, depth = semi_axis * section, flatness * semi_axis * section
+    dense_logit = -1.386 - 0.04 * (age - 55.0) - 0.1 * (bmi - 25.0) + 0.6 * draw.fibroglandular
+    return Body(
+        epicardial_fat_mm=float(np.clip(0.35 * (bmi - 19.0) + draw.epicardial_fat_mm, 0.5, 9.0)),
+        subcutaneous_fat_mm=float(np.clip(1.6 * (bmi - 17.0) + draw.subcutaneous_fat_mm, 2.0, 50.0)),
+        thorax_scale=float(thorax),
+        pectoral_mm=float(pectoral),
+        breast_width_mm=float(width),
+        breast_depth_mm=float(depth),
+        fibroglandular_share=float(1.0 / (1.0 + math.exp(-dense_logit))),
+        draw=draw,
+    )
+
+
 @dataclass
 class Anatomy:
     """The geometry and contrast of one subject's heart and chest, in mm."""
@@ -146,17 +288,16 @@ class Anatomy:
     rv_scale: float
     lv_ellipticity: float
     lv_axis_angle: float
-    epicardial_fat_mm: float
-    subcutaneous_fat_mm: float
     papillary_angle: float
     intensity_scale: float
+    body: Body
 
 
 def sample_anatomy(meta: Mapping[str, Any], rng: np.random.Generator, config: PhantomConfig | None = None) -> Anatomy:
     """Cardiac geometry that follows the subject's metadata (see the module docstring)."""
     config = config or PhantomConfig()
     female = meta["sex"] == "Female"
-    age, bmi = meta["age_years"], meta["bmi"]
+    age = meta["age_years"]
     bsa = math.sqrt(meta["height_cm"] * meta["weight_kg"] / 3600.0)
     index = (72.0 if female else 82.0) * (1.0 - 0.004 * (age - 60.0)) * rng.lognormal(0.0, 0.1)
     lvedv = index * bsa
@@ -174,30 +315,45 @@ def sample_anatomy(meta: Mapping[str, Any], rng: np.random.Generator, config: Ph
         lvef = float(np.clip(rng.normal(28.0, 7.0), 12.0, 42.0)) / 100.0
         rvef = float(np.clip(rng.normal(42.0, 8.0), 25.0, 60.0)) / 100.0
         wall *= rng.uniform(0.68, 0.85)
+    ellipticity, axis_angle = rng.uniform(0.9, 1.0), rng.uniform(0.0, math.pi)
+    epicardial_fat, subcutaneous_fat = rng.normal(0.0, 0.5), rng.normal(0.0, 2.0)
+    papillary_angle, intensity_scale = rng.uniform(-0.4, 0.4), rng.normal(1.0, 0.04)
+    # The rest of the body comes from a child stream: it consumes nothing from ``rng``, so every
+    # later draw of the subject (pose, bias field, noise) is what it was before the body existed.
+    draw = draw_body(rng.spawn(1)[0], float(epicardial_fat), float(subcutaneous_fat))
     return Anatomy(
         lvedv_ml=float(lvedv),
         lvef=lvef,
         rvef=rvef,
         lv_wall_mm=float(np.clip(wall, 4.0, 14.0)),
         rv_scale=float(rv_scale),
-        lv_ellipticity=float(rng.uniform(0.9, 1.0)),
-        lv_axis_angle=float(rng.uniform(0.0, math.pi)),
-        epicardial_fat_mm=float(np.clip(0.35 * (bmi - 19.0) + rng.normal(0.0, 0.5), 0.5, 9.0)),
-        subcutaneous_fat_mm=float(np.clip(1.6 * (bmi - 17.0) + rng.normal(0.0, 2.0), 2.0, 50.0)),
-        papillary_angle=float(rng.uniform(-0.4, 0.4)),
-        intensity_scale=float(rng.normal(1.0, 0.04)),
+        lv_ellipticity=float(ellipticity),
+        lv_axis_angle=float(axis_angle),
+        papillary_angle=float(papillary_angle),
+        intensity_scale=float(intensity_scale),
+        body=body_for(meta, draw, config),
     )
 
 
 def _soft(signed_distance_mm: np.ndarray, spacing_mm: float) -> np.ndarray:
     """Partial-volume membership of a shape from its signed distance (negative inside)."""
-    return np.clip(0.5 - signed_distance_mm / spacing_mm, 0.0, 1.0)
+    # In place on a fresh array: a subject paints dozens of shapes, and allocation dominates.
+    membership = signed_distance_mm / -spacing_mm
+    membership += 0.5
+    return np.clip(membership, 0.0, 1.0, out=membership)
 
 
 def _ellipse_distance(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
     # Approximate signed distance: exact for circles, good enough for the mild ellipses here.
-    rho = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
-    return (rho - 1.0) * math.sqrt(ax * ay)
+    rho = (x - cx) / ax
+    rho *= rho
+    across = (y - cy) / ay
+    across *= across
+    rho += across
+    np.sqrt(rho, out=rho)
+    rho -= 1.0
+    rho *= math.sqrt(ax * ay)
+    return rho
 
 
 def _paint(canvas: np.ndarray, membership: np.ndarray, value: float) -> None:
@@ -205,12 +361,61 @@ def _paint(canvas: np.ndarray, membership: np.ndarray, value: float) -> None:
     canvas += membership * value
 
 
+def render_chest(anatomy: Anatomy, x: np.ndarray, y: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """Noise-free chest wall, breasts, lungs and liver on world coordinates ``x, y`` (mm, LV at
+    origin): everything of a frame outside the heart and its fat. It does not move between ED
+    and ES, so :func:`render_frame` can take it drawn once for both."""
+    body, k = anatomy.body, anatomy.intensity_scale
+    img = np.zeros_like(x)
+    scale, pectoral, subcutaneous = body.thorax_scale, body.pectoral_mm, body.subcutaneous_fat_mm
+    # The rib cage is an ellipse whose front stays at the sternum, just anterior to the heart,
+    # whatever the chest's size; depth below its surface, in mm, is exact at the front.
+    half_depth = _CHEST_HALF_DEPTH_MM * scale
+    half_width, centre_y = 1.3 * half_depth, _RIB_CAGE_FRONT_MM + half_depth
+    depth = (np.sqrt((x / half_width) ** 2 + ((y - centre_y) / half_depth) ** 2) - 1.0) * half_depth
+    outside_muscle = _soft(pectoral - depth, spacing_mm)
+    breast = np.zeros_like(x)
+    glands = []
+    if body.breast_depth_mm > 0.0:
+        width, height = body.breast_width_mm, body.breast_depth_mm
+        # Each breast rests on the pectoral muscle beside the sternum; the left one (image
+        # right) lies over the heart's lateral wall, the right one mostly beyond the field.
+        for side in (1.0, -1.0):
+            cx = _STERNUM_X_MM + side * (body.draw.breast_gap_mm + width)
+            wall_y = centre_y - (half_depth + pectoral) * math.sqrt(
+                max(1.0 - (cx / (half_width * (1.0 + pectoral / half_depth))) ** 2, 0.0))
+            breast = np.maximum(breast, _soft(_ellipse_distance(x, y, cx, wall_y, width, height), spacing_mm))
+            # Fibroglandular tissue fills the breast's core, set off from the muscle by
+            # retromammary fat and from the skin by subcutaneous fat.
+            glands.append(_soft(_ellipse_distance(x, y, cx, wall_y, 0.7 * width, 0.75 * height), spacing_mm))
+        breast *= outside_muscle
+    _paint(img, np.maximum(_soft(depth - pectoral - subcutaneous, spacing_mm), breast), 0.92 * k)
+    _paint(img, _soft(depth - pectoral, spacing_mm), 0.24 * k)
+    _paint(img, _soft(depth, spacing_mm), 0.34 * k)
+    if glands:
+        pattern = sum(np.cos((x * math.cos(angle) + y * math.sin(angle)) * (2.0 * math.pi / wavelength) + phase)
+                      for angle, wavelength, phase in body.draw.gland_waves) / math.sqrt(_GLAND_WAVES / 2.0)
+        # The core is about 45 % of the breast's section: threshold the pattern so the dense
+        # share of the breast is the subject's fibroglandular share.
+        dense = min(body.fibroglandular_share / 0.45, 0.95)
+        threshold = statistics.NormalDist().inv_cdf(1.0 - dense)
+        gland = np.maximum(*glands) * _soft(pectoral + 5.0 - depth, spacing_mm)
+        _paint(img, gland * np.clip(0.5 + (pattern - threshold) / 0.6, 0.0, 1.0), 0.38 * k)
+    # Lungs and liver; the lungs follow the chest's size.
+    _paint(img, _soft(_ellipse_distance(x, y, 72.0 * scale, 20.0, 34.0 * scale, 62.0 * scale), spacing_mm), 0.05 * k)
+    _paint(img, _soft(_ellipse_distance(x, y, -88.0 * scale, 10.0, 30.0 * scale, 60.0 * scale), spacing_mm), 0.05 * k)
+    _paint(img, _soft(_ellipse_distance(x, y, -40.0, 78.0, 62.0, 34.0), spacing_mm), 0.44 * k)
+    return img
+
+
 def render_frame(
-    anatomy: Anatomy, x: np.ndarray, y: np.ndarray, spacing_mm: float, end_systole: bool, level: float = 0.0
+    anatomy: Anatomy, x: np.ndarray, y: np.ndarray, spacing_mm: float, end_systole: bool, level: float = 0.0,
+    chest: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free image and mask of one frame on world coordinates ``x, y`` (mm, LV at origin).
 
-    ``level`` moves the slice towards the apex (positive) or base (negative), in slices.
+    ``level`` moves the slice towards the apex (positive) or base (negative), in slices;
+    ``chest`` is :func:`render_chest` on the same coordinates, when already drawn.
     """
     radius_ed = math.sqrt(anatomy.lvedv_ml * 1000.0 / (math.pi * _LV_LENGTH_MM)) * (1.0 - 0.12 * level)
     myo_area = math.pi * ((radius_ed + anatomy.lv_wall_mm) ** 2 - radius_ed**2)
@@ -236,21 +441,10 @@ def render_frame(
     heart_d = np.minimum(epi_d, rv_wall_d)
     theta = np.arctan2(y, x)
     # Epicardial fat gathers in the grooves and over the RV free wall (anterior-left here).
-    fat_thickness = anatomy.epicardial_fat_mm * (0.35 + 0.65 * np.clip(np.cos(theta + 2.2), 0.0, 1.0))
-
-    subcut = anatomy.subcutaneous_fat_mm
-    body_cy, body_ay = 85.0, 145.0 + subcut
-    body_ax = 1.3 * body_ay
-    body_d = _ellipse_distance(x, y, 0.0, body_cy, body_ax, body_ay)
+    fat_thickness = anatomy.body.epicardial_fat_mm * (0.35 + 0.65 * np.clip(np.cos(theta + 2.2), 0.0, 1.0))
 
     k = anatomy.intensity_scale
-    img = np.zeros_like(x)
-    _paint(img, _soft(body_d, spacing_mm), 0.34 * k)
-    _paint(img, _soft(body_d, spacing_mm) * (1 - _soft(body_d + subcut, spacing_mm)), 0.92 * k)
-    _paint(img, _soft(body_d + subcut, spacing_mm) * (1 - _soft(body_d + subcut + 12.0, spacing_mm)), 0.3 * k)
-    _paint(img, _soft(_ellipse_distance(x, y, 72.0, 20.0, 34.0, 62.0), spacing_mm), 0.05 * k)
-    _paint(img, _soft(_ellipse_distance(x, y, -88.0, 10.0, 30.0, 60.0), spacing_mm), 0.05 * k)
-    _paint(img, _soft(_ellipse_distance(x, y, -40.0, 78.0, 62.0, 34.0), spacing_mm), 0.44 * k)
+    img = render_chest(anatomy, x, y, spacing_mm) if chest is None else chest.copy()
     _paint(img, _soft(heart_d - 4.0 - fat_thickness, spacing_mm), 0.36 * k)
     _paint(img, _soft(heart_d - fat_thickness, spacing_mm), 0.88 * k)
     _paint(img, _soft(rv_wall_d, spacing_mm), 0.27 * k)
@@ -292,8 +486,9 @@ def render_subject(
     bias = _bias_field(px / coords[-1], py / coords[-1], rng)
     sigma = rng.uniform(*config.noise_sd)
     images, masks = [], []
+    chest = render_chest(anatomy, x, y, spacing)
     for end_systole in (False, True):
-        clean, mask = render_frame(anatomy, x, y, spacing, end_systole, level)
+        clean, mask = render_frame(anatomy, x, y, spacing, end_systole, level, chest)
         signal = clean * bias
         noisy = np.hypot(signal + rng.normal(0.0, sigma, signal.shape), rng.normal(0.0, sigma, signal.shape))
         images.append(noisy)
@@ -301,15 +496,38 @@ def render_subject(
     return np.stack(images).astype(np.float32), np.stack(masks)
 
 
-def phantom_subject(index: int, seed: int, config: PhantomConfig, levels: tuple[float, ...] = (0.0,)) -> list[Record]:
+def _draw_subject(index: int, seed: int, config: PhantomConfig) -> tuple[np.random.Generator, dict[str, Any], Anatomy]:
+    rng = np.random.default_rng([seed, index])
+    meta = sample_metadata(rng, config)
+    return rng, meta, sample_anatomy(meta, rng, config)
+
+
+def phantom_anatomy(index: int, seed: int, config: PhantomConfig) -> tuple[dict[str, Any], Anatomy]:
+    """Metadata and anatomy (heart and body) of phantom subject ``index``, without drawing it."""
+    return _draw_subject(index, seed, config)[1:]
+
+
+def phantom_subject(index: int, seed: int, config: PhantomConfig, levels: tuple[float, ...] = (0.0,),
+                    cue_sex: str | None = None, cue_bmi: float | None = None) -> list[Record]:
     """The records of phantom subject ``index``: one per slice level, same subject and pose noise.
 
     The subject depends only on (seed, index), so cohorts can be made in any order or in
-    parallel and stay identical.
+    parallel and stay identical. ``cue_sex`` and ``cue_bmi`` draw the subject's counterfactual:
+    the tissue outside the heart (chest wall, breasts, subcutaneous and epicardial fat) as that of
+    this sex and this BMI, from the same random draw, while heart, mask, pose, bias field and
+    noise stay the subject's own. Its metadata stay the subject's, plus ``cue_sex`` and
+    ``cue_bmi``.
     """
-    rng = np.random.default_rng([seed, index])
-    meta = sample_metadata(rng, config)
-    anatomy = sample_anatomy(meta, rng, config)
+    if cue_sex not in (None, "Female", "Male"):
+        raise ValueError(f"cue_sex must be 'Female' or 'Male', not {cue_sex!r}")
+    if cue_bmi is not None and not 16.0 <= cue_bmi <= 50.0:
+        raise ValueError(f"cue_bmi must be within the phantom's BMI range 16-50, not {cue_bmi}")
+    rng, meta, anatomy = _draw_subject(index, seed, config)
+    cues = {}
+    if cue_sex is not None or cue_bmi is not None:
+        cues = {"cue_sex": cue_sex or meta["sex"], "cue_bmi": meta["bmi"] if cue_bmi is None else float(cue_bmi)}
+        cue_meta = {**meta, "sex": cues["cue_sex"], "bmi": cues["cue_bmi"]}
+        anatomy = replace(anatomy, body=body_for(cue_meta, anatomy.body.draw, config))
     subject_id = f"phantom-{index:06d}"
     records = []
     for level in levels:
@@ -326,6 +544,7 @@ def phantom_subject(index: int, seed: int, config: PhantomConfig, levels: tuple[
             "lvedv_ml": round(anatomy.lvedv_ml, 1),
             "lvef_percent": round(100.0 * anatomy.lvef, 1),
             "lv_wall_mm": round(anatomy.lv_wall_mm, 2),
+            **cues,
         }))
     return records
 
@@ -354,9 +573,7 @@ def phantom_volume(
     beyond the heart (above the base, below the apex) as on a real scan.
     """
     config = config or PhantomConfig()
-    rng = np.random.default_rng([seed, index])
-    meta = sample_metadata(rng, config)
-    anatomy = sample_anatomy(meta, rng, config)
+    rng, meta, anatomy = _draw_subject(index, seed, config)
     rows = (np.arange(shape[0]) - (shape[0] - 1) / 2.0) * spacing_mm[0] - centre_mm[0]
     cols = (np.arange(shape[1]) - (shape[1] - 1) / 2.0) * spacing_mm[1] - centre_mm[1]
     py, px = np.meshgrid(rows, cols, indexing="ij")
@@ -367,11 +584,12 @@ def phantom_volume(
     masks = {f: np.zeros(shape + (n_slices,), np.uint8) for f in ("ED", "ES")}
     mid = (n_slices - 1) / 2.0
     sigma = float(np.mean(config.noise_sd))
+    chest = render_chest(anatomy, x, y, min(spacing_mm[:2]))
     for z in range(n_slices):
         level = (z - mid) * 0.8
         inside_heart = 0 < z < n_slices - 1
         for frame in ("ED", "ES"):
-            clean, mask = render_frame(anatomy, x, y, min(spacing_mm[:2]), frame == "ES", level)
+            clean, mask = render_frame(anatomy, x, y, min(spacing_mm[:2]), frame == "ES", level, chest)
             noisy = np.hypot(clean + rng.normal(0.0, sigma, clean.shape), rng.normal(0.0, sigma, clean.shape))
             # Scanner units, as stored by a real acquisition, not [0, 1].
             images[frame][:, :, z] = (600.0 * noisy).astype(np.float32)

@@ -156,12 +156,14 @@ def _record(subject_id: str, dataset: str, meta: dict[str, Any], image: np.ndarr
     return Record(image=image, mask=mask, meta=record_meta)
 
 
-def prepare_phantom_subject(index: int, seed: int, config: PhantomConfig, settings: PrepareSettings) -> list[Record]:
-    """Phantom subject ``index`` as prepared records: drawn at the target size and field of view."""
+def prepare_phantom_subject(index: int, seed: int, config: PhantomConfig, settings: PrepareSettings,
+                            cue_sex: str | None = None, cue_bmi: float | None = None) -> list[Record]:
+    """Phantom subject ``index`` as prepared records: drawn at the target size and field of view;
+    ``cue_sex``/``cue_bmi`` prepare its counterfactual (see :func:`phantom_subject`)."""
     count = settings.slices_per_subject
     levels = tuple(float(level) for level in range(-((count - 1) // 2), count - (count - 1) // 2))
     records = []
-    for drawn in phantom_subject(index, seed, config, levels):
+    for drawn in phantom_subject(index, seed, config, levels, cue_sex, cue_bmi):
         meta = dict(drawn.meta)
         meta["prompt"] = build_prompt(meta, settings.schema)
         records.append(Record(image=normalise_intensity(drawn.image, settings.percentiles), mask=drawn.mask, meta=meta))
