@@ -444,6 +444,11 @@ def _add_evaluate_synthetic(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier-steps", type=int, default=700, help="attribute classifier training steps (default 700)")
     p.add_argument("--min-images", type=int, default=20,
                    help="fewest images for a distance to be reported (default 20); smaller cells say so")
+    p.add_argument("--model", type=Path, help="the trained generator (`cardiofair train`): draws real test masks "
+                   "under prompts that differ in one attribute (prompt_effects); without it only the phantom's "
+                   "reference pairs are measured")
+    p.add_argument("--counterfactual-pairs", type=int, default=32,
+                   help="real test masks drawn per attribute for prompt_effects (default 32)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
@@ -454,9 +459,9 @@ def _evaluate_synthetic(args: argparse.Namespace) -> int:
     from cardiofair.metrics.quality import QualitySettings, evaluate_synthetic, quality_summary_text
 
     settings = QualitySettings(steps=args.steps, classifier_steps=args.classifier_steps, min_images=args.min_images,
-                               seed=args.seed)
+                               seed=args.seed, counterfactual_pairs=args.counterfactual_pairs)
     report = evaluate_synthetic(args.real, args.synthetic, args.out, settings, evaluators_dir=args.evaluators,
-                                overwrite=args.overwrite, progress=not args.quiet)
+                                overwrite=args.overwrite, progress=not args.quiet, model_dir=args.model)
     print(quality_summary_text(report))
     print(f"wrote {args.out / 'synthetic_quality.json'}")
     return 0

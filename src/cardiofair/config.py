@@ -108,6 +108,7 @@ class QualityConfig:
     steps: int = 400
     classifier_steps: int = 700
     min_images: int = 20
+    counterfactual_pairs: int = 32
     seed: int = 0
 
 

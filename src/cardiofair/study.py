@@ -94,8 +94,8 @@ class Study:
                      *_options(vars(c.generate))]]
         if stage == "quality":
             return [["evaluate", "synthetic", "--real", str(data), "--synthetic", str(self.path("generate")),
-                     "--out", str(self.path("quality")), "--evaluators", str(self.folder / "evaluators"),
-                     *_options(vars(c.quality))]]
+                     "--model", str(self.path("train")), "--out", str(self.path("quality")),
+                     "--evaluators", str(self.folder / "evaluators"), *_options(vars(c.quality))]]
         if stage == "fairness":
             return [["evaluate", "fairness", "--real", str(data), "--synthetic", str(self.path("generate")),
                      "--out", str(self.path("fairness")), *_options(vars(c.fairness))]]

@@ -47,7 +47,18 @@ def quality_report():
                     "cells": {"Female|heart failure": privacy_scope},
                     "closest_pairs": [{"synthetic": "synthetic-c001-00003", "nearest_training_record": "phantom-000042",
                                        "pixel_distance": 0.092225, "flagged_as_copy": True}]},
+        "prompt_effects": {"pairs": 32, "seed": 0, "attributes": {
+            "sex": {"synthetic": _effect(["Female", "Male"], 0.03125, 0.015625, 0.0123),
+                    "real_reference": _effect(["Female", "Male"], 0.90625, 0.875, 0.7345)},
+            "age": {"synthetic": _effect(["40s", "70s"], 0.125, 0.0625, 0.0456),
+                    "real_reference": {"values": ["40s", "70s"], "n_pairs": 0, "status": "the phantom cannot draw "
+                                       "one subject both ways with the mask fixed: its age cues lie in the heart"}}}},
     }
+
+
+def _effect(values, moved, follows, shift):
+    return {"values": values, "n_pairs": 32, "status": "ok", "moved": moved, "follows_both": follows,
+            "probability_shift": shift}
 
 
 def _summary(mean, low=None, high=None, reason=None):

@@ -96,6 +96,9 @@ def test_tables_show_synthetic_beside_named_reference(full):
     assert "0.654" in sections["prompt-fidelity"] and "0.887" in sections["prompt-fidelity"]
     # age is barely readable on real images either: said so rather than left to mislead
     assert "barely reads age" in sections["prompt-fidelity"]
+    # prompt effects: the generator's pairs beside the phantom's own cues, and why age has no reference
+    assert "3.1%" in sections["prompt-fidelity"] and "90.6%" in sections["prompt-fidelity"]
+    assert "0.735" in sections["prompt-fidelity"] and "age cues lie in the heart" in sections["prompt-fidelity"]
     assert "5.6%" in sections["privacy"] and "5.7%" in sections["privacy"]
     assert "phantom-000042" in sections["closest-pairs"] and "0.092" in sections["closest-pairs"]
     assert "0.314 [0.20, 0.40]" in sections["fairness"] and "p = 0.432" in sections["fairness"]

@@ -20,10 +20,14 @@ missing)::
      "realism":        {"feature_space": str, "overall": SCOPE, "cells": {cell: SCOPE}},
      "mask_fidelity":  {"overall": SCOPE, "cells": {...}},
      "prompt_fidelity": {"overall": SCOPE, "cells": {...}},
-     "privacy":        {"threshold": {...}, "overall": SCOPE, "cells": {...}, "closest_pairs": [...]}}
+     "privacy":        {"threshold": {...}, "overall": SCOPE, "cells": {...}, "closest_pairs": [...]},
+     "prompt_effects": {"pairs": int, "seed": int, "attributes": {attribute: {"synthetic": EFFECT,
+                                                                             "real_reference": EFFECT}}}}
 
 where each SCOPE holds ``synthetic`` and ``real_reference`` figures side by side, the image
-counts they rest on, and a ``status`` ("ok" or the reason a figure is missing).
+counts they rest on, and a ``status`` ("ok" or the reason a figure is missing), and each EFFECT
+the counterfactual pairs' ``moved``, ``follows_both`` and ``probability_shift``
+(:mod:`cardiofair.metrics.counterfactual`) with ``values``, ``n_pairs`` and ``status``.
 """
 
 from __future__ import annotations
@@ -51,9 +55,16 @@ from cardiofair.data.records import (
     png_bytes,
     read_manifest,
 )
-from cardiofair.data.splits import SPLITS, check_splits
+from cardiofair.data.splits import SPLITS, check_splits, learned_held_out_subjects
 from cardiofair.errors import CardiofairError
-from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Evaluators, attribute_table, train_evaluators
+from cardiofair.metrics.evaluators import (
+    ATTRIBUTE_COLUMNS,
+    Augmentation,
+    Evaluators,
+    attribute_table,
+    train_evaluators,
+)
+from cardiofair.metrics.counterfactual import prompt_effects
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
 from cardiofair.metrics.realism import (
@@ -67,7 +78,7 @@ SCHEMA_VERSION = 1
 FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
                  "split (pooled last block, plus first-block channel means and standard deviations for texture), "
                  "standardised with the training set's statistics; not Inception, so not FID")
-EVALUATOR_VERSION = "evaluators-1"
+EVALUATOR_VERSION = "evaluators-2"
 
 
 class QualityError(CardiofairError):
@@ -81,11 +92,13 @@ class QualitySettings:
     steps: int = 400
     classifier_steps: int = 700
     batch: int = 32
+    augmentation: Augmentation = Augmentation()
     min_images: int = 20
     seed: int = 0
     kernel_subsets: int = 50
     ms_ssim_pairs: int = 300
     closest_pairs: int = 8
+    counterfactual_pairs: int = 32
 
 
 @dataclass
@@ -150,7 +163,7 @@ def training_hash(real: dict[str, ImageSet], settings: QualitySettings) -> str:
     masks (by content, not by name) and the training settings."""
     digest = hashlib.sha256(EVALUATOR_VERSION.encode())
     digest.update(json.dumps({k: v for k, v in asdict(settings).items()
-                              if k in ("steps", "classifier_steps", "batch", "seed")}, sort_keys=True).encode())
+                              if k in ("steps", "classifier_steps", "batch", "seed", "augmentation")}, sort_keys=True).encode())
     for name in ("train", "val"):
         order = np.argsort(real[name].rows["record_id"].astype(str).to_numpy(), kind="stable")
         digest.update(name.encode())
@@ -179,7 +192,7 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     train, val = real["train"], real["val"]
     evaluators = train_evaluators(train.images, train.masks, train.attributes, val.images, val.masks,
                                   val.attributes, steps=settings.steps, classifier_steps=settings.classifier_steps,
-                                  batch=settings.batch, seed=settings.seed)
+                                  batch=settings.batch, seed=settings.seed, augmentation=settings.augmentation)
     # Saved under a temporary name first, so a crash never leaves a half-written cache entry
     # that a later call would trust.
     staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
@@ -233,7 +246,9 @@ class Features:
 
 
 def _features(evaluators: Evaluators, sets: dict[str, ImageSet]) -> dict[str, Features]:
-    raw = {name: evaluators.features(s.images) for name, s in sets.items()}
+    # Held-out is val + test: their features are joined, not computed twice.
+    raw = {name: evaluators.features(s.images) for name, s in sets.items() if name != "held_out"}
+    raw["held_out"] = np.concatenate([raw["val"], raw["test"]])
     geometry = {name: mask_geometry(s.masks) for name, s in sets.items()}
     encode, shape = _standardiser(raw["train"]), _standardiser(geometry["train"])
     return {name: Features(encode(raw[name]), np.concatenate([encode(raw[name]), shape(geometry[name])], 1),
@@ -382,15 +397,19 @@ def _flat_rows(cells: dict[str, dict[str, Any]], attributes: list[str]) -> pd.Da
 
 def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.PathLike, out: str | os.PathLike,
                        settings: QualitySettings = QualitySettings(), evaluators_dir: str | os.PathLike | None = None,
-                       overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                       overwrite: bool = False, progress: bool = True,
+                       model_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Judge a synthetic dataset against the real one; write ``synthetic_quality.json``, per-cell
-    CSV tables, per-image figures and the closest-pairs picture to ``out``; return the report."""
+    CSV tables, per-image figures and the closest-pairs picture to ``out``; return the report.
+    With ``model_dir`` (the generator), ``prompt_effects`` also holds its counterfactual pairs."""
     real_root, synthetic_root, out = Path(real_root), Path(synthetic_root), Path(out)
     log = (lambda text: tqdm.write(text)) if progress else (lambda text: None)
     with StagingDirectory(out, overwrite=overwrite) as staging:
         real = load_real_splits(real_root, progress)
         synthetic = load_synthetic(synthetic_root, progress)
         check_compatible(real["train"], synthetic)
+        # Loaded first, so a wrong --model fails before the evaluators train.
+        generator = _load_generator(model_dir, real)
         evaluators, evaluator_folder = cached_evaluators(
             real, settings, Path(evaluators_dir) if evaluators_dir else None, log)
         held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
@@ -464,6 +483,8 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         overall_privacy["median_distance_to_mask_source"] = _median(mask_source[np.isfinite(mask_source)])
         overall_privacy["mask_source_not_in_train"] = int(np.isnan(mask_source).sum())
         chance = {name: 1.0 / len(values) for name, values in evaluators.classes.items()}
+        log(f"measuring prompt effects on {settings.counterfactual_pairs} real test masks per attribute"
+            + ("" if generator else " (no --model: the phantom reference only)"))
         report = {
             "schema": SCHEMA_VERSION,
             "real": {"path": str(real_root), **{f"n_{name}": len(real[name]) for name in real}},
@@ -484,6 +505,9 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                         "overall": overall_privacy,
                         "cells": {cell: privacy(cell) for cell in cells},
                         "closest_pairs": closest},
+            "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows, real["test"].masks,
+                                             real["test"].attributes, generator, settings.counterfactual_pairs,
+                                             settings.seed),
         }
         report = json_ready(report)
         atomic_write(staging.tmp / "synthetic_quality.json", json.dumps(report, indent=2) + "\n")
@@ -504,6 +528,27 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                          _closest_pairs_png(synthetic, real["train"], pixel_order, neighbours["synthetic", "pixel"]))
         staging.commit()
     return report
+
+
+def _load_generator(model_dir: str | os.PathLike | None, real: dict[str, ImageSet]) -> Any:
+    """The generator whose prompt effects are measured on real test masks: one that learned a
+    test subject would redraw that patient, not the prompt, so it is refused."""
+    if model_dir is None:
+        return None
+    # diffusers takes seconds to import: only a given model needs it.
+    from cardiofair.diffusion.sample import TrainedGenerator
+
+    generator = TrainedGenerator(model_dir)
+    rows = pd.concat([s.rows.assign(split=name) for name, s in real.items()], ignore_index=True)
+    leaked = learned_held_out_subjects(generator.info.get("training_subject_hashes", ()), rows)
+    if leaked:
+        raise QualityError(f"the model {model_dir} learned {len(leaked)} validation or test subject(s) (e.g. "
+                           f"{leaked[0]}): its drawings of test masks would show those patients; give a model "
+                           "trained on this split")
+    size = real["test"].masks.shape[-1]
+    if generator.size != size:
+        raise QualityError(f"the model {model_dir} draws {generator.size} px pairs but the real records are {size} px")
+    return generator
 
 
 def _mask_source_distances(synthetic: ImageSet, train: ImageSet, features: dict[str, Features]) -> np.ndarray:
@@ -550,6 +595,9 @@ def quality_summary_text(report: dict[str, Any]) -> str:
     for name, value in prompt["synthetic"].items():
         label = f"prompt {name} balanced acc. (chance {prompt['chance'][name]:.2f})"
         lines.append(f"{label:42s} {number(value):>10s} {number(prompt['real_reference'].get(name)):>10s}")
+    for name, effect in report["prompt_effects"]["attributes"].items():
+        lines.append(f"{'prompt effect ' + name + ' (share of pairs moved)':42s} "
+                     f"{number(effect['synthetic'].get('moved')):>10s} {number(effect['real_reference'].get('moved')):>10s}")
     privacy = report["privacy"]["overall"]
     for space in ("pixel", "encoder"):
         syn, ref = _pair(privacy, "copy_rate", space)

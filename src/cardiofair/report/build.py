@@ -345,7 +345,7 @@ class _Builder:
         quality = self.inputs.quality
         parts = [("realism", "Realism", [tables.realism_table, tables.evaluator_table]),
                  ("mask-fidelity", "Mask fidelity", [tables.mask_fidelity_table]),
-                 ("prompt-fidelity", "Prompt fidelity", [tables.prompt_fidelity_table]),
+                 ("prompt-fidelity", "Prompt fidelity", [tables.prompt_fidelity_table, tables.prompt_effects_table]),
                  ("privacy", "Privacy", [tables.privacy_table]),
                  ("quality-cells", "Quality per synthetic cell", [tables.cells_table])]
         if quality is None:

@@ -160,6 +160,33 @@ def prompt_fidelity_table(quality: Mapping[str, Any]) -> Table:
     return Table(caption, header, rows, notes)
 
 
+def prompt_effects_table(quality: Mapping[str, Any]) -> Table:
+    """How far changing one word of the prompt moves the judge, beside changing the real cues."""
+    effects = quality.get("prompt_effects") or {}
+    caption = (f"Prompt effects: {effects.get('pairs', 'no')} real test masks, each drawn with one seed under two "
+               "prompts that differ in one attribute only, read by the attribute classifier; reference: the same "
+               "real phantom subjects drawn with the cues of both values outside the heart (same heart, mask, pose "
+               "and noise).")
+    header = ["attribute (values)", "synthetic: reading moved", "synthetic: follows both", "synthetic: probability shift",
+              "reference: reading moved", "reference: follows both", "reference: probability shift"]
+    rows, notes = [], []
+    for attribute, scope in (effects.get("attributes") or {}).items():
+        values = " / ".join((scope.get("synthetic") or scope.get("real_reference") or {}).get("values") or [])
+        row = [f"{attribute} ({values})"]
+        for side in ("synthetic", "real_reference"):
+            effect = scope.get(side) or {}
+            if effect.get("status") == "ok":
+                row += [percent(effect.get("moved")), percent(effect.get("follows_both")),
+                        number(effect.get("probability_shift"))]
+            else:
+                row += [MISSING] * 3
+                notes.append(f"{attribute}, {side.replace('_', ' ')}: {effect.get('status', 'not measured')}")
+        rows.append(row)
+    if not effects:
+        notes.append("Not measured: this evaluation predates prompt effects.")
+    return Table(caption, header, rows, notes)
+
+
 def privacy_table(quality: Mapping[str, Any]) -> Table:
     """Copy rates and nearest-neighbour distances to the training set, beside real validation."""
     privacy = quality["privacy"]

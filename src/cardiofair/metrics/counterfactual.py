@@ -1,0 +1,153 @@
+"""Prompt effects measured apart from realism: the same mask and seed drawn under two prompts
+that differ in one attribute only, read by the attribute judge.
+
+Per-image prompt fidelity mixes two questions: does the image carry the prompted attribute, and
+can the judge read it through the generator's texture. Drawing one real test mask with one seed
+as, say, "Female, ..." and "Male, ..." and asking how often the judge's reading moves between the
+two versions answers the first alone: the mask, the seed and every other word are shared, so
+whatever moves was drawn because of the prompt.
+
+A figure needs its reference. On the phantom, a real subject can be drawn both ways too: the
+cues outside the heart (chest, breasts, fat) of the other sex or of another BMI, with the same
+heart, mask, pose and noise (:func:`cardiofair.data.phantom.phantom_subject`). Those pairs,
+prepared like the dataset and read by the same judge, say how far real cues move the judge.
+Age and diagnosis have no such reference: the phantom's cues for them lie in the heart, i.e.
+in the mask, which a counterfactual keeps fixed.
+
+For each attribute, over its pairs (version a, version b):
+
+- ``moved``: share of pairs whose predicted class differs between the versions;
+- ``follows_both``: share where the judge reads a in version a and b in version b;
+- ``probability_shift``: mean rise of the judge's probability for the prompted class when the
+  prompt (or cue) changes to it, averaged over both directions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from cardiofair.data.phantom import PhantomConfig
+from cardiofair.data.prepare import PrepareSettings, prepare_phantom_subject
+from cardiofair.metrics.evaluators import Evaluators
+from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, prompt_from_attributes
+
+# The two values each attribute is drawn as: the report's examples, and for sex and diagnosis
+# the only two.
+ATTRIBUTE_PAIRS: dict[str, tuple[str, str]] = {"sex": ("Female", "Male"), "age": ("40s", "70s"),
+                                               "bmi": ("normal", "obese"), "diagnosis": ("healthy", "heart failure")}
+# A phantom subject is redrawn with the fat of a BMI in the middle of each WHO class.
+CUE_BMI = {"underweight": 17.5, "normal": 22.0, "overweight": 27.5, "obese": 33.0}
+NOT_DRAWABLE = ("the phantom cannot draw one subject both ways with the mask fixed: its {attribute} cues lie in "
+                "the heart, i.e. in the mask")
+
+
+def pair_readings(evaluators: Evaluators, attribute: str, values: tuple[str, str], first: np.ndarray,
+                  second: np.ndarray) -> dict[str, Any]:
+    """How the judge's reading of ``attribute`` moves between two versions of the same images,
+    ``first`` showing ``values[0]`` and ``second`` ``values[1]`` (both (N, 2, H, W) in [0, 1])."""
+    classes = evaluators.classes[attribute]
+    a, b = classes.index(values[0]), classes.index(values[1])
+    p_first, p_second = (evaluators.probabilities(images)[attribute] for images in (first, second))
+    read_first, read_second = p_first.argmax(1), p_second.argmax(1)
+    return {"values": list(values), "n_pairs": len(first), "status": "ok",
+            "moved": float(np.mean(read_first != read_second)),
+            "follows_both": float(np.mean((read_first == a) & (read_second == b))),
+            "probability_shift": float(np.mean((p_first[:, a] - p_second[:, a] + p_second[:, b] - p_first[:, b]) / 2))}
+
+
+def _unreadable(evaluators: Evaluators, attribute: str, values: tuple[str, str]) -> str | None:
+    classes = evaluators.classes.get(attribute)
+    if classes is None:
+        return f"the judge does not read {attribute} (it had fewer than two known values in the training split)"
+    missing = [v for v in values if v not in classes]
+    return f"the judge never saw {attribute} {', '.join(missing)} in the training split" if missing else None
+
+
+def choose_pairs(attributes: pd.DataFrame, count: int, seed: int) -> np.ndarray:
+    """Positions of up to ``count`` records with every attribute known, drawn with ``seed``:
+    the masks every attribute's pairs share."""
+    complete = np.flatnonzero(~attributes.eq("unknown").any(axis=1).to_numpy())
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(complete, min(count, len(complete)), replace=False))
+
+
+def generator_effects(generator: Any, evaluators: Evaluators, masks: np.ndarray, attributes: pd.DataFrame,
+                      seed: int) -> dict[str, dict[str, Any]]:
+    """Per attribute, the judge's readings of each mask drawn by ``generator`` (a
+    :class:`~cardiofair.diffusion.sample.TrainedGenerator`) as both of its values, the rest of
+    the prompt being the record's own and the seed shared by both versions."""
+    info = generator.info.get("prompt_schema")
+    schema = PromptSchema.from_dict(info) if info else DEFAULT_SCHEMA
+    base = attributes[[a for a in schema.attributes if a in attributes.columns]].to_dict("records")
+    seeds = [seed * 100003 + i for i in range(len(masks))]
+    effects = {}
+    for attribute, values in ATTRIBUTE_PAIRS.items():
+        reason = _unreadable(evaluators, attribute, values)
+        if attribute not in schema.attributes:
+            reason = f"the generator's prompts have no {attribute}"
+        if reason or not len(masks):
+            effects[attribute] = {"values": list(values), "n_pairs": 0, "status": reason or "no test masks"}
+            continue
+        prompts = [prompt_from_attributes({**row, attribute: value}, schema) for value in values for row in base]
+        images = generator.sample(np.concatenate([masks, masks]), prompts, seeds + seeds)
+        effects[attribute] = pair_readings(evaluators, attribute, values, images[:len(masks)], images[len(masks):])
+    return effects
+
+
+def phantom_effects(real_root: Path, rows: pd.DataFrame, evaluators: Evaluators) -> dict[str, dict[str, Any]]:
+    """Per attribute, the judge's readings of the real phantom subjects of ``rows`` drawn with the
+    cues of both values (sex; BMI through the fat of a mid-class BMI), prepared as the dataset
+    was; why not, where the dataset is not the phantom or the attribute cannot be drawn so."""
+    preparation = json.loads((Path(real_root) / "prepare.json").read_text())
+    effects: dict[str, dict[str, Any]] = {}
+    for attribute, values in ATTRIBUTE_PAIRS.items():
+        reason = _unreadable(evaluators, attribute, values)
+        if preparation.get("source") != "phantom":
+            reason = "the real dataset is not the phantom: no subject can be drawn both ways"
+        elif attribute not in ("sex", "bmi"):
+            reason = NOT_DRAWABLE.format(attribute=attribute)
+        if reason or rows.empty:
+            effects[attribute] = {"values": list(values), "n_pairs": 0, "status": reason or "no test subjects"}
+            continue
+        cues = [{"cue_sex": value} if attribute == "sex" else {"cue_bmi": CUE_BMI[value]} for value in values]
+        first, second = (_phantom_versions(preparation, rows, cue) for cue in cues)
+        effects[attribute] = pair_readings(evaluators, attribute, values, first, second)
+    return effects
+
+
+def _phantom_versions(preparation: Mapping[str, Any], rows: pd.DataFrame, cue: Mapping[str, Any]) -> np.ndarray:
+    """The images of the phantom records ``rows`` drawn with ``cue`` and prepared with the
+    settings ``prepare.json`` recorded (subject ids name the index: ``phantom-000123``)."""
+    config = PhantomConfig.from_dict(preparation["phantom"])
+    recorded = preparation["prepare"]
+    settings = PrepareSettings(**{**recorded, "percentiles": tuple(recorded["percentiles"]),
+                                  "schema": PromptSchema.from_dict(recorded["schema"])})
+    images = []
+    for row in rows.to_dict("records"):
+        index = int(re.fullmatch(r"phantom-(\d+)", str(row["subject_id"])).group(1))
+        drawn = prepare_phantom_subject(index, int(preparation["seed"]), config, settings, **cue)
+        images.append(next(r.image for r in drawn if r.meta["record_id"] == row["record_id"]))
+    return np.stack(images)
+
+
+def prompt_effects(evaluators: Evaluators, real_root: Path, test_rows: pd.DataFrame, test_masks: np.ndarray,
+                   test_attributes: pd.DataFrame, generator: Any | None, count: int, seed: int) -> dict[str, Any]:
+    """The ``prompt_effects`` section of ``synthetic_quality.json``: per attribute, the generator's
+    pairs (``synthetic``) beside the phantom's (``real_reference``), on the same ``count`` real
+    test masks."""
+    picked = choose_pairs(test_attributes, count, seed)
+    rows, masks, attributes = test_rows.iloc[picked], test_masks[picked], test_attributes.iloc[picked]
+    if generator is None:
+        synthetic = {a: {"values": list(v), "n_pairs": 0, "status": "no generator given (--model)"}
+                     for a, v in ATTRIBUTE_PAIRS.items()}
+    else:
+        synthetic = generator_effects(generator, evaluators, masks, attributes.reset_index(drop=True), seed)
+    reference = phantom_effects(real_root, rows, evaluators)
+    return {"pairs": len(picked), "seed": seed,
+            "attributes": {a: {"synthetic": synthetic[a], "real_reference": reference[a]} for a in ATTRIBUTE_PAIRS}}
