@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-slow test-all bench clean
 
 install: $(VENV)/.installed
 
@@ -20,12 +20,17 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/cardiofair run
 
+# The fast suite: every test but those marked slow or gpu (pyproject.toml), a few minutes on 2 cores.
 test: install
 	$(BIN)/python -m pytest
 
-# Slow tests too (GPU tests still need a GPU).
-test-all: install
-	$(BIN)/python -m pytest -m "not gpu"
+# The slow tests alone: whole studies (the smoke study and every shipped real-cohort study on a
+# small cohort in its layout), generation killed and resumed, training with two processes.
+test-slow: install
+	$(BIN)/python -m pytest -m "slow and not gpu"
+
+# Everything a CPU machine can run (GPU tests still need a GPU).
+test-all: test test-slow
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py

@@ -14,20 +14,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from cardiofair.balance import PlanSettings, plan_synthesis
 from cardiofair.data.prepare import prepare_phantom
 from cardiofair.data.records import read_manifest
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.diffusion.train import TrainSettings, train
-from cardiofair.generate import GenerationSettings, generate
+from cardiofair.generate import GenerateSettings, generate
+from cardiofair.plan import PlanSettings, plan_synthesis
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="trained model directory (default: cpu preset, one step)")
     parser.add_argument("--n-real", type=int, default=300, help="phantom subjects to plan from")
-    parser.add_argument("--batch-size", type=int, default=GenerationSettings().batch_size)
+    parser.add_argument("--batch-size", type=int, default=GenerateSettings().batch_size)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -40,7 +40,7 @@ def main() -> None:
         n = int(plan["synthetic_count"].sum())
         sampler = TrainedGenerator.read_card(model)["sampling"]
         start = time.perf_counter()
-        generate(model, tmp / "real", plan, tmp / "synthetic", GenerationSettings(batch_size=args.batch_size),
+        generate(model, tmp / "real", plan, tmp / "synthetic", GenerateSettings(batch_size=args.batch_size),
                  progress=False)
         seconds = time.perf_counter() - start
     print(f"machine: {os.cpu_count()} cores; model {model if args.model else 'cpu preset (1 step)'}; sampler {sampler}")

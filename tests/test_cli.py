@@ -54,3 +54,27 @@ def test_real_source_needs_a_root(tmp_path, capsys):
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "cardiofair", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "prepare" in result.stdout and "summary" in result.stdout
+
+
+def test_an_unexpected_error_inside_a_stage_prints_its_traceback_and_asks_for_a_report(tmp_path, capsys,
+                                                                                        monkeypatch):
+    import cardiofair.plan
+
+    out = tmp_path / "d"
+    assert main(["prepare", "--source", "phantom", "--n", "30", "--out", str(out), "--quiet"]) == 0
+    assert main(["split", str(out)]) == 0
+    capsys.readouterr()
+
+    def broken(manifest, settings):
+        # Stands in for a bug in planning: an error cardiofair does not expect from the user's input.
+        return {}["no such cell"]
+
+    monkeypatch.setattr(cardiofair.plan, "plan_synthesis", broken)
+    assert main(["plan", str(out), "--out", str(tmp_path / "plan.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "KeyError: 'no such cell'" in err
+    assert "this is a bug in cardiofair" in err and "please report it" in err
+    # A user's mistake stays one line, without a traceback.
+    assert main(["plan", str(out), "--out", str(tmp_path / "plan.csv"), "--strategy", "prevalence"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "--target-prevalence must be in (0, 1)" in err

@@ -1,5 +1,11 @@
 """The errors a user can fix: the command line prints them in one line, no traceback.
 
+Every problem with the user's input, files or settings is a :class:`CardiofairError` (or a
+subclass), and its message says what to change. Anything else that escapes a command is a bug
+in cardiofair and is shown with its traceback. The subclasses that replace a built-in error
+also derive from it (``SettingsError`` is a ``ValueError``), so code that caught the built-in
+keeps working.
+
 Kept free of heavy imports so the command line can catch them without loading numpy or torch.
 """
 
@@ -10,6 +16,29 @@ import os
 
 class CardiofairError(Exception):
     """A problem with the user's input, files or settings, explained in its message."""
+
+
+class SettingsError(CardiofairError, ValueError):
+    """A setting out of its range or at odds with another. ``key`` names the setting (a field
+    of a stage's settings) when one alone is at fault, so the command line can say ``--n`` and
+    a study file ``prepare.n``."""
+
+    def __init__(self, key: str | None, problem: str):
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key} {problem}" if key else problem)
+
+
+class InputError(CardiofairError, ValueError):
+    """An input (a dataset, a table, a file) that cannot be used as given."""
+
+
+class MissingInputError(CardiofairError, FileNotFoundError):
+    """An input that is not where the user said it is."""
+
+
+class OutputExistsError(CardiofairError, FileExistsError):
+    """The output exists and overwriting was not asked for."""
 
 
 class SubjectError(Exception):

@@ -23,39 +23,33 @@ import pandas as pd
 from scipy import ndimage
 from tqdm import tqdm
 
-from cardiofair.balance import MASK_POLICIES, REQUIRED_PLAN_COLUMNS
 from cardiofair.data.records import (
     MANIFEST_COLUMNS,
     DatasetWriter,
+    ImageSizeError,
     Record,
-    atomic_write,
-    load_record,
+    load_images,
     manifest_row,
     read_manifest,
+    read_pair_nifti,
     write_record_files,
 )
-from cardiofair.data.splits import learned_held_out_subjects, training_rows
-from cardiofair.data.summary import with_cells
+from cardiofair.data.split import learned_held_out_subjects, training_rows
+from cardiofair.data.summary import summary_text, with_cells
+from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
-from cardiofair.errors import CardiofairError
-from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, parse_prompt, prompt_from_attributes
+from cardiofair.errors import CardiofairError, OutputExistsError
+from cardiofair.io import atomic_write
+from cardiofair.plan import REQUIRED_PLAN_COLUMNS, read_plan
+from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, parse_prompt, prompt_from_attributes
+from cardiofair.settings import MASK_POLICIES, GenerateSettings, SampleSettings
 
 RUN_FILE = "generate-run.json"
 
 
 class GenerationError(CardiofairError):
     """A plan, model and dataset that cannot be generated together."""
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Everything that decides the synthetic records; stored with the run to resume it safely."""
-
-    seed: int = 0
-    batch_size: int = 32
-    augment_masks: bool = False
-    sampler: SamplerSettings | None = None
 
 
 def record_seed(run_seed: int, record_id: str) -> int:
@@ -115,7 +109,7 @@ class Job:
     source_index: int
 
 
-def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerationSettings,
+def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSettings,
               schema: PromptSchema = DEFAULT_SCHEMA) -> list[Job]:
     """The synthetic records a plan asks for, each with its seed and mask source."""
     missing = [c for c in REQUIRED_PLAN_COLUMNS if c not in plan.columns]
@@ -138,7 +132,7 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: Generation
             source = choose_mask_source(row["mask_policy"], cell, candidates, binned, np.random.default_rng(seed))
             # Attributes the plan leaves out are taken from the record that lends the mask, so the
             # model gets a full prompt, as in training, that agrees with the geometry it is given.
-            completed = {a: v for a, v in binned.loc[source].items() if v != "unknown"}
+            completed = {a: v for a, v in binned.loc[source].items() if v != UNKNOWN}
             prompt = prompt_from_attributes({**completed, **cell}, schema)
             jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, source))
     return jobs
@@ -151,10 +145,11 @@ def _check_compatible(generator: TrainedGenerator, manifest: pd.DataFrame, candi
         raise GenerationError(f"the model learned {len(leaked)} validation or test subject(s) of {dataset} (e.g. "
                               f"{leaked[0]}): it was trained before this split or on another one, so its images "
                               f"could carry held-out patients into training; train it again on this split")
-    first = load_record(dataset, candidates.iloc[0].to_dict())
-    if first.image.shape[1:] != (generator.size, generator.size):
-        raise GenerationError(f"the model draws {generator.size} px pairs but {dataset} holds "
-                              f"{first.image.shape[1]} px records: prepare the dataset with --size {generator.size}")
+    try:
+        load_images(dataset, candidates.iloc[:1], size=generator.size,
+                    hint=f"; the model draws {generator.size} px pairs: prepare the dataset with --size {generator.size}")
+    except ImageSizeError as error:
+        raise GenerationError(str(error)) from None
     if generator.info.get("prompt_schema") not in (None, DEFAULT_SCHEMA.to_dict()):
         raise GenerationError(f"the model was trained with prompt schema {generator.info['prompt_schema']}, not the "
                               f"default {DEFAULT_SCHEMA.to_dict()}")
@@ -165,24 +160,27 @@ def generate(
     dataset: str | os.PathLike,
     plan: pd.DataFrame,
     out: str | os.PathLike,
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerateSettings = GenerateSettings(),
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = True,
 ) -> Path:
     """Make every synthetic record of ``plan`` into a prepared dataset at ``out``.
 
-    Run again after a crash, it continues; run again when complete, it changes nothing.
+    Run again after a crash, it continues; run again when complete, it changes nothing. An
+    ``out`` holding a run of other settings is replaced with ``overwrite``; with ``resume``
+    false, ``overwrite`` replaces even a run of the same settings.
     """
     dataset, out = Path(dataset), Path(out)
     manifest = read_manifest(dataset)
     candidates = training_rows(manifest)
     generator = TrainedGenerator(model_dir)
     _check_compatible(generator, manifest, candidates, dataset)
-    sampler = settings.sampler or generator.defaults
+    sampler = generator.defaults.override(**settings.sampler_overrides())
     jobs = plan_jobs(plan, candidates, settings)
     run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()), "settings": asdict(settings),
            "sampler": asdict(sampler), "jobs": hashlib.sha256(json.dumps([asdict(j) for j in jobs]).encode()).hexdigest()}
-    _start_or_resume(out, run, overwrite)
+    _start_or_resume(out, run, overwrite, resume)
 
     batches = [jobs[i:i + settings.batch_size] for i in range(0, len(jobs), settings.batch_size)]
     rows_dir = out / "rows"
@@ -201,14 +199,15 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
-def _start_or_resume(out: Path, run: dict, overwrite: bool) -> None:
+def _start_or_resume(out: Path, run: dict, overwrite: bool, resume: bool) -> None:
     run_file = out / RUN_FILE
-    if out.exists() and overwrite:
+    same = run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run))
+    if out.exists() and overwrite and not (resume and same):
         shutil.rmtree(out)
     if out.exists():
         if not run_file.is_file():
-            raise FileExistsError(f"{out} exists and is not a cardiofair generation run; pass --overwrite to replace it")
-        if json.loads(run_file.read_text()) != json.loads(json.dumps(run)):
+            raise OutputExistsError(f"{out} exists and is not a cardiofair generation run; pass --overwrite to replace it")
+        if not same:
             raise GenerationError(f"{out} was started with another model, dataset, plan or settings; pass --overwrite "
                                   f"to start again")
         return
@@ -217,27 +216,55 @@ def _start_or_resume(out: Path, run: dict, overwrite: bool) -> None:
 
 
 def _make_batch(batch: Sequence[Job], generator: TrainedGenerator, sampler: SamplerSettings, candidates: pd.DataFrame,
-                dataset: Path, out: Path, settings: GenerationSettings) -> list[dict]:
-    sources = [load_record(dataset, candidates.loc[job.source_index].to_dict()) for job in batch]
+                dataset: Path, out: Path, settings: GenerateSettings) -> list[dict]:
+    sources = load_images(dataset, candidates.loc[[job.source_index for job in batch]])
     masks = []
-    for job, source in zip(batch, sources):
+    for job, mask in zip(batch, sources.masks):
         # The warp's generator is separate from the mask choice's, and both depend on the seed alone.
-        masks.append(warp_mask(source.mask, np.random.default_rng([job.seed, 1])) if settings.augment_masks
-                     else source.mask)
+        masks.append(warp_mask(mask, np.random.default_rng([job.seed, 1])) if settings.augment_masks else mask)
     images = generator.sample(np.stack(masks), [job.prompt for job in batch], [job.seed for job in batch], sampler,
                               batch_size=len(batch))
     rows = []
-    for job, source, mask, image in zip(batch, sources, masks, images):
-        attributes = parse_prompt(job.prompt)
-        record = Record(image, mask, {
-            "record_id": job.record_id, "subject_id": job.record_id, "dataset": "synthetic",
-            "sex": attributes.get("sex"), "diagnosis": attributes.get("diagnosis"), "prompt": job.prompt,
-            "pixel_spacing_mm": source.meta["pixel_spacing_mm"], "slice_index": source.meta.get("slice_index"),
-            "is_synthetic": True, "cell": job.cell, "seed": job.seed, "mask_policy": job.mask_policy,
-            "mask_source": source.meta["subject_id"], "mask_source_record": source.meta["record_id"],
-            "mask_augmented": settings.augment_masks, **generator.provenance(sampler)})
+    for job, source, mask, image in zip(batch, sources.rows.to_dict("records"), masks, images):
+        record = synthetic_record(image, mask, job.record_id, job.prompt, job.seed, source["pixel_spacing_mm"],
+                                  source["slice_index"], generator.provenance(sampler), cell=job.cell,
+                                  mask_policy=job.mask_policy, mask_source=source["subject_id"],
+                                  mask_source_record=source["record_id"], mask_augmented=settings.augment_masks)
         rows.append(manifest_row(record, write_record_files(out, record)))
     return rows
+
+
+def synthetic_record(image: np.ndarray, mask: np.ndarray, record_id: str, prompt: str, seed: int, spacing_mm: float,
+                     slice_index: Any, provenance: dict[str, Any], **extra: Any) -> Record:
+    """A synthetic record with the metadata every synthetic record carries: its own id as
+    subject id (never a real subject's), the prompted attributes, its seed, the provenance of
+    the model and sampler, and ``extra`` columns (where its mask came from)."""
+    attributes = parse_prompt(prompt)
+    return Record(image, mask, {
+        "record_id": record_id, "subject_id": record_id, "dataset": "synthetic", "sex": attributes.get("sex"),
+        "diagnosis": attributes.get("diagnosis"), "prompt": prompt, "pixel_spacing_mm": spacing_mm,
+        "slice_index": slice_index, "is_synthetic": True, "seed": seed, **extra, **provenance})
+
+
+def sample(model_dir: str | os.PathLike, mask_path: str | os.PathLike, prompt: str, out: str | os.PathLike,
+           settings: SampleSettings = SampleSettings(), overwrite: bool = False) -> Path:
+    """`cardiofair sample`: ``settings.n`` synthetic pairs drawn for one mask pair (a prepared
+    record's mask file) and one prompt, as a prepared dataset at ``out``. Image i uses seed
+    ``settings.seed * 100003 + i``, so the same call gives the same files."""
+    parse_prompt(prompt)  # a prompt outside the grammar is refused before the model is loaded
+    quiet_model_loading()
+    mask, spacing, _ = read_pair_nifti(mask_path)
+    generator = TrainedGenerator(model_dir)
+    sampler = generator.defaults.override(**settings.sampler_overrides())
+    seeds = [settings.seed * 100003 + i for i in range(settings.n)]
+    masks = np.repeat(mask[None].astype(np.uint8), settings.n, axis=0)
+    images = generator.sample(masks, [prompt] * settings.n, seeds, sampler, settings.batch_size, progress=True)
+    with DatasetWriter(out, overwrite=overwrite) as writer:
+        for i, (image, seed) in enumerate(zip(images, seeds)):
+            writer.add(synthetic_record(image, mask, f"synthetic-{settings.seed}-{i:04d}", prompt, seed, spacing, 0,
+                                        generator.provenance(sampler), mask_source=str(mask_path)))
+        return writer.finish({"command": "sample", "model": str(model_dir), "prompt": prompt, "n": settings.n,
+                              "seed": settings.seed, "sampler": generator.provenance(sampler)})
 
 
 def _write_manifest(out: Path, n_batches: int, run: dict) -> None:
@@ -266,3 +293,17 @@ def merge_datasets(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
                     row[column] = f"{folder}/{target.name}"
                 writer.add_rows([row])
         return writer.finish({"source": "cardiofair merge", "real": str(real), "synthetic": str(synthetic)})
+
+
+def run(settings: GenerateSettings, *, model: str | os.PathLike, dataset: str | os.PathLike,
+        plan: str | os.PathLike, out: str | os.PathLike, resume: bool = True, overwrite: bool = False,
+        progress: bool = True) -> Path:
+    """`cardiofair generate`: every record of the plan CSV at ``plan`` (see :func:`generate`)."""
+    quiet_model_loading()
+    return generate(model, dataset, read_plan(plan), out, settings, overwrite=overwrite, progress=progress,
+                    resume=resume)
+
+
+def summary(out: Path, paths: Any) -> str:
+    """The synthetic dataset's subgroup table."""
+    return summary_text(out)

@@ -13,12 +13,20 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from cardiofair.errors import InputError, SettingsError
+
 SEXES = ("Female", "Male")
 # WHO adult BMI classes: underweight < 18.5, normal < 25, overweight < 30, obese >= 30.
 BMI_CLASSES = ("underweight", "normal", "overweight", "obese")
 BMI_THRESHOLDS = (18.5, 25.0, 30.0)
 ATTRIBUTES = ("sex", "age", "bmi", "diagnosis")
+# How a cell spells an attribute a record does not have: counted as a group of its own, never guessed.
+UNKNOWN = "unknown"
 
+
+
+class PromptError(InputError):
+    """A prompt or a metadata value outside the prompt grammar."""
 
 def is_missing(value: Any) -> bool:
     """True for None, NaN and the empty or NA-like strings of CSV exports."""
@@ -54,7 +62,7 @@ def normalise_sex(value: Any, numeric_codes: bool = False) -> str | None:
     Accepts Female/Male, F/M and woman/man; with ``numeric_codes``, also UK Biobank's
     data-field 31 coding (0 female, 1 male). Numbers are refused otherwise, because cohorts
     disagree on them (1/2 elsewhere) and a wrong guess would silently relabel half the cohort.
-    Anything else raises ``ValueError``.
+    Anything else raises :class:`PromptError`.
     """
     if is_missing(value):
         return None
@@ -67,7 +75,7 @@ def normalise_sex(value: Any, numeric_codes: bool = False) -> str | None:
     if text in male:
         return "Male"
     expected = "Female/Male, F/M" + (" or 0/1" if numeric_codes else "")
-    raise ValueError(f"unknown sex code {value!r} (expected {expected})")
+    raise PromptError(f"unknown sex code {value!r} (expected {expected})")
 
 
 @dataclass(frozen=True)
@@ -80,9 +88,10 @@ class PromptSchema:
     def __post_init__(self) -> None:
         unknown = [a for a in self.attributes if a not in ATTRIBUTES]
         if unknown:
-            raise ValueError(f"unknown prompt attribute(s) {unknown}; choose from {list(ATTRIBUTES)}")
+            raise SettingsError("attributes", f"has unknown prompt attribute(s) {unknown}; choose from "
+                                f"{list(ATTRIBUTES)}")
         if self.age_bin_width < 1:
-            raise ValueError("age_bin_width must be a positive number of years")
+            raise SettingsError("age_bin_width", "must be a positive number of years")
 
     @property
     def sensitive_attributes(self) -> tuple[str, ...]:
@@ -133,7 +142,7 @@ def build_prompt(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA)
     """The text prompt of one record, e.g. ``"Female, age in 60s, normal BMI, heart failure"``."""
     values = binned_attributes(meta, schema)
     if values.get("diagnosis") and "," in values["diagnosis"]:
-        raise ValueError(f"diagnosis {values['diagnosis']!r} contains a comma, which the prompt grammar reserves")
+        raise PromptError(f"diagnosis {values['diagnosis']!r} contains a comma, which the prompt grammar reserves")
     return ", ".join(_phrase(a, v) for a, v in values.items() if v is not None)
 
 
@@ -146,15 +155,15 @@ def prompt_from_attributes(values: Mapping[str, str | None], schema: PromptSchem
     """
     unknown = [a for a in values if a not in schema.attributes]
     if unknown:
-        raise ValueError(f"attribute(s) {unknown} are not in the prompt schema {list(schema.attributes)}")
+        raise PromptError(f"attribute(s) {unknown} are not in the prompt schema {list(schema.attributes)}")
     prompt = ", ".join(_phrase(a, values[a]) for a in schema.attributes if values.get(a) is not None)
     expected = {a: values.get(a) for a in schema.attributes}
     try:
         parsed = parse_prompt(prompt, schema)
     except ValueError as error:
-        raise ValueError(f"values {dict(values)} make the prompt {prompt!r}, which does not parse back: {error}") from None
+        raise PromptError(f"values {dict(values)} make the prompt {prompt!r}, which does not parse back: {error}") from None
     if parsed != expected:
-        raise ValueError(f"values {dict(values)} make the prompt {prompt!r}, which parses back as {parsed}")
+        raise PromptError(f"values {dict(values)} make the prompt {prompt!r}, which parses back as {parsed}")
     return prompt
 
 
@@ -165,7 +174,7 @@ _BMI_PATTERN = re.compile(r"^(" + "|".join(BMI_CLASSES) + r") BMI$")
 def parse_prompt(prompt: str, schema: PromptSchema = DEFAULT_SCHEMA) -> dict[str, str | None]:
     """The inverse of :func:`build_prompt`: binned attributes, None for those left out.
 
-    Raises ``ValueError`` on a phrase that fits no attribute of the schema, or on an attribute
+    Raises :class:`PromptError` on a phrase that fits no attribute of the schema, or on an attribute
     given twice, so that a hand-written prompt with a typo is reported rather than half-read.
     """
     values: dict[str, str | None] = {a: None for a in schema.attributes}
@@ -173,7 +182,7 @@ def parse_prompt(prompt: str, schema: PromptSchema = DEFAULT_SCHEMA) -> dict[str
     for phrase in phrases:
         attribute, value = _parse_phrase(phrase, schema)
         if values[attribute] is not None:
-            raise ValueError(f"prompt {prompt!r} gives {attribute} twice")
+            raise PromptError(f"prompt {prompt!r} gives {attribute} twice")
         values[attribute] = value
     return values
 
@@ -191,17 +200,17 @@ def _parse_phrase(phrase: str, schema: PromptSchema) -> tuple[str, str]:
         return "bmi", bmi.group(1)
     if "diagnosis" in attributes and not (phrase in SEXES or age or bmi):
         return "diagnosis", phrase
-    raise ValueError(f"prompt phrase {phrase!r} matches no attribute of {list(attributes)}")
+    raise PromptError(f"prompt phrase {phrase!r} matches no attribute of {list(attributes)}")
 
 
 def subgroup_cell(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA) -> tuple[str, ...]:
     """The subgroup cell of a record: its binned sensitive attributes then its diagnosis.
 
-    Unknown values are spelled ``"unknown"`` so that such records are counted, not dropped.
+    Unknown values are spelled :data:`UNKNOWN` so that such records are counted, not dropped.
     """
     values = binned_attributes(meta, schema)
     ordered = [a for a in schema.attributes if a != "diagnosis"] + (["diagnosis"] if "diagnosis" in values else [])
-    return tuple(values[a] or "unknown" for a in ordered)
+    return tuple(values[a] or UNKNOWN for a in ordered)
 
 
 def cell_columns(schema: PromptSchema = DEFAULT_SCHEMA) -> tuple[str, ...]:

@@ -1,11 +1,12 @@
 """`cardiofair run`: the whole study, one stage after another, resumable.
 
-Each stage is one or two ordinary `cardiofair` commands writing to ``runs/<name>/<stage>/``.
-When a stage finishes, ``runs/<name>/.stages/<stage>.json`` records its command lines, a
-fingerprint of them and of every upstream stage, and its duration. A stage is skipped when its
-record exists with the same fingerprint: a run killed halfway continues from the stage it was
-in (training from its last checkpoint, generation from its last batch), and a changed setting
-redoes its stage and everything downstream, nothing else.
+Each stage is called directly (:meth:`cardiofair.stages.Stage.run`) with its section of the
+configuration and writes to ``runs/<name>/<stage>/``. When a stage finishes,
+``runs/<name>/.stages/<stage>.json`` records the equivalent command line (what a reader runs to
+redo that stage by hand), a fingerprint of it and of every upstream stage's, and its duration. A
+stage is skipped when its record exists with the same fingerprint: a run killed halfway
+continues from the stage it was in (training from its last checkpoint, generation from its last
+batch), and a changed setting redoes its stage and everything downstream, nothing else.
 """
 
 from __future__ import annotations
@@ -18,107 +19,78 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cardiofair import __version__
 from cardiofair.config import StudyConfig, config_yaml, resolve
-from cardiofair.data.records import atomic_write
 from cardiofair.errors import CardiofairError
+from cardiofair.io import atomic_write
+from cardiofair.options import input_paths
+from cardiofair.stages import REPORT, STAGES, Stage
 
-STAGES = ("prepare", "train", "plan", "generate", "quality", "fairness", "report")
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
 
 class StageFailed(CardiofairError):
-    """A stage's command exited with an error (its message was printed above)."""
-
-
-def _options(values: dict[str, Any], skip: Sequence[str] = ()) -> list[str]:
-    """Command-line options of a configuration section: ``max_steps: 200`` -> ``--max-steps 200``;
-    ``None`` and ``False`` are left out (the command's default), ``True`` is a bare flag."""
-    argv: list[str] = []
-    for key, value in values.items():
-        if key in skip or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list):
-            argv += [flag, ",".join(str(v) for v in value)]
-        elif isinstance(value, dict):
-            argv += [flag, ",".join(f"{k}={v}" for k, v in value.items())]
-        else:
-            argv += [flag, str(value)]
-    return argv
+    """A stage stopped on a problem with the study's input or settings (named in the message)."""
 
 
 @dataclass
 class Study:
-    """A configuration bound to its run folder; knows every stage's commands."""
+    """A configuration bound to its run folder; knows every stage's settings, paths and command."""
 
     config: StudyConfig
     base: Path
 
     @property
     def folder(self) -> Path:
-        return resolve(self.base, str(self.config.folder)) if not Path(self.config.runs).is_absolute() \
-            else self.config.folder
+        return resolve(self.base, self.config.folder)
 
     def path(self, stage: str) -> Path:
         return self.folder / stage
 
-    def _paths(self, values: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-        return {k: (str(resolve(self.base, v)) if k in keys and v else v) for k, v in values.items()}
+    def settings(self, stage: Stage) -> Any:
+        """The stage's section of the configuration, its input paths resolved against the file."""
+        section = getattr(self.config, stage.name)
+        return replace(section, **{k: str(resolve(self.base, v)) for k, v in input_paths(section).items()})
 
-    def commands(self, stage: str) -> list[list[str]]:
-        """The `cardiofair` command lines of a stage (without --overwrite/--resume)."""
-        c, data = self.config, self.path("prepare")
-        if stage == "prepare":
-            prepare = self._paths(vars(c.data), ("root", "metadata", "phantom_config"))
-            phantom_only = ("n", "phantom_config") if c.data.source != "phantom" else ()
-            return [["prepare", "--out", str(data), *_options(prepare, skip=("test", "val", "licence") + phantom_only)],
-                    ["split", str(data), "--test", str(c.data.test), "--val", str(c.data.val),
-                     "--seed", str(c.data.seed)]]
-        if stage == "train":
-            train = self._paths(vars(c.train), ("weights", "sd_config"))
-            if train["num_processes"] == 1:
-                train.pop("num_processes")
-            return [["train", str(data), "--out", str(self.path("train")), *_options(train)]]
-        if stage == "plan":
-            plan = self._paths(vars(c.plan), ("targets",))
-            return [["plan", str(data), "--out", str(self.path("plan") / "plan.csv"), *_options(plan)]]
-        if stage == "generate":
-            return [["generate", "--model", str(self.path("train")), "--dataset", str(data), "--plan",
-                     str(self.path("plan") / "plan.csv"), "--out", str(self.path("generate")),
-                     *_options(vars(c.generate))]]
-        if stage == "quality":
-            return [["evaluate", "synthetic", "--real", str(data), "--synthetic", str(self.path("generate")),
-                     "--model", str(self.path("train")), "--out", str(self.path("quality")),
-                     "--evaluators", str(self.folder / "evaluators"), *_options(vars(c.quality))]]
-        if stage == "fairness":
-            return [["evaluate", "fairness", "--real", str(data), "--synthetic", str(self.path("generate")),
-                     "--out", str(self.path("fairness")), *_options(vars(c.fairness))]]
-        if stage == "report":
-            return [["report", "--real", str(data), "--synthetic", str(self.path("generate")),
-                     "--model", str(self.path("train")), "--quality", str(self.path("quality")),
-                     "--fairness", str(self.path("fairness")), "--plan", str(self.path("plan") / "plan.csv"),
-                     "--out", str(self.path("report")), "--metadata", str(self.folder / "run.json"),
-                     "--licence", c.data.licence,
-                     "--counterfactuals" if c.report.counterfactuals else "--no-counterfactuals"]]
-        raise ValueError(f"unknown stage {stage!r}")
+    def paths(self, stage: Stage) -> dict[str, Path | None]:
+        """Where the stage reads and writes in the run folder: each stage reads its upstream
+        stages' folders."""
+        data, model, plan, synthetic = (self.path("prepare"), self.path("train"), self.path("plan") / "plan.csv",
+                                        self.path("generate"))
+        layout: dict[str, dict[str, Path | None]] = {
+            "prepare": {"out": data},
+            "split": {"dataset": data},
+            "train": {"dataset": data, "out": model},
+            "plan": {"dataset": data, "out": plan},
+            "generate": {"model": model, "dataset": data, "plan": plan, "out": synthetic},
+            "quality": {"real": data, "synthetic": synthetic, "out": self.path("quality"),
+                        "evaluators": self.folder / "evaluators", "model": model},
+            "fairness": {"real": data, "synthetic": synthetic, "out": self.path("fairness")},
+            "report": {"real": data, "synthetic": synthetic, "model": model, "quality": self.path("quality"),
+                       "fairness": self.path("fairness"), "plan": plan, "metadata": self.folder / "run.json",
+                       "out": self.path("report")},
+        }
+        return layout[stage.name]
 
-    def fingerprint(self, stage: str) -> str:
-        """Changes when the stage's commands or any upstream stage's do."""
+    def command_line(self, stage: Stage) -> list[str]:
+        """The command that runs the stage by hand, as the study runs it."""
+        return stage.command_line(self.settings(stage), self.paths(stage))
+
+    def fingerprint(self, stage: Stage) -> str:
+        """Changes when the stage's command line or any upstream stage's does."""
         digest = hashlib.sha256(__version__.encode())
-        for name in STAGES[:STAGES.index(stage) + 1]:
-            digest.update(json.dumps(self.commands(name)).encode())
+        for upstream in STAGES[:STAGES.index(stage) + 1]:
+            digest.update(json.dumps(self.command_line(upstream)).encode())
         return digest.hexdigest()[:16]
 
-    def record_path(self, stage: str) -> Path:
-        return self.folder / ".stages" / f"{stage}.json"
+    def record_path(self, stage: Stage) -> Path:
+        return self.folder / ".stages" / f"{stage.name}.json"
 
-    def finished(self, stage: str) -> dict[str, Any] | None:
+    def finished(self, stage: Stage) -> dict[str, Any] | None:
         """The stage's record when it finished with the current settings, else None."""
         try:
             record = json.loads(self.record_path(stage).read_text())
@@ -126,64 +98,48 @@ class Study:
             return None
         return record if record.get("fingerprint") == self.fingerprint(stage) else None
 
-    def restart_flags(self, stage: str, command: list[str]) -> list[str]:
-        """How to start a stage whose output folder may hold an earlier attempt: training and
-        generation continue where they stopped; everything else starts again."""
-        out = Path(command[command.index("--out") + 1]) if "--out" in command else None
-        if out is None or not out.exists():
-            return []
-        if stage == "train":
-            return ["--resume"] if (out / "training" / "checkpoints").is_dir() and \
-                not (out / "cardiofair.json").is_file() else ["--overwrite"]
-        if stage == "generate":
-            return []
-        return ["--overwrite"]
-
 
 def run_study(study: Study, force: Sequence[str] = (), dry_run: bool = False,
-              execute: Callable[[list[str]], int] | None = None, log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print) -> Path:
     """Run every stage that is not already finished with the same settings; return the report."""
-    from cardiofair.cli import main
-
-    execute = execute or main
-    unknown = [s for s in force if s not in STAGES]
+    unknown = [s for s in force if s not in STAGE_NAMES]
     if unknown:
-        raise CardiofairError(f"--force: unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        raise CardiofairError(f"--force: unknown stage(s) {unknown}; stages are {', '.join(STAGE_NAMES)}")
     if not dry_run:
         study.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(study.folder / "config.yaml", config_yaml(study.config))
     redo = False
     for index, stage in enumerate(STAGES):
-        redo = redo or stage in force
+        redo = redo or stage.name in force
         record = None if redo else study.finished(stage)
+        step = f"[{index + 1}/{len(STAGES)}] {stage.name}"
         if record is not None:
-            log(f"[{index + 1}/{len(STAGES)}] {stage}: done earlier ({record['seconds']:.0f} s), skipped")
+            log(f"{step}: done earlier ({record['seconds']:.0f} s), skipped")
             continue
         # Once a stage is redone, everything after it must be redone too.
         redo = True
-        log(f"[{index + 1}/{len(STAGES)}] {stage}: " + " && ".join(shlex.join(["cardiofair", *c])
-                                                                  for c in study.commands(stage)))
+        log(f"{step}: {shlex.join(study.command_line(stage))}")
         if dry_run:
             continue
-        if stage in force and study.record_path(stage).exists():
-            study.record_path(stage).unlink()
+        study.record_path(stage).unlink(missing_ok=True)
+        if stage is REPORT:
+            atomic_write(study.folder / "run.json", json.dumps(run_metadata(study), indent=2) + "\n")
         started = time.monotonic()
-        for command in study.commands(stage):
-            if stage == "plan":
-                study.path("plan").mkdir(parents=True, exist_ok=True)
-            if stage == "report":
-                _write_metadata(study)
-            code = execute(command + study.restart_flags(stage, command))
-            if code:
-                raise StageFailed(f"stage {stage} failed (exit {code}); fix the problem and run the same "
-                                  f"command again: finished stages are kept")
+        try:
+            # An earlier attempt of the stage may be in its folder: continue it where the stage
+            # can (train, generate), replace it otherwise.
+            result = stage.run(study.settings(stage), study.paths(stage), resume=True, overwrite=True)
+        except CardiofairError as error:
+            raise StageFailed(f"stage {stage.name}: {error}\nFix the problem and run the same command again: "
+                              "finished stages are kept.") from error
         seconds = time.monotonic() - started
+        log(stage.summary(result, study.paths(stage)))
         study.record_path(stage).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(study.record_path(stage),
-                     json.dumps({"stage": stage, "fingerprint": study.fingerprint(stage),
-                                 "commands": study.commands(stage), "seconds": round(seconds, 1),
+                     json.dumps({"stage": stage.name, "fingerprint": study.fingerprint(stage),
+                                 "command": study.command_line(stage), "seconds": round(seconds, 1),
                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
-        if stage == "report":
+        if stage is REPORT:
             shutil.copyfile(study.path("report") / "report.html", study.folder / "report.html")
     return study.folder / "report.html"
 
@@ -194,12 +150,13 @@ def stage_times(study: Study) -> dict[str, float]:
     for stage in STAGES:
         record = study.finished(stage)
         if record is not None:
-            times[stage] = record["seconds"]
+            times[stage.name] = record["seconds"]
     return times
 
 
 def run_metadata(study: Study) -> dict[str, Any]:
-    """What a reader needs to reproduce the run: versions, seeds, hardware, time per stage."""
+    """What a reader needs to reproduce the run: versions, seeds, hardware, the command of each
+    stage and its time."""
     import importlib.metadata as metadata
 
     import torch
@@ -213,15 +170,12 @@ def run_metadata(study: Study) -> dict[str, Any]:
     c = study.config
     return {
         "study": c.name, "folder": str(study.folder), "versions": versions,
-        "seeds": {"data": c.data.seed, "train": c.train.seed, "generate": c.generate.seed,
-                  "quality": c.quality.seed, "fairness": c.fairness.seed},
+        "seeds": {stage.name: getattr(c, stage.name).seed for stage in STAGES
+                  if hasattr(getattr(c, stage.name), "seed")},
         "hardware": {"platform": platform.platform(), "processor": platform.machine(),
                      "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"},
         "seconds_per_stage": stage_times(study),
+        "commands": {stage.name: shlex.join(study.command_line(stage)) for stage in STAGES},
         "config": c.to_dict(),
     }
-
-
-def _write_metadata(study: Study) -> None:
-    atomic_write(study.folder / "run.json", json.dumps(run_metadata(study), indent=2) + "\n")

@@ -13,9 +13,13 @@ from typing import Iterable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from cardiofair.data.case import ACDC_LABELS, CaseSource
-from cardiofair.data.records import SubjectError
+from cardiofair.data.diagnoses import ACDC_GROUPS
+from cardiofair.data.phantom import PhantomConfig
+from cardiofair.data.phantom_export import write_phantom_ukbb
+from cardiofair.errors import SubjectError
 
 SHAPE = (48, 40)
 SLICES = 5
@@ -117,6 +121,77 @@ def write_acdc_patient(folder: Path, ed: int = 1, es: int = 4, group: str = "DCM
     for number, cavity in ((ed, ED_CAVITY), (es, ES_CAVITY)):
         write_frame(folder / f"{name}_frame{number:02d}.nii.gz", folder / f"{name}_frame{number:02d}_gt.nii.gz",
                     cavity, seed=number, dtype=dtype, labels=ACDC_LABELS)
+
+
+# The 2021 release's information CSV (211230_M&Ms_Dataset_information_diagnosis_opendataset.csv).
+MNMS_HEADER = ("External code", "VendorName", "Vendor", "Centre", "ED", "ES", "Pathology", "Sex", "Age", "Height",
+               "Weight")
+MNMS_ROWS = {
+    "A0S9V9": ["A0S9V9", "Siemens", "A", 1, 0, 3, "HCM", "M", 45, 178.0, 80.0],
+    "A1K2P5": ["A1K2P5", "Philips", "B", 2, 2, 5, "NOR", "F", 38, 165.0, 60.0],
+    "C2L5P7": ["C2L5P7", "GE", "C", 4, 0, 3, "DCM", "F", 61, "", ""],
+    "E3F5U2": ["E3F5U2", "Canon", "D", 5, 0, 3, "HHD", "M", 70, 170.0, 85.0],
+}
+MNMS_TABLE = "211230_M&Ms_Dataset_information_diagnosis_opendataset.csv"
+
+
+def write_cine(folder: Path, code: str, ed: int, es: int, frames: int = 6, labelled: bool = True) -> None:
+    """One M&Ms subject: ``folder/code/code_sa.nii.gz``, the 4D cine, and its masks (ED and ES frames only)."""
+    images, masks = cine(frames, ed, es)
+    write_nifti(folder / code / f"{code}_sa.nii.gz", images)
+    if labelled:
+        write_nifti(folder / code / f"{code}_sa_gt.nii.gz", masks)
+
+
+def write_acdc_cohort(root: Path, per_weight: Sequence[tuple[float, int]] = ((70.0, 10), (95.0, 13))) -> Path:
+    """An ACDC database (training/ and testing/ of patientNNN folders): for each of ACDC's five
+    groups and each weight (height 175 cm: BMI 22.9 and 31.0 by default), that many patients.
+    Every subgroup cell is large enough to reach the validation and test splits, and the BMI
+    classes are unequal, so that a plan has something to fill."""
+    number = 0
+    for group in ACDC_GROUPS:
+        for weight, count in per_weight:
+            for _ in range(count):
+                number += 1
+                folder = root / ("testing" if number % 3 == 0 else "training") / f"patient{number:03d}"
+                write_acdc_patient(folder, group=group, height=175.0, weight=weight)
+    return root
+
+
+def write_mnms_cohort(root: Path, per_sex: Sequence[tuple[str, int]] = (("F", 10), ("M", 13))) -> Path:
+    """An M&Ms-1 release: ``root/Training/Labeled/<code>/`` cines and the information CSV, with
+    that many subjects of each sex per pathology (unequal, so that a plan has something to fill),
+    spread over four vendors and centres."""
+    vendors = (("Siemens", "A", 1), ("Philips", "B", 2), ("GE", "C", 3), ("Canon", "D", 5))
+    rows = []
+    for pathology in ("NOR", "DCM", "HCM", "HHD"):
+        for sex, count in per_sex:
+            for _ in range(count):
+                code = f"M{len(rows):05d}"
+                write_cine(root / "Training" / "Labeled", code, 0, 3)
+                name, vendor, centre = vendors[len(rows) % len(vendors)]
+                rows.append([code, name, vendor, centre, 0, 3, pathology, sex, 63, 172.0, 80.0])
+    write_csv(root / MNMS_TABLE, MNMS_HEADER, rows)
+    return root
+
+
+def write_ukbb_cohort(root: Path, n: int, columns: Mapping[str, str]) -> Path:
+    """``n`` phantom subjects in UK Biobank's layout (``root/<eid>/sa_ED.nii.gz`` ...) with a
+    metadata CSV whose columns are named as ``columns`` maps cardiofair's fields (a study file's
+    ``prepare.columns``); returns the CSV. Every subject is in his or her 60s with overweight BMI
+    and heart failure is common, so that a small cohort still fills every split."""
+    config = PhantomConfig(age_min=60.0, age_max=69.9, bmi_median=27.0, bmi_log_sd=0.01,
+                           hf_reference_prevalence=0.5, hf_odds_female=1.0)
+    exported = pd.read_csv(write_phantom_ukbb(root, n, seed=3, config=config, shape=(80, 88), n_slices=6), dtype=str)
+    table = pd.DataFrame({columns["subject_id"]: exported["eid"], columns["sex"]: exported["sex"],
+                          columns["age_years"]: exported["age"], columns["height_cm"]: exported["height"],
+                          columns["weight_kg"]: exported["weight"], columns["icd10"]: exported["icd10"],
+                          columns["bmi"]: (exported["weight"].astype(float)
+                                           / (exported["height"].astype(float) / 100) ** 2).round(1)})
+    path = root / "participants.csv"
+    table.to_csv(path, index=False)
+    (root / "metadata.csv").unlink()
+    return path
 
 
 def load_all(sources: Iterable[CaseSource]) -> tuple[dict, dict[str, SubjectError]]:

@@ -1,27 +1,23 @@
 import numpy as np
 import pytest
-from cohort_fixtures import ED_CAVITY, ES_CAVITY, SHAPE, SLICES, cine, heart_mask, load_all, write_csv, write_frame, write_nifti
+from cohort_fixtures import (
+    ED_CAVITY,
+    ES_CAVITY,
+    MNMS_HEADER,
+    MNMS_ROWS,
+    MNMS_TABLE,
+    SHAPE,
+    SLICES,
+    cine,
+    heart_mask,
+    load_all,
+    write_cine,
+    write_csv,
+    write_frame,
+    write_nifti,
+)
 
 from cardiofair.data import mnms
-
-# The 2021 release's information CSV (211230_M&Ms_Dataset_information_diagnosis_opendataset.csv).
-MNMS_HEADER = ("External code", "VendorName", "Vendor", "Centre", "ED", "ES", "Pathology", "Sex", "Age", "Height",
-               "Weight")
-MNMS_ROWS = {
-    "A0S9V9": ["A0S9V9", "Siemens", "A", 1, 0, 3, "HCM", "M", 45, 178.0, 80.0],
-    "A1K2P5": ["A1K2P5", "Philips", "B", 2, 2, 5, "NOR", "F", 38, 165.0, 60.0],
-    "C2L5P7": ["C2L5P7", "GE", "C", 4, 0, 3, "DCM", "F", 61, "", ""],
-    "E3F5U2": ["E3F5U2", "Canon", "D", 5, 0, 3, "HHD", "M", 70, 170.0, 85.0],
-}
-MNMS_TABLE = "211230_M&Ms_Dataset_information_diagnosis_opendataset.csv"
-
-
-def write_cine(folder, code, ed, es, frames=6, labelled=True):
-    images, masks = cine(frames, ed, es)
-    write_nifti(folder / code / f"{code}_sa.nii.gz", images)
-    if labelled:
-        write_nifti(folder / code / f"{code}_sa_gt.nii.gz", masks)
-
 
 @pytest.fixture
 def mnms_root(tmp_path):

@@ -12,7 +12,8 @@ from cardiofair.data.prepare import (
     run_prepare,
     select_slices,
 )
-from cardiofair.data.records import SubjectError, read_manifest
+from cardiofair.data.records import read_manifest
+from cardiofair.errors import SubjectError
 
 
 def scanner_case(rotate_deg=0.0, seed=0, subject_id="case-1"):

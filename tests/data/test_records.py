@@ -4,13 +4,12 @@ import pytest
 from cardiofair.data.records import (
     MANIFEST_COLUMNS,
     DatasetWriter,
-    OutputExistsError,
     Record,
-    SubjectError,
     load_dataset,
     read_manifest,
     read_pair_nifti,
 )
+from cardiofair.errors import OutputExistsError, SubjectError
 
 
 def _record(rid="s1", spacing=1.5):

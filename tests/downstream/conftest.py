@@ -5,17 +5,10 @@ import shutil
 import pytest
 from downstream_fixtures import rows_of, write_synthetic
 
-from cardiofair.data.prepare import PrepareSettings, prepare_phantom
-from cardiofair.data.records import read_manifest
-from cardiofair.data.splits import assign_splits, write_splits
-
 
 @pytest.fixture(scope="session")
-def split_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("downstream") / "phantom32"
-    prepare_phantom(240, 0, root, settings=PrepareSettings(size=32), progress=False, workers=1)
-    write_splits(root, assign_splits(read_manifest(root), test=0.25, val=0.2, seed=0))
-    return root
+def split_dataset(split_phantom):
+    return split_phantom(240, 32, test=0.25, val=0.2)
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ import pytest
 from downstream_fixtures import blank_attribute, rows_of, write_synthetic
 
 from cardiofair.data.records import read_manifest
-from cardiofair.data.splits import SplitError
+from cardiofair.data.split import SplitError
 from cardiofair.downstream.arms import (
     ExperimentError,
     equalized_odds_thresholds,
     load_cohort,
     planned_cells,
+    positive_class,
     training_set,
 )
 
@@ -133,6 +134,30 @@ def test_missing_sensitive_attribute_keeps_the_record_in_training(dataset_copy):
     used = set(cohort.table["record_id"].iloc[chosen.rows])
     assert set(train_ids) <= used
     assert (cohort.table.set_index("record_id").loc[train_ids, "sex"] == "unknown").all()
+
+
+def test_the_positive_class_may_be_several_diagnoses_or_every_disease():
+    present = ["healthy", "dilated cardiomyopathy", "myocardial infarction", "unknown"]
+    assert positive_class(("heart failure",), present) == (("heart failure",), "heart failure")
+    assert positive_class(("dilated cardiomyopathy", "myocardial infarction"), present, "cardiomyopathy or MI") == \
+        (("dilated cardiomyopathy", "myocardial infarction"), "cardiomyopathy or MI")
+    assert positive_class(("non-healthy",), present) == \
+        (("dilated cardiomyopathy", "myocardial infarction"), "any disease")
+    with pytest.raises(ExperimentError, match="cannot be 'healthy'"):
+        positive_class(("healthy",), present)
+
+
+def test_a_cohort_labels_every_diagnosis_of_the_positive_set(dataset_copy):
+    manifest = read_manifest(dataset_copy)
+    failing = manifest.index[manifest["diagnosis"] == "heart failure"]
+    manifest.loc[failing[::2], "diagnosis"] = "dilated cardiomyopathy"
+    manifest.to_csv(dataset_copy / "manifest.csv", index=False)
+    only_heart_failure = load_cohort(dataset_copy)
+    assert len(only_heart_failure.excluded) == len(failing[::2])
+    both = load_cohort(dataset_copy, positive=("heart failure", "dilated cardiomyopathy"), positive_name="failing")
+    assert both.excluded == [] and both.positive_name == "failing"
+    assert both.table["label"].sum() == len(failing) and len(both.records) == len(manifest)
+    assert both.records.images.shape == (len(manifest), 2, 32, 32)
 
 
 def test_equalized_odds_post_processing_closes_a_built_in_gap():

@@ -5,22 +5,18 @@ import json
 
 import pytest
 
-from cardiofair.balance import PlanSettings, plan_synthesis, write_plan
-from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import read_manifest
-from cardiofair.data.splits import assign_splits, training_rows, write_splits
+from cardiofair.data.split import training_rows
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.train import TrainSettings, train
-from cardiofair.generate import GenerationSettings, generate
+from cardiofair.generate import GenerateSettings, generate
+from cardiofair.plan import PlanSettings, plan_synthesis, write_plan
 from report_fixtures import fairness_report, quality_report
 
 
 @pytest.fixture(scope="session")
-def real(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report") / "phantom16"
-    prepare_phantom(60, 0, root, settings=PrepareSettings(size=16), progress=False, workers=1)
-    write_splits(root, assign_splits(read_manifest(root), test=0.2, val=0.2, seed=0))
-    return root
+def real(split_phantom):
+    return split_phantom(60, 16, test=0.2, val=0.2)
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +35,10 @@ def plan(real, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic(real, model, plan, tmp_path_factory):
-    from cardiofair.balance import read_plan
+    from cardiofair.plan import read_plan
 
     return generate(model, real, read_plan(plan), tmp_path_factory.mktemp("syn") / "synthetic",
-                    GenerationSettings(batch_size=16), progress=False)
+                    GenerateSettings(batch_size=16), progress=False)
 
 
 @pytest.fixture(scope="session")

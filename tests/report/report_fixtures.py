@@ -1,5 +1,5 @@
 """Evaluation outputs written by hand in the documented schemas: synthetic_quality.json (see
-cardiofair.metrics.quality) and fairness.json (cardiofair.downstream.experiment). Their figures
+cardiofair.metrics.quality) and fairness.json (cardiofair.downstream.fairness). Their figures
 are distinctive, so a test can find each one where the report should show it."""
 
 DICE = ("ED_LV", "ED_MYO", "ED_RV", "ES_LV", "ES_MYO", "ES_RV")

@@ -3,63 +3,20 @@ cards carry the evaluation's figures, and the page parses as balanced HTML."""
 
 import base64
 import json
-from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+from report_fixtures import quality_report
+from report_pages import SECTIONS, parse
 
 from cardiofair.cli import main
-from cardiofair.data.records import OutputExistsError, read_manifest
+from cardiofair.data.records import read_manifest
+from cardiofair.errors import OutputExistsError
 from cardiofair.report import ReportError, write_report
-from cardiofair.report.tables import group_series, prevalence_grid
+from cardiofair.report.tables import group_series, prevalence_grid, prompt_fidelity_table, quality_verdict
 
-SECTIONS = ("inputs", "cohort", "plan", "examples", "counterfactuals", "realism", "mask-fidelity", "prompt-fidelity",
-            "privacy", "quality-cells", "closest-pairs", "fairness", "metadata", "cards")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "<script>alert(1)</script> & terms"
-
-
-class PageParser(HTMLParser):
-    """Checks that every element closes in order, and collects sections, images and links."""
-
-    VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
-
-    def __init__(self):
-        super().__init__()
-        self.stack, self.sections, self.images, self.hrefs, self.tags = [], {}, [], [], set()
-        self.current = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.add(tag)
-        if tag == "section":
-            self.current = attrs["id"]
-            self.sections[self.current] = ""
-        if tag == "img":
-            self.images.append(attrs["src"])
-        if tag == "a":
-            self.hrefs.append(attrs["href"])
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        assert self.stack, f"</{tag}> closes nothing"
-        opened = self.stack.pop()
-        assert opened == tag, f"<{opened}> closed by </{tag}>"
-        if tag == "section":
-            self.current = None
-
-    def handle_data(self, data):
-        if self.current is not None:
-            self.sections[self.current] += data
-
-
-def parse(path):
-    parser = PageParser()
-    parser.feed(path.read_text())
-    parser.close()
-    assert parser.stack == [], f"unclosed elements: {parser.stack}"
-    return parser
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +42,34 @@ def test_every_section_renders_with_embedded_images(full):
                        "fairness_balanced_accuracy.png", "fairness_true_positive_rate.png"]
     assert not any(h.startswith(("http:", "https:", "//")) for h in page.hrefs)
     assert "Not available" not in "".join(page.sections[s] for s in SECTIONS if s != "closest-pairs")
+
+
+def test_the_page_says_first_when_the_synthetic_images_are_far_from_real(full):
+    text = full.read_text()
+    top = text[:text.index("<nav>")]
+    # FD-cardiofair 1.803 against 0.498 for real held-out images
+    assert 'class="verdict"' in top and "far from real ones" in top and "3.6 times" in top
+
+
+def test_the_verdict_names_distance_mask_fidelity_and_too_few_images():
+    close = quality_report()
+    close["realism"]["overall"]["fd"] = {"synthetic": 0.6, "real_reference": 0.5}
+    assert quality_verdict(close) == []
+    far = quality_report()
+    far["mask_fidelity"]["overall"]["synthetic"]["ES_MYO"] = 0.544
+    far["mask_fidelity"]["overall"]["real_reference"]["ES_MYO"] = 0.869
+    sentences = quality_verdict(far)
+    assert "3.6 times" in sentences[0] and "ES LV myocardium 0.544 (real 0.869)" in sentences[1]
+    few = quality_report()
+    few["realism"]["overall"] = {"status": "too few images for a stable distance: 48 synthetic (need 100)"}
+    assert quality_verdict(few) == ["Realism was not measured: too few images for a stable distance: 48 synthetic "
+                                    "(need 100)."]
+
+
+def test_an_attribute_the_cohort_lacks_is_said_to_be_unmeasured():
+    quality = quality_report()
+    quality["prompt_fidelity"]["overall"]["not_measured"] = {"sex": "unknown for every real training record"}
+    assert "Not measured: sex (unknown for every real training record)." in prompt_fidelity_table(quality).notes
 
 
 def test_tables_show_synthetic_beside_named_reference(full):

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 import nibabel as nib
 import numpy as np
 
-from cardiofair.data.records import FRAMES, SubjectError
+from cardiofair.data.records import FRAMES
+from cardiofair.errors import SubjectError
 from cardiofair.prompts import is_missing, normalise_sex
 
 # Plausible adult ranges: values outside are data-entry or unit errors (BMI 400, age -3),

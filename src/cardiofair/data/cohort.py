@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 
 from cardiofair.data.case import Case, CaseSource, clean_meta, load_frames
-from cardiofair.data.records import SubjectError
+from cardiofair.errors import InputError, MissingInputError, SubjectError
 from cardiofair.prompts import is_missing
 
 # The metadata every loader fills (unknown values stay None); anything else in a loader's raw
@@ -31,13 +31,13 @@ def existing_root(root: str | os.PathLike, dataset: str) -> Path:
     """``root`` as a Path, or a clear error when it is not a folder."""
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"{dataset} root {path} does not exist or is not a folder")
+        raise MissingInputError(f"{dataset} root {path} does not exist or is not a folder")
     return path
 
 
-def no_subjects(root: Path, dataset: str, layout: str) -> ValueError:
+def no_subjects(root: Path, dataset: str, layout: str) -> InputError:
     """The error for a root in which discovery found nobody, with the layout it looked for."""
-    return ValueError(f"no {dataset} subjects found under {root}; expected {layout}")
+    return InputError(f"no {dataset} subjects found under {root}; expected {layout}")
 
 
 def unique_subjects(found: Iterable[tuple[str, Path]], dataset: str) -> dict[str, Path]:
@@ -45,7 +45,7 @@ def unique_subjects(found: Iterable[tuple[str, Path]], dataset: str) -> dict[str
     subjects: dict[str, Path] = {}
     for subject_id, folder in found:
         if subject_id in subjects and subjects[subject_id] != folder:
-            raise ValueError(f"{dataset} subject {subject_id} is found twice, in {subjects[subject_id]} and "
+            raise InputError(f"{dataset} subject {subject_id} is found twice, in {subjects[subject_id]} and "
                              f"{folder}; point the root at one copy of the dataset")
         subjects[subject_id] = folder
     return dict(sorted(subjects.items()))
@@ -75,10 +75,10 @@ def frame_number(value: Any, name: str, first: int = 0) -> int:
     """A frame number read from a table or config file, at least ``first``."""
     text = str(value).strip()
     if not re.fullmatch(r"\d+(\.0+)?", text):
-        raise ValueError(f"{name} {text!r} is not a frame number")
+        raise InputError(f"{name} {text!r} is not a frame number")
     number = int(text.split(".")[0])
     if number < first:
-        raise ValueError(f"{name} {number} is below the first frame number {first}")
+        raise InputError(f"{name} {number} is below the first frame number {first}")
     return number
 
 
@@ -119,13 +119,13 @@ def read_table(
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"metadata table {path} does not exist")
+        raise MissingInputError(f"metadata table {path} does not exist")
     table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     table.columns = [str(c).strip() for c in table.columns]
     columns = dict(columns) if columns is not None else {c: c for c in table.columns}
     lacking = [repr(columns.get(name, name)) for name in mandatory if columns.get(name, name) not in table.columns]
     if lacking:
-        raise ValueError(f"{path} lacks the column(s) {', '.join(lacking)}; its columns are {list(table.columns)}")
+        raise InputError(f"{path} lacks the column(s) {', '.join(lacking)}; its columns are {list(table.columns)}")
     present = {name: column for name, column in columns.items() if column in table.columns}
     rows: dict[str, dict[str, str]] = {}
     duplicated: set[str] = set()

@@ -18,6 +18,7 @@ from cardiofair.data.case import ACDC_LABELS, UKBB_LABELS, CaseSource
 from cardiofair.data.cohort import META_KEYS, frame_number, is_missing, read_table, row_meta, subject_source
 from cardiofair.data.diagnoses import free_text_diagnosis
 from cardiofair.data.records import FRAMES, MANIFEST_COLUMNS
+from cardiofair.errors import InputError, SettingsError
 
 DEFAULT_NAME = "cohort.csv"
 LABEL_ORDERS = {"ukbb": UKBB_LABELS, "acdc": ACDC_LABELS}
@@ -39,7 +40,7 @@ def discover(
     or ``"acdc"`` (1 RV, 2 myocardium, 3 LV).
     """
     if label_order not in LABEL_ORDERS:
-        raise ValueError(f"unknown label_order {label_order!r}; choose from {list(LABEL_ORDERS)}")
+        raise SettingsError("label_order", f"must be one of {list(LABEL_ORDERS)}, got {label_order!r}")
     path = Path(root).expanduser()
     if path.is_dir():
         path = path / DEFAULT_NAME
@@ -47,9 +48,9 @@ def discover(
     table = read_table(path, mandatory=mandatory)
     reserved = [c for c in RESERVED if c in table.columns]
     if reserved:
-        raise ValueError(f"{path}: the column(s) {reserved} are written by `prepare` itself; rename them")
+        raise InputError(f"{path}: the column(s) {reserved} are written by `prepare` itself; rename them")
     if not table.rows and not table.duplicated:
-        raise ValueError(f"{path} lists no subjects")
+        raise InputError(f"{path} lists no subjects")
     known = {*mandatory, *FRAME_COLUMNS.values(), *META_KEYS}
     extras = [c for c in table.columns if c not in known]
     rows = sorted(table.rows.values(), key=lambda row: row["subject_id"])

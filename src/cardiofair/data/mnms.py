@@ -33,6 +33,7 @@ from cardiofair.data.cohort import (
 )
 from cardiofair.data.diagnoses import mnms2_diagnosis, mnms_diagnosis
 from cardiofair.data.records import FRAMES
+from cardiofair.errors import InputError, MissingInputError
 
 MNMS_COLUMNS = {
     "subject_id": "External code",
@@ -116,10 +117,10 @@ def _mnms_table(root: Path) -> Path:
         # Older releases lack the pathology column; the 2021 one is the one to use.
         candidates = [path for path in candidates if MNMS_COLUMNS["diagnosis"] in _header(path)] or candidates
     if not candidates:
-        raise FileNotFoundError(f"M&Ms needs its information CSV (with an 'External code' column): none in {root}; "
+        raise MissingInputError(f"M&Ms needs its information CSV (with an 'External code' column): none in {root}; "
                                 f"pass metadata=PATH")
     if len(candidates) > 1:
-        raise ValueError(f"several M&Ms information CSVs {[str(c) for c in candidates]}: pass metadata=PATH")
+        raise InputError(f"several M&Ms information CSVs {[str(c) for c in candidates]}: pass metadata=PATH")
     return candidates[0]
 
 

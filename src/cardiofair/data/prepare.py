@@ -12,49 +12,23 @@ import math
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import yaml
 from scipy import ndimage
 from tqdm import tqdm
 
 from cardiofair import __version__
 from cardiofair.data.case import Case, CaseSource
 from cardiofair.data.phantom import PhantomConfig, phantom_subject
-from cardiofair.data.records import DatasetWriter, Record, SubjectError, manifest_row, write_record_files
-from cardiofair.prompts import PromptSchema, build_prompt
-
-
-@dataclass
-class PrepareSettings:
-    """How records are cut from a cohort. Written to ``prepare.json`` with the dataset."""
-
-    size: int = 64
-    fov_mm: float = 150.0
-    slices_per_subject: int = 1
-    align: str = "none"
-    percentiles: tuple[float, float] = (1.0, 99.0)
-    schema: PromptSchema = field(default_factory=PromptSchema)
-
-    def __post_init__(self) -> None:
-        if self.size < 8:
-            raise ValueError("size must be at least 8 pixels")
-        if self.fov_mm <= 0:
-            raise ValueError("fov_mm must be positive")
-        if self.slices_per_subject < 1:
-            raise ValueError("slices_per_subject must be at least 1")
-        if self.align not in ("none", "rv-left"):
-            raise ValueError("align must be 'none' or 'rv-left'")
-        low, high = self.percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["schema"] = self.schema.to_dict()
-        return data
+from cardiofair.data.records import DatasetWriter, Record, manifest_row, write_record_files
+from cardiofair.data.summary import summary_text
+from cardiofair.errors import SettingsError, SubjectError
+from cardiofair.prompts import build_prompt
+from cardiofair.settings import PrepareSettings
 
 
 def safe_name(text: str) -> str:
@@ -272,7 +246,7 @@ def prepare_phantom(n: int, seed: int, out: str | os.PathLike, config: PhantomCo
     if settings is None:
         settings = PrepareSettings(size=config.size, fov_mm=config.fov_mm)
     if (config.size, config.fov_mm) != (settings.size, settings.fov_mm):
-        raise ValueError("phantom size/fov_mm must match the preparation size/fov_mm")
+        raise SettingsError(None, "phantom size/fov_mm must match the preparation size/fov_mm")
     tasks = [_PhantomTask(i, seed, config, settings) for i in range(n)]
     run_settings = {"source": "phantom", "n": n, "seed": seed, "phantom": config.to_dict(), "prepare": settings.to_dict()}
     return run_prepare(tasks, out, run_settings, **run_options)
@@ -284,3 +258,37 @@ def prepare_sources(sources: Sequence[CaseSource], out: str | os.PathLike, setti
     tasks = [_SourceTask(source, settings) for source in sources]
     run_settings = {**source_settings, "prepare": settings.to_dict()}
     return run_prepare(tasks, out, run_settings, **run_options)
+
+
+def run(settings: PrepareSettings, *, out: str | os.PathLike, overwrite: bool = False,
+        progress: bool = True) -> PrepareResult:
+    """`cardiofair prepare`: the phantom or a real cohort, as a prepared dataset at ``out``."""
+    run_options = {"overwrite": overwrite, "strict": settings.strict, "workers": settings.workers,
+                   "progress": progress}
+    if settings.source == "phantom":
+        return prepare_phantom(settings.n, settings.seed, out, _phantom_config(settings), settings, **run_options)
+    from cardiofair.data.sources import discover
+
+    options = {"metadata": settings.metadata, "columns": settings.columns, "label_order": settings.label_order,
+               "required": settings.require}
+    options = {k: v for k, v in options.items() if v is not None}
+    sources = discover(settings.source, settings.root, **options)
+    source_settings = {"source": settings.source, "root": str(settings.root),
+                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
+    return prepare_sources(sources, out, settings, source_settings, **run_options)
+
+
+def _phantom_config(settings: PrepareSettings) -> PhantomConfig:
+    """The phantom's settings: its YAML file (if any) at the preparation's size and field of view."""
+    try:
+        loaded = yaml.safe_load(Path(settings.phantom_config).read_text()) if settings.phantom_config else {}
+        return PhantomConfig.from_dict({**(loaded or {}), "size": settings.size, "fov_mm": settings.fov_mm})
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise SettingsError("phantom_config", f"{settings.phantom_config}: {error}") from None
+
+
+def summary(result: PrepareResult, paths: Any) -> str:
+    """What was written and excluded, and the dataset's subgroup table."""
+    excluded = f" (reasons in {result.out / 'excluded.csv'})" if result.excluded else ""
+    return (f"wrote {result.n_records} records from {result.n_subjects} subjects to {result.out}; "
+            f"{len(result.excluded)} excluded{excluded}\n\n{summary_text(result.out)}")

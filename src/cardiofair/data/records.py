@@ -12,20 +12,18 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import math
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from cardiofair.errors import SubjectError
+from cardiofair.data.preview import preview_png
+from cardiofair.errors import InputError, MissingInputError, SubjectError
+from cardiofair.io import StagingDirectory, atomic_write
 
 LABELS = {0: "background", 1: "LV blood pool", 2: "LV myocardium", 3: "RV blood pool"}
 FRAMES = ("ED", "ES")
@@ -77,7 +75,7 @@ class Record:
         return str(self.meta["record_id"])
 
 
-# --- NIfTI and PNG encoding -------------------------------------------------------------------
+# --- NIfTI encoding ----------------------------------------------------------------------------
 
 
 def _nifti_bytes(data: np.ndarray, spacing_mm: float, description: bytes) -> bytes:
@@ -98,70 +96,17 @@ def _nifti_bytes(data: np.ndarray, spacing_mm: float, description: bytes) -> byt
 
 def read_pair_nifti(path: str | os.PathLike) -> tuple[np.ndarray, float, str]:
     """Read a (2, H, W) array written by this module; returns (array, spacing_mm, description)."""
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
+    if not Path(path).is_file():
+        raise MissingInputError(f"{path} is missing")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as error:  # nibabel, gzip and zlib each raise their own type for a damaged file
+        raise InputError(f"{path}: cannot read as NIfTI ({error})") from None
     if data.ndim != 4 or data.shape[2] != 1 or data.shape[3] != 2:
-        raise ValueError(f"{path}: expected a (H, W, 1, 2) cardiofair pair, got shape {data.shape}")
+        raise InputError(f"{path}: expected a (H, W, 1, 2) cardiofair pair, got shape {data.shape}")
     description = bytes(img.header["descrip"]).rstrip(b"\x00").decode("ascii", "replace")
     return np.moveaxis(data[:, :, 0, :], -1, 0), float(img.header.get_zooms()[0]), description
-
-
-LABEL_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 80], [70, 120, 240]], dtype=np.uint8)
-
-
-def mask_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """An (H, W, 3) uint8 picture of a [0, 1] image with its labels tinted (LV red, myocardium
-    green, RV blue)."""
-    grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    labelled = mask > 0
-    rgb[labelled] = (0.5 * rgb[labelled] + 0.5 * LABEL_COLOURS[mask[labelled]]).astype(np.uint8)
-    return rgb
-
-
-def png_bytes(picture: np.ndarray) -> bytes:
-    """PNG encoding of an (H, W) or (H, W, 3) uint8 array."""
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _preview_png(image: np.ndarray, mask: np.ndarray) -> bytes:
-    """ED | ES on top, the same with the masks tinted below: a quick look, not a measurement."""
-    plain = [mask_overlay(image[f], np.zeros_like(mask[f])) for f in range(2)]
-    tinted = [mask_overlay(image[f], mask[f]) for f in range(2)]
-    return png_bytes(np.concatenate([np.concatenate(plain, axis=1), np.concatenate(tinted, axis=1)], axis=0))
-
-
-def atomic_write(path: str | os.PathLike, payload: bytes | str) -> Path:
-    """Write a file through a temporary name and a rename: a crash (even SIGKILL) leaves the
-    old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(payload.encode() if isinstance(payload, str) else payload)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` for strict JSON: NaN and infinities as None (read: undefined), numpy scalars
-    and arrays as Python values."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def write_record_files(root: Path, record: Record) -> dict[str, str]:
@@ -182,7 +127,7 @@ def write_record_files(root: Path, record: Record) -> dict[str, str]:
         (root / sub).mkdir(parents=True, exist_ok=True)
     atomic_write(root / paths["image_path"], _nifti_bytes(record.image, spacing, description))
     atomic_write(root / paths["mask_path"], _nifti_bytes(record.mask, spacing, description))
-    atomic_write(root / paths["preview_path"], _preview_png(record.image, record.mask))
+    atomic_write(root / paths["preview_path"], preview_png(record.image, record.mask))
     return paths
 
 
@@ -203,45 +148,6 @@ def manifest_row(record: Record, paths: Mapping[str, str]) -> dict[str, Any]:
 
 
 # --- the dataset directory --------------------------------------------------------------------
-
-
-class OutputExistsError(FileExistsError):
-    """The output directory exists and overwriting was not asked for."""
-
-
-class StagingDirectory:
-    """An output directory built under a hidden temporary name and renamed into place.
-
-    An interrupted run leaves nothing half-written at ``out``: the rename is the last step, and
-    an existing directory is replaced only with ``overwrite=True``.
-    """
-
-    def __init__(self, out: str | os.PathLike, overwrite: bool = False):
-        self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise OutputExistsError(f"{self.out} already exists; pass --overwrite to replace it")
-        self.overwrite = overwrite
-        self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self):
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir()
-        return self
-
-    def commit(self) -> Path:
-        """Move the finished directory into place (replacing the old one)."""
-        if self.out.exists():
-            trash = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.out, trash)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(self.tmp, self.out)
-        return self.out
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class DatasetWriter(StagingDirectory):
@@ -268,7 +174,7 @@ class DatasetWriter(StagingDirectory):
         ids = [r["record_id"] for r in self.rows]
         duplicated = sorted({i for i in ids if ids.count(i) > 1})
         if duplicated:
-            raise ValueError(f"duplicate record ids: {duplicated[:5]}")
+            raise InputError(f"duplicate record ids: {duplicated[:5]}")
         manifest = pd.DataFrame(sorted(self.rows, key=lambda r: r["record_id"]))
         if manifest.empty:
             manifest = pd.DataFrame(columns=list(MANIFEST_COLUMNS))
@@ -287,11 +193,11 @@ def read_manifest(root: str | os.PathLike) -> pd.DataFrame:
     """The manifest of a prepared dataset, with a clear error when it is not one."""
     path = Path(root) / "manifest.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{root} is not a prepared dataset: {path} is missing (run `cardiofair prepare`)")
+        raise MissingInputError(f"{root} is not a prepared dataset: {path} is missing (run `cardiofair prepare`)")
     manifest = pd.read_csv(path, dtype={"subject_id": str, "record_id": str})
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
-        raise ValueError(f"{path} lacks the columns {missing}")
+        raise InputError(f"{path} lacks the columns {missing}")
     return manifest
 
 
@@ -303,6 +209,67 @@ def load_record(root: str | os.PathLike, row: Mapping[str, Any]) -> Record:
     meta = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in dict(row).items()}
     meta["pixel_spacing_mm"] = spacing
     return Record(image=image.astype(np.float32), mask=mask.astype(np.uint8), meta=meta)
+
+
+class ImageSizeError(InputError):
+    """Records of different sizes where one stack is needed."""
+
+
+@dataclass
+class ImageSet:
+    """Records loaded as arrays: ``images[i]`` (ED, ES) in [0, 1] and ``masks[i]`` belong to
+    ``rows.iloc[i]``, their manifest row. Every record of a set has the same size."""
+
+    rows: pd.DataFrame
+    images: np.ndarray
+    masks: np.ndarray
+
+    def take(self, selector: np.ndarray) -> "ImageSet":
+        """The records where ``selector`` (boolean or integer index) picks them."""
+        return ImageSet(self.rows.iloc[selector].reset_index(drop=True), self.images[selector], self.masks[selector])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """(2, H, W) of every record, None for an empty set."""
+        return tuple(self.images.shape[1:]) if len(self) else None
+
+
+def load_images(root: str | os.PathLike, rows: pd.DataFrame, size: int | None = None, hint: str = "",
+                on_record: Callable[[], None] | None = None) -> ImageSet:
+    """The images and masks of manifest ``rows`` of the dataset at ``root``, stacked.
+
+    Every record must be a pair of one size (``size`` x ``size`` when given): a dataset
+    prepared at two sizes cannot be stacked, and the error names a record of each size and
+    ends with ``hint``, what to change. ``on_record`` is called after each record (progress).
+    """
+    rows = rows.reset_index(drop=True)
+    records = []
+    for row in rows.to_dict("records"):
+        records.append(load_record(root, row))
+        if on_record:
+            on_record()
+    if not records:
+        empty = (0, 2, size or 1, size or 1)
+        return ImageSet(rows, np.zeros(empty, np.float32), np.zeros(empty, np.uint8))
+    wanted = (records[0].record_id, records[0].image.shape) if size is None else (None, (2, size, size))
+    for record in records:
+        if record.image.shape != wanted[1]:
+            than = f"record {wanted[0]} is {wanted[1]}" if wanted[0] else f"this needs {wanted[1]}"
+            raise ImageSizeError(f"{root}: record {record.record_id} is a {record.image.shape} pair but {than}: every "
+                                 f"record must be prepared at one size{hint}")
+    return ImageSet(rows, np.stack([r.image for r in records]), np.stack([r.mask for r in records]))
+
+
+def same_size(sets: Mapping[str, ImageSet], hint: str = "") -> None:
+    """Raise :class:`ImageSizeError` unless every non-empty set (by name) holds pairs of one size."""
+    shapes = [(name, s.shape) for name, s in sets.items() if s.shape is not None]
+    for name, shape in shapes[1:]:
+        if shape != shapes[0][1]:
+            raise ImageSizeError(f"{name} holds a {shape} pair but {shapes[0][0]} holds {shapes[0][1]} pairs: every "
+                                 f"record must be prepared at one size{hint}")
 
 
 def load_dataset(root: str | os.PathLike) -> list[Record]:

@@ -12,12 +12,20 @@ import pandas as pd
 
 from cardiofair.data.diagnoses import HEALTHY
 from cardiofair.data.records import is_synthetic, read_manifest
-from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, cell_columns, is_missing, parse_prompt, subgroup_cell
+from cardiofair.prompts import (
+    DEFAULT_SCHEMA,
+    UNKNOWN,
+    PromptSchema,
+    cell_columns,
+    is_missing,
+    parse_prompt,
+    subgroup_cell,
+)
 
 
 def with_cells(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:
     """The binned cell attributes of each manifest row (``sex``, ``age``, ``bmi``, ``diagnosis``),
-    on the manifest's index; unknown values read ``"unknown"``."""
+    on the manifest's index; unknown values read :data:`~cardiofair.prompts.UNKNOWN`."""
     cells = [record_cell(row, schema) for row in manifest.to_dict("records")]
     return pd.DataFrame(cells, columns=list(cell_columns(schema)), index=manifest.index)
 
@@ -27,7 +35,7 @@ def record_cell(row: dict, schema: PromptSchema = DEFAULT_SCHEMA) -> tuple[str, 
     drawn with for synthetic ones (which have no measured age or BMI)."""
     if is_synthetic(row) and not is_missing(row.get("prompt")):
         values = parse_prompt(str(row["prompt"]), schema)
-        return tuple(values[a] or "unknown" for a in cell_columns(schema))
+        return tuple(values[a] or UNKNOWN for a in cell_columns(schema))
     return subgroup_cell(row, schema)
 
 
@@ -75,7 +83,7 @@ def summary_text(root: str | os.PathLike, schema: PromptSchema = DEFAULT_SCHEMA)
     ]
     if manifest.empty:
         return "\n".join(lines)
-    diagnosis = manifest["diagnosis"].fillna("unknown").value_counts()
+    diagnosis = manifest["diagnosis"].fillna(UNKNOWN).value_counts()
     lines.append("diagnosis: " + ", ".join(f"{d} {n} ({100.0 * n / len(manifest):.1f}%)" for d, n in diagnosis.items()))
     if "diagnosis" in schema.attributes:
         lines += ["", "Diagnosis prevalence per sensitive group:", prevalence_by_group(manifest, schema).to_string(index=False)]

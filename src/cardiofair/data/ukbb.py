@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from cardiofair.data.case import UKBB_LABELS, CaseSource
 from cardiofair.data.cohort import existing_root, is_missing, no_subjects, read_table, row_meta, subject_source
 from cardiofair.data.diagnoses import canonical_diagnosis, icd10_diagnosis
+from cardiofair.errors import MissingInputError, SettingsError
 
 DATASET = "ukbb"
 # cardiofair name -> CSV column. Only subject_id must be in the CSV; the diagnosis comes from
@@ -49,7 +50,8 @@ def discover(
     columns = dict(columns or {})
     unknown = sorted(set(columns) - set(DEFAULT_COLUMNS))
     if unknown:
-        raise ValueError(f"unknown UK Biobank column key(s) {unknown}; choose from {list(DEFAULT_COLUMNS)}")
+        raise SettingsError("columns", f"has unknown UK Biobank column key(s) {unknown}; choose from "
+                            f"{list(DEFAULT_COLUMNS)}")
     table = read_table(_metadata_path(root, metadata), {**DEFAULT_COLUMNS, **columns},
                        mandatory=("subject_id", *columns))
     folders = [d for d in sorted(root.iterdir(), key=lambda d: d.name)
@@ -81,7 +83,7 @@ def _metadata_path(root: Path, metadata: str | os.PathLike | None) -> Path:
     tables = sorted(root.glob("*.csv"))
     if len(tables) != 1:
         found = f"found {[t.name for t in tables]}" if tables else "found none"
-        raise FileNotFoundError(f"UK Biobank needs a metadata CSV: pass metadata=PATH ({found} in {root})")
+        raise MissingInputError(f"UK Biobank needs a metadata CSV: pass metadata=PATH ({found} in {root})")
     return tables[0]
 
 

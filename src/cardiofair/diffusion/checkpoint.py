@@ -18,8 +18,8 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from cardiofair.data.records import atomic_write
 from cardiofair.errors import CardiofairError
+from cardiofair.io import atomic_write
 
 LATEST = "latest"
 

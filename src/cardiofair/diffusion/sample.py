@@ -14,11 +14,12 @@ from tqdm import tqdm
 
 from cardiofair.diffusion.pipeline import CardiacControlNetPipeline, draw, make_sampler, stable_diffusion_pipeline_class
 from cardiofair.diffusion.presets import SamplerSettings
+from cardiofair.errors import InputError, MissingInputError
 
 MODEL_CARD = "cardiofair.json"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(MissingInputError):
     """A model directory that is missing, unfinished or not cardiofair's."""
 
 
@@ -83,7 +84,7 @@ class TrainedGenerator:
         settings = settings or self.defaults
         masks = torch.as_tensor(np.asarray(masks)).to(torch.uint8)
         if masks.ndim != 4 or masks.shape[1] != 2 or masks.shape[2:] != (self.size, self.size):
-            raise ValueError(f"this model draws {self.size}x{self.size} pairs: masks must be (N, 2, {self.size}, "
+            raise InputError(f"this model draws {self.size}x{self.size} pairs: masks must be (N, 2, {self.size}, "
                              f"{self.size}), got {tuple(masks.shape)}")
         if not len(prompts) == len(seeds) == masks.shape[0]:
             raise ValueError(f"got {masks.shape[0]} masks, {len(prompts)} prompts and {len(seeds)} seeds")

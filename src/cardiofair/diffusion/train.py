@@ -20,6 +20,8 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -39,9 +41,11 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, CLIPTextModel
 
 from cardiofair import __version__
-from cardiofair.data.records import atomic_write, load_record, mask_overlay, png_bytes, read_manifest
-from cardiofair.data.splits import subject_hashes, training_rows
+from cardiofair.data.preview import mask_overlay, png_bytes
+from cardiofair.data.records import load_images, read_manifest
+from cardiofair.data.split import subject_hashes, training_rows
 from cardiofair.data.summary import cell_counts
+from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
 from cardiofair.diffusion.conditioning import condition_channels, mask_condition
 from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler
@@ -54,8 +58,13 @@ from cardiofair.diffusion.presets import (
     build_unet,
     get_preset,
 )
+from cardiofair.diffusion.sample import MODEL_CARD
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
-from cardiofair.prompts import DEFAULT_SCHEMA
+from cardiofair.errors import CardiofairError, InputError, OutputExistsError, SettingsError
+from cardiofair.io import atomic_write
+from cardiofair.prompts import DEFAULT_SCHEMA, is_missing
+from cardiofair.settings import TrainOptions
+from cardiofair.stages import TRAIN
 
 STAGE_MODULES = {
     "base": ("unet", "text_encoder"),
@@ -89,22 +98,22 @@ class TrainSettings(TrainingDefaults):
         values["stages"] = tuple(tuple(s) for s in values["stages"])
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}")
+            raise SettingsError(None, f"unknown training setting(s) {sorted(unknown)}")
         values.update(overrides)
         return cls(preset=preset.name, **values)
 
     def __post_init__(self) -> None:
         for stage, fraction in self.stages:
             if stage not in STAGES:
-                raise ValueError(f"unknown stage {stage!r}; choose from {STAGES}")
+                raise SettingsError("stages", f"has unknown stage {stage!r}; choose from {STAGES}")
             if fraction <= 0:
-                raise ValueError("stage fractions must be positive")
+                raise SettingsError("stages", "fractions must be positive")
         if self.max_steps < 1 or self.batch_size < 1:
-            raise ValueError("max_steps and batch_size must be at least 1")
+            raise SettingsError(None, "max_steps and batch_size must be at least 1")
         if not 0.0 <= self.prompt_dropout < 1.0:
-            raise ValueError("prompt_dropout must be in [0, 1)")
+            raise SettingsError("prompt_dropout", "must be in [0, 1)")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError("mixed_precision must be no, fp16 or bf16")
+            raise SettingsError("mixed_precision", "must be no, fp16 or bf16")
 
     @property
     def saved_modules(self) -> tuple[str, ...]:
@@ -138,20 +147,13 @@ class TrainingData:
     @classmethod
     def from_dataset(cls, root: str | os.PathLike, preset: Preset) -> "TrainingData":
         # Only the training split: validation and test subjects must stay unseen by the generator.
-        records = [load_record(root, row) for row in training_rows(read_manifest(root)).to_dict("records")]
-        if not records:
-            raise ValueError(f"{root} holds no real training records to train on")
-        expected = (2, preset.size, preset.size)
-        wrong = [r.record_id for r in records if r.image.shape != expected]
-        if wrong:
-            raise ValueError(f"preset {preset.name!r} needs images of shape {expected}; {len(wrong)} records differ "
-                             f"(e.g. {wrong[0]}: {records[[r.record_id for r in records].index(wrong[0])].image.shape}); "
-                             f"prepare the dataset with --size {preset.size}")
-        images = torch.from_numpy(np.stack([r.image for r in records])) * 2.0 - 1.0
-        masks = torch.from_numpy(np.stack([r.mask for r in records]))
-        manifest = pd.DataFrame([r.meta for r in records])
-        return cls(images=images, masks=masks, prompts=[str(r.meta.get("prompt") or "") for r in records],
-                   manifest=manifest)
+        records = load_images(root, training_rows(read_manifest(root)), size=preset.size,
+                              hint=f" (preset {preset.name!r}); prepare the dataset with --size {preset.size}")
+        if not len(records):
+            raise InputError(f"{root} holds no real training records to train on")
+        prompts = ["" if is_missing(p) else str(p) for p in records.rows["prompt"]]
+        return cls(images=torch.from_numpy(records.images) * 2.0 - 1.0, masks=torch.from_numpy(records.masks),
+                   prompts=prompts, manifest=records.rows)
 
     def sampling_weights(self, cap: float) -> torch.Tensor:
         """Per-record weights inverse to the frequency of its prompt, at most ``cap`` times the
@@ -200,7 +202,8 @@ def starting_point(preset: Preset, settings: TrainSettings, prompts: Sequence[st
         from cardiofair.diffusion.stable_diffusion import load_stable_diffusion
 
         if settings.weights is None:
-            raise ValueError(f"preset {preset.name} needs --weights: a local Stable Diffusion folder or file")
+            raise SettingsError(None, f"preset {preset.name} needs --weights: a local Stable Diffusion folder or "
+                                "file")
         vae, unet, text_encoder, tokenizer, scheduler = load_stable_diffusion(settings.weights, settings.sd_config)
         # One stride-2 convolution of the mask embedding per halving by the VAE (three for SD's 8x).
         halvings = len(vae.config.block_out_channels) - 1
@@ -422,16 +425,18 @@ def train(
     if preset.family == "stable-diffusion":
         wrong = [stage for stage, _ in settings.stages if stage not in STABLE_DIFFUSION_STAGES]
         if wrong:
-            raise ValueError(f"preset {preset.name} trains the stages {STABLE_DIFFUSION_STAGES}, not {wrong}")
+            raise SettingsError(None, f"preset {preset.name} trains the stages {STABLE_DIFFUSION_STAGES}, "
+                                f"not {wrong}")
         if preset.condition_mode != "grey-rgb":
-            raise ValueError(f"preset {preset.name} reads the mask as an RGB image: condition mode grey-rgb only")
+            raise SettingsError(None, f"preset {preset.name} reads the mask as an RGB image: condition mode "
+                                "grey-rgb only")
     mixed_precision = settings.mixed_precision if torch.cuda.is_available() else "no"
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation, mixed_precision=mixed_precision)
     main_process = accelerator.is_main_process
     training_dir = out / "training"
     checkpoints = training_dir / "checkpoints"
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to start again")
+        raise OutputExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to start again")
     if overwrite and not resume and main_process and out.exists():
         shutil.rmtree(out)
     accelerator.wait_for_everyone()
@@ -679,3 +684,49 @@ def describe_budget(settings: TrainSettings) -> str:
              for stage, steps, minutes in settings.stage_budgets()]
     return "; ".join(parts) + f" (batch {settings.batch_size}, lr {settings.learning_rate:g})"
 
+
+
+def run(options: TrainOptions, *, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
+        overwrite: bool = False, progress: bool = True) -> Path:
+    """`cardiofair train`: the preset with the run's options, trained on ``dataset`` into ``out``.
+
+    ``resume`` continues the latest checkpoint; with ``overwrite`` as well, an unfinished run in
+    ``out`` continues and anything else there is replaced (how a study restarts the stage).
+    """
+    if options.num_processes > 1:
+        return _launch_processes(options, dataset, out, resume, overwrite, progress)
+    quiet_model_loading()
+    settings = TrainSettings.for_preset(get_preset(options.preset), **options.overrides())
+    if progress:
+        tqdm.write(f"training preset {options.preset}: {describe_budget(settings)}")
+    if resume and overwrite:
+        resume = continuable(out)
+        overwrite = not resume
+    return train(dataset, out, settings, resume=resume, overwrite=overwrite, progress_bar=progress)
+
+
+def continuable(out: str | os.PathLike) -> bool:
+    """Whether ``out`` holds a training run that checkpointed and did not finish."""
+    return (Path(out) / "training" / "checkpoints").is_dir() and not (Path(out) / MODEL_CARD).is_file()
+
+
+def _launch_processes(options: TrainOptions, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool,
+                      overwrite: bool, progress: bool) -> Path:
+    """The same training under ``accelerate launch`` with ``options.num_processes`` processes
+    (CPU: gloo), each running the one-process command."""
+    argv = TRAIN.command_line(replace(options, num_processes=1), {"dataset": dataset, "out": out})[1:]
+    argv += ["--resume"] * resume + ["--overwrite"] * overwrite + ["--quiet"] * (not progress)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(options.num_processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if not torch.cuda.is_available():
+        command.append("--cpu")
+    code = subprocess.call(command + ["-m", "cardiofair", *argv])
+    if code:
+        raise CardiofairError(f"training with {options.num_processes} processes failed (exit {code}); its messages "
+                              "are above")
+    return Path(out)
+
+
+def summary(out: Path, paths: Any) -> str:
+    """Where the model and its validation grids are."""
+    return f"model written to {out} (validation grids in {Path(out) / 'training' / 'validation'})"

@@ -23,23 +23,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from cardiofair.balance import UNKNOWN, PlanSettings, plan_synthesis
 from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
-from cardiofair.data.records import is_synthetic, load_record, read_manifest
-from cardiofair.data.splits import check_splits
+from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
+from cardiofair.data.split import check_splits
 from cardiofair.data.summary import with_cells
 from cardiofair.errors import CardiofairError
-from cardiofair.prompts import DEFAULT_SCHEMA, is_missing, parse_prompt
+from cardiofair.plan import PlanSettings, plan_synthesis
+from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, is_missing, parse_prompt
+from cardiofair.settings import ARMS, NON_HEALTHY, SYNTHETIC_ARMS
 
-ARMS = ("real", "real+synthetic", "synthetic", "reweight", "oversample", "threshold")
-SYNTHETIC_ARMS = ("real+synthetic", "synthetic")
 POST_PROCESSED_ARMS = ("threshold",)
 SENSITIVE = tuple(a for a in DEFAULT_SCHEMA.attributes if a != "diagnosis")
 
@@ -54,14 +53,14 @@ class Cohort:
 
     ``table`` has one row per record (``record_id, subject_id, role, label`` and the binned
     ``sex, age, bmi, diagnosis``); ``role`` is the split for real records and ``synthetic`` for
-    synthetic ones; ``images[i]`` and ``manifest.iloc[i]`` (the manifest row, raw metadata)
-    belong to ``table.iloc[i]``.
+    synthetic ones; ``records`` holds the same records' images and manifest rows (raw metadata)
+    in the same order. ``positive`` are the diagnoses labelled 1, called ``positive_name``.
     """
 
     table: pd.DataFrame
-    images: np.ndarray
-    positive: str
-    manifest: pd.DataFrame
+    records: ImageSet
+    positive: tuple[str, ...]
+    positive_name: str
     excluded: list[dict[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +71,20 @@ class Cohort:
     def subjects(self, role: str) -> pd.DataFrame:
         """One row per subject of a role (its first record's label and attributes)."""
         return self.table.iloc[self.rows(role)].drop_duplicates("subject_id").set_index("subject_id")
+
+
+def positive_class(diagnoses: Sequence[str], present: Sequence[str], name: str | None = None) -> tuple[tuple[str, ...], str]:
+    """(the diagnoses labelled positive, what to call them): ``diagnoses`` as given, or with
+    ``non-healthy`` every known diagnosis in ``present`` but healthy; the name defaults to the
+    diagnosis, or the diagnoses joined by "or" ("any disease" for ``non-healthy``)."""
+    if isinstance(diagnoses, str):
+        diagnoses = (diagnoses,)
+    if HEALTHY in diagnoses:
+        raise ExperimentError(f"the positive diagnosis cannot be {HEALTHY!r}")
+    if NON_HEALTHY in diagnoses:
+        chosen = tuple(sorted({d for d in present if d not in (HEALTHY, UNKNOWN)}))
+        return chosen, name or "any disease"
+    return tuple(diagnoses), name or " or ".join(diagnoses)
 
 
 def check_synthetic(real: pd.DataFrame, synthetic: pd.DataFrame, dataset: str | os.PathLike) -> None:
@@ -110,34 +123,37 @@ def _mask_source_id(row: dict) -> str:
     return name[:-len(".nii.gz")] if name.endswith(".nii.gz") else str(source)
 
 
-def load_cohort(real: str | os.PathLike, synthetic: str | os.PathLike | None = None, positive: str = HEART_FAILURE,
-                train_prevalence: float | None = None, seed: int = 0,
-                on_record: Callable[[], None] | None = None) -> Cohort:
+def load_cohort(real: str | os.PathLike, synthetic: str | os.PathLike | None = None,
+                positive: Sequence[str] = (HEART_FAILURE,), train_prevalence: float | None = None, seed: int = 0,
+                on_record: Callable[[], None] | None = None, positive_name: str | None = None) -> Cohort:
     """Load a split real dataset (and a synthetic one), after the checks above.
 
-    Records whose diagnosis is neither ``healthy`` nor ``positive`` (or unknown) are left out
-    and listed in ``excluded``. With ``train_prevalence``, real training subjects of the larger
-    class are dropped (chosen with ``seed``, once for all arms and repeats) until ``positive``
-    has that share of training subjects, as the paper trained at 25 % heart failure; validation
-    and test keep the natural prevalence.
+    Records of the ``positive`` diagnoses are labelled 1 (see :func:`positive_class`), healthy
+    ones 0; records of other diagnoses (or unknown) are left out and listed in ``excluded``.
+    With ``train_prevalence``, real training subjects of the larger class are dropped (chosen
+    with ``seed``, once for all arms and repeats) until the positive class has that share of
+    training subjects, as the paper trained at 25 % heart failure; validation and test keep the
+    natural prevalence.
     """
-    if positive == HEALTHY:
-        raise ExperimentError("the positive diagnosis cannot be 'healthy'")
     manifest = read_manifest(real)
     check_splits(manifest, real)
+    roots = [str(real)]
     frames = [manifest.assign(role=manifest["split"].astype(str), _root=str(real))]
     if synthetic is not None:
         synthetic_manifest = read_manifest(synthetic)
         check_synthetic(manifest, synthetic_manifest, synthetic)
+        roots.append(str(synthetic))
         frames.append(synthetic_manifest.assign(role="synthetic", _root=str(synthetic)))
     rows = pd.concat(frames, ignore_index=True)
     try:
         cells = with_cells(rows)
     except ValueError as error:
         raise ExperimentError(f"a record's attributes or prompt do not follow the prompt grammar: {error}") from None
-    labels = cells["diagnosis"].map({positive: 1, HEALTHY: 0})
-    excluded = [{"record_id": r, "subject_id": s, "reason": f"diagnosis {d!r} is neither {HEALTHY!r} nor {positive!r}"}
-                for r, s, d in zip(rows["record_id"], rows["subject_id"], cells["diagnosis"]) if d not in (positive, HEALTHY)]
+    positive, name = positive_class(positive, cells["diagnosis"].unique(), positive_name)
+    labels = cells["diagnosis"].map({**dict.fromkeys(positive, 1), HEALTHY: 0})
+    excluded = [{"record_id": r, "subject_id": s, "reason": f"diagnosis {d!r} is neither {HEALTHY!r} nor {name}"}
+                for r, s, d in zip(rows["record_id"], rows["subject_id"], cells["diagnosis"])
+                if d not in (*positive, HEALTHY)]
     keep = labels.notna().to_numpy()
     table = pd.concat([rows[["record_id", "role"]], cells], axis=1)[keep]
     table = table.assign(label=labels[keep].astype(int), subject_id=rows["subject_id"].astype(str)[keep])
@@ -146,10 +162,18 @@ def load_cohort(real: str | os.PathLike, synthetic: str | os.PathLike | None = N
         table, info["train_prevalence"] = _subsample_training(table, train_prevalence, seed)
     for role in ("val", "test"):
         if table.loc[table["role"] == role, "label"].nunique() < 2:
-            raise ExperimentError(f"the {role} split needs subjects with and without {positive!r}")
-    images = _load_images(rows.loc[table.index], on_record)
-    manifest_rows = rows.loc[table.index].drop(columns=["_root", "role"]).reset_index(drop=True)
-    return Cohort(table.reset_index(drop=True), images, positive, manifest_rows, excluded, info)
+            raise ExperimentError(f"the {role} split needs subjects with and without {name}")
+    chosen = rows.loc[table.index].drop(columns="role")
+    loaded = {root: load_images(root, chosen[chosen["_root"] == root].drop(columns="_root"), on_record=on_record)
+              for root in roots}
+    try:
+        same_size(loaded)
+    except ImageSizeError as error:
+        raise ExperimentError(str(error)) from None
+    records = ImageSet(pd.concat([s.rows for s in loaded.values()], ignore_index=True),
+                       np.concatenate([s.images for s in loaded.values()]),
+                       np.concatenate([s.masks for s in loaded.values()]))
+    return Cohort(table.reset_index(drop=True), records, positive, name, excluded, info)
 
 
 def _subsample_training(table: pd.DataFrame, prevalence: float, seed: int) -> tuple[pd.DataFrame, dict]:
@@ -170,20 +194,6 @@ def _subsample_training(table: pd.DataFrame, prevalence: float, seed: int) -> tu
                   "training_subjects_dropped": int(len(dropped))}
 
 
-def _load_images(rows: pd.DataFrame, on_record: Callable[[], None] | None) -> np.ndarray:
-    images, first = [], None
-    for row in rows.to_dict("records"):
-        image = load_record(row["_root"], row).image
-        first = first or (row["_root"], row["record_id"], image.shape)
-        if image.shape != first[2]:
-            raise ExperimentError(f"{row['_root']}: record {row['record_id']} is a {image.shape} pair but record "
-                                  f"{first[1]} of {first[0]} is {first[2]}: every record must be prepared at one size")
-        images.append(image)
-        if on_record:
-            on_record()
-    return np.stack(images)
-
-
 # --- what each arm trains on --------------------------------------------------------------------
 
 
@@ -195,13 +205,13 @@ def planned_cells(cohort: Cohort, plan: pd.DataFrame | None = None) -> pd.DataFr
     rows = cohort.rows("synthetic")
     if len(rows):
         synthetic = cohort.table.iloc[rows]
-        if "cell" in cohort.manifest.columns:
-            synthetic = synthetic.assign(cell=cohort.manifest["cell"].iloc[rows].to_numpy())
+        if "cell" in cohort.records.rows.columns:
+            synthetic = synthetic.assign(cell=cohort.records.rows["cell"].iloc[rows].to_numpy())
         attributes = _synthetic_cell_attributes(synthetic)
         counts = synthetic.groupby([*attributes, "diagnosis"]).size().rename("synthetic_count").reset_index()
         return counts.assign(source="synthetic dataset")
     if plan is None:
-        plan = plan_synthesis(cohort.manifest.iloc[cohort.rows("train")], PlanSettings())
+        plan = plan_synthesis(cohort.records.rows.iloc[cohort.rows("train")], PlanSettings())
         source = "plan_synthesis(PlanSettings())"
     else:
         source = "plan file"

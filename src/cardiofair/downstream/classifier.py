@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
+from cardiofair.errors import SettingsError
+
 
 @dataclass(frozen=True)
 class ClassifierSettings:
@@ -35,9 +37,9 @@ class ClassifierSettings:
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown classifier preset {self.preset!r}; choose from {sorted(PRESETS)}")
+            raise SettingsError("preset", f"must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 2:
-            raise ValueError("max_epochs and patience must be at least 1, batch_size at least 2")
+            raise SettingsError(None, "max_epochs and patience must be at least 1, batch_size at least 2")
 
     @classmethod
     def for_preset(cls, preset: str, **overrides) -> "ClassifierSettings":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cardiofair.prompts import UNKNOWN
+
 STRUCTURES = {1: "LV", 2: "MYO", 3: "RV"}
 
 
@@ -26,7 +28,7 @@ def balanced_accuracy(truth: pd.Series, predicted: pd.Series) -> float:
     """Mean recall over the true classes present (records whose truth is unknown are skipped);
     chance is 1 / number of classes whatever the class balance."""
     truth, predicted = pd.Series(truth).reset_index(drop=True), pd.Series(predicted).reset_index(drop=True)
-    known = truth != "unknown"
+    known = truth != UNKNOWN
     truth, predicted = truth[known], predicted[known]
     if truth.empty:
         return float("nan")

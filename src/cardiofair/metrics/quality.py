@@ -1,4 +1,4 @@
-"""`cardiofair evaluate synthetic`: is the synthetic data realistic, faithful to its mask and
+"""`cardiofair quality`: is the synthetic data realistic, faithful to its mask and
 prompt, and free of copies? Every figure is reported beside its real-vs-real reference,
 overall and per subgroup cell, because a number without its reference cannot be read.
 
@@ -45,26 +45,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cardiofair.data.records import (
-    StagingDirectory,
-    atomic_write,
-    is_synthetic,
-    json_ready,
-    load_record,
-    mask_overlay,
-    png_bytes,
-    read_manifest,
-)
-from cardiofair.data.splits import SPLITS, check_splits, learned_held_out_subjects
+from cardiofair.data.preview import mask_overlay, png_bytes
+from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
+from cardiofair.data.split import SPLITS, check_splits, learned_held_out_subjects
 from cardiofair.errors import CardiofairError
-from cardiofair.metrics.evaluators import (
-    ATTRIBUTE_COLUMNS,
-    Augmentation,
-    Evaluators,
-    attribute_table,
-    train_evaluators,
-)
+from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics.counterfactual import prompt_effects
+from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Augmentation, Evaluators, attribute_table, train_evaluators
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
 from cardiofair.metrics.realism import (
@@ -73,6 +60,8 @@ from cardiofair.metrics.realism import (
     mask_geometry,
     mean_pairwise_ms_ssim,
 )
+from cardiofair.prompts import UNKNOWN
+from cardiofair.settings import QualitySettings
 
 SCHEMA_VERSION = 1
 FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
@@ -85,49 +74,9 @@ class QualityError(CardiofairError):
     """The real and synthetic datasets cannot be compared as given."""
 
 
-@dataclass(frozen=True)
-class QualitySettings:
-    """How the evaluators are trained and how much evidence a figure needs."""
-
-    steps: int = 400
-    classifier_steps: int = 700
-    batch: int = 32
-    augmentation: Augmentation = Augmentation()
-    min_images: int = 20
-    seed: int = 0
-    kernel_subsets: int = 50
-    ms_ssim_pairs: int = 300
-    closest_pairs: int = 8
-    counterfactual_pairs: int = 32
-
-
-@dataclass
-class ImageSet:
-    """Images, masks and binned attributes of a group of records, kept together."""
-
-    rows: pd.DataFrame
-    images: np.ndarray
-    masks: np.ndarray
-    attributes: pd.DataFrame
-
-    def take(self, selector: np.ndarray) -> "ImageSet":
-        """The records where ``selector`` (boolean or integer index) picks them."""
-        return ImageSet(self.rows.iloc[selector].reset_index(drop=True), self.images[selector], self.masks[selector],
-                        self.attributes.iloc[selector].reset_index(drop=True))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-
 def _load_set(root: Path, rows: pd.DataFrame, label: str, progress: bool) -> ImageSet:
-    rows = rows.reset_index(drop=True)
-    records = [load_record(root, row) for row in tqdm(rows.to_dict("records"), desc=f"loading {label}",
-                                                       unit="record", disable=not progress, leave=False)]
-    if not records:
-        return ImageSet(rows, np.zeros((0, 2, 1, 1), np.float32), np.zeros((0, 2, 1, 1), np.uint8),
-                        attribute_table(rows))
-    return ImageSet(rows, np.stack([r.image for r in records]), np.stack([r.mask for r in records]),
-                    attribute_table(rows))
+    with tqdm(total=len(rows), desc=f"loading {label}", unit="record", disable=not progress, leave=False) as bar:
+        return load_images(root, rows, on_record=bar.update)
 
 
 def load_real_splits(root: Path, progress: bool = True) -> dict[str, ImageSet]:
@@ -149,9 +98,11 @@ def load_synthetic(root: Path, progress: bool = True) -> ImageSet:
 
 def check_compatible(real: ImageSet, synthetic: ImageSet) -> None:
     """Refuse datasets that cannot be compared: other image sizes, channels or label sets."""
-    if real.images.shape[1:] != synthetic.images.shape[1:]:
-        raise QualityError(f"image shapes differ: real {real.images.shape[1:]} (frames, H, W), synthetic "
-                           f"{synthetic.images.shape[1:]}; prepare and generate at the same size")
+    try:
+        same_size({"the real dataset": real, "the synthetic dataset": synthetic},
+                  "; prepare and generate at the same size")
+    except ImageSizeError as error:
+        raise QualityError(f"image shapes differ: {error}") from None
     extra = sorted(set(np.unique(synthetic.masks).tolist()) - set(np.unique(real.masks).tolist()))
     if extra:
         raise QualityError(f"synthetic masks carry labels {extra} that no real training mask has; "
@@ -162,13 +113,14 @@ def training_hash(real: dict[str, ImageSet], settings: QualitySettings) -> str:
     """A key that changes whenever the evaluators would: the training and validation images and
     masks (by content, not by name) and the training settings."""
     digest = hashlib.sha256(EVALUATOR_VERSION.encode())
-    digest.update(json.dumps({k: v for k, v in asdict(settings).items()
-                              if k in ("steps", "classifier_steps", "batch", "seed", "augmentation")}, sort_keys=True).encode())
+    digest.update(json.dumps({**{k: v for k, v in asdict(settings).items()
+                                 if k in ("steps", "classifier_steps", "batch", "seed")},
+                              "augmentation": asdict(Augmentation())}, sort_keys=True).encode())
     for name in ("train", "val"):
         order = np.argsort(real[name].rows["record_id"].astype(str).to_numpy(), kind="stable")
         digest.update(name.encode())
         for column in ("sex", "age", "bmi", "diagnosis"):
-            digest.update("|".join(real[name].attributes[column].iloc[order]).encode())
+            digest.update("|".join(attribute_table(real[name].rows)[column].iloc[order]).encode())
         digest.update(np.ascontiguousarray(real[name].images[order]).tobytes())
         digest.update(np.ascontiguousarray(real[name].masks[order]).tobytes())
     return digest.hexdigest()[:16]
@@ -190,9 +142,9 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     log(f"evaluators: training on {len(real['train'])} real training records "
         f"({settings.steps} segmenter + {settings.classifier_steps} classifier steps)")
     train, val = real["train"], real["val"]
-    evaluators = train_evaluators(train.images, train.masks, train.attributes, val.images, val.masks,
-                                  val.attributes, steps=settings.steps, classifier_steps=settings.classifier_steps,
-                                  batch=settings.batch, seed=settings.seed, augmentation=settings.augmentation)
+    evaluators = train_evaluators(train.images, train.masks, attribute_table(train.rows), val.images, val.masks,
+                                  attribute_table(val.rows), steps=settings.steps, classifier_steps=settings.classifier_steps,
+                                  batch=settings.batch, seed=settings.seed, augmentation=Augmentation())
     # Saved under a temporary name first, so a crash never leaves a half-written cache entry
     # that a later call would trust.
     staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
@@ -220,7 +172,7 @@ def cell_attributes(rows: pd.DataFrame, attributes: pd.DataFrame) -> list[str]:
 
 
 def _cell_keys(image_set: ImageSet, attributes: list[str]) -> pd.Series:
-    return image_set.attributes[attributes].agg("|".join, axis=1)
+    return attribute_table(image_set.rows)[attributes].agg("|".join, axis=1)
 
 
 def _subsample(n_items: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -343,9 +295,9 @@ def _mask_scope(synthetic_dice: pd.DataFrame, real_dice: pd.DataFrame, minimum: 
 
 def _prompt_scope(synthetic_predicted: pd.DataFrame, synthetic: ImageSet, real_predicted: pd.DataFrame,
                   real: ImageSet, minimum: int) -> dict[str, Any]:
-    return _fidelity_scope(prompt_fidelity(synthetic_predicted, synthetic.attributes) if len(synthetic) else {},
-                           prompt_fidelity(real_predicted, real.attributes) if len(real) else {}, len(synthetic),
-                           len(real), minimum)
+    synthetic_figures = prompt_fidelity(synthetic_predicted, attribute_table(synthetic.rows)) if len(synthetic) else {}
+    real_figures = prompt_fidelity(real_predicted, attribute_table(real.rows)) if len(real) else {}
+    return _fidelity_scope(synthetic_figures, real_figures, len(synthetic), len(real), minimum)
 
 
 def _privacy_scope(synthetic_distances: dict[str, np.ndarray], reference_distances: dict[str, np.ndarray],
@@ -414,13 +366,12 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
             real, settings, Path(evaluators_dir) if evaluators_dir else None, log)
         held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
                             np.concatenate([real["val"].images, real["test"].images]),
-                            np.concatenate([real["val"].masks, real["test"].masks]),
-                            pd.concat([real["val"].attributes, real["test"].attributes], ignore_index=True))
+                            np.concatenate([real["val"].masks, real["test"].masks]))
         sets = {"train": real["train"], "val": real["val"], "test": real["test"], "held_out": held_out,
                 "synthetic": synthetic}
         log("measuring realism, fidelity and privacy")
         features = _features(evaluators, sets)
-        attributes = cell_attributes(synthetic.rows, synthetic.attributes)
+        attributes = cell_attributes(synthetic.rows, attribute_table(synthetic.rows))
         keys = {name: _cell_keys(s, attributes) for name, s in sets.items()}
         cells = sorted(keys["synthetic"].unique())
 
@@ -483,6 +434,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         overall_privacy["median_distance_to_mask_source"] = _median(mask_source[np.isfinite(mask_source)])
         overall_privacy["mask_source_not_in_train"] = int(np.isnan(mask_source).sum())
         chance = {name: 1.0 / len(values) for name, values in evaluators.classes.items()}
+        unread = _unmeasured_attributes(attribute_table(real["train"].rows), evaluators.classes)
         log(f"measuring prompt effects on {settings.counterfactual_pairs} real test masks per attribute"
             + ("" if generator else " (no --model: the phantom reference only)"))
         report = {
@@ -497,7 +449,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                         "cells": {cell: realism(cell) for cell in cells}},
             "mask_fidelity": {"overall": {**mask(None), "shuffled_mask_floor": shuffled_dice.mean().to_dict()},
                               "cells": {cell: mask(cell) for cell in cells}},
-            "prompt_fidelity": {"overall": {**prompt(None), "chance": chance},
+            "prompt_fidelity": {"overall": {**prompt(None), "chance": chance, "not_measured": unread},
                                 "cells": {cell: prompt(cell) for cell in cells}},
             "privacy": {"threshold": {space: {"value": d.threshold, "percentile": d.percentile,
                                               "of": "real test to real train nearest-neighbour distances"}
@@ -506,7 +458,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                         "cells": {cell: privacy(cell) for cell in cells},
                         "closest_pairs": closest},
             "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows, real["test"].masks,
-                                             real["test"].attributes, generator, settings.counterfactual_pairs,
+                                             attribute_table(real["test"].rows), generator, settings.counterfactual_pairs,
                                              settings.seed),
         }
         report = json_ready(report)
@@ -549,6 +501,17 @@ def _load_generator(model_dir: str | os.PathLike | None, real: dict[str, ImageSe
     if generator.size != size:
         raise QualityError(f"the model {model_dir} draws {generator.size} px pairs but the real records are {size} px")
     return generator
+
+
+def _unmeasured_attributes(train: pd.DataFrame, classes: dict[str, list[str]]) -> dict[str, str]:
+    """The prompt attributes no classifier head reads, with the reason: a cohort that records
+    no sex or age (ACDC) gives the classifier nothing to learn them from."""
+    reasons = {}
+    for name in (a for a in ATTRIBUTE_COLUMNS if a not in classes):
+        known = train[name][train[name] != UNKNOWN].nunique() if name in train else 0
+        reasons[name] = "unknown for every real training record" if known == 0 else \
+            "fewer than two values among the real training records"
+    return reasons
 
 
 def _mask_source_distances(synthetic: ImageSet, train: ImageSet, features: dict[str, Features]) -> np.ndarray:
@@ -607,3 +570,16 @@ def quality_summary_text(report: dict[str, Any]) -> str:
     lines.append(f"cells: {len(cells)} synthetic cells, {measured} with enough images for distances "
                  f"(see realism_by_cell.csv)")
     return "\n".join(lines)
+
+
+def run(settings: QualitySettings, *, real: str | os.PathLike, synthetic: str | os.PathLike,
+        out: str | os.PathLike, evaluators: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
+        overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """`cardiofair quality`: :func:`evaluate_synthetic` with the stage's paths."""
+    return evaluate_synthetic(real, synthetic, out, settings, evaluators_dir=evaluators, overwrite=overwrite,
+                              progress=progress, model_dir=model)
+
+
+def summary(report: dict[str, Any], paths: Any) -> str:
+    """The compact table and where the full evaluation is."""
+    return f"{quality_summary_text(report)}\nwrote {Path(paths['out']) / 'synthetic_quality.json'}"

@@ -20,27 +20,22 @@ import pandas as pd
 from safetensors import safe_open
 
 from cardiofair import __version__
-from cardiofair.balance import read_plan
 from cardiofair.data.diagnoses import HEART_FAILURE
-from cardiofair.data.records import (
-    OutputExistsError,
-    Record,
-    StagingDirectory,
-    atomic_write,
-    is_synthetic,
-    load_record,
-    read_manifest,
-)
-from cardiofair.data.splits import training_rows
+from cardiofair.data.records import ImageSet, is_synthetic, load_images, load_record, read_manifest
+from cardiofair.data.split import training_rows
 from cardiofair.data.summary import with_cells
+from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.sample import TrainedGenerator, model_hash
-from cardiofair.errors import CardiofairError
+from cardiofair.errors import CardiofairError, OutputExistsError
+from cardiofair.io import StagingDirectory, atomic_write
 from cardiofair.metrics.evaluators import attribute_table
 from cardiofair.metrics.quality import cell_attributes
-from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, prompt_from_attributes
+from cardiofair.plan import read_plan
+from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, prompt_from_attributes
 from cardiofair.report import cards, figures
-from cardiofair.report import html as page
 from cardiofair.report import tables
+from cardiofair.report import html as page
+from cardiofair.settings import ReportSettings
 
 # The counterfactual row: the same geometry drawn as each of these attribute values in turn
 # (the paper's examples: sex, a young and an old decade, a normal and an obese BMI).
@@ -113,10 +108,10 @@ def load_inputs(real: Path, synthetic: Path | None = None, model: Path | None = 
         inputs.model, inputs.model_info = Path(model), TrainedGenerator.read_card(model)
     if quality is not None:
         inputs.quality_dir = Path(quality)
-        inputs.quality = _read_json(inputs.quality_dir, QUALITY_FILE, "cardiofair evaluate synthetic")
+        inputs.quality = _read_json(inputs.quality_dir, QUALITY_FILE, "cardiofair quality")
     if fairness is not None:
         inputs.fairness_dir = Path(fairness)
-        inputs.fairness = _read_json(inputs.fairness_dir, FAIRNESS_FILE, "cardiofair evaluate fairness")
+        inputs.fairness = _read_json(inputs.fairness_dir, FAIRNESS_FILE, "cardiofair fairness")
     if plan is not None:
         inputs.plan_path, inputs.plan = Path(plan), read_plan(plan)
     return inputs
@@ -161,6 +156,12 @@ def write_report(out: str | os.PathLike, *, real: str | os.PathLike, synthetic: 
     if inputs.synthetic is not None:
         intro.append(page.paragraph("Images marked synthetic on this page were drawn by a diffusion model; they are "
                                     "not patients.", "synthetic"))
+    verdict = tables.quality_verdict(inputs.quality) if inputs.quality is not None else []
+    if verdict:
+        far = not verdict[0].startswith("Realism was not measured") or len(verdict) > 1
+        title = "The synthetic images are far from real ones." if far else \
+            "How close the synthetic images are to real ones is not known."
+        intro.append(page.verdict(title, " ".join(verdict)))
     document = page.page("cardiofair study report", intro, sections)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,11 @@ class _Builder:
         self.seed = seed
         self.figures: dict[str, bytes] = {}
         fairness = inputs.fairness or {}
-        self.positive = (fairness.get("settings") or {}).get("positive_diagnosis", HEART_FAILURE)
+        data = fairness.get("data") or {}
+        # What the classifier detected: a name for a set of diagnoses, or one diagnosis.
+        self.positive = data.get("positive_diagnosis") or (fairness.get("settings") or {}).get(
+            "positive_diagnosis", HEART_FAILURE)
+        self.positive_set = data.get("positive_diagnoses") or [self.positive]
 
     def _figure(self, name: str, data: bytes, alt: str, caption: str, pixelated: bool = False) -> str:
         self.figures[name] = data
@@ -234,7 +239,7 @@ class _Builder:
         i = self.inputs
         train = with_cells(i.train)
         name = "Real training split" if "split" in i.manifest.columns else "Real records (the dataset is not split)"
-        panels = [(f"{name} ({len(train)} records)", tables.prevalence_grid(train, self.positive))]
+        panels = [(f"{name} ({len(train)} records)", tables.prevalence_grid(train, self.positive_set))]
         body = []
         if i.synthetic_rows is None:
             body.append(page.missing("No synthetic dataset was given (--synthetic): only the real training split is "
@@ -243,7 +248,7 @@ class _Builder:
             augmented = pd.concat([train.assign(synthetic=False), with_cells(i.synthetic_rows).assign(synthetic=True)],
                                   ignore_index=True)
             panels.append((f"Real training + synthetic ({len(train)} + {len(i.synthetic_rows)} records)",
-                           tables.prevalence_grid(augmented, self.positive)))
+                           tables.prevalence_grid(augmented, self.positive_set)))
         body.insert(0, self._figure(
             "cohort_prevalence.png", figures.prevalence_heatmaps(panels, self.positive),
             f"{self.positive} prevalence per sex and age cell",
@@ -291,9 +296,9 @@ class _Builder:
         return page.Section("examples", title, body)
 
     @staticmethod
-    def _pick(root: Path, rows: pd.DataFrame, rng: np.random.Generator) -> list[Record]:
+    def _pick(root: Path, rows: pd.DataFrame, rng: np.random.Generator) -> ImageSet:
         chosen = rng.choice(len(rows), min(EXAMPLES_PER_SIDE, len(rows)), replace=False) if len(rows) else []
-        return [load_record(root, rows.iloc[int(k)].to_dict()) for k in sorted(chosen)]
+        return load_images(root, rows.iloc[sorted(int(k) for k in chosen)])
 
     def counterfactual_section(self, variations: Mapping[str, Sequence[str]]) -> page.Section:
         title = "One mask, different prompts"
@@ -307,7 +312,12 @@ class _Builder:
         schema = PromptSchema.from_dict(i.model_info["prompt_schema"]) if i.model_info.get("prompt_schema") \
             else DEFAULT_SCHEMA
         binned = with_cells(i.train, schema)
-        complete = binned[~binned.eq("unknown").any(axis=1)]
+        # Attributes the cohort never records (sex and age in ACDC) are neither in the prompts
+        # nor varied; the others must all be known in the record whose mask is drawn.
+        recorded = [c for c in binned.columns if binned[c].ne(UNKNOWN).any()]
+        unrecorded = [a for a in variations if a in binned.columns and a not in recorded]
+        binned = binned[recorded]
+        complete = binned[~binned.eq(UNKNOWN).any(axis=1)]
         if complete.empty:
             return page.Section("counterfactuals", title, page.missing(
                 "No training record has every prompt attribute known: there is no full prompt to vary."))
@@ -322,7 +332,7 @@ class _Builder:
         columns = [("as recorded", prompt_from_attributes(base, schema))]
         skipped = [a for a in variations if a not in schema.attributes]
         for attribute, values in variations.items():
-            if attribute in schema.attributes:
+            if attribute in recorded:
                 columns += [(f"{attribute}: {v}", prompt_from_attributes({**base, attribute: v}, schema))
                             for v in values]
         prompts = [p for _, p in columns]
@@ -339,6 +349,8 @@ class _Builder:
         if skipped:
             body += page.paragraph(f"Not varied, because the model's prompts have no such attribute: "
                                    f"{', '.join(skipped)}", "note")
+        if unrecorded:
+            body += page.paragraph(f"Not varied, because no training record has it: {', '.join(unrecorded)}", "note")
         return page.Section("counterfactuals", title, body)
 
     def quality_sections(self) -> list[page.Section]:
@@ -350,7 +362,7 @@ class _Builder:
                  ("quality-cells", "Quality per synthetic cell", [tables.cells_table])]
         if quality is None:
             return [page.Section(key, title, page.missing(
-                "No quality evaluation was given (--quality, the output of `cardiofair evaluate synthetic`): "
+                "No quality evaluation was given (--quality, the output of `cardiofair quality`): "
                 f"{title.lower()} is unmeasured.")) for key, title, _ in parts]
         source = page.paragraph(f"From {self.inputs.source('quality')}.", "note")
         return [page.Section(key, title, source + "".join(page.table(build(quality)) for build in builders))
@@ -377,7 +389,7 @@ class _Builder:
         fairness = self.inputs.fairness
         if fairness is None:
             return page.Section("fairness", title, page.missing(
-                "No fairness experiment was given (--fairness, the output of `cardiofair evaluate fairness`): "
+                "No fairness experiment was given (--fairness, the output of `cardiofair fairness`): "
                 "whether a classifier becomes fairer is not measured here."))
         data, settings = fairness.get("data") or {}, fairness.get("settings") or {}
         test = (data.get("splits") or {}).get("test") or {}
@@ -386,9 +398,14 @@ class _Builder:
             f"From {self.inputs.source('fairness')}. Classifiers detect {self.positive} against healthy on the real "
             f"test split ({test.get('subjects', '?')} subjects, {test.get('positives', '?')} positive); "
             f"{len(seeds)} repeat(s) per arm with seeds {', '.join(map(str, seeds))}, the same for every arm.")
+        if len(self.positive_set) > 1:
+            body += page.paragraph(f"{self.positive.capitalize()}: {', '.join(self.positive_set)}.", "note")
+        for grouping, reason in (data.get("skipped_groupings") or {}).items():
+            body += page.paragraph(f"Left out: {grouping} ({reason}); its groups have no test subjects to compare.",
+                                   "note")
         reference = fairness["arms"].get(fairness.get("reference_arm", "real"), next(iter(fairness["arms"].values())))
         interval = "95% bootstrap interval over test subjects of the mean over repeats"
-        for metric in BAR_METRICS:
+        for metric in BAR_METRICS if reference["attributes"] else ():
             series = [(a, tables.group_series(fairness, a, metric)) for a in reference["attributes"]]
             name = figures.METRIC_NAMES[metric]
             body += self._figure(f"fairness_{metric}.png", figures.group_bars(series, metric, interval),
@@ -429,7 +446,7 @@ class _Builder:
                                       quality_source=i.source("quality"), checks=checks)
         image_size = None
         if i.synthetic is not None and i.synthetic_rows is not None:
-            image_size = load_record(i.synthetic, i.synthetic_rows.iloc[0].to_dict()).image.shape[-1]
+            image_size = load_images(i.synthetic, i.synthetic_rows.iloc[:1]).shape[-1]
         datasheet = cards.datasheet(i.synthetic, i.synthetic_rows, image_size=image_size, real_dir=i.real,
                                     real_records=len(i.manifest), training_records=len(i.train), datasets=i.datasets,
                                     plan=i.plan, plan_source=i.source("plan"), quality=i.quality,
@@ -469,3 +486,30 @@ def _parameter_counts(model_dir: Path) -> dict[str, int]:
             total = sum(int(np.prod(weights.get_slice(name).get_shape())) for name in weights.keys())
         counts[path.parent.name] = counts.get(path.parent.name, 0) + total
     return counts
+
+
+def run(settings: ReportSettings, *, real: str | os.PathLike, out: str | os.PathLike,
+        synthetic: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
+        quality: str | os.PathLike | None = None, fairness: str | os.PathLike | None = None,
+        plan: str | os.PathLike | None = None, metadata: str | os.PathLike | None = None,
+        overwrite: bool = False) -> Path:
+    """`cardiofair report`: :func:`write_report` with the stage's paths and settings."""
+    quiet_model_loading()
+    try:
+        text = Path(metadata).read_text() if metadata else None
+    except OSError as error:
+        raise ReportError(f"--metadata {metadata} cannot be read: {error}") from None
+    try:
+        run_metadata = None if text is None else json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportError(f"--metadata {metadata} is not valid JSON: {error}") from None
+    return write_report(out, real=real, synthetic=synthetic, model=model, quality=quality, fairness=fairness,
+                        plan=plan, metadata=run_metadata, licence=settings.licence,
+                        counterfactual_prompts=COUNTERFACTUALS if settings.counterfactuals else {}, seed=settings.seed,
+                        overwrite=overwrite)
+
+
+def summary(page: Path, paths: Any) -> str:
+    """What the report wrote."""
+    out = Path(paths["out"])
+    return f"wrote {page}, {out / 'model_card.md'}, {out / 'datasheet.md'} and {out / 'figures'}"

@@ -15,8 +15,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from cardiofair.data.records import FRAMES, LABEL_COLOURS, LABELS, Record, mask_overlay
-from cardiofair.prompts import BMI_CLASSES
+from cardiofair.data.preview import LABEL_COLOURS, mask_overlay, preview_picture
+from cardiofair.data.records import FRAMES, LABELS, ImageSet, Record
+from cardiofair.prompts import BMI_CLASSES, UNKNOWN
 
 DPI = 110
 ARM_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
@@ -43,7 +44,7 @@ def prevalence_heatmaps(panels: Sequence[tuple[str, pd.DataFrame]], positive: st
     colour the ``positive`` prevalence of each sex x age cell, text its percentage and counts.
     The panels share rows, columns and colour scale, so before and after read side by side."""
     sexes = sorted(set().union(*(set(t["sex"]) for _, t in panels)))
-    ages = sorted(set().union(*(set(t["age"]) for _, t in panels)), key=lambda a: (a == "unknown", a))
+    ages = sorted(set().union(*(set(t["age"]) for _, t in panels)), key=lambda a: (a == UNKNOWN, a))
     highest = max([t["prevalence"].max() for _, t in panels if len(t)] + [1.0])
     figure = Figure(figsize=(1.2 + 1.35 * len(ages) * len(panels), 1.4 + 0.95 * len(sexes)), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
@@ -79,16 +80,9 @@ def prevalence_heatmaps(panels: Sequence[tuple[str, pd.DataFrame]], positive: st
 # --- images -------------------------------------------------------------------------------------
 
 
-def record_tile(record: Record) -> np.ndarray:
-    """ED | ES of a record on top, the same with the mask tinted below, as one RGB picture."""
-    plain = [mask_overlay(record.image[f], np.zeros_like(record.mask[f])) for f in range(len(FRAMES))]
-    tinted = [mask_overlay(record.image[f], record.mask[f]) for f in range(len(FRAMES))]
-    return np.concatenate([np.concatenate(plain, axis=1), np.concatenate(tinted, axis=1)], axis=0)
-
-
-def example_grid(cells: Sequence[tuple[str, Sequence[Record], Sequence[Record]]], per_side: int) -> bytes:
+def example_grid(cells: Sequence[tuple[str, ImageSet, ImageSet]], per_side: int) -> bytes:
     """Rows of subgroup cells, each with up to ``per_side`` real and ``per_side`` synthetic
-    records (as :func:`record_tile`); a cell with fewer records leaves its places empty."""
+    records (ED | ES, the mask tinted below); a cell with fewer records leaves its places empty."""
     columns = 2 * per_side
     figure = Figure(figsize=(1.55 * columns + 1.0, 1.55 * len(cells) + 1.1), layout="constrained")
     axes = figure.subplots(len(cells), columns, squeeze=False)
@@ -99,7 +93,7 @@ def example_grid(cells: Sequence[tuple[str, Sequence[Record], Sequence[Record]]]
             ax.set_yticks([])
             kind, pool, k = ("real", real, j) if j < per_side else ("synthetic", synthetic, j - per_side)
             if k < len(pool):
-                ax.imshow(record_tile(pool[k]), interpolation="nearest")
+                ax.imshow(preview_picture(pool.images[k], pool.masks[k]), interpolation="nearest")
                 for side in ax.spines.values():
                     side.set_color("#1f77b4" if kind == "real" else "#d62728")
                     side.set_linewidth(2)
@@ -184,7 +178,7 @@ def group_bars(series: Sequence[tuple[str, pd.DataFrame]], metric: str, interval
 def _group_order(group: str) -> tuple:
     # WHO order for BMI classes (not alphabetical), and "unknown" last, within each part of an
     # intersection such as "Female|normal".
-    return tuple((part == "unknown", BMI_CLASSES.index(part) if part in BMI_CLASSES else -1, part)
+    return tuple((part == UNKNOWN, BMI_CLASSES.index(part) if part in BMI_CLASSES else -1, part)
                  for part in group.split("|"))
 
 

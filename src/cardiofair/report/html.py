@@ -33,6 +33,7 @@ img.pixelated { image-rendering: pixelated; width: 520px; max-width: 100%; }
 figcaption { font-size: 0.88rem; color: #444; margin-top: 0.3rem; max-width: 70rem; }
 .missing { background: #fff4e5; border-left: 4px solid #e69500; padding: 0.5rem 0.8rem; }
 .synthetic { background: #fdecea; border-left: 4px solid #c62828; padding: 0.5rem 0.8rem; font-weight: 600; }
+.verdict { background: #fdecea; border-left: 4px solid #c62828; padding: 0.5rem 0.8rem; }
 .note { font-size: 0.88rem; color: #444; margin: 0.2rem 0; }
 pre { background: #f3f4f6; padding: 0.6rem; overflow-x: auto; font-size: 0.82rem; white-space: pre-wrap; }
 details { margin: 0.6rem 0; }
@@ -68,6 +69,11 @@ def missing(text: str) -> str:
 def warning(text: str) -> str:
     """A plainly marked notice that something may not be what it seems."""
     return f'<p class="missing"><strong>Check.</strong> {escape(text)}</p>'
+
+
+def verdict(title: str, text: str) -> str:
+    """A statement the reader must see before any figure (at the top of the page)."""
+    return f'<p class="verdict"><strong>{escape(title)}</strong> {escape(text)}</p>'
 
 
 def heading(text: str) -> str:

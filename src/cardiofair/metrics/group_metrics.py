@@ -38,7 +38,7 @@ from fairlearn.metrics import MetricFrame, count, false_positive_rate, selection
 from scipy import stats
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from cardiofair.balance import UNKNOWN
+from cardiofair.prompts import UNKNOWN
 
 RATE_METRICS = ("balanced_accuracy", "true_positive_rate", "false_positive_rate", "selection_rate")
 GROUP_METRICS = (*RATE_METRICS, "roc_auc", "count")
@@ -92,6 +92,23 @@ def known_groups(groups: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """Which rows have every one of ``columns`` known (a subject with an unknown attribute is
     left out of that attribute's groups, and only of those)."""
     return ~groups[list(columns)].astype(str).eq(UNKNOWN).any(axis=1)
+
+
+def measurable_groupings(groupings: Mapping[str, Sequence[str]], groups: pd.DataFrame,
+                         who: str = "subject") -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """(the groupings with at least one row of every attribute known, the others with the
+    reason): an attribute a cohort never records (sex and age in ACDC) has no groups to compare,
+    and a grouping over it is left out rather than measured on nobody."""
+    kept, skipped = {}, {}
+    for name, columns in groupings.items():
+        if known_groups(groups, columns).any():
+            kept[name] = tuple(columns)
+            continue
+        missing = [c for c in columns if not known_groups(groups, [c]).any()]
+        shown = missing or list(columns)
+        skipped[name] = (f"{' and '.join(shown)} unknown for every {who}" if missing else
+                         f"no {who} has {' and '.join(shown)} known together")
+    return kept, skipped
 
 
 def group_labels(groups: pd.DataFrame, columns: Sequence[str]) -> pd.Series:

@@ -11,19 +11,22 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from cardiofair.data.records import atomic_write, is_synthetic, read_manifest
+from cardiofair.data.records import is_synthetic, read_manifest
 from cardiofair.data.summary import with_cells
-from cardiofair.errors import CardiofairError
+from cardiofair.errors import InputError, OutputExistsError, SettingsError
+from cardiofair.io import atomic_write
+from cardiofair.prompts import UNKNOWN
+from cardiofair.settings import SplitSettings
 
 SPLITS = ("train", "val", "test")
 
 
-class SplitError(CardiofairError):
+class SplitError(InputError):
     """A dataset whose split cannot keep validation and test subjects out of training."""
 
 
@@ -34,10 +37,10 @@ def assign_splits(manifest: pd.DataFrame, test: float = 0.2, val: float = 0.1, s
     split's share is as close as rounding allows (largest remainders).
     """
     if not (0.0 <= test < 1.0 and 0.0 <= val < 1.0 and test + val < 1.0):
-        raise ValueError("test and val fractions must be in [0, 1) and sum to less than 1")
+        raise SettingsError(None, "test and val fractions must be in [0, 1) and sum to less than 1")
     synthetic = [is_synthetic(row) for row in manifest.to_dict("records")]
     if any(synthetic):
-        raise ValueError("the dataset holds synthetic records: split the real dataset before merging")
+        raise SplitError("the dataset holds synthetic records: split the real dataset before merging")
     cells = with_cells(manifest).astype(str).agg("|".join, axis=1)
     subjects = pd.DataFrame({"subject_id": manifest["subject_id"].astype(str), "cell": cells})
     # A subject's cell is that of its first record (all its slices share the metadata).
@@ -68,8 +71,8 @@ def write_splits(root: str | os.PathLike, splits: pd.Series, overwrite: bool = F
     root = Path(root)
     manifest = read_manifest(root)
     if "split" in manifest.columns and not overwrite:
-        raise FileExistsError(f"{root} is already split; pass --overwrite to split it again (models and results "
-                              f"made with the old split no longer apply)")
+        raise OutputExistsError(f"{root} is already split; pass --overwrite to split it again (models and results "
+                                f"made with the old split no longer apply)")
     manifest["split"] = splits.reindex(manifest.index)
     return atomic_write(root / "manifest.csv", manifest.to_csv(index=False))
 
@@ -120,3 +123,17 @@ def learned_held_out_subjects(learned_hashes: Iterable[str], manifest: pd.DataFr
     learned = set(learned_hashes)
     held_out = manifest[manifest["split"].astype(str) != "train"]["subject_id"].astype(str).unique()
     return sorted(s for s in held_out if subject_hashes([s])[0] in learned)
+
+
+def run(settings: SplitSettings, *, dataset: str | os.PathLike, overwrite: bool = False) -> pd.DataFrame:
+    """`cardiofair split`: store a split of ``dataset``; return its subjects per split and diagnosis."""
+    manifest = read_manifest(dataset)
+    splits = assign_splits(manifest, test=settings.test, val=settings.val, seed=settings.seed)
+    write_splits(dataset, splits, overwrite=overwrite)
+    subjects = manifest.assign(split=splits).drop_duplicates("subject_id")
+    return pd.crosstab(subjects["diagnosis"].fillna(UNKNOWN), subjects["split"], margins=True)
+
+
+def summary(table: pd.DataFrame, paths: Any) -> str:
+    """The subjects per split and diagnosis."""
+    return f"{paths['dataset']}: subjects per split and diagnosis\n{table.to_string()}"

@@ -25,14 +25,15 @@ from fairlearn.metrics import (
 from scipy import stats
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from cardiofair.data.records import json_ready
-from cardiofair.metrics.fairness import (
+from cardiofair.io import json_ready
+from cardiofair.metrics.group_metrics import (
     RATE_METRICS,
     bootstrap_weights,
     evaluate_repeat,
     gap_values,
     group_table,
     holm,
+    measurable_groupings,
     paired_difference,
     summarise_arms,
     t_interval,
@@ -207,6 +208,17 @@ def test_an_unknown_attribute_leaves_the_subject_out_of_that_attribute_only():
     assert set(result.tables["sex&age"].index) <= {"Female|50s", "Female|60s", "Male|50s", "Male|60s"}
 
 
+def test_a_grouping_no_subject_can_be_placed_in_is_left_out_with_the_reason():
+    groups = pd.DataFrame({"sex": ["unknown"] * 4, "age": ["50s", "60s", "unknown", "unknown"],
+                           "bmi": ["unknown", "unknown", "obese", "normal"]})
+    kept, skipped = measurable_groupings({"sex": ("sex",), "age": ("age",), "sex&age": ("sex", "age"),
+                                          "age&bmi": ("age", "bmi"), "bmi": ("bmi",)}, groups, "test subject")
+    assert kept == {"age": ("age",), "bmi": ("bmi",)}
+    assert skipped == {"sex": "sex unknown for every test subject",
+                       "sex&age": "sex unknown for every test subject",
+                       "age&bmi": "no test subject has age and bmi known together"}
+
+
 def test_intervals_paired_test_and_holm():
     values = [0.61, 0.58, 0.66, 0.63, 0.60]
     mean, low, high, n = t_interval(values + [None, math.nan])
@@ -224,6 +236,6 @@ def test_intervals_paired_test_and_holm():
 
 
 def test_fairness_code_never_imports_torch():
-    code = "import sys, cardiofair.metrics.fairness, cardiofair.downstream.arms; print('torch' in sys.modules)"
+    code = "import sys, cardiofair.metrics.group_metrics, cardiofair.downstream.arms; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -28,30 +28,29 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cardiofair.data.records import OutputExistsError, atomic_write, is_synthetic
-from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
+from cardiofair.data.diagnoses import HEALTHY
+from cardiofair.data.records import is_synthetic, read_manifest
+from cardiofair.data.split import training_rows
 from cardiofair.data.summary import with_cells
+from cardiofair.errors import InputError, MissingInputError, OutputExistsError
+from cardiofair.io import atomic_write
 from cardiofair.prompts import (
     ATTRIBUTES,
     BMI_CLASSES,
     DEFAULT_SCHEMA,
+    UNKNOWN,
     PromptSchema,
     parse_prompt,
     prompt_from_attributes,
 )
+from cardiofair.settings import MASK_POLICIES, SENSITIVE_ATTRIBUTES, PlanSettings
 
-STRATEGIES = ("equalize", "prevalence", "target")
-# How the generator chooses each synthetic record's conditioning mask pair; the plan carries the
-# choice per cell and generate.py gives it meaning.
-MASK_POLICIES = ("copy", "matched", "random")
-SENSITIVE_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "diagnosis")
-UNKNOWN = "unknown"
 REQUIRED_PLAN_COLUMNS = ("cell", "real_count", "synthetic_count", "prompt", "mask_policy")
 COUNT_COLUMNS = ("real_count", "requested_count", "synthetic_count", "target_count")
 FLAG_COLUMNS = ("low_support", "unseen", "capped")
@@ -60,66 +59,27 @@ TARGET_VALUE_COLUMNS = ("target_count", "target_proportion")
 _EPS = 1e-9
 
 
-@dataclass(frozen=True)
-class PlanSettings:
-    """How to plan: strategy, planned attributes, caps and the mask policy of the generator."""
-
-    strategy: str = "equalize"
-    attributes: tuple[str, ...] = ("sex", "age", "bmi")
-    target_prevalence: float | None = None
-    positive_diagnosis: str = HEART_FAILURE
-    targets: pd.DataFrame | None = field(default=None, compare=False, hash=False)
-    max_ratio_per_cell: float = 5.0
-    max_ratio_overall: float = 1.0
-    min_real_support: int = 5
-    allow_unseen_cells: bool = False
-    mask_policy: str = "matched"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "attributes", tuple(self.attributes))
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {list(STRATEGIES)}")
-        unknown = [a for a in self.attributes if a not in SENSITIVE_ATTRIBUTES]
-        if unknown:
-            raise ValueError(f"unknown attribute(s) {unknown}; choose from {list(SENSITIVE_ATTRIBUTES)} "
-                             "(the diagnosis is always part of a cell)")
-        if not self.attributes or len(set(self.attributes)) != len(self.attributes):
-            raise ValueError(f"attributes must name at least one sensitive attribute, each once: {list(self.attributes)}")
-        if self.mask_policy not in MASK_POLICIES:
-            raise ValueError(f"unknown mask policy {self.mask_policy!r}; choose from {list(MASK_POLICIES)}")
-        if self.strategy == "prevalence":
-            if self.target_prevalence is None or not 0.0 < self.target_prevalence < 1.0:
-                raise ValueError(f"the prevalence strategy needs a target prevalence in (0, 1), got {self.target_prevalence}")
-            if self.positive_diagnosis == HEALTHY:
-                raise ValueError("the positive diagnosis of the prevalence strategy cannot be 'healthy'")
-        if self.strategy == "target" and self.targets is None:
-            raise ValueError("the target strategy needs a table of target counts or proportions per cell")
-        if self.max_ratio_per_cell < 0 or self.max_ratio_overall < 0:
-            raise ValueError("synthetic-to-real ratio caps must be non-negative")
-        if self.min_real_support < 0:
-            raise ValueError("min_real_support must be a non-negative number of records")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as plain values, for the resolved configuration a run writes."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["attributes"] = list(self.attributes)
-        values["targets"] = None if self.targets is None else self.targets.to_dict("records")
-        return values
+class PlanError(InputError):
+    """A cohort or a table that cannot be planned as asked; the message says what to change."""
 
 
 def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: PromptSchema = DEFAULT_SCHEMA) -> pd.DataFrame:
     """One row per subgroup cell: real, requested, synthetic and final counts, prompt and flags.
 
-    ``attrs`` holds the strategy, ``excluded_unknown`` (real records left out for an unknown
-    planned attribute), ``unseen_cells_left_out`` and ``capped_overall``. Raises ``ValueError``
-    for a schema without the planned attributes, and for a ``target`` plan that names a cell
-    outside the dataset's levels or asks for more than the caps and support rules allow.
+    ``attrs`` holds the strategy, ``skipped_attributes`` (planned attributes no real record has,
+    left out with the reason: a cohort such as ACDC records no sex or age), ``excluded_unknown``
+    (real records left out for an unknown planned attribute), ``unseen_cells_left_out`` and
+    ``capped_overall``. Raises :class:`PlanError` for a schema without the planned attributes,
+    and for a ``target`` plan that names a cell outside the dataset's levels or asks for more
+    than the caps and support rules allow.
     """
+    real = _real_rows(manifest)
+    settings, skipped = _recorded_attributes(real, settings, schema)
     planning = _planning_schema(settings, schema)
     columns = [a for a in planning.attributes if a != "diagnosis"] + ["diagnosis"]
-    known, excluded = _known_real_cells(manifest, columns, planning)
+    known, excluded = _known_real_cells(real, columns, planning)
     if known.empty:
-        raise ValueError(f"nothing to plan: no real record has a known {', '.join(columns)}")
+        raise PlanError(f"nothing to plan: no real record has a known {', '.join(columns)}")
     levels = {c: sorted(known[c].unique(), key=lambda v, c=c: _level_key(c, v)) for c in columns}
     observed = known.groupby(columns).size()
     if settings.strategy == "target":
@@ -160,7 +120,7 @@ def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: Promp
     plan = plan[["cell", *columns, *COUNT_COLUMNS, "prompt", "mask_policy", *FLAG_COLUMNS]]
     unseen_left_out = 0 if settings.allow_unseen_cells or settings.strategy == "target" else \
         math.prod(len(v) for v in levels.values()) - len(plan)
-    plan.attrs = {"strategy": settings.strategy, "excluded_unknown": excluded,
+    plan.attrs = {"strategy": settings.strategy, "skipped_attributes": skipped, "excluded_unknown": excluded,
                   "unseen_cells_left_out": unseen_left_out, "capped_overall": capped_overall,
                   "synthetic_budget": budget, "min_real_support": settings.min_real_support}
     return plan
@@ -170,15 +130,32 @@ def _planning_schema(settings: PlanSettings, schema: PromptSchema) -> PromptSche
     # The schema's order, not the settings', so that cells and prompts read as everywhere else.
     missing = [a for a in (*settings.attributes, "diagnosis") if a not in schema.attributes]
     if missing:
-        raise ValueError(f"planned attribute(s) {missing} are not in the prompt schema {list(schema.attributes)}")
+        raise PlanError(f"planned attribute(s) {missing} are not in the prompt schema {list(schema.attributes)}")
     kept = tuple(a for a in schema.attributes if a in settings.attributes or a == "diagnosis")
     return PromptSchema(attributes=kept, age_bin_width=schema.age_bin_width)
 
 
-def _known_real_cells(manifest: pd.DataFrame, columns: list[str], schema: PromptSchema) -> tuple[pd.DataFrame, int]:
+def _real_rows(manifest: pd.DataFrame) -> pd.DataFrame:
     # Synthetic records never count as support: planning from them would feed the generator
     # its own output.
-    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    return manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+
+
+def _recorded_attributes(real: pd.DataFrame, settings: PlanSettings,
+                         schema: PromptSchema) -> tuple[PlanSettings, dict[str, str]]:
+    """The settings without the planned attributes that no real record has, and those left out
+    with the reason; an error when none is left."""
+    binned = with_cells(real, schema)
+    skipped = {a: "unknown for every real record" for a in settings.attributes
+               if a in binned.columns and binned[a].eq(UNKNOWN).all()}
+    kept = tuple(a for a in settings.attributes if a not in skipped)
+    if not kept:
+        raise PlanError(f"nothing to plan: {', '.join(settings.attributes)} unknown for every real record; plan over "
+                        f"an attribute the cohort records (--attributes, plan.attributes)")
+    return replace(settings, attributes=kept), skipped
+
+
+def _known_real_cells(real: pd.DataFrame, columns: list[str], schema: PromptSchema) -> tuple[pd.DataFrame, int]:
     binned = with_cells(real, schema)[columns]
     known = ~binned.eq(UNKNOWN).any(axis=1)
     return binned[known], int((~known).sum())
@@ -199,7 +176,7 @@ def _prevalence_request(plan: pd.DataFrame, groups: list[str], settings: PlanSet
     positive, p = settings.positive_diagnosis, settings.target_prevalence
     absent = [d for d in (positive, HEALTHY) if d not in diagnoses]
     if absent:
-        raise ValueError(f"the prevalence strategy needs {absent} among the real diagnoses {diagnoses}")
+        raise PlanError(f"the prevalence strategy needs {absent} among the real diagnoses {diagnoses}")
     is_positive = plan["diagnosis"] == positive
     n = plan.groupby(groups)["real_count"].transform("sum")
     positives = plan["real_count"].where(is_positive, 0).groupby([plan[g] for g in groups]).transform("sum")
@@ -213,44 +190,53 @@ def _prevalence_request(plan: pd.DataFrame, groups: list[str], settings: PlanSet
 def _target_table(settings: PlanSettings, columns: list[str], levels: dict[str, list[str]],
                   observed: pd.Series) -> pd.Series:
     """The targets as final counts per cell, indexed like ``observed``."""
-    targets = settings.targets
+    targets = _read_targets(settings.targets)
     missing = [c for c in columns if c not in targets.columns]
     value_columns = [c for c in TARGET_VALUE_COLUMNS if c in targets.columns]
     if missing or len(value_columns) != 1:
-        raise ValueError(f"the target table needs the columns {columns} and one of {list(TARGET_VALUE_COLUMNS)}; "
+        raise PlanError(f"the target table needs the columns {columns} and one of {list(TARGET_VALUE_COLUMNS)}; "
                          f"it has {list(targets.columns)}")
     unplanned = [c for c in targets.columns if c in ATTRIBUTES and c not in columns]
     if unplanned:
-        raise ValueError(f"the target table has column(s) {unplanned}, which are not planned attributes {columns[:-1]}")
+        raise PlanError(f"the target table has column(s) {unplanned}, which are not planned attributes {columns[:-1]}")
     table = targets[columns].astype(str).apply(lambda s: s.str.strip())
     for values in table.itertuples(index=False, name=None):
         for column, value in zip(columns, values):
             if value not in levels[column]:
-                raise ValueError(f"target cell {'|'.join(values)} does not exist in the dataset: {column} {value!r} is "
+                raise PlanError(f"target cell {'|'.join(values)} does not exist in the dataset: {column} {value!r} is "
                                  f"not among its levels {levels[column]}")
     index = pd.MultiIndex.from_frame(table)
     if index.duplicated().any():
-        raise ValueError(f"the target table lists cell(s) {['|'.join(c) for c in index[index.duplicated()]]} twice")
+        raise PlanError(f"the target table lists cell(s) {['|'.join(c) for c in index[index.duplicated()]]} twice")
     values = pd.to_numeric(targets[value_columns[0]], errors="coerce")
     if values.isna().any() or (values < 0).any():
-        raise ValueError(f"{value_columns[0]} must be a non-negative number in every row of the target table")
+        raise PlanError(f"{value_columns[0]} must be a non-negative number in every row of the target table")
     values = pd.Series(values.to_numpy(), index=index)
     real = observed.reindex(index, fill_value=0)
     if value_columns[0] == "target_count":
         if (values != values.round()).any():
-            raise ValueError("target_count must be a whole number of records")
+            raise PlanError("target_count must be a whole number of records")
         return values.astype(int)
     return _counts_from_proportions(values, real)
+
+
+def _read_targets(targets: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """The target table: a CSV path as a study file or the command line give it, or the table."""
+    if isinstance(targets, pd.DataFrame):
+        return targets
+    if not Path(targets).is_file():
+        raise MissingInputError(f"{targets}: no such target table")
+    return pd.read_csv(targets)
 
 
 def _counts_from_proportions(proportions: pd.Series, real: pd.Series) -> pd.Series:
     # Proportions are shares of the listed cells' final total; the smallest such total that keeps
     # every real record, since the planner adds records and never removes them.
     if abs(proportions.sum() - 1.0) > 1e-6:
-        raise ValueError(f"target proportions must sum to 1, got {proportions.sum():.6g}")
+        raise PlanError(f"target proportions must sum to 1, got {proportions.sum():.6g}")
     impossible = real[(proportions == 0) & (real > 0)]
     if not impossible.empty:
-        raise ValueError(f"cell {'|'.join(impossible.index[0])} has {impossible.iloc[0]} real records but a target "
+        raise PlanError(f"cell {'|'.join(impossible.index[0])} has {impossible.iloc[0]} real records but a target "
                          "proportion of 0: the planner adds records, it never removes them")
     total = (real[proportions > 0] / proportions[proportions > 0]).max()
     return pd.concat([real, (proportions * total + 0.5).apply(math.floor)], axis=1).max(axis=1).astype(int)
@@ -273,17 +259,17 @@ def _check_target_fits(plan: pd.DataFrame, eligible: pd.Series, cap: pd.Series, 
     unsupported = plan[(plan["requested_count"] > 0) & ~eligible]
     if not unsupported.empty:
         row = unsupported.iloc[0]
-        raise ValueError(f"target cell {row['cell']} needs {row['requested_count']} synthetic records but has only "
+        raise PlanError(f"target cell {row['cell']} needs {row['requested_count']} synthetic records but has only "
                          f"{row['real_count']} real ones, fewer than min_real_support {settings.min_real_support}; "
                          "allow unseen cells to fill it")
     capped = plan[plan["capped"]]
     if not capped.empty:
         row = capped.iloc[0]
-        raise ValueError(f"target cell {row['cell']} needs {row['requested_count']} synthetic records, above its cap "
+        raise PlanError(f"target cell {row['cell']} needs {row['requested_count']} synthetic records, above its cap "
                          f"of {cap[row.name]} ({settings.max_ratio_per_cell} per real record, {row['real_count']} real)")
     need = int(plan["synthetic_count"].sum())
     if need > budget:
-        raise ValueError(f"the targets need {need} synthetic records, above the overall cap of {budget} "
+        raise PlanError(f"the targets need {need} synthetic records, above the overall cap of {budget} "
                          f"({settings.max_ratio_overall} per real record, {int(plan['real_count'].sum())} real)")
 
 
@@ -310,15 +296,15 @@ def read_plan(path: str | os.PathLike) -> pd.DataFrame:
     """A plan CSV, checked row by row, because a hand-edited plan drives hours of generation."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such plan file (run `cardiofair plan`)")
+        raise MissingInputError(f"{path}: no such plan file (run `cardiofair plan`)")
     plan = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in REQUIRED_PLAN_COLUMNS if c not in plan.columns]
     if missing:
-        raise ValueError(f"{path} is not a synthesis plan: it lacks the column(s) {missing}")
+        raise PlanError(f"{path} is not a synthesis plan: it lacks the column(s) {missing}")
 
-    def fail(row: int, problem: str) -> ValueError:
+    def fail(row: int, problem: str) -> PlanError:
         # Line numbers as an editor shows them: the header is line 1.
-        return ValueError(f"{path}, line {row + 2} (cell {plan.at[row, 'cell']!r}): {problem}")
+        return PlanError(f"{path}, line {row + 2} (cell {plan.at[row, 'cell']!r}): {problem}")
 
     for column in (c for c in COUNT_COLUMNS if c in plan.columns):
         bad = ~plan[column].str.fullmatch(r"\s*\d+\s*")
@@ -360,6 +346,8 @@ def format_plan(plan: pd.DataFrame) -> str:
     strategy = f" ({attrs['strategy']})" if "strategy" in attrs else ""
     lines = [f"Synthesis plan{strategy}: {len(plan)} cells; {real} real + {synthetic} synthetic = "
              f"{real + synthetic} records ({synthetic / max(real, 1):.2f} synthetic per real)"]
+    for attribute, reason in attrs.get("skipped_attributes", {}).items():
+        lines.append(f"Left out of planning: {attribute} ({reason})")
     if attrs.get("excluded_unknown"):
         lines.append(f"{attrs['excluded_unknown']} real records left out of planning: a planned attribute or the "
                      "diagnosis is unknown")
@@ -400,3 +388,16 @@ def _prevalence_table(plan: pd.DataFrame, attributes: list[str]) -> str:
                                 f"{100.0 * after.at[group, disease] / max(n_after, 1):.1f}")
             rows.append(row)
     return pd.DataFrame(rows).to_string(index=False)
+
+
+def run(settings: PlanSettings, *, dataset: str | os.PathLike, out: str | os.PathLike,
+        overwrite: bool = False) -> pd.DataFrame:
+    """`cardiofair plan`: plan the training split of ``dataset``; write the plan CSV to ``out``."""
+    plan = plan_synthesis(training_rows(read_manifest(dataset)), settings)
+    write_plan(plan, out, overwrite=overwrite)
+    return plan
+
+
+def summary(plan: pd.DataFrame, paths: Any) -> str:
+    """The printed plan and where it was written."""
+    return f"{format_plan(plan)}\n\nplan written to {paths['out']}"

@@ -1,5 +1,6 @@
-"""`cardiofair evaluate fairness` end to end on a tiny phantom: the report, its files, the same
-seeds for every arm, determinism, and bad input through the command line."""
+"""`cardiofair fairness` (and its earlier name, `cardiofair evaluate fairness`) end to end on a tiny
+phantom: the report, its files, the same seeds for every arm, determinism, groupings a cohort
+cannot measure, and bad input through the command line."""
 
 import json
 
@@ -64,7 +65,7 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
 
 def test_same_command_same_results(split_dataset, tmp_path):
     for name in ("a", "b"):
-        assert main(["evaluate", "fairness", "--real", str(split_dataset), "--arms", "real,threshold",
+        assert main(["fairness", "--real", str(split_dataset), "--arms", "real,threshold",
                      "--out", str(tmp_path / name), *FAST]) == 0
     for file in ("predictions.csv", "fairness.json"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
@@ -85,6 +86,22 @@ def test_a_missing_attribute_is_reported_and_the_subjects_kept(dataset_copy, tmp
     assert report["arms"]["real"]["training"][0]["n_records"] == len(rows_of(dataset_copy, "train"))
     predictions = pd.read_csv(out / "predictions.csv")
     assert (predictions["sex"] == "unknown").sum() == 4 * 2 * 2  # kept in predictions for both arms and repeats
+
+
+def test_an_attribute_no_test_subject_has_is_left_out_with_the_reason(dataset_copy, tmp_path, capsys):
+    # As in ACDC: nobody's sex or age is known.
+    blank_attribute(dataset_copy, "sex", read_manifest(dataset_copy)["record_id"].tolist())
+    blank_attribute(dataset_copy, "age_years", read_manifest(dataset_copy)["record_id"].tolist())
+    out = tmp_path / "fairness"
+    assert main(["fairness", "--real", str(dataset_copy), "--arms", "real,threshold", "--threshold-attribute", "bmi",
+                 "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "Left out: sex (sex unknown for every test subject)" in printed
+    assert "Left out: sex&age (sex and age unknown for every test subject)" in printed
+    report = json.loads((out / "fairness.json").read_text())
+    assert set(report["data"]["skipped_groupings"]) == {"sex", "age", "sex&age"}
+    assert set(report["arms"]["real"]["attributes"]) == {"bmi"}
+    assert set(pd.read_csv(out / "groups.csv")["attribute"]) == {"bmi"}
 
 
 def test_bad_input_is_refused_by_the_command(split_dataset, tmp_path, capsys):

@@ -5,15 +5,16 @@ import math
 import pandas as pd
 import pytest
 
-from cardiofair.balance import (
+from cardiofair.data.phantom import phantom_cohort
+from cardiofair.errors import OutputExistsError
+from cardiofair.plan import (
+    PlanError,
     PlanSettings,
     format_plan,
     plan_synthesis,
     read_plan,
     write_plan,
 )
-from cardiofair.data.phantom import phantom_cohort
-from cardiofair.data.records import OutputExistsError
 from cardiofair.prompts import PromptSchema, parse_prompt
 
 # One raw value per bin, so that a cell written "Female|60s|normal|heart failure" becomes records.
@@ -241,6 +242,22 @@ def test_unknown_values_are_left_out_and_counted():
     assert plan.attrs["excluded_unknown"] == 3
     assert plan["real_count"].sum() == len(manifest) - 3
     assert "3 real records left out of planning" in format_plan(plan)
+
+
+def test_an_attribute_no_real_record_has_is_left_out_with_the_reason():
+    # As in ACDC: no sex and no age, BMI and diagnosis known.
+    manifest = make_manifest({"Female|60s|normal|healthy": 20, "Female|60s|obese|healthy": 8,
+                              "Female|60s|normal|heart failure": 5, "Female|60s|obese|heart failure": 9})
+    manifest["sex"], manifest["age_years"] = None, None
+    plan = plan_synthesis(manifest, PlanSettings())
+    assert plan.attrs["skipped_attributes"] == {"sex": "unknown for every real record",
+                                                "age": "unknown for every real record"}
+    assert by_cell(plan)["synthetic_count"].to_dict() == {"normal|healthy": 0, "normal|heart failure": 4,
+                                                         "obese|healthy": 12, "obese|heart failure": 0}
+    assert by_cell(plan).loc["obese|healthy", "prompt"] == "obese BMI, healthy"
+    assert "Left out of planning: sex (unknown for every real record)" in format_plan(plan)
+    with pytest.raises(PlanError, match="nothing to plan: sex, age unknown for every real record"):
+        plan_synthesis(manifest, PlanSettings(attributes=("sex", "age")))
 
 
 def test_synthetic_records_are_not_support():

@@ -1,9 +1,9 @@
-"""Run every arm with the same seeds on the same split, and write the fairness report.
+"""The fairness stage: every arm with the same seeds on the same split, and the fairness report.
 
 Repeat r of every arm trains with seed ``seed + r``, validates on the real validation subjects
 (early stopping, threshold) and predicts the real test subjects; a subject with several slices
 gets the mean score of its slices. The ``threshold`` arm post-processes the ``real`` arm's
-model of the same repeat. Then :mod:`cardiofair.metrics.fairness` turns the predictions into
+model of the same repeat. Then :mod:`cardiofair.metrics.group_metrics` turns the predictions into
 per-group metrics, gaps, intervals and paired comparisons against ``real``.
 """
 
@@ -20,13 +20,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from cardiofair import __version__
-from cardiofair.data.diagnoses import HEART_FAILURE
-from cardiofair.data.records import OutputExistsError, StagingDirectory, atomic_write, json_ready
 from cardiofair.downstream.arms import (
-    ARMS,
     POST_PROCESSED_ARMS,
     SENSITIVE,
-    SYNTHETIC_ARMS,
     Cohort,
     ExperimentError,
     equalized_odds_thresholds,
@@ -35,61 +31,20 @@ from cardiofair.downstream.arms import (
     training_set,
 )
 from cardiofair.downstream.classifier import ClassifierSettings, predict, train_classifier, youden_threshold
-from cardiofair.metrics.fairness import RepeatResult, bootstrap_weights, evaluate_repeat, summarise_arms
+from cardiofair.errors import OutputExistsError, SettingsError
+from cardiofair.io import StagingDirectory, atomic_write, json_ready
+from cardiofair.metrics.group_metrics import (
+    RepeatResult,
+    bootstrap_weights,
+    evaluate_repeat,
+    measurable_groupings,
+    summarise_arms,
+)
+from cardiofair.options import plain
+from cardiofair.plan import read_plan
+from cardiofair.settings import REFERENCE_ARM, SYNTHETIC_ARMS, FairnessSettings
 
-REFERENCE_ARM = "real"
 REPORT_SCHEMA = "cardiofair.fairness/1"
-
-
-@dataclass(frozen=True)
-class ExperimentSettings:
-    """Which arms, how often, which groups, and how each classifier is trained."""
-
-    arms: tuple[str, ...] = ("real", "reweight", "oversample", "threshold")
-    repeats: int = 5
-    seed: int = 0
-    attributes: tuple[str, ...] = SENSITIVE
-    intersection: tuple[str, ...] = ("sex", "age")
-    positive_diagnosis: str = HEART_FAILURE
-    train_prevalence: float | None = None
-    threshold_attribute: str = "sex"
-    n_bootstrap: int = 1000
-    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
-
-    def __post_init__(self) -> None:
-        unknown = [a for a in self.arms if a not in ARMS]
-        if unknown:
-            raise ExperimentError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
-        if REFERENCE_ARM not in self.arms:
-            raise ExperimentError(f"--arms must include {REFERENCE_ARM!r}: every arm is compared with it")
-        if len(set(self.arms)) != len(self.arms):
-            raise ExperimentError(f"an arm is listed twice in {list(self.arms)}")
-        if self.repeats < 1 or self.n_bootstrap < 1:
-            raise ExperimentError("repeats and bootstrap resamples must be at least 1")
-        bad = [a for a in (*self.attributes, *self.intersection) if a not in SENSITIVE]
-        if bad or not self.attributes:
-            raise ExperimentError(f"sensitive attributes must be among {list(SENSITIVE)}, got {bad or 'none'}")
-        if len(self.intersection) == 1:
-            raise ExperimentError("an intersection needs at least two attributes (or none)")
-        if self.threshold_attribute not in self.attributes:
-            raise ExperimentError(f"the threshold attribute {self.threshold_attribute!r} must be one of the "
-                                  f"attributes {list(self.attributes)}")
-
-    @property
-    def seeds(self) -> list[int]:
-        """The seed of each repeat, shared by every arm."""
-        return [self.seed + r for r in range(self.repeats)]
-
-    def groupings(self) -> dict[str, tuple[str, ...]]:
-        """Every grouping the report has: each attribute, and their intersection as ``a&b``."""
-        groupings = {a: (a,) for a in self.attributes}
-        if self.intersection:
-            groupings["&".join(self.intersection)] = tuple(self.intersection)
-        return groupings
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved settings as plain values (the classifier's included), for the report."""
-        return asdict(self)
 
 
 @dataclass
@@ -102,48 +57,53 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
 
-def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: ExperimentSettings,
-                   synthetic: str | os.PathLike | None = None, plan: pd.DataFrame | None = None,
-                   overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate every arm x repeat; write the report to ``out``; return it.
+def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: FairnessSettings,
+                   classifier: ClassifierSettings, synthetic: str | os.PathLike | None = None,
+                   plan: pd.DataFrame | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate every arm x repeat with ``classifier``; write the report to ``out``; return it.
 
     ``out`` gets ``fairness.json``, ``predictions.csv``, ``groups.csv``, ``groups_by_repeat.csv``,
     ``gaps.csv``, ``comparisons.csv`` and ``training.csv``, all at once: the directory is built
     under a temporary name and renamed into place, so an interrupted run leaves the old one.
+    A grouping no test subject can be placed in (its attribute is unknown for all of them, as
+    sex and age in ACDC) is left out with the reason, in the report and the printed table.
     """
     out = Path(out)
     # Checked again when writing; failing now spares the training.
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
-    missing = [a for a in settings.arms if a in SYNTHETIC_ARMS] if synthetic is None else []
+    arms = settings.chosen_arms(synthetic is not None)
+    missing = [a for a in arms if a in SYNTHETIC_ARMS] if synthetic is None else []
     if missing:
         raise ExperimentError(f"arm(s) {missing} need a synthetic dataset (--synthetic)")
     with tqdm(unit="record", desc="load", disable=not progress) as loading:
         cohort = load_cohort(real, synthetic, settings.positive_diagnosis, settings.train_prevalence, settings.seed,
-                             on_record=loading.update)
-    cells = planned_cells(cohort, plan) if {"reweight", "oversample"} & set(settings.arms) else None
-    trained_arms = [a for a in settings.arms if a not in POST_PROCESSED_ARMS]
+                             on_record=loading.update, positive_name=settings.positive_name)
+    cells = planned_cells(cohort, plan) if {"reweight", "oversample"} & set(arms) else None
+    trained_arms = [a for a in arms if a not in POST_PROCESSED_ARMS]
     runs: dict[str, list[RunResult]] = {}
-    total = len(trained_arms) * settings.repeats * settings.classifier.max_epochs
+    total = len(trained_arms) * settings.repeats * classifier.max_epochs
     with tqdm(total=total, unit="epoch", desc="fairness", disable=not progress) as bar:
         for arm in trained_arms:
             runs[arm] = []
             for repeat, seed in enumerate(settings.seeds):
                 bar.set_description(f"{arm} {repeat + 1}/{settings.repeats}")
-                run = _train_arm(arm, cohort, cells, seed, settings, bar)
+                run = _train_arm(arm, cohort, cells, seed, classifier, bar)
                 runs[arm].append(run)
-                bar.update(settings.classifier.max_epochs - run.info["epochs_run"])
-    if "threshold" in settings.arms:
+                bar.update(classifier.max_epochs - run.info["epochs_run"])
+    if "threshold" in arms:
         runs["threshold"] = [_post_process(run, cohort, settings, seed)
                              for run, seed in zip(runs[REFERENCE_ARM], settings.seeds)]
-    runs = {arm: runs[arm] for arm in settings.arms}
+    runs = {arm: runs[arm] for arm in arms}
     test = cohort.subjects("test")
     groups = test[list(SENSITIVE)]
-    weights = bootstrap_weights(len(test), settings.n_bootstrap, settings.seed)
+    groupings, skipped = measurable_groupings(settings.groupings(), groups, "test subject")
+    weights = bootstrap_weights(len(test), settings.bootstrap, settings.seed)
     results = {arm: [evaluate_repeat(run.predictions["label"], run.predictions["prediction"],
-                                     run.predictions["score"], groups, settings.groupings(), weights)
+                                     run.predictions["score"], groups, groupings, weights)
                      for run in arm_runs] for arm, arm_runs in runs.items()}
-    report = _report(cohort, runs, results, cells, settings, real, synthetic)
+    resolved = {**plain(settings), "arms": list(arms), "classifier": asdict(classifier)}
+    report = _report(cohort, runs, results, cells, resolved, skipped, real, synthetic)
     _write(out, report, _tables(report, runs, results, groups, settings), overwrite)
     return report
 
@@ -155,25 +115,25 @@ def subject_scores(cohort: Cohort, role: str, record_scores: np.ndarray) -> np.n
     return means.reindex(cohort.subjects(role).index).to_numpy()
 
 
-def _train_arm(arm: str, cohort: Cohort, cells: pd.DataFrame | None, seed: int, settings: ExperimentSettings,
+def _train_arm(arm: str, cohort: Cohort, cells: pd.DataFrame | None, seed: int, classifier: ClassifierSettings,
                bar: tqdm) -> RunResult:
     chosen = training_set(arm, cohort, seed, cells)
     labels = cohort.table["label"].to_numpy()
     val_rows, test_rows = cohort.rows("val"), cohort.rows("test")
-    trained = train_classifier(cohort.images[chosen.rows], labels[chosen.rows], cohort.images[val_rows],
-                               labels[val_rows], settings.classifier, seed, chosen.weights,
+    trained = train_classifier(cohort.records.images[chosen.rows], labels[chosen.rows], cohort.records.images[val_rows],
+                               labels[val_rows], classifier, seed, chosen.weights,
                                on_epoch=lambda record: bar.update(1))
-    device = settings.classifier.device
-    val_scores = subject_scores(cohort, "val", predict(trained.model, cohort.images[val_rows], device))
+    device = classifier.device
+    val_scores = subject_scores(cohort, "val", predict(trained.model, cohort.records.images[val_rows], device))
     threshold = youden_threshold(cohort.subjects("val")["label"].to_numpy(), val_scores)
-    scores = subject_scores(cohort, "test", predict(trained.model, cohort.images[test_rows], device))
+    scores = subject_scores(cohort, "test", predict(trained.model, cohort.records.images[test_rows], device))
     info = {**chosen.info, "seed": seed, "best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
             "val_roc_auc": trained.history[trained.best_epoch - 1]["val_roc_auc"], "threshold": threshold}
     return RunResult(_predictions(cohort, scores, (scores >= threshold).astype(int)), val_scores, info,
                      trained.history)
 
 
-def _post_process(run: RunResult, cohort: Cohort, settings: ExperimentSettings, seed: int) -> RunResult:
+def _post_process(run: RunResult, cohort: Cohort, settings: FairnessSettings, seed: int) -> RunResult:
     attribute = settings.threshold_attribute
     val, test = cohort.subjects("val"), cohort.subjects("test")
     decisions, probabilities, unadjusted = equalized_odds_thresholds(
@@ -193,7 +153,7 @@ def _predictions(cohort: Cohort, scores: np.ndarray, decisions: np.ndarray) -> p
 
 
 def _report(cohort: Cohort, runs: dict[str, list[RunResult]], results: dict[str, list[RepeatResult]],
-            cells: pd.DataFrame | None, settings: ExperimentSettings, real: str | os.PathLike,
+            cells: pd.DataFrame | None, settings: dict[str, Any], skipped: dict[str, str], real: str | os.PathLike,
             synthetic: str | os.PathLike | None) -> dict:
     arms, comparisons = summarise_arms(results, REFERENCE_ARM)
     for arm, arm_runs in runs.items():
@@ -201,13 +161,14 @@ def _report(cohort: Cohort, runs: dict[str, list[RunResult]], results: dict[str,
     subjects = {role: {"subjects": len(cohort.subjects(role)), "positives": int(cohort.subjects(role)["label"].sum())}
                 for role in ("train", "val", "test", "synthetic")}
     data = {"real": str(real), "synthetic": None if synthetic is None else str(synthetic),
-            "positive_diagnosis": cohort.positive, "splits": subjects, "excluded_records": len(cohort.excluded),
+            "positive_diagnosis": cohort.positive_name, "positive_diagnoses": list(cohort.positive),
+            "skipped_groupings": skipped, "splits": subjects, "excluded_records": len(cohort.excluded),
             "excluded_examples": cohort.excluded[:20], **cohort.info}
     if cells is not None:
         data["planned_cells"] = {"source": str(cells["source"].iloc[0]) if len(cells) else None,
                                  "cells": cells.drop(columns="source").to_dict("records")}
-    return {"schema": REPORT_SCHEMA, "cardiofair_version": __version__, "settings": settings.to_dict(),
-            "reference_arm": REFERENCE_ARM, "seeds": settings.seeds, "data": data, "arms": arms,
+    return {"schema": REPORT_SCHEMA, "cardiofair_version": __version__, "settings": settings,
+            "reference_arm": REFERENCE_ARM, "seeds": [settings["seed"] + r for r in range(settings["repeats"])], "data": data, "arms": arms,
             "comparisons": comparisons}
 
 
@@ -237,7 +198,7 @@ def _interval_columns(entry: dict) -> dict[str, Any]:
 
 
 def _tables(report: dict, runs: dict[str, list[RunResult]], results: dict[str, list[RepeatResult]],
-            groups: pd.DataFrame, settings: ExperimentSettings) -> dict[str, pd.DataFrame]:
+            groups: pd.DataFrame, settings: FairnessSettings) -> dict[str, pd.DataFrame]:
     """The CSV files: summaries over repeats per group (groups.csv) and per attribute (gaps.csv),
     paired comparisons, fairlearn's per-group tables of every repeat, predictions, learning curves."""
     summary_rows, comparison_rows, by_repeat, predictions, training = [], [], [], [], []
@@ -304,18 +265,22 @@ def comparison_table(report: dict) -> str:
     bootstrap intervals; then each arm's paired differences against ``real`` with the
     t-interval over seeds and the Holm-adjusted p-value."""
     settings = report["settings"]
-    attribute = settings["threshold_attribute"]
+    measured = report["arms"][REFERENCE_ARM]["attributes"]
+    # The threshold attribute's groups, or the first grouping this test set could measure.
+    attribute = settings["threshold_attribute"] if settings["threshold_attribute"] in measured else \
+        next(iter(measured), None)
     intersection = "&".join(settings["intersection"])
-    reference_arm = report["arms"][REFERENCE_ARM]["attributes"][attribute]
-    reference = reference_arm["reference_group"]
-    groups = list(reference_arm["groups"])
+    intersection = intersection if intersection in measured else ""
+    reference = measured[attribute]["reference_group"] if attribute else None
+    groups = list(measured[attribute]["groups"]) if attribute else []
     test = report["data"]["splits"]["test"]
     columns = {"balanced acc.": ("overall", "balanced_accuracy"), "AUROC": ("overall", "roc_auc")}
     columns.update({f"TPR {g}": ("attributes", attribute, "groups", g, "true_positive_rate") for g in groups})
     signed = {f"TPR {g}-{reference}": ("attributes", attribute, "groups", g, "true_positive_rate_vs_reference")
               for g in groups if g != reference}
     columns.update(signed)
-    columns[f"eq. odds diff ({attribute})"] = ("attributes", attribute, "gaps", "equalized_odds_difference")
+    if attribute:
+        columns[f"eq. odds diff ({attribute})"] = ("attributes", attribute, "gaps", "equalized_odds_difference")
     if intersection:
         columns[f"worst-group BA ({intersection})"] = ("attributes", intersection, "gaps", "balanced_accuracy_group_min")
 
@@ -339,11 +304,12 @@ def comparison_table(report: dict) -> str:
             if entry is not None and entry.get("p_holm") is not None and not np.isnan(entry["p_holm"]):
                 text += f" p={entry['p_holm']:.3g}"
             rows[arm][f"d {name}"] = text
+    reference_text = f"; reference group for {attribute}: {reference}" if attribute else ""
     lines = [f"Test set: {test['subjects']} real subjects, {test['positives']} with {report['data']['positive_diagnosis']}; "
-             f"{len(report['seeds'])} repeats (seeds {report['seeds'][0]}..{report['seeds'][-1]}); "
-             f"reference group for {attribute}: {reference}.",
+             f"{len(report['seeds'])} repeats (seeds {report['seeds'][0]}..{report['seeds'][-1]}){reference_text}.",
              "Mean over repeats [95% bootstrap interval over test subjects]:",
              first.to_string()]
+    lines += [f"Left out: {name} ({reason})" for name, reason in report["data"].get("skipped_groupings", {}).items()]
     unknown = {name: entry["excluded_unknown"] for name, entry in report["arms"][REFERENCE_ARM]["attributes"].items()
                if entry["excluded_unknown"]}
     if unknown:
@@ -360,3 +326,28 @@ def comparison_table(report: dict) -> str:
         lines += ["", f"Paired difference against {REFERENCE_ARM!r} over the same seeds "
                   "[95% t-interval over seeds], Holm-adjusted p:", pd.DataFrame(rows).T.to_string()]
     return "\n".join(lines)
+
+
+def run(settings: FairnessSettings, *, real: str | os.PathLike, out: str | os.PathLike,
+        synthetic: str | os.PathLike | None = None, plan: str | os.PathLike | None = None, overwrite: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """`cardiofair fairness`: the classifier (preset and device as chosen, or picked for the
+    machine) and :func:`run_experiment` with the stage's paths."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = ("cuda" if cuda else "cpu") if settings.device == "auto" else settings.device
+    if device == "cuda" and not cuda:
+        raise SettingsError("device", "is cuda, but torch sees no CUDA GPU")
+    preset = ("resnet18" if device == "cuda" else "compact") if settings.preset == "auto" else settings.preset
+    classifier = ClassifierSettings.for_preset(preset, max_epochs=settings.epochs, patience=settings.patience,
+                                               batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+                                               device=device)
+    return run_experiment(real, out, settings, classifier, synthetic=synthetic,
+                          plan=read_plan(plan) if plan else None, overwrite=overwrite, progress=progress)
+
+
+def summary(report: dict[str, Any], paths: Any) -> str:
+    """The printed comparison table and where the full report is."""
+    return (f"{comparison_table(report)}\n\nwrote {Path(paths['out']) / 'fairness.json'} and per-group tables, "
+            f"predictions and learning curves in {paths['out']}")

@@ -6,7 +6,7 @@ import pytest
 from cardiofair.cli import main
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import read_manifest
-from cardiofair.data.splits import assign_splits, training_rows
+from cardiofair.data.split import assign_splits, training_rows
 from cardiofair.data.summary import with_cells
 
 

@@ -1,0 +1,87 @@
+"""Each shipped real-cohort study runs end to end on a small cohort written in its layout (slow).
+
+The cohorts are small and the generator is the `tiny` preset trained for two steps, so the
+overrides below change sizes and budgets only: everything about the cohort (its source and
+layout, the attributes it has, the positive class, the planning strategy, the groupings) is the
+shipped file's. A study file that cannot finish on its cohort's layout fails here, not in a
+user's hands.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from cohort_fixtures import write_acdc_cohort, write_mnms_cohort, write_ukbb_cohort
+from report_pages import parse
+
+from cardiofair.cli import main
+from cardiofair.data.records import read_manifest
+from cardiofair.stages import STAGES
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SIZES = ("prepare.size=16", "train.preset=tiny", "train.max_steps=2", "quality.steps=5", "quality.classifier_steps=5",
+         "quality.min_images=2", "fairness.repeats=2", "fairness.epochs=1", "fairness.bootstrap=20",
+         "plan.min_real_support=1")
+
+
+def _study(config: str, tmp_path: Path, monkeypatch, capsys, *paths: str) -> tuple[Path, str]:
+    """Run the shipped ``config`` with ``paths`` pointing at the fixture cohort; return the
+    study folder and what it printed (the stage times included)."""
+    monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
+    name = yaml.safe_load((CONFIGS / config).read_text())["name"]
+    settings = [f"runs={tmp_path / 'runs'}", *paths, *SIZES]
+    code = main(["run", str(CONFIGS / config), *(a for s in settings for a in ("--set", s))])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-4000:]
+    study = tmp_path / "runs" / name
+    times = {stage.name: json.loads((study / ".stages" / f"{stage.name}.json").read_text())["seconds"]
+             for stage in STAGES}
+    with capsys.disabled():
+        print(f"\n{config}: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in times.items()))
+    assert (study / "report.html").is_file()
+    return study, printed.out
+
+
+@pytest.mark.slow
+def test_the_acdc_study_finishes_without_sex_or_age_and_says_what_it_left_out(tmp_path, monkeypatch, capsys):
+    root = write_acdc_cohort(tmp_path / "ACDC" / "database")
+    study, printed = _study("acdc.yaml", tmp_path, monkeypatch, capsys, f"prepare.root={root}")
+    assert "Left out of planning: sex (unknown for every real record)" in printed
+    fairness = json.loads((study / "fairness" / "fairness.json").read_text())
+    assert fairness["data"]["positive_diagnosis"] == "any disease"
+    assert set(fairness["data"]["positive_diagnoses"]) == {"dilated cardiomyopathy", "hypertrophic cardiomyopathy",
+                                                           "myocardial infarction", "abnormal right ventricle"}
+    skipped = fairness["data"]["skipped_groupings"]
+    assert set(skipped) == {"sex", "age", "sex&age"} and skipped["sex"] == "sex unknown for every test subject"
+    assert set(fairness["arms"]["real"]["attributes"]) == {"bmi"}
+    page = parse(study / "report.html")
+    assert "Left out: sex&age (sex and age unknown for every test subject)" in page.sections["fairness"]
+    assert "Not measured: sex (unknown for every real training record)" in page.sections["prompt-fidelity"]
+
+
+@pytest.mark.slow
+def test_the_mnms_study_finishes_with_vendor_and_centre(tmp_path, monkeypatch, capsys):
+    root = write_mnms_cohort(tmp_path / "MnM")
+    metadata = next(root.glob("*.csv"))
+    study, _ = _study("mnms.yaml", tmp_path, monkeypatch, capsys, f"prepare.root={root / 'Training'}",
+                      f"prepare.metadata={metadata}")
+    manifest = read_manifest(study / "prepare")
+    assert {"vendor", "centre"} <= set(manifest.columns) and manifest["vendor"].nunique() == 4
+    fairness = json.loads((study / "fairness" / "fairness.json").read_text())
+    assert fairness["data"]["positive_diagnosis"] == "any disease"
+    assert set(fairness["arms"]["real"]["attributes"]["sex"]["groups"]) == {"Female", "Male"}
+    assert pd.read_csv(study / "plan" / "plan.csv")["synthetic_count"].sum() > 0
+
+
+@pytest.mark.slow
+def test_the_uk_biobank_study_finishes_on_its_field_names(tmp_path, monkeypatch, capsys):
+    columns = yaml.safe_load((CONFIGS / "ukbb.yaml").read_text())["prepare"]["columns"]
+    metadata = write_ukbb_cohort(tmp_path / "ukbb", 60, columns)
+    study, _ = _study("ukbb.yaml", tmp_path, monkeypatch, capsys, f"prepare.root={tmp_path / 'ukbb'}",
+                      f"prepare.metadata={metadata}")
+    fairness = json.loads((study / "fairness" / "fairness.json").read_text())
+    assert fairness["data"]["positive_diagnosis"] == "heart failure"
+    assert fairness["data"]["train_prevalence"]["target"] == 0.25
+    assert set(fairness["arms"]["real"]["attributes"]["sex"]["groups"]) == {"Female", "Male"}
