@@ -1,10 +1,13 @@
-"""Throughput of the generator on this CPU: the preset's defaults against a naive configuration.
+"""Throughput of the generator on this CPU: the preset's defaults against a naive configuration
+and against the preset as it was before its mask was folded.
 
 Prints training steps/s, samples/s (guided (ED, ES) slice pairs per second) and peak memory for
 a preset at its default settings (``cpu`` unless ``--preset``), the same figures for a naive
 configuration (diffusers' defaults: attention at every resolution with ``attention_head_dim=8``,
 DDIM 50 steps), the ratios between the two, and the FLOPs per image against a 2048x2048 fp32
 matmul measured in the same process, so that the distance to the hardware ceiling is a number.
+A last table puts the preset beside its earlier design (the full-resolution mask through a
+strided ControlNet embedding), before and after, measured in the same run.
 Weights are random: speed does not depend on them. It is not a test.
 
 Each measurement runs in a fresh subprocess (the script calls itself with ``--only``), so that
@@ -38,7 +41,7 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from cardiofair.diffusion.conditioning import mask_condition
+from cardiofair.diffusion.conditioning import control_image
 from cardiofair.diffusion.pipeline import assemble_pipeline, make_sampler
 from cardiofair.diffusion.presets import PRESETS, Preset, build_noise_scheduler, get_preset
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
@@ -55,7 +58,7 @@ from cardiofair.diffusion.train import (
 )
 from cardiofair.prompts import BMI_CLASSES, SEXES, build_prompt
 
-PARTS = ("default-train", "default-sample", "naive-train", "naive-sample")
+PARTS = ("default-train", "default-sample", "before-train", "before-sample", "naive-train", "naive-sample")
 TARGET_PAIRS_PER_S = 2.0
 # The naive reference: diffusers' defaults (UNet2DConditionModel's attention_head_dim, which sets
 # the number of heads, and the pipelines' 50 DDIM steps) with attention at every resolution.
@@ -148,7 +151,17 @@ def naive_preset(preset: Preset) -> Preset:
                 attention_head_dim=NAIVE_HEAD_DIM)
     sampling = dataclasses.replace(preset.sampling, sampler="ddim", steps=50)
     return dataclasses.replace(preset, name=f"{preset.name}-naive", unet=unet, sampling=sampling,
-                               pixel_unshuffle=1, controlnet_embedding=(16,))
+                               pixel_unshuffle=1, condition_unshuffle=1, controlnet_embedding=(16,))
+
+
+def before_preset(preset: Preset) -> Preset:
+    """The preset as it was before its mask was folded: the full-resolution mask brought down
+    to the UNet's resolution by a strided ControlNet embedding (16, 32, 64 channels for 4x4
+    folding), and a velocity target (which costs the same per step)."""
+    halvings = preset.pixel_unshuffle.bit_length() - 1
+    return dataclasses.replace(preset, name=f"{preset.name}-before", condition_unshuffle=1,
+                               controlnet_embedding=(16, 32, 64, 128)[:halvings + 1],
+                               noise_scheduler={**preset.noise_scheduler, "prediction_type": "v_prediction"})
 
 
 def grammar_prompts() -> list[str]:
@@ -219,7 +232,7 @@ def measure_train(preset: Preset, batch: int, warmup: int, steps: int) -> dict[s
         # EMA are elementwise, which FlopCounterMode does not count).
         generator = torch.Generator().manual_seed(0)
         target = model_input(images[:1], preset, None, generator)
-        condition = mask_condition(setup.masks[:1], preset.condition_mode)
+        condition = control_image(setup.masks[:1], preset.condition_mode, preset.condition_unshuffle)
         embeddings = setup.models.text_encoder(tokenize(setup.tokenizer, setup.prompts[:1])).last_hidden_state
         diffusion_loss(setup.models, scheduler, target, embeddings, condition, generator,
                        settings.min_snr_gamma).backward()
@@ -242,7 +255,8 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
         model.eval()
     pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, setup.tokenizer,
                                  make_sampler(settings.sampler, build_noise_scheduler(preset)),
-                                 pixel_unshuffle=preset.pixel_unshuffle)
+                                 pixel_unshuffle=preset.pixel_unshuffle,
+                                 condition_unshuffle=preset.condition_unshuffle)
 
     def draw(steps: int) -> None:
         pipeline(setup.masks, setup.prompts, [torch.Generator().manual_seed(i) for i in range(batch)],
@@ -263,7 +277,8 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
         embeddings = pipeline.encode_prompts(setup.prompts[:1] + ([""] if guided else []))
         pair = 2 if guided else 1
         sample = torch.randn(pair, *pipeline.latent_shape(preset.size, preset.size))
-        condition = mask_condition(setup.masks[:1], preset.condition_mode).repeat(pair, 1, 1, 1)
+        condition = control_image(setup.masks[:1], preset.condition_mode,
+                                  preset.condition_unshuffle).repeat(pair, 1, 1, 1)
         t = torch.tensor(500)
         residuals: dict[str, Any] = {}
 
@@ -296,6 +311,10 @@ def run_part(part: str, args: argparse.Namespace) -> dict[str, Any]:
     naive = naive_preset(preset)
     if part == "default-train":
         return measure_train(preset, preset.training.batch_size, plan.train_warmup, plan.train_steps)
+    if part == "before-train":
+        return measure_train(before_preset(preset), preset.training.batch_size, plan.train_warmup, plan.train_steps)
+    if part == "before-sample":
+        return measure_sample(before_preset(preset), args.sample_batch or plan.sample_batch, preset.sampling.steps)
     if part == "naive-train":
         return measure_train(naive, args.naive_batch or preset.training.batch_size, plan.naive_train_warmup,
                              plan.naive_train_steps)
@@ -409,6 +428,24 @@ def report(figures: dict[str, Any], preset: Preset) -> list[str]:
     return lines
 
 
+def before_after(figures: dict[str, Any]) -> list[str]:
+    """The preset beside its earlier design, measured in the same run."""
+    before, after = figures["before"], figures["default"]
+
+    def row(label: str, key: Callable[[dict[str, Any]], float], form: str) -> str:
+        old, new = key(before), key(after)
+        return f"{label:<44}{format(old, form):>16}{format(new, form):>16}{f'x{new / old:.2f}':>14}"
+
+    share = lambda part: lambda f: f[part]["achieved_gflops"] / f[part]["matmul_gflops"]
+    return ["", f"{'before and after (same run)':<44}{'before':>16}{'after':>16}{'change':>14}",
+            row("  training steps/s", lambda f: f["train"]["steps_per_s"], ".4f"),
+            row("  training GFLOP per sample", lambda f: f["train"]["gflop_per_sample"], ".2f"),
+            row("  training GFLOP/s / matmul ceiling", share("train"), ".1%"),
+            row("  sampling slice pairs/s", lambda f: f["sample"]["images_per_s"], ".3f"),
+            row("  sampling GFLOP per pair", lambda f: f["sample"]["gflop_per_image"], ".1f"),
+            row("  sampling GFLOP/s / matmul ceiling", share("sample"), ".1%")]
+
+
 def main() -> None:
     embedded = sorted(name for name, preset in PRESETS.items() if preset.family == "embedded")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -442,7 +479,9 @@ def main() -> None:
                "naive": {"train": results["naive-train"], "sample": results["naive-sample"],
                          "description": f"full-resolution pixel space, attention at every level, "
                                         f"attention_head_dim={NAIVE_HEAD_DIM}, ddim 50 steps"},
-               "default": {"train": results["default-train"], "sample": results["default-sample"]}}
+               "default": {"train": results["default-train"], "sample": results["default-sample"]},
+               "before": {"train": results["before-train"], "sample": results["before-sample"],
+                          "description": "the full-resolution mask through a strided ControlNet embedding"}}
     default_sample, naive_sample = results["default-sample"], results["naive-sample"]
     figures["ratios"] = {
         "train_speedup": results["default-train"]["samples_per_s"] / results["naive-train"]["samples_per_s"],
@@ -450,7 +489,7 @@ def main() -> None:
         "flop_reduction_per_image": naive_sample["gflop_per_image"] / default_sample["gflop_per_image"],
     }
     figures["target"] = {"pairs_per_s": TARGET_PAIRS_PER_S, "met": default_sample["images_per_s"] >= TARGET_PAIRS_PER_S}
-    print("\n".join(report(figures, preset)))
+    print("\n".join(report(figures, preset) + before_after(figures)))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=2)

@@ -19,7 +19,8 @@ from cardiofair.diffusion import train as train_module
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint
 from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
-from cardiofair.diffusion.train import TrainSettings, load_models, train
+from cardiofair.diffusion.conditioning import control_image, mask_condition
+from cardiofair.diffusion.train import Models, TrainSettings, diffusion_loss, load_models, train
 
 PROMPT = "Female, age in 60s, normal BMI, heart failure"
 
@@ -244,7 +245,9 @@ def test_grey_level_mask_conditioning_is_configurable(dataset, tmp_path, masks):
     out = train(dataset, tmp_path / "grey", _settings(max_steps=2, condition_mode="grey"), progress_bar=False)
     generator = TrainedGenerator(out)
     assert generator.info["condition_mode"] == "grey"
-    assert generator.pipeline.controlnet.config.conditioning_channels == 2
+    # two grey frames, folded 2x2 like the tiny preset's images
+    assert generator.pipeline.controlnet.config.conditioning_channels == 2 * 2 * 2
+    assert generator.pipeline.config.condition_unshuffle == 2
     assert np.isfinite(generator.sample(masks, [PROMPT] * 2, [0, 1])).all()
     with pytest.raises(ValueError, match="unknown condition mode"):
         train(dataset, tmp_path / "bad", _settings(condition_mode="rainbow"), progress_bar=False)
@@ -259,3 +262,49 @@ def test_the_generator_never_sees_validation_or_test_subjects(dataset, tmp_path)
     out = train(split, tmp_path / "m", _settings(max_steps=1), progress_bar=False)
     info = json.loads((out / "cardiofair.json").read_text())
     assert info["training"]["n_records"] == (manifest["split"] == "train").sum()
+
+
+def test_a_folded_mask_is_the_unfolded_mask_rearranged():
+    """The ControlNet's folded input loses nothing: unfolding it gives the one-hot mask back,
+    and each pixel's labels land in the channels of its 2x2 block."""
+    masks = torch.randint(0, 4, (3, 2, 8, 8), generator=torch.Generator().manual_seed(0))
+    folded = control_image(masks, "onehot", 2)
+    assert folded.shape == (3, 6 * 4, 4, 4)
+    assert torch.equal(torch.nn.functional.pixel_shuffle(folded, 2), mask_condition(masks, "onehot"))
+    # ED label 2 (myocardium) of pixel (1, 3): channel 1 of the one-hot, block (0, 1), offset (1, 1)
+    assert folded[0, 1 * 4 + 1 * 2 + 1, 0, 1] == float(masks[0, 0, 1, 3] == 2)
+
+
+def test_the_image_prediction_loss_is_zero_for_a_model_that_returns_the_clean_image():
+    """With the clean image as the target, a perfect prediction costs nothing at any timestep;
+    any other prediction costs its squared error, weighted by min(SNR, gamma)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
+    images = torch.rand(4, 8, 4, 4) * 2 - 1
+
+    class Oracle:
+        def __init__(self, offset):
+            self.offset = offset
+
+        def __call__(self, noisy, t, encoder_hidden_states):
+            return type("Out", (), {"sample": images + self.offset})()
+
+    models = Models(unet=Oracle(0.0), controlnet=None, text_encoder=None)
+    loss = diffusion_loss(models, scheduler, images, None, None, torch.Generator().manual_seed(0), 5.0)
+    assert loss.item() == 0.0
+    models = Models(unet=Oracle(0.5), controlnet=None, text_encoder=None)
+    unweighted = diffusion_loss(models, scheduler, images, None, None, torch.Generator().manual_seed(0), None)
+    weighted = diffusion_loss(models, scheduler, images, None, None, torch.Generator().manual_seed(0), 5.0)
+    assert unweighted.item() == pytest.approx(0.25)
+    # weights lie in [1, gamma] for image prediction
+    assert 0.25 <= weighted.item() <= 0.25 * 5.0
+
+
+def test_the_same_configuration_trains_the_same_model(dataset, tmp_path):
+    """A fixed number of steps and seeded batches: two runs give the same weights, bit for bit,
+    and so the same figures downstream; another seed gives another model."""
+    first = train(dataset, tmp_path / "a", _settings(max_steps=3), progress_bar=False)
+    second = train(dataset, tmp_path / "b", _settings(max_steps=3), progress_bar=False)
+    other = train(dataset, tmp_path / "c", _settings(max_steps=3, seed=1), progress_bar=False)
+    assert TrainedGenerator(first).hash == TrainedGenerator(second).hash != TrainedGenerator(other).hash

@@ -23,7 +23,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
-from cardiofair.diffusion.conditioning import mask_condition
+from cardiofair.diffusion.conditioning import control_image, mask_condition
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.tokenizer import tokenize
 
@@ -57,11 +57,12 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         vae: AutoencoderKL | None = None,
         pixel_unshuffle: int = 1,
+        condition_unshuffle: int = 1,
     ):
         super().__init__()
         self.register_modules(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler, vae=vae)
-        self.register_to_config(pixel_unshuffle=pixel_unshuffle)
+        self.register_to_config(pixel_unshuffle=pixel_unshuffle, condition_unshuffle=condition_unshuffle)
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text-encoder hidden states for cross-attention; ``""`` is the unconditional prompt."""
@@ -94,7 +95,7 @@ class CardiacControlNetPipeline(DiffusionPipeline):
             raise ValueError(f"got {batch} masks, {len(prompts)} prompts and {len(generators)} generators")
         device = self.unet.device
         guided = guidance_scale > 1.0
-        condition = mask_condition(masks.to(device), condition_mode)
+        condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
         embeddings = self.encode_prompts(list(prompts) + ([""] * batch if guided else []))
         if guided:
             condition = torch.cat([condition, condition])
@@ -131,7 +132,7 @@ def stable_diffusion_pipeline_class() -> type[DiffusionPipeline]:
 
 def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: ControlNetModel, text_encoder,
                       tokenizer, scheduler: SchedulerMixin, vae: AutoencoderKL | None = None,
-                      pixel_unshuffle: int = 1) -> DiffusionPipeline:
+                      pixel_unshuffle: int = 1, condition_unshuffle: int = 1) -> DiffusionPipeline:
     """The sampling pipeline of a model family: cardiofair's own for the embedded presets,
     diffusers' ``StableDiffusionControlNetPipeline`` for Stable Diffusion."""
     if family == "stable-diffusion":
@@ -139,7 +140,8 @@ def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: Contr
                                                  controlnet=controlnet, scheduler=scheduler, safety_checker=None,
                                                  feature_extractor=None, requires_safety_checker=False)
     return CardiacControlNetPipeline(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
-                                     scheduler=scheduler, vae=vae, pixel_unshuffle=pixel_unshuffle)
+                                     scheduler=scheduler, vae=vae, pixel_unshuffle=pixel_unshuffle,
+                                     condition_unshuffle=condition_unshuffle)
 
 
 def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str],

@@ -68,6 +68,9 @@ class Preset:
     image_channels: int = 2
     pixel_unshuffle: int = 1
     condition_mode: str = "onehot"
+    # Fold the mask like the image (pixel unshuffle) before the ControlNet; then its embedding
+    # needs no stride (controlnet_embedding of one stage).
+    condition_unshuffle: int = 1
     unet: dict[str, Any] = field(default_factory=dict)
     controlnet_embedding: tuple[int, ...] = (16,)
     text_encoder: dict[str, Any] = field(default_factory=dict)
@@ -85,12 +88,16 @@ _NOISE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "pr
 PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         name="cpu",
-        description="64 px (ED, ES) pairs folded 4x4 into 32 channels at 16x16 (lossless pixel unshuffle); "
-        "attention at 8x8 and 4x4 only; trained jointly from step 0 (2 CPU cores)",
+        description="64 px (ED, ES) pairs folded 4x4 into 32 channels at 16x16 (lossless pixel unshuffle), the mask "
+        "folded alike; predicts the clean image; attention at 8x8 and 4x4 only; trained jointly from step 0 for a "
+        "fixed number of steps (2 CPU cores)",
         size=64,
         # Pixel unshuffling divides every convolution's cost by 16 at no loss of information and
-        # needs no VAE to train first; the ControlNet's mask embedding halves the mask twice.
+        # needs no VAE to train first. The mask is folded the same way, so the ControlNet reads it
+        # at the UNet's resolution with no strided embedding (cheaper, and the thin myocardium
+        # survives: ED myocardium Dice .81 -> .86 in 200 steps).
         pixel_unshuffle=4,
+        condition_unshuffle=4,
         unet=dict(
             block_out_channels=(64, 128, 128),
             layers_per_block=1,
@@ -100,15 +107,18 @@ PRESETS: dict[str, Preset] = {
             cross_attention_dim=128,
             norm_num_groups=32,
         ),
-        controlnet_embedding=(16, 32, 64),
+        controlnet_embedding=(64,),
         text_encoder=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2),
-        noise_scheduler=_NOISE,
-        # Joint training uses the mask path from the first step (a ControlNet added after a base
-        # stage starts from zero and was far from the mask after 15 minutes); a constant rate
-        # with EMA suits a run stopped by the clock rather than by a step count.
-        training=TrainingDefaults(max_steps=4000, max_minutes=15.0, batch_size=32, learning_rate=1e-3,
-                                  lr_schedule="constant_with_warmup", warmup_steps=100, checkpoint_every=250,
-                                  validate_every=250),
+        # The clean image as target: a model trained for a few hundred steps predicts noise (or
+        # velocity) too poorly for the sampler's last steps to cancel it, which left salt-and-pepper
+        # grain over every image; predicting the image removes it (FD-cardiofair 84 -> 33, 200 steps).
+        noise_scheduler={**_NOISE, "prediction_type": "sample"},
+        # A fixed number of steps, not minutes: the same configuration gives the same model and
+        # the same figures on every machine. A short warm-up, then a constant rate with EMA
+        # (FD-cardiofair 36 after 200 steps, against 45 with a cosine decay from twice the rate).
+        training=TrainingDefaults(max_steps=240, batch_size=32, learning_rate=1e-3,
+                                  lr_schedule="constant_with_warmup", warmup_steps=20, checkpoint_every=50,
+                                  validate_every=240),
         sampling=SamplerSettings(sampler="dpm++", steps=10, guidance_scale=3.0),
     ),
     "tiny": Preset(
@@ -116,6 +126,7 @@ PRESETS: dict[str, Preset] = {
         description="for tests: a few thousand parameters, 16 px folded 2x2",
         size=16,
         pixel_unshuffle=2,
+        condition_unshuffle=2,
         unet=dict(
             block_out_channels=(8, 16),
             layers_per_block=1,
@@ -125,9 +136,9 @@ PRESETS: dict[str, Preset] = {
             cross_attention_dim=16,
             norm_num_groups=4,
         ),
-        controlnet_embedding=(8, 16),
+        controlnet_embedding=(8,),
         text_encoder=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
-        noise_scheduler=_NOISE,
+        noise_scheduler={**_NOISE, "prediction_type": "sample"},
         training=TrainingDefaults(max_steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, validate_every=2),
         sampling=SamplerSettings(steps=3),
     ),
@@ -174,10 +185,11 @@ def build_controlnet(preset: Preset, unet: UNet2DConditionModel) -> ControlNetMo
     """A ControlNet initialised from the UNet's encoder, reading the mask conditioning image.
 
     The mask embedding has one stride-2 convolution per stage after the first: it must bring the
-    full-resolution mask down to the UNet's resolution (``(16,)`` in plain pixel space, one
-    more stage per halving by pixel unshuffling or a VAE).
+    mask down to the UNet's resolution (``(16,)`` in plain pixel space or for a mask folded like
+    the image, one more stage per halving by a VAE or by unfolded pixel unshuffling).
     """
-    return ControlNetModel.from_unet(unet, conditioning_channels=condition_channels(preset.condition_mode),
+    channels = condition_channels(preset.condition_mode) * preset.condition_unshuffle**2
+    return ControlNetModel.from_unet(unet, conditioning_channels=channels,
                                      conditioning_embedding_out_channels=preset.controlnet_embedding)
 
 

@@ -78,7 +78,7 @@ def choose_pairs(attributes: pd.DataFrame, count: int, seed: int) -> np.ndarray:
 
 
 def generator_effects(generator: Any, evaluators: Evaluators, masks: np.ndarray, attributes: pd.DataFrame,
-                      seed: int) -> dict[str, dict[str, Any]]:
+                      seed: int, progress: bool = False) -> dict[str, dict[str, Any]]:
     """Per attribute, the judge's readings of each mask drawn by ``generator`` (a
     :class:`~cardiofair.diffusion.sample.TrainedGenerator`) as both of its values, the rest of
     the prompt being the record's own and the seed shared by both versions."""
@@ -95,7 +95,7 @@ def generator_effects(generator: Any, evaluators: Evaluators, masks: np.ndarray,
             effects[attribute] = {"values": list(values), "n_pairs": 0, "status": reason or "no test masks"}
             continue
         prompts = [prompt_from_attributes({**row, attribute: value}, schema) for value in values for row in base]
-        images = generator.sample(np.concatenate([masks, masks]), prompts, seeds + seeds)
+        images = generator.sample(np.concatenate([masks, masks]), prompts, seeds + seeds, progress=progress)
         effects[attribute] = pair_readings(evaluators, attribute, values, images[:len(masks)], images[len(masks):])
     return effects
 
@@ -137,7 +137,8 @@ def _phantom_versions(preparation: Mapping[str, Any], rows: pd.DataFrame, cue: M
 
 
 def prompt_effects(evaluators: Evaluators, real_root: Path, test_rows: pd.DataFrame, test_masks: np.ndarray,
-                   test_attributes: pd.DataFrame, generator: Any | None, count: int, seed: int) -> dict[str, Any]:
+                   test_attributes: pd.DataFrame, generator: Any | None, count: int, seed: int,
+                   progress: bool = False) -> dict[str, Any]:
     """The ``prompt_effects`` section of ``synthetic_quality.json``: per attribute, the generator's
     pairs (``synthetic``) beside the phantom's (``real_reference``), on the same ``count`` real
     test masks."""
@@ -147,7 +148,7 @@ def prompt_effects(evaluators: Evaluators, real_root: Path, test_rows: pd.DataFr
         synthetic = {a: {"values": list(v), "n_pairs": 0, "status": "no generator given (--model)"}
                      for a, v in ATTRIBUTE_PAIRS.items()}
     else:
-        synthetic = generator_effects(generator, evaluators, masks, attributes.reset_index(drop=True), seed)
+        synthetic = generator_effects(generator, evaluators, masks, attributes.reset_index(drop=True), seed, progress)
     reference = phantom_effects(real_root, rows, evaluators)
     return {"pairs": len(picked), "seed": seed,
             "attributes": {a: {"synthetic": synthetic[a], "real_reference": reference[a]} for a in ATTRIBUTE_PAIRS}}

@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from cardiofair.data.summary import with_cells
 
@@ -212,10 +213,23 @@ def attribute_table(manifest: pd.DataFrame) -> pd.DataFrame:
     return with_cells(manifest).reset_index(drop=True)
 
 
+def _fit(network: nn.Module, loss: Callable[[], torch.Tensor], steps: int, label: str, progress: bool) -> None:
+    """AdamW with one cycle (warm up, then anneal to nearly zero): in a few hundred steps it ends
+    far closer to a minimum than a constant rate, which the study's time budget needs."""
+    optimiser = torch.optim.AdamW(network.parameters())
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=max(steps, 1))
+    for _ in tqdm(range(steps), desc=label, unit="step", disable=not progress, leave=False):
+        value = loss()
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        schedule.step()
+
+
 def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_attributes: pd.DataFrame,
                      val_images: np.ndarray, val_masks: np.ndarray, val_attributes: pd.DataFrame,
                      steps: int = 400, classifier_steps: int = 700, batch: int = 32, seed: int = 0,
-                     augmentation: Augmentation = Augmentation()) -> Evaluators:
+                     augmentation: Augmentation = Augmentation(), progress: bool = False) -> Evaluators:
     """Train both evaluators on real training records degraded by ``augmentation``; score them on
     real (clean) validation records.
 
@@ -240,27 +254,17 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
         index = torch.randint(0, len(images), (batch,), generator=generator)
         return (index, *degrade(images[index], masks[index], augmentation, generator))
 
-    # One cycle (warm up, then anneal to nearly zero): in a few hundred steps it ends far closer to
-    # a minimum than a constant rate, which the study's time budget needs.
-    optimiser = torch.optim.AdamW(segmenter.parameters())
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=max(steps, 1))
-    for _ in range(steps):
+    def segmenter_loss() -> torch.Tensor:
         _, x, y = degraded_batch()
-        loss = F.cross_entropy(segmenter(x.reshape(-1, 1, *x.shape[2:])), y.reshape(-1, *x.shape[2:]))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    optimiser = torch.optim.AdamW(classifier.parameters())
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=max(classifier_steps, 1))
-    for _ in range(classifier_steps):
+        return F.cross_entropy(segmenter(x.reshape(-1, 1, *x.shape[2:])), y.reshape(-1, *x.shape[2:]))
+
+    def classifier_loss() -> torch.Tensor:
         index, x, _ = degraded_batch()
-        loss = sum(F.cross_entropy(logits, targets[name][index], ignore_index=-100)
+        return sum(F.cross_entropy(logits, targets[name][index], ignore_index=-100)
                    for name, logits in classifier(x).items() if (targets[name][index] >= 0).any())
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
+
+    _fit(segmenter, segmenter_loss, steps, "training segmenter", progress)
+    _fit(classifier, classifier_loss, classifier_steps, "training attribute classifier", progress)
     evaluators = Evaluators(segmenter.eval(), classifier.eval(), classes)
     dice = dice_table(evaluators.segment(val_images), val_masks).mean()
     predicted = evaluators.classify(val_images)

@@ -133,7 +133,7 @@ def default_cache() -> Path:
 
 
 def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cache: Path | None = None,
-                      log: Callable[[str], None] = print) -> tuple[Evaluators, Path]:
+                      log: Callable[[str], None] = print, progress: bool = False) -> tuple[Evaluators, Path]:
     """Load the evaluators trained on this exact training split, or train and cache them."""
     folder = (cache or default_cache()) / training_hash(real, settings)
     if (folder / "evaluators.json").is_file():
@@ -144,7 +144,8 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     train, val = real["train"], real["val"]
     evaluators = train_evaluators(train.images, train.masks, attribute_table(train.rows), val.images, val.masks,
                                   attribute_table(val.rows), steps=settings.steps, classifier_steps=settings.classifier_steps,
-                                  batch=settings.batch, seed=settings.seed, augmentation=Augmentation())
+                                  batch=settings.batch, seed=settings.seed, augmentation=Augmentation(),
+                                  progress=progress)
     # Saved under a temporary name first, so a crash never leaves a half-written cache entry
     # that a later call would trust.
     staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
@@ -363,7 +364,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         # Loaded first, so a wrong --model fails before the evaluators train.
         generator = _load_generator(model_dir, real)
         evaluators, evaluator_folder = cached_evaluators(
-            real, settings, Path(evaluators_dir) if evaluators_dir else None, log)
+            real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress)
         held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
                             np.concatenate([real["val"].images, real["test"].images]),
                             np.concatenate([real["val"].masks, real["test"].masks]))
@@ -459,7 +460,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                         "closest_pairs": closest},
             "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows, real["test"].masks,
                                              attribute_table(real["test"].rows), generator, settings.counterfactual_pairs,
-                                             settings.seed),
+                                             settings.seed, progress),
         }
         report = json_ready(report)
         atomic_write(staging.tmp / "synthetic_quality.json", json.dumps(report, indent=2) + "\n")
