@@ -338,6 +338,9 @@ class FairnessSettings:
     batch_size: int | None = option(None, "images per step (default: the preset's)")
     learning_rate: float | None = option(None, "AdamW learning rate (default: the preset's)")
     bootstrap: int = option(1000, "test-subject resamples for intervals")
+    # A worst group with one or two positives in test decides a worst-group figure by chance.
+    min_group_size: int = option(10, "fewest positives and fewest negatives a test group needs to enter worst-group "
+                                 "figures and max-min gaps; smaller groups are listed with their counts")
     seed: int = option(0, "first repeat's seed; also the bootstrap's")
 
     def __post_init__(self) -> None:
@@ -348,6 +351,7 @@ class FairnessSettings:
             if len(set(self.arms)) != len(self.arms):
                 raise SettingsError("arms", f"lists an arm twice: {list(self.arms)}")
         _at_least(self, 1, "repeats", "bootstrap", "epochs", "patience")
+        _at_least(self, 0, "min_group_size")
         if not self.attributes:
             raise SettingsError("attributes", "must name at least one sensitive attribute")
         if len(self.intersection) == 1:

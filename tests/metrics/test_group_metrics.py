@@ -37,6 +37,7 @@ from cardiofair.metrics.group_metrics import (
     paired_difference,
     summarise_arms,
     t_interval,
+    too_small_notes,
     weighted_rates,
 )
 
@@ -239,3 +240,29 @@ def test_fairness_code_never_imports_torch():
     code = "import sys, cardiofair.metrics.group_metrics, cardiofair.downstream.arms; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_worst_group_figures_skip_small_groups_and_list_them_with_their_counts():
+    # Group "c" has 3 positives: with them it decides the worst group (all missed), without
+    # them the worst group is "b".
+    y = np.array([1] * 20 + [0] * 20 + [1] * 20 + [0] * 20 + [1] * 3 + [0] * 30)
+    pred = np.array([1] * 20 + [0] * 20 + [1] * 15 + [0] * 5 + [0] * 20 + [0] * 3 + [0] * 30)
+    groups = pd.DataFrame({"g": ["a"] * 40 + ["b"] * 40 + ["c"] * 33})
+    grouping = {"g": ("g",)}
+    worst = ("attributes", "g", "gaps", "balanced_accuracy_group_min")
+    spread = ("attributes", "g", "gaps", "balanced_accuracy_difference")
+    every = evaluate_repeat(y, pred, pred.astype(float), groups, grouping, bootstrap_weights(len(y), 50, 0))
+    assert every.values[worst] == pytest.approx(0.5) and every.values[spread] == pytest.approx(0.5)
+    large = evaluate_repeat(y, pred, pred.astype(float), groups, grouping, bootstrap_weights(len(y), 50, 0),
+                            min_group_size=10)
+    assert large.values[worst] == pytest.approx(0.875) and large.values[spread] == pytest.approx(0.125)
+    assert large.left_out[worst] == ["c (too small: 3 positives, 30 negatives; needs 10 of each)"]
+    assert large.descriptions["g"]["too_small"] == {"c": {"positives": 3, "negatives": 30}}
+    # The group's own rates are still reported.
+    assert large.values[("attributes", "g", "groups", "c", "true_positive_rate")] == 0.0
+    assert np.all(large.draws[worst] >= 0.75)
+    none = evaluate_repeat(y, pred, pred.astype(float), groups, grouping, min_group_size=50)
+    assert math.isnan(none.values[worst]) and "no group is large enough" in none.reasons[worst]
+    arms, _ = summarise_arms({"real": [large]})
+    assert too_small_notes(arms["real"]["attributes"]) == [
+        "Too small for g gaps and worst-group figures (fewer than 10 positives or negatives in test): c (3 pos., 30 neg.)"]

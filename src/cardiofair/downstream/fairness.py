@@ -39,6 +39,7 @@ from cardiofair.metrics.group_metrics import (
     evaluate_repeat,
     measurable_groupings,
     summarise_arms,
+    too_small_notes,
 )
 from cardiofair.options import plain
 from cardiofair.plan import read_plan
@@ -100,7 +101,8 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     groupings, skipped = measurable_groupings(settings.groupings(), groups, "test subject")
     weights = bootstrap_weights(len(test), settings.bootstrap, settings.seed)
     results = {arm: [evaluate_repeat(run.predictions["label"], run.predictions["prediction"],
-                                     run.predictions["score"], groups, groupings, weights)
+                                     run.predictions["score"], groups, groupings, weights,
+                                     settings.min_group_size)
                      for run in arm_runs] for arm, arm_runs in runs.items()}
     resolved = {**plain(settings), "arms": list(arms), "classifier": asdict(classifier)}
     report = _report(cohort, runs, results, cells, resolved, skipped, real, synthetic)
@@ -312,6 +314,7 @@ def comparison_table(report: dict) -> str:
     lines += [f"Left out: {name} ({reason})" for name, reason in report["data"].get("skipped_groupings", {}).items()]
     unknown = {name: entry["excluded_unknown"] for name, entry in report["arms"][REFERENCE_ARM]["attributes"].items()
                if entry["excluded_unknown"]}
+    lines += too_small_notes(report["arms"][REFERENCE_ARM]["attributes"])
     if unknown:
         lines.append("Test subjects of unknown attribute, left out of its groups (not of training or overall "
                      "metrics): " + ", ".join(f"{name} {n}" for name, n in unknown.items()))

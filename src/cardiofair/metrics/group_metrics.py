@@ -16,6 +16,10 @@ compared with its attribute's reference group (the group with the most positives
 set, e.g. men for heart failure) by signed differences, ``<metric>_vs_reference`` (the group's
 value minus the reference's): their intervals can be read against zero.
 
+A worst group or a max-min gap decided by a group with one or two positives in test is noise: the
+gaps (not the per-group rates) take only groups with at least ``min_group_size`` positives and
+as many negatives in test; smaller groups are listed with their counts (``too_small``).
+
 Uncertainty has two sources, reported separately. Training randomness: each arm is repeated
 with the same seeds, and a t-interval over repeats (and a paired t-test against the reference
 arm over the same seeds) says how much the result depends on the seed. Test sampling: the test
@@ -316,9 +320,11 @@ def reference_group(table: pd.DataFrame) -> str:
 
 
 def evaluate_repeat(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, groups: pd.DataFrame,
-                    attributes: Mapping[str, Sequence[str]], weights: np.ndarray | None = None) -> RepeatResult:
+                    attributes: Mapping[str, Sequence[str]], weights: np.ndarray | None = None,
+                    min_group_size: int = 0) -> RepeatResult:
     """Overall metrics, and per attribute (or intersection) the group table and the gaps of one
-    set of predictions; with ``weights`` (see :func:`bootstrap_weights`) also their bootstrap draws."""
+    set of predictions; with ``weights`` (see :func:`bootstrap_weights`) also their bootstrap draws.
+    Gaps leave out groups with fewer than ``min_group_size`` positives or negatives."""
     y_true, y_pred, y_score = (np.asarray(a) for a in (y_true, y_pred, y_score))
     result = RepeatResult({}, {}, {}, {}, {}, {})
     everyone = pd.Series(["all"] * len(y_true), index=groups.index)
@@ -340,7 +346,7 @@ def evaluate_repeat(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray,
                      draws[metric][:, 0] if metric in draws else None)
         else:
             _record_groups(result, prefix, table, draws)
-            _record_gaps(result, prefix, table, draws)
+            _record_gaps(result, prefix, table, draws, min_group_size)
     return result
 
 
@@ -367,14 +373,46 @@ def _record_groups(result: RepeatResult, prefix: MeasurePath, table: pd.DataFram
                  draws[metric][:, at[group]] - draws[metric][:, at[reference]] if draws else None)
 
 
+def too_small(table: pd.DataFrame, min_group_size: int) -> dict[str, dict[str, int]]:
+    """The groups of a group table with fewer than ``min_group_size`` positives or negatives,
+    with their counts."""
+    small = (table["positives"] < min_group_size) | (table["negatives"] < min_group_size)
+    return {str(g): {"positives": int(table.at[g, "positives"]), "negatives": int(table.at[g, "negatives"])}
+            for g in table.index[small.to_numpy()]}
+
+
+def too_small_notes(attributes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per grouping of a report's ``attributes`` whose small groups were left out of
+    its gaps, with their counts."""
+    lines = []
+    for name, entry in attributes.items():
+        small = entry.get("too_small") or {}
+        if small:
+            counts = ", ".join(f"{g} ({c['positives']} pos., {c['negatives']} neg.)" for g, c in small.items())
+            lines.append(f"Too small for {name} gaps and worst-group figures (fewer than {entry['min_group_size']} "
+                         f"positives or negatives in test): {counts}")
+    return lines
+
+
 def _record_gaps(result: RepeatResult, prefix: MeasurePath, table: pd.DataFrame,
-                 draws: Mapping[str, np.ndarray]) -> None:
-    point = gap_values({m: table[m].to_numpy() for m in RATE_METRICS})
-    boot = gap_values(draws) if draws else {}
+                 draws: Mapping[str, np.ndarray], min_group_size: int) -> None:
+    small = too_small(table, min_group_size)
+    result.descriptions[prefix[-1]].update(min_group_size=min_group_size, too_small=small)
+    keep = ~table.index.isin(list(small))
+    eligible = table[keep]
+    # With no group left, every gap is undefined (numpy's min of nothing is an error).
+    point = gap_values({m: eligible[m].to_numpy() for m in RATE_METRICS}) if len(eligible) else \
+        dict.fromkeys(GAP_MEASURES, math.nan)
+    boot = gap_values({m: values[:, keep] for m, values in draws.items()}) if draws and len(eligible) else {}
+    small_note = [f"{g} (too small: {c['positives']} positives, {c['negatives']} negatives; needs "
+                  f"{min_group_size} of each)" for g, c in small.items()]
     for measure in GAP_MEASURES:
         path = prefix + ("gaps", measure)
-        _put(result, path, float(point[measure]), gap_reason(measure, table), boot.get(measure))
-        left = groups_left_out(measure, table)
+        reason = gap_reason(measure, eligible) if len(eligible) else "no group is large enough"
+        if reason and small:
+            reason += f" ({len(small)} group(s) with fewer than {min_group_size} positives or negatives left out)"
+        _put(result, path, float(point[measure]), reason, boot.get(measure))
+        left = small_note + groups_left_out(measure, eligible)
         if left:
             result.left_out[path] = left
 

@@ -29,6 +29,7 @@ from cardiofair.diffusion.sample import TrainedGenerator, model_hash
 from cardiofair.errors import CardiofairError, OutputExistsError
 from cardiofair.io import StagingDirectory, atomic_write
 from cardiofair.metrics.evaluators import attribute_table
+from cardiofair.metrics.group_metrics import too_small_notes
 from cardiofair.metrics.quality import cell_attributes
 from cardiofair.plan import read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, prompt_from_attributes
@@ -414,6 +415,8 @@ class _Builder:
                                  f"{self.positive}); error bars: {interval}. A group without positives has no "
                                  "defined rate and is marked undefined.")
         body += page.table(tables.overall_fairness_table(fairness))
+        for note in too_small_notes(reference["attributes"]):
+            body += page.paragraph(note + ".", "note")
         body += page.table(tables.gap_table(fairness))
         if fairness.get("comparisons"):
             body += page.table(tables.comparison_table(fairness))
