@@ -26,6 +26,7 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Paired difference against 'real'" in printed and "TPR Female-Male" in printed
+    assert "Too small for sex&age gaps and worst-group figures (fewer than 10 positives or negatives" in printed
     report = json.loads((out / "fairness.json").read_text())
     assert set(report["arms"]) == set(ARMS) and set(report["comparisons"]) == set(ARMS) - {"real"}
     for arm, entry in report["arms"].items():
@@ -42,6 +43,8 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
     assert training["synthetic"]["n_real"] == 0
     assert training["oversample"]["n_records"] == training["real"]["n_records"] + n_synthetic
     assert report["data"]["splits"]["test"]["subjects"] == len(_test_subjects(split_dataset))
+    cells = report["arms"]["real"]["attributes"]["sex&age"]
+    assert cells["too_small"] and all(min(c.values()) < 10 for c in cells["too_small"].values())
 
     predictions = pd.read_csv(out / "predictions.csv", dtype={"subject_id": str})
     test = _test_subjects(split_dataset)

@@ -29,14 +29,19 @@ from cardiofair.io import json_ready
 from cardiofair.metrics.group_metrics import (
     RATE_METRICS,
     bootstrap_weights,
+    detectable_change,
     evaluate_repeat,
     gap_values,
     group_table,
     holm,
     measurable_groupings,
     paired_difference,
+    power_sentence,
+    reference_groups,
+    share_of_oracle,
     summarise_arms,
     t_interval,
+    too_small_notes,
     weighted_rates,
 )
 
@@ -239,3 +244,85 @@ def test_fairness_code_never_imports_torch():
     code = "import sys, cardiofair.metrics.group_metrics, cardiofair.downstream.arms; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_worst_group_figures_skip_small_groups_and_list_them_with_their_counts():
+    # Group "c" has 3 positives: with them it decides the worst group (all missed), without
+    # them the worst group is "b".
+    y = np.array([1] * 20 + [0] * 20 + [1] * 20 + [0] * 20 + [1] * 3 + [0] * 30)
+    pred = np.array([1] * 20 + [0] * 20 + [1] * 15 + [0] * 5 + [0] * 20 + [0] * 3 + [0] * 30)
+    groups = pd.DataFrame({"g": ["a"] * 40 + ["b"] * 40 + ["c"] * 33})
+    grouping = {"g": ("g",)}
+    worst = ("attributes", "g", "gaps", "balanced_accuracy_group_min")
+    spread = ("attributes", "g", "gaps", "balanced_accuracy_difference")
+    every = evaluate_repeat(y, pred, pred.astype(float), groups, grouping, bootstrap_weights(len(y), 50, 0))
+    assert every.values[worst] == pytest.approx(0.5) and every.values[spread] == pytest.approx(0.5)
+    large = evaluate_repeat(y, pred, pred.astype(float), groups, grouping, bootstrap_weights(len(y), 50, 0),
+                            min_group_size=10)
+    assert large.values[worst] == pytest.approx(0.875) and large.values[spread] == pytest.approx(0.125)
+    assert large.left_out[worst] == ["c (too small: 3 positives, 30 negatives; needs 10 of each)"]
+    assert large.descriptions["g"]["too_small"] == {"c": {"positives": 3, "negatives": 30}}
+    # The group's own rates are still reported.
+    assert large.values[("attributes", "g", "groups", "c", "true_positive_rate")] == 0.0
+    assert np.all(large.draws[worst] >= 0.75)
+    none = evaluate_repeat(y, pred, pred.astype(float), groups, grouping, min_group_size=50)
+    assert math.isnan(none.values[worst]) and "no group is large enough" in none.reasons[worst]
+    arms, _ = summarise_arms({"real": [large]})
+    assert too_small_notes(arms["real"]["attributes"]) == [
+        "Too small for g gaps and worst-group figures (fewer than 10 positives or negatives in test): c (3 pos., 30 neg.)"]
+
+
+def test_the_detectable_change_of_a_gap_follows_from_the_positives_in_test():
+    entry = detectable_change({"Female": 100, "Male": 400}, "Male")
+    error = math.sqrt(0.25 / 100 + 0.25 / 400)
+    assert entry["group"] == "Female" and entry["half_width"] == pytest.approx(1.959964 * error)
+    assert entry["minimum_detectable_change"] == pytest.approx((1.959964 + 0.841621) * error)
+    # Four times the positives halve both.
+    larger = detectable_change({"Female": 400, "Male": 1600}, "Male")
+    assert larger["half_width"] == pytest.approx(entry["half_width"] / 2)
+    # The group with fewest positives is the one compared; none at all cannot be measured.
+    assert detectable_change({"40s": 3, "50s": 30, "60s": 90}, "60s")["group"] == "40s"
+    assert "fewer than two groups" in detectable_change({"Female": 0, "Male": 50}, "Male")["reason"]
+    assert power_sentence(entry, "sex").startswith("Power: with 100 positives in Female, 400 in Male")
+
+
+def test_a_tie_in_test_positives_takes_the_reference_from_training():
+    test = pd.DataFrame({"sex": ["Female", "Male"] * 50, "label": [1, 1, 0, 0] * 25})
+    train = pd.DataFrame({"sex": ["Female"] * 10 + ["Male"] * 30, "label": [1] * 40})
+    assert reference_groups(test, train, SEX) == {"sex": "Male"}
+    assert reference_groups(test, train.assign(sex=train["sex"].map({"Female": "Male", "Male": "Female"})),
+                            SEX) == {"sex": "Female"}
+    unbalanced = pd.concat([test, pd.DataFrame({"sex": ["Female"], "label": [1]})])
+    assert reference_groups(unbalanced, train, SEX) == {"sex": "Female"}
+
+
+def _gap_closing(share, n=2000, repeats=4, seed=0):
+    """Repeats of three 'arms' on one test set: TPR women 0.5 (reference arm), 0.5 + 0.4 * share
+    and 0.9 (oracle); men 0.9 throughout."""
+    rng = np.random.default_rng(seed)
+    sex = pd.DataFrame({"sex": np.where(np.arange(n) % 2, "Male", "Female")})
+    y = (np.arange(n) // 2) % 2
+    weights = bootstrap_weights(n, 300, seed)
+    arms = {}
+    for name, female_tpr in (("real", 0.5), ("arm", 0.5 + 0.4 * share), ("oracle", 0.9)):
+        arms[name] = []
+        for _ in range(repeats):
+            tpr = np.where(sex["sex"] == "Female", female_tpr, 0.9)
+            pred = np.where(y == 1, rng.random(n) < tpr, rng.random(n) < 0.1).astype(int)
+            arms[name].append(evaluate_repeat(y, pred, pred.astype(float), sex, SEX, weights,
+                                              references={"sex": "Male"}))
+    return arms
+
+
+def test_a_share_of_the_oracle_has_an_interval_that_finds_it():
+    path = ("attributes", "sex", "groups", "Female", "true_positive_rate_vs_reference")
+    arms = _gap_closing(0.5)
+    entry = share_of_oracle(arms["arm"], arms["oracle"], arms["real"], path, seed=0)
+    assert entry["oracle_change"] == pytest.approx(0.4, abs=0.05) and entry["reason"] is None
+    assert entry["interval"][0] < 0.5 < entry["interval"][1] and entry["interval"][1] - entry["interval"][0] < 0.5
+    nothing = _gap_closing(0.0, seed=1)
+    entry = share_of_oracle(nothing["arm"], nothing["oracle"], nothing["real"], path, seed=0)
+    assert entry["interval"][0] < 0 < entry["interval"][1]
+    # An oracle that changes nothing leaves nothing to take a share of.
+    flat = share_of_oracle(nothing["arm"], nothing["real"], nothing["real"], path, seed=0)
+    assert math.isnan(flat["share"]) and "nothing to take a share of" in flat["reason"]

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from report_fixtures import quality_report
+from report_fixtures import fairness_report, quality_report
 from report_pages import SECTIONS, parse
 
 from cardiofair.cli import main
@@ -191,3 +191,26 @@ def test_cli_report(tmp_path, real, model, quality, capsys):
     run.write_text("{not json")
     assert main(["report", "--real", str(real), "--metadata", str(run), "--out", str(out), "--overwrite"]) == 1
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle_share(real, tmp_path):
+    report = fairness_report()
+    report["settings"]["threshold_attribute"] = "sex"
+    report["data"].update(test_set={"source": "fresh phantom subjects", "power": {
+        "group": "Female", "reference_group": "Male", "positives": {"Female": 500, "Male": 500}, "confidence": 0.95,
+        "power": 0.8, "half_width": 0.062, "minimum_detectable_change": 0.0886, "reason": None}},
+        mechanism={"scenario": "representation", "description": "Female heart failure is rare."})
+    report["arms"]["real"]["attributes"]["sex&age"].update(min_group_size=10, too_small={
+        "Female|40s": {"positives": 0, "negatives": 5}})
+    report["oracle_shares"] = {"measure": "TPR Female - Male", "arms": {"oversample": {
+        "share": 0.4, "change": 0.04, "oracle_change": 0.1, "interval": [0.1, 0.7], "reason": None}}}
+    folder = tmp_path / "fairness"
+    folder.mkdir()
+    (folder / "fairness.json").write_text(json.dumps(report))
+    path = write_report(tmp_path / "report", real=real, synthetic=None, model=None, quality=None, fairness=folder)
+    section = parse(path).sections["fairness"]
+    assert section.index("Power: with 500 positives in Female, 500 in Male") < section.index("Overall test-set")
+    assert "+-0.062" in section and "smaller than 0.089" in section
+    assert "Bias scenario of the phantom cohort: representation. Female heart failure is rare." in section
+    assert "Female|40s (0 pos., 5 neg.)" in section
+    assert "oversample: +0.040, 40% of the oracle's [10%, 70%]" in section

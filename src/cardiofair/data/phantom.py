@@ -77,7 +77,7 @@ import numpy as np
 
 from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.records import Record
-from cardiofair.prompts import bmi_class
+from cardiofair.prompts import age_bin, bmi_class
 
 # Effective long-axis length (mm) turning a volume into a mid-ventricular cavity radius:
 # a 150 mL LV gives a 49 mm cavity diameter, as measured on mid slices of healthy men.
@@ -92,7 +92,8 @@ class PhantomConfig:
     multiplied by ``hf_odds_female`` for women, ``hf_odds_per_decade`` per decade of age away
     from the 60s (raised to a negative power below), and ``hf_odds_bmi`` per WHO class.
     ``hfpef_share`` is the share of heart failure with preserved ejection fraction, by sex;
-    ``breast_share`` the share of women whose breast tissue crosses the slice.
+    ``breast_share`` the share of women whose breast tissue crosses the slice. ``scenario`` names
+    the bias scenario (:data:`SCENARIOS`) the settings started from.
     """
 
     size: int = 64
@@ -115,6 +116,7 @@ class PhantomConfig:
     noise_sd: tuple[float, float] = (0.02, 0.05)
     max_rotation_deg: float = 15.0
     max_shift_mm: float = 6.0
+    scenario: str = "phenotype"
 
     def __post_init__(self) -> None:
         if self.size < 16:
@@ -528,7 +530,11 @@ def phantom_subject(index: int, seed: int, config: PhantomConfig, levels: tuple[
         cues = {"cue_sex": cue_sex or meta["sex"], "cue_bmi": meta["bmi"] if cue_bmi is None else float(cue_bmi)}
         cue_meta = {**meta, "sex": cues["cue_sex"], "bmi": cues["cue_bmi"]}
         anatomy = replace(anatomy, body=body_for(cue_meta, anatomy.body.draw, config))
-    subject_id = f"phantom-{index:06d}"
+    return _subject_records(f"phantom-{index:06d}", meta, anatomy, rng, config, levels, cues)
+
+
+def _subject_records(subject_id: str, meta: dict[str, Any], anatomy: Anatomy, rng: np.random.Generator,
+                     config: PhantomConfig, levels: tuple[float, ...], cues: dict[str, Any]) -> list[Record]:
     records = []
     for level in levels:
         image, mask = render_subject(anatomy, rng, config, level)
@@ -547,6 +553,65 @@ def phantom_subject(index: int, seed: int, config: PhantomConfig, levels: tuple[
             **cues,
         }))
     return records
+
+
+# Fresh subjects drawn beside a prepared cohort come from their own random streams: a prepared
+# subject is drawn from (seed, index), a fresh one from (seed, stream, index), so no fresh subject
+# repeats a prepared one, and the test cohort and the oracle never share one.
+FRESH_STREAMS = {"test": 1, "oracle": 2}
+
+
+def subject_cell(meta: Mapping[str, Any]) -> dict[str, str]:
+    """A phantom subject's binned attributes, named as subgroup cells name them."""
+    return {"sex": meta["sex"], "age": age_bin(meta["age_years"]), "bmi": bmi_class(meta["bmi"]),
+            "diagnosis": meta["diagnosis"]}
+
+
+def fresh_subject(cell: Mapping[str, str], index: int, seed: int, stream: str, config: PhantomConfig,
+                  levels: tuple[float, ...] = (0.0,), max_draws: int = 1_000_000) -> list[Record]:
+    """The records of a new subject of ``cell`` (any of sex, age decade, BMI class, diagnosis)
+    from the cohort model ``config``: subjects are drawn from the model until one falls in the
+    cell (rejection sampling), so within its cell the subject follows the model's own
+    distribution. ``stream`` (a key of :data:`FRESH_STREAMS`) and ``index`` pick the random
+    stream, which no prepared cohort of any seed uses."""
+    rng = np.random.default_rng([seed, FRESH_STREAMS[stream], index])
+    for _ in range(max_draws):
+        meta = sample_metadata(rng, config)
+        binned = subject_cell(meta)
+        if all(binned[name] == value for name, value in cell.items()):
+            anatomy = sample_anatomy(meta, rng, config)
+            return _subject_records(f"phantom-{stream}-{index:06d}", meta, anatomy, rng, config, levels, {})
+    raise ValueError(f"no phantom subject of cell {dict(cell)} in {max_draws} draws: the cohort model (almost) "
+                     f"never makes one")
+
+
+# Bias scenarios: named starting points of PhantomConfig, each a different reason a heart-failure
+# classifier misses women. The synthetic arm can only help where more examples of the group would
+# help; the oracle arm tells which scenario that is.
+SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
+    "phenotype": (
+        "Women's heart failure looks different: two thirds of it has a preserved ejection fraction (a third of "
+        "men's), so it is hard to see whatever the number of examples; female heart failure is also rarer.",
+        {},
+    ),
+    "representation": (
+        "Female heart failure is rare in training but looks as men's does (the same preserved-EF share in both "
+        "sexes), so the classifier misses women for lack of examples of their smaller hearts.",
+        {"hfpef_share": {"Female": 0.35, "Male": 0.35}, "hf_odds_female": 0.12},
+    ),
+    "mixed": (
+        "Both mechanisms at half strength: female heart failure is rare and somewhat more often of the "
+        "preserved-EF kind (half of it against a third of men's).",
+        {"hfpef_share": {"Female": 0.5, "Male": 0.35}, "hf_odds_female": 0.15},
+    ),
+}
+
+
+def scenario_config(name: str, **overrides: Any) -> PhantomConfig:
+    """The phantom configuration of bias scenario ``name`` (see :data:`SCENARIOS`), with ``overrides``."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown phantom scenario {name!r}; choose from {sorted(SCENARIOS)}")
+    return PhantomConfig.from_dict({**SCENARIOS[name][1], "scenario": name, **overrides})
 
 
 def phantom_cohort(n: int, seed: int = 0, config: PhantomConfig | None = None) -> Iterator[Record]:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cardiofair import __version__
 from cardiofair.data.case import Case, CaseSource
-from cardiofair.data.phantom import PhantomConfig, phantom_subject
+from cardiofair.data.phantom import PhantomConfig, phantom_subject, scenario_config
 from cardiofair.data.records import DatasetWriter, Record, manifest_row, write_record_files
 from cardiofair.data.summary import summary_text
 from cardiofair.errors import SettingsError, SubjectError
@@ -134,13 +134,24 @@ def prepare_phantom_subject(index: int, seed: int, config: PhantomConfig, settin
                             cue_sex: str | None = None, cue_bmi: float | None = None) -> list[Record]:
     """Phantom subject ``index`` as prepared records: drawn at the target size and field of view;
     ``cue_sex``/``cue_bmi`` prepare its counterfactual (see :func:`phantom_subject`)."""
-    count = settings.slices_per_subject
-    levels = tuple(float(level) for level in range(-((count - 1) // 2), count - (count - 1) // 2))
+    levels = slice_levels(settings.slices_per_subject)
+    return prepared_phantom_records(phantom_subject(index, seed, config, levels, cue_sex, cue_bmi), settings)
+
+
+def slice_levels(count: int) -> tuple[float, ...]:
+    """The phantom slice levels of ``count`` slices per subject: the mid-ventricular one and its
+    neighbours, as evenly on both sides as the count allows."""
+    return tuple(float(level) for level in range(-((count - 1) // 2), count - (count - 1) // 2))
+
+
+def prepared_phantom_records(drawn: list[Record], settings: PrepareSettings) -> list[Record]:
+    """Drawn phantom records as a prepared dataset holds them: intensities scaled, prompt built."""
     records = []
-    for drawn in phantom_subject(index, seed, config, levels, cue_sex, cue_bmi):
-        meta = dict(drawn.meta)
+    for record in drawn:
+        meta = dict(record.meta)
         meta["prompt"] = build_prompt(meta, settings.schema)
-        records.append(Record(image=normalise_intensity(drawn.image, settings.percentiles), mask=drawn.mask, meta=meta))
+        records.append(Record(image=normalise_intensity(record.image, settings.percentiles), mask=record.mask,
+                              meta=meta))
     return records
 
 
@@ -279,10 +290,11 @@ def run(settings: PrepareSettings, *, out: str | os.PathLike, overwrite: bool = 
 
 
 def _phantom_config(settings: PrepareSettings) -> PhantomConfig:
-    """The phantom's settings: its YAML file (if any) at the preparation's size and field of view."""
+    """The phantom's settings: its scenario's, with its YAML file (if any) over them, at the
+    preparation's size and field of view."""
     try:
         loaded = yaml.safe_load(Path(settings.phantom_config).read_text()) if settings.phantom_config else {}
-        return PhantomConfig.from_dict({**(loaded or {}), "size": settings.size, "fov_mm": settings.fov_mm})
+        return scenario_config(settings.scenario, **{**(loaded or {}), "size": settings.size, "fov_mm": settings.fov_mm})
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise SettingsError("phantom_config", f"{settings.phantom_config}: {error}") from None
 

@@ -11,7 +11,10 @@ subjects; only what it trains on differs:
 - ``oversample``: the real training records plus duplicates of real records of the planned
   cells, as many per cell as the synthetic dataset (or the plan) adds;
 - ``threshold``: the ``real`` model, its decisions post-processed by fairlearn's
-  ``ThresholdOptimizer`` (equalized odds) fitted on the validation split.
+  ``ThresholdOptimizer`` (equalized odds) fitted on the validation split;
+- ``oracle`` (phantom cohorts): the real training records plus, for every record the synthetic
+  dataset (or the plan) adds, a fresh phantom subject of the same cell
+  (:mod:`cardiofair.downstream.fresh`): what a perfect generator would give.
 
 Loading refuses what would make a comparison meaningless: an unsplit real dataset, a subject in
 two splits, a synthetic record whose mask came from a validation or test subject, a synthetic
@@ -21,7 +24,7 @@ dataset of another image size or prompt grammar.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -194,6 +197,24 @@ def _subsample_training(table: pd.DataFrame, prevalence: float, seed: int) -> tu
                   "training_subjects_dropped": int(len(dropped))}
 
 
+def with_records(cohort: Cohort, added: ImageSet, role: str, replace_role: bool = False) -> Cohort:
+    """The cohort with ``added`` records (drawn, not read from a dataset) in ``role``; with
+    ``replace_role`` the cohort's own records of that role are dropped first (a drawn test
+    cohort replaces the split's test subjects)."""
+    cells = with_cells(added.rows)
+    labels = cells["diagnosis"].map({**dict.fromkeys(cohort.positive, 1), HEALTHY: 0})
+    if labels.isna().any():
+        raise ExperimentError(f"drawn {role} subjects have diagnoses {sorted(set(cells['diagnosis'][labels.isna()]))}, "
+                              f"neither {HEALTHY!r} nor {cohort.positive_name}")
+    drawn = pd.concat([added.rows[["record_id"]].assign(role=role), cells], axis=1)
+    drawn = drawn.assign(label=labels.astype(int), subject_id=added.rows["subject_id"].astype(str))
+    keep = cohort.table["role"].to_numpy() != role if replace_role else np.ones(len(cohort.table), bool)
+    records = ImageSet(pd.concat([cohort.records.rows[keep], added.rows], ignore_index=True),
+                       np.concatenate([cohort.records.images[keep], added.images]),
+                       np.concatenate([cohort.records.masks[keep], added.masks]))
+    return replace(cohort, table=pd.concat([cohort.table[keep], drawn], ignore_index=True), records=records)
+
+
 # --- what each arm trains on --------------------------------------------------------------------
 
 
@@ -265,6 +286,11 @@ def training_set(arm: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None
         return _described(cohort, np.concatenate([real, synthetic]), None, "uniform")
     if arm == "synthetic":
         return _described(cohort, synthetic, None, "uniform")
+    if arm == "oracle":
+        oracle = cohort.rows("oracle")
+        if len(oracle) == 0:
+            raise ExperimentError("arm 'oracle' needs fresh subjects of the planned cells, drawn from a phantom model")
+        return _described(cohort, np.concatenate([real, oracle]), None, "uniform")
     if cells is None:
         raise ExperimentError(f"arm {arm!r} needs the planned cells")
     columns = [c for c in cells.columns if c in (*SENSITIVE, "diagnosis")]
@@ -294,9 +320,9 @@ def training_set(arm: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None
 def _described(cohort: Cohort, rows: np.ndarray, weights: np.ndarray | None, sampling: str) -> TrainingSet:
     roles = cohort.table["role"].to_numpy()[rows]
     labels = cohort.table["label"].to_numpy()[rows]
-    info = {"n_records": int(len(rows)), "n_real": int((roles != "synthetic").sum()),
-            "n_synthetic": int((roles == "synthetic").sum()), "prevalence": round(float(labels.mean()), 4),
-            "sampling": sampling}
+    info = {"n_records": int(len(rows)), "n_real": int((roles == "train").sum()),
+            "n_synthetic": int((roles == "synthetic").sum()), "n_oracle": int((roles == "oracle").sum()),
+            "prevalence": round(float(labels.mean()), 4), "sampling": sampling}
     return TrainingSet(rows, weights, info)
 
 

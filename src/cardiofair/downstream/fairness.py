@@ -29,7 +29,9 @@ from cardiofair.downstream.arms import (
     load_cohort,
     planned_cells,
     training_set,
+    with_records,
 )
+from cardiofair.downstream.fresh import balanced_cells, draw_fresh, phantom_model, planned_subjects
 from cardiofair.downstream.classifier import ClassifierSettings, predict, train_classifier, youden_threshold
 from cardiofair.errors import OutputExistsError, SettingsError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
@@ -38,10 +40,17 @@ from cardiofair.metrics.group_metrics import (
     bootstrap_weights,
     evaluate_repeat,
     measurable_groupings,
+    detectable_change,
+    oracle_share_lines,
+    power_sentence,
+    reference_groups,
+    share_of_oracle,
     summarise_arms,
+    too_small_notes,
 )
 from cardiofair.options import plain
 from cardiofair.plan import read_plan
+from cardiofair.prompts import UNKNOWN
 from cardiofair.settings import REFERENCE_ARM, SYNTHETIC_ARMS, FairnessSettings
 
 REPORT_SCHEMA = "cardiofair.fairness/1"
@@ -72,14 +81,37 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     # Checked again when writing; failing now spares the training.
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
-    arms = settings.chosen_arms(synthetic is not None)
+    model = phantom_model(real)
+    arms = settings.chosen_arms(synthetic is not None, model is not None)
     missing = [a for a in arms if a in SYNTHETIC_ARMS] if synthetic is None else []
     if missing:
         raise ExperimentError(f"arm(s) {missing} need a synthetic dataset (--synthetic)")
+    if "oracle" in arms and model is None:
+        raise ExperimentError(f"the oracle arm draws fresh subjects of the planned cells from the phantom model a "
+                              f"dataset was prepared with, and {real} is not a phantom cohort (a real cohort has no "
+                              f"ground truth to draw from): leave oracle out of --arms")
     with tqdm(unit="record", desc="load", disable=not progress) as loading:
         cohort = load_cohort(real, synthetic, settings.positive_diagnosis, settings.train_prevalence, settings.seed,
                              on_record=loading.update, positive_name=settings.positive_name)
-    cells = planned_cells(cohort, plan) if {"reweight", "oversample"} & set(arms) else None
+    test_set: dict[str, Any] = {"source": "the real dataset's test split"}
+    if settings.phantom_test_subjects is not None:
+        if model is None:
+            raise ExperimentError(f"phantom_test_subjects draws a test cohort from the phantom model a dataset was "
+                                  f"prepared with, and {real} is not a phantom cohort: leave it unset")
+        drawn = draw_fresh(model, balanced_cells(model.config, settings.phantom_test_subjects), "test")
+        cohort = with_records(cohort, drawn, "test", replace_role=True)
+        test_set = {"source": "fresh phantom subjects of the real dataset's phantom model (random stream 'test'), "
+                              "balanced over sex x age decade x diagnosis", "subjects": settings.phantom_test_subjects}
+    test = cohort.subjects("test")
+    groups = test[list(SENSITIVE)]
+    groupings, skipped = measurable_groupings(settings.groupings(), groups, "test subject")
+    references = reference_groups(test, cohort.subjects("train"), groupings)
+    test_set["power"] = _power(test, settings.threshold_attribute, references)
+    cells = planned_cells(cohort, plan) if {"reweight", "oversample", "oracle"} & set(arms) else None
+    if "oracle" in arms:
+        # One record per planned record, as the synthetic arm has: the mid-ventricular slice.
+        oracle = draw_fresh(model, planned_subjects(cells), "oracle", mid_slice_only=True)
+        cohort = with_records(cohort, oracle, "oracle")
     trained_arms = [a for a in arms if a not in POST_PROCESSED_ARMS]
     runs: dict[str, list[RunResult]] = {}
     total = len(trained_arms) * settings.repeats * classifier.max_epochs
@@ -95,17 +127,39 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
         runs["threshold"] = [_post_process(run, cohort, settings, seed)
                              for run, seed in zip(runs[REFERENCE_ARM], settings.seeds)]
     runs = {arm: runs[arm] for arm in arms}
-    test = cohort.subjects("test")
-    groups = test[list(SENSITIVE)]
-    groupings, skipped = measurable_groupings(settings.groupings(), groups, "test subject")
     weights = bootstrap_weights(len(test), settings.bootstrap, settings.seed)
     results = {arm: [evaluate_repeat(run.predictions["label"], run.predictions["prediction"],
-                                     run.predictions["score"], groups, groupings, weights)
+                                     run.predictions["score"], groups, groupings, weights,
+                                     settings.min_group_size, references)
                      for run in arm_runs] for arm, arm_runs in runs.items()}
     resolved = {**plain(settings), "arms": list(arms), "classifier": asdict(classifier)}
     report = _report(cohort, runs, results, cells, resolved, skipped, real, synthetic)
+    report["data"]["test_set"] = test_set
+    report["data"]["mechanism"] = model.mechanism if model else None
+    if "oracle" in results and settings.threshold_attribute in groupings:
+        report["oracle_shares"] = _oracle_shares(results, test_set["power"], settings)
     _write(out, report, _tables(report, runs, results, groups, settings), overwrite)
     return report
+
+
+def _power(test: pd.DataFrame, attribute: str, references: dict[str, str]) -> dict[str, Any]:
+    """:func:`detectable_change` of the threshold attribute's TPR gap on these test subjects."""
+    if attribute not in references:
+        return {"reason": f"{attribute} unknown for every test subject"}
+    known = test[test[attribute].astype(str) != UNKNOWN]
+    positives = known.groupby(attribute)["label"].sum()
+    return detectable_change({str(g): int(n) for g, n in positives.items()}, references[attribute])
+
+
+def _oracle_shares(results: dict[str, list[RepeatResult]], power: dict[str, Any],
+                   settings: FairnessSettings) -> dict[str, Any]:
+    """Each arm's change of the main gap (the TPR of the group with fewest positives minus the
+    reference group's) as a share of the oracle's."""
+    path = ("attributes", settings.threshold_attribute, "groups", power["group"], "true_positive_rate_vs_reference")
+    arms = [a for a in results if a not in (REFERENCE_ARM, "oracle")]
+    return {"measure": f"TPR {power['group']} - {power['reference_group']}", "path": list(path),
+            "arms": {arm: share_of_oracle(results[arm], results["oracle"], results[REFERENCE_ARM], path,
+                                          settings.seed) for arm in arms}}
 
 
 def subject_scores(cohort: Cohort, role: str, record_scores: np.ndarray) -> np.ndarray:
@@ -159,7 +213,7 @@ def _report(cohort: Cohort, runs: dict[str, list[RunResult]], results: dict[str,
     for arm, arm_runs in runs.items():
         arms[arm] = {"training": [run.info for run in arm_runs], **arms[arm]}
     subjects = {role: {"subjects": len(cohort.subjects(role)), "positives": int(cohort.subjects(role)["label"].sum())}
-                for role in ("train", "val", "test", "synthetic")}
+                for role in ("train", "val", "test", "synthetic", "oracle")}
     data = {"real": str(real), "synthetic": None if synthetic is None else str(synthetic),
             "positive_diagnosis": cohort.positive_name, "positive_diagnoses": list(cohort.positive),
             "skipped_groupings": skipped, "splits": subjects, "excluded_records": len(cohort.excluded),
@@ -305,13 +359,19 @@ def comparison_table(report: dict) -> str:
                 text += f" p={entry['p_holm']:.3g}"
             rows[arm][f"d {name}"] = text
     reference_text = f"; reference group for {attribute}: {reference}" if attribute else ""
-    lines = [f"Test set: {test['subjects']} real subjects, {test['positives']} with {report['data']['positive_diagnosis']}; "
-             f"{len(report['seeds'])} repeats (seeds {report['seeds'][0]}..{report['seeds'][-1]}){reference_text}.",
-             "Mean over repeats [95% bootstrap interval over test subjects]:",
-             first.to_string()]
+    data = report["data"]
+    mechanism = data.get("mechanism")
+    lines = [f"Test set: {test['subjects']} real subjects, {test['positives']} with {data['positive_diagnosis']} "
+             f"({data['test_set']['source']}); {len(report['seeds'])} repeats (seeds {report['seeds'][0]}.."
+             f"{report['seeds'][-1]}){reference_text}.",
+             power_sentence(data["test_set"]["power"], settings["threshold_attribute"])]
+    if mechanism:
+        lines.append(f"Bias scenario of the phantom: {mechanism['scenario']}. {mechanism['description']}")
+    lines += ["Mean over repeats [95% bootstrap interval over test subjects]:", first.to_string()]
     lines += [f"Left out: {name} ({reason})" for name, reason in report["data"].get("skipped_groupings", {}).items()]
     unknown = {name: entry["excluded_unknown"] for name, entry in report["arms"][REFERENCE_ARM]["attributes"].items()
                if entry["excluded_unknown"]}
+    lines += too_small_notes(report["arms"][REFERENCE_ARM]["attributes"])
     if unknown:
         lines.append("Test subjects of unknown attribute, left out of its groups (not of training or overall "
                      "metrics): " + ", ".join(f"{name} {n}" for name, n in unknown.items()))
@@ -325,6 +385,8 @@ def comparison_table(report: dict) -> str:
     if rows:
         lines += ["", f"Paired difference against {REFERENCE_ARM!r} over the same seeds "
                   "[95% t-interval over seeds], Holm-adjusted p:", pd.DataFrame(rows).T.to_string()]
+    if report.get("oracle_shares"):
+        lines += ["", *oracle_share_lines(report["oracle_shares"])]
     return "\n".join(lines)
 
 

@@ -16,6 +16,10 @@ compared with its attribute's reference group (the group with the most positives
 set, e.g. men for heart failure) by signed differences, ``<metric>_vs_reference`` (the group's
 value minus the reference's): their intervals can be read against zero.
 
+A worst group or a max-min gap decided by a group with one or two positives in test is noise: the
+gaps (not the per-group rates) take only groups with at least ``min_group_size`` positives and
+as many negatives in test; smaller groups are listed with their counts (``too_small``).
+
 Uncertainty has two sources, reported separately. Training randomness: each arm is repeated
 with the same seeds, and a t-interval over repeats (and a paired t-test against the reference
 arm over the same seeds) says how much the result depends on the seed. Test sampling: the test
@@ -114,7 +118,11 @@ def measurable_groupings(groupings: Mapping[str, Sequence[str]], groups: pd.Data
 def group_labels(groups: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """One label per row: the attribute's value, or the values joined by ``|`` for an
     intersection (as subgroup cells are written everywhere else)."""
-    return groups[list(columns)].astype(str).agg("|".join, axis=1)
+    labels = groups[columns[0]].astype(str)
+    # Column by column rather than row by row: a large test cohort is labelled per arm and repeat.
+    for column in columns[1:]:
+        labels = labels + "|" + groups[column].astype(str)
+    return labels
 
 
 def group_table(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, labels: pd.Series) -> pd.DataFrame:
@@ -257,6 +265,46 @@ def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tu
     return float(low), float(high), fraction
 
 
+# The power a minimum detectable change is quoted at (the usual 80 %).
+POWER = 0.8
+
+
+def detectable_change(positives: Mapping[str, int], reference: str, confidence: float = CONFIDENCE,
+                      power: float = POWER) -> dict[str, Any]:
+    """What a test set can resolve of the TPR gap between the group with fewest positives and
+    ``reference`` (``positives``: per group), before any classifier is trained: the half-width of
+    the gap's interval and the minimum detectable change of the gap, with each group's TPR at
+    0.5 (the worst case of a binomial variance)."""
+    others = sorted((n, g) for g, n in positives.items() if g != reference)
+    group = others[0][1] if others else reference
+    entry: dict[str, Any] = {"group": group, "reference_group": reference,
+                             "positives": {group: positives.get(group, 0), reference: positives.get(reference, 0)},
+                             "confidence": confidence, "power": power, "half_width": math.nan,
+                             "minimum_detectable_change": math.nan, "reason": None}
+    if not others or min(entry["positives"].values()) == 0:
+        entry["reason"] = "fewer than two groups with positives in test"
+        return entry
+    error = math.sqrt(0.25 / entry["positives"][group] + 0.25 / entry["positives"][reference])
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    entry.update(half_width=float(z * error), minimum_detectable_change=float((z + stats.norm.ppf(power)) * error))
+    return entry
+
+
+def power_sentence(entry: Mapping[str, Any], attribute: str) -> str:
+    """:func:`detectable_change`'s figures in one sentence for a reader deciding whether a study
+    can answer its question."""
+    if "group" not in entry:
+        return f"Power: the {attribute} TPR gap cannot be measured on this test set ({entry['reason']})."
+    group, reference = entry["group"], entry["reference_group"]
+    counts = f"{entry['positives'][group]} positives in {group}, {entry['positives'][reference]} in {reference}"
+    if entry.get("reason"):
+        return f"Power: the {attribute} TPR gap cannot be measured on this test set ({entry['reason']}; {counts})."
+    return (f"Power: with {counts}, this test set measures the TPR gap {group} - {reference} to "
+            f"+-{entry['half_width']:.3f} ({entry['confidence']:.0%}, each TPR at 0.5), and a change of it smaller "
+            f"than {entry['minimum_detectable_change']:.3f} is within test sampling noise (minimum detectable change "
+            f"at {entry['power']:.0%} power).")
+
+
 def paired_difference(values: Sequence[float | None], reference: Sequence[float | None],
                       confidence: float = CONFIDENCE) -> dict[str, Any]:
     """Mean difference ``values - reference`` over the pairs (same seeds) where both are
@@ -315,10 +363,32 @@ def reference_group(table: pd.DataFrame) -> str:
     return str(order.index[0])
 
 
+def reference_groups(test: pd.DataFrame, train: pd.DataFrame, attributes: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Per grouping, the reference group of a test set (``test``: the attribute columns and
+    ``label``): the group with most positives in test, and where groups tie (a test cohort
+    balanced by design) the one with most positives in ``train``, then the first by name."""
+    references = {}
+    for name, columns in attributes.items():
+        counts = {}
+        for role, frame in (("test", test), ("train", train)):
+            known = frame[known_groups(frame, columns).to_numpy()]
+            counts[role] = known["label"].groupby(group_labels(known, columns)).sum()
+        if counts["test"].empty:
+            continue
+        order = pd.DataFrame({"test": counts["test"], "train": counts["train"]}).fillna(0)
+        order = order.loc[counts["test"].index].assign(_label=counts["test"].index)
+        references[name] = str(order.sort_values(["test", "train", "_label"], ascending=[False, False, True]).index[0])
+    return references
+
+
 def evaluate_repeat(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, groups: pd.DataFrame,
-                    attributes: Mapping[str, Sequence[str]], weights: np.ndarray | None = None) -> RepeatResult:
+                    attributes: Mapping[str, Sequence[str]], weights: np.ndarray | None = None,
+                    min_group_size: int = 0, references: Mapping[str, str] | None = None) -> RepeatResult:
     """Overall metrics, and per attribute (or intersection) the group table and the gaps of one
-    set of predictions; with ``weights`` (see :func:`bootstrap_weights`) also their bootstrap draws."""
+    set of predictions; with ``weights`` (see :func:`bootstrap_weights`) also their bootstrap draws.
+    Gaps leave out groups with fewer than ``min_group_size`` positives or negatives. Signed
+    differences are taken against ``references`` (per grouping) where given, else against
+    :func:`reference_group`."""
     y_true, y_pred, y_score = (np.asarray(a) for a in (y_true, y_pred, y_score))
     result = RepeatResult({}, {}, {}, {}, {}, {})
     everyone = pd.Series(["all"] * len(y_true), index=groups.index)
@@ -339,8 +409,9 @@ def evaluate_repeat(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray,
                 _put(result, prefix + (metric,), table.at["all", metric], _reason(table, "all", metric),
                      draws[metric][:, 0] if metric in draws else None)
         else:
-            _record_groups(result, prefix, table, draws)
-            _record_gaps(result, prefix, table, draws)
+            reference = (references or {}).get(prefix[-1])
+            _record_groups(result, prefix, table, draws, reference if reference in table.index else None)
+            _record_gaps(result, prefix, table, draws, min_group_size)
     return result
 
 
@@ -349,8 +420,8 @@ def _reason(table: pd.DataFrame, group: str, metric: str) -> str | None:
 
 
 def _record_groups(result: RepeatResult, prefix: MeasurePath, table: pd.DataFrame,
-                   draws: Mapping[str, np.ndarray]) -> None:
-    reference = reference_group(table)
+                   draws: Mapping[str, np.ndarray], reference: str | None) -> None:
+    reference = reference or reference_group(table)
     result.descriptions[prefix[-1]]["reference_group"] = reference
     at = {group: i for i, group in enumerate(table.index)}
     for group in table.index:
@@ -367,14 +438,46 @@ def _record_groups(result: RepeatResult, prefix: MeasurePath, table: pd.DataFram
                  draws[metric][:, at[group]] - draws[metric][:, at[reference]] if draws else None)
 
 
+def too_small(table: pd.DataFrame, min_group_size: int) -> dict[str, dict[str, int]]:
+    """The groups of a group table with fewer than ``min_group_size`` positives or negatives,
+    with their counts."""
+    small = (table["positives"] < min_group_size) | (table["negatives"] < min_group_size)
+    return {str(g): {"positives": int(table.at[g, "positives"]), "negatives": int(table.at[g, "negatives"])}
+            for g in table.index[small.to_numpy()]}
+
+
+def too_small_notes(attributes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per grouping of a report's ``attributes`` whose small groups were left out of
+    its gaps, with their counts."""
+    lines = []
+    for name, entry in attributes.items():
+        small = entry.get("too_small") or {}
+        if small:
+            counts = ", ".join(f"{g} ({c['positives']} pos., {c['negatives']} neg.)" for g, c in small.items())
+            lines.append(f"Too small for {name} gaps and worst-group figures (fewer than {entry['min_group_size']} "
+                         f"positives or negatives in test): {counts}")
+    return lines
+
+
 def _record_gaps(result: RepeatResult, prefix: MeasurePath, table: pd.DataFrame,
-                 draws: Mapping[str, np.ndarray]) -> None:
-    point = gap_values({m: table[m].to_numpy() for m in RATE_METRICS})
-    boot = gap_values(draws) if draws else {}
+                 draws: Mapping[str, np.ndarray], min_group_size: int) -> None:
+    small = too_small(table, min_group_size)
+    result.descriptions[prefix[-1]].update(min_group_size=min_group_size, too_small=small)
+    keep = ~table.index.isin(list(small))
+    eligible = table[keep]
+    # With no group left, every gap is undefined (numpy's min of nothing is an error).
+    point = gap_values({m: eligible[m].to_numpy() for m in RATE_METRICS}) if len(eligible) else \
+        dict.fromkeys(GAP_MEASURES, math.nan)
+    boot = gap_values({m: values[:, keep] for m, values in draws.items()}) if draws and len(eligible) else {}
+    small_note = [f"{g} (too small: {c['positives']} positives, {c['negatives']} negatives; needs "
+                  f"{min_group_size} of each)" for g, c in small.items()]
     for measure in GAP_MEASURES:
         path = prefix + ("gaps", measure)
-        _put(result, path, float(point[measure]), gap_reason(measure, table), boot.get(measure))
-        left = groups_left_out(measure, table)
+        reason = gap_reason(measure, eligible) if len(eligible) else "no group is large enough"
+        if reason and small:
+            reason += f" ({len(small)} group(s) with fewer than {min_group_size} positives or negatives left out)"
+        _put(result, path, float(point[measure]), reason, boot.get(measure))
+        left = small_note + groups_left_out(measure, eligible)
         if left:
             result.left_out[path] = left
 
@@ -467,3 +570,59 @@ def summarise_arms(results: Mapping[str, Sequence[RepeatResult]], reference: str
             entries[arm]["p_holm"] = adjusted
             _nest(comparisons.setdefault(arm, {}), path, entries[arm])
     return arms, comparisons
+
+
+def share_of_oracle(arm: Sequence[RepeatResult], oracle: Sequence[RepeatResult], reference: Sequence[RepeatResult],
+                    path: MeasurePath, seed: int, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """``arm``'s mean paired change of the measure at ``path`` against ``reference`` as a share of
+    ``oracle``'s change over the same seeds. The interval resamples both sources of uncertainty
+    at once: the seeds (with replacement, the same for all three arms) and the test subjects
+    (the bootstrap draws each repeat carries)."""
+    values = {name: np.array([r.values.get(path, math.nan) for r in results], dtype=float)
+              for name, results in (("arm", arm), ("oracle", oracle), ("reference", reference))}
+    change, ceiling = (paired_difference(values[k], values["reference"])["difference"] for k in ("arm", "oracle"))
+    entry: dict[str, Any] = {"share": change / ceiling if ceiling else math.nan, "change": change,
+                             "oracle_change": ceiling, "interval": [math.nan, math.nan], "reason": None}
+    if math.isnan(ceiling) or math.isnan(change):
+        entry["reason"] = "the measure is undefined in every repeat"
+        return entry
+    if not ceiling:
+        entry["reason"] = "the oracle does not change the measure: there is nothing to take a share of"
+        return entry
+    if all(path in r.draws for r in (*arm, *oracle, *reference)):
+        draws = {name: np.stack([r.draws[path] for r in results])
+                 for name, results in (("arm", arm), ("oracle", oracle), ("reference", reference))}
+        n_repeats, n_boot = draws["arm"].shape
+        rows = np.random.default_rng(seed).integers(0, n_repeats, size=(n_repeats, n_boot))
+        columns = np.arange(n_boot)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            numerator, denominator = (np.nanmean((draws[k] - draws["reference"])[rows, columns], axis=0)
+                                      for k in ("arm", "oracle"))
+            low, high, _ = percentile_interval(numerator / denominator, confidence)
+        entry["interval"] = [low, high]
+        oracle_low, oracle_high, _ = percentile_interval(denominator, confidence)
+        if oracle_low <= 0 <= oracle_high:
+            entry["reason"] = "the oracle's own change is not distinguishable from zero, so its share is not either"
+    return entry
+
+
+def oracle_share_lines(shares: Mapping[str, Any]) -> list[str]:
+    """The report's ``oracle_shares`` as lines: each arm's change of the main gap as a share of
+    the oracle's, with its interval and, where the share means little, why (JSON ``null`` or NaN
+    for what is undefined)."""
+
+    def undefined(value: float | None) -> bool:
+        return value is None or math.isnan(value)
+
+    arms = shares["arms"]
+    ceiling = next(iter(arms.values()))["oracle_change"] if arms else None
+    lines = [f"Change of {shares['measure']} as a share of the oracle's change"
+             f"{'' if undefined(ceiling) else f' ({ceiling:+.3f})'} [95% interval over seeds and test subjects]:"]
+    for arm, entry in arms.items():
+        low, high = entry["interval"]
+        interval = "" if undefined(low) or undefined(high) else f" [{low:.0%}, {high:.0%}]"
+        share = "undefined" if undefined(entry["share"]) else f"{entry['share']:.0%}"
+        note = f" ({entry['reason']})" if entry["reason"] else ""
+        lines.append(f"  {arm}: {entry['change']:+.3f}, {share} of the oracle's{interval}{note}")
+    return lines

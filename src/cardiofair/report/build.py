@@ -29,6 +29,7 @@ from cardiofair.diffusion.sample import TrainedGenerator, model_hash
 from cardiofair.errors import CardiofairError, OutputExistsError
 from cardiofair.io import StagingDirectory, atomic_write
 from cardiofair.metrics.evaluators import attribute_table
+from cardiofair.metrics.group_metrics import oracle_share_lines, power_sentence, too_small_notes
 from cardiofair.metrics.quality import cell_attributes
 from cardiofair.plan import read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, prompt_from_attributes
@@ -395,9 +396,18 @@ class _Builder:
         test = (data.get("splits") or {}).get("test") or {}
         seeds = fairness.get("seeds") or []
         body = page.paragraph(
-            f"From {self.inputs.source('fairness')}. Classifiers detect {self.positive} against healthy on the real "
-            f"test split ({test.get('subjects', '?')} subjects, {test.get('positives', '?')} positive); "
+            f"From {self.inputs.source('fairness')}. Classifiers detect {self.positive} against healthy on real "
+            f"test subjects ({test.get('subjects', '?')} subjects, {test.get('positives', '?')} positive); "
             f"{len(seeds)} repeat(s) per arm with seeds {', '.join(map(str, seeds))}, the same for every arm.")
+        test_set = data.get("test_set") or {}
+        if test_set.get("source"):
+            body += page.paragraph(f"Test subjects: {test_set['source']}.")
+        if test_set.get("power"):
+            body += page.paragraph(power_sentence(test_set["power"], settings.get("threshold_attribute", "sex")))
+        mechanism = data.get("mechanism")
+        if mechanism:
+            body += page.paragraph(f"Bias scenario of the phantom cohort: {mechanism['scenario']}. "
+                                   f"{mechanism['description']}")
         if len(self.positive_set) > 1:
             body += page.paragraph(f"{self.positive.capitalize()}: {', '.join(self.positive_set)}.", "note")
         for grouping, reason in (data.get("skipped_groupings") or {}).items():
@@ -414,11 +424,16 @@ class _Builder:
                                  f"{self.positive}); error bars: {interval}. A group without positives has no "
                                  "defined rate and is marked undefined.")
         body += page.table(tables.overall_fairness_table(fairness))
+        for note in too_small_notes(reference["attributes"]):
+            body += page.paragraph(note + ".", "note")
         body += page.table(tables.gap_table(fairness))
         if fairness.get("comparisons"):
             body += page.table(tables.comparison_table(fairness))
         else:
             body += page.missing("Only the reference arm was run: there is nothing to compare it with.")
+        if fairness.get("oracle_shares"):
+            first, *arms = oracle_share_lines(fairness["oracle_shares"])
+            body += page.paragraph(first + " " + "; ".join(line.strip() for line in arms) + ".")
         training = [[arm, str(len(tree.get("training", []))),
                      ", ".join(sorted({str(run.get("n_synthetic", 0)) for run in tree.get("training", [])}))]
                     for arm, tree in fairness["arms"].items()]

@@ -1,0 +1,111 @@
+"""Fresh phantom subjects for the fairness stage (no torch).
+
+A phantom cohort's model is known, so two things a real cohort cannot have are drawn from it:
+
+- a large test cohort balanced over sex x age decade x diagnosis, so that a gap between the
+  sexes is measured on hundreds of positives of each rather than a handful (the split's own
+  test subjects of a 2,000-subject phantom hold 18 women with heart failure);
+- the ``oracle`` arm: for every record the plan asks for, a new subject of that cell, i.e. what a
+  perfect generator would add at the same counts, the ceiling of any synthetic arm.
+
+Both come from the phantom configuration the real dataset was prepared with (its
+``prepare.json``), prepared as it was, on random streams no prepared subject uses
+(:data:`cardiofair.data.phantom.FRESH_STREAMS`), so neither ever repeats a training, validation
+or test subject.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
+from cardiofair.data.phantom import SCENARIOS, PhantomConfig, fresh_subject
+from cardiofair.data.prepare import prepared_phantom_records, slice_levels
+from cardiofair.data.records import ImageSet, Record
+from cardiofair.prompts import PromptSchema, age_bin
+from cardiofair.settings import PrepareSettings
+
+# Below this many subjects, starting worker processes costs more than it saves.
+_PARALLEL_FROM = 64
+
+
+@dataclass(frozen=True)
+class PhantomModel:
+    """The phantom a prepared dataset was drawn from: its configuration, seed and preparation."""
+
+    config: PhantomConfig
+    seed: int
+    settings: PrepareSettings
+
+    @property
+    def mechanism(self) -> dict[str, str]:
+        """The bias scenario the configuration started from, and its one-sentence description."""
+        name = self.config.scenario
+        return {"scenario": name, "description": SCENARIOS[name][0] if name in SCENARIOS else ""}
+
+
+def phantom_model(real: str | os.PathLike) -> PhantomModel | None:
+    """The phantom model of a prepared dataset (from its ``prepare.json``), or None when the
+    dataset is not a phantom cohort."""
+    try:
+        preparation = json.loads((Path(real) / "prepare.json").read_text())
+    except FileNotFoundError:
+        return None
+    if preparation.get("source") != "phantom":
+        return None
+    recorded = preparation["prepare"]
+    settings = PrepareSettings(**{**recorded, "percentiles": tuple(recorded["percentiles"]),
+                                  "schema": PromptSchema.from_dict(recorded["schema"])})
+    return PhantomModel(PhantomConfig.from_dict(preparation["phantom"]), int(preparation["seed"]), settings)
+
+
+def balanced_cells(config: PhantomConfig, subjects: int) -> list[dict[str, str]]:
+    """``subjects`` cells, one per subject, spread as evenly as possible over sex x age decade
+    x diagnosis (the decades the phantom's age range covers)."""
+    first, last = (int(age_bin(a)[:-1]) for a in (config.age_min, config.age_max))
+    cells = [{"sex": sex, "age": f"{decade}s", "diagnosis": diagnosis}
+             for sex in ("Female", "Male") for decade in range(first, last + 1, 10)
+             for diagnosis in (HEALTHY, HEART_FAILURE)]
+    return [cells[i % len(cells)] for i in range(subjects)]
+
+
+def planned_subjects(cells: pd.DataFrame) -> list[dict[str, str]]:
+    """One cell per record the plan asks for: each row of ``cells`` (planned attributes,
+    ``diagnosis``, ``synthetic_count``) repeated ``synthetic_count`` times."""
+    columns = [c for c in cells.columns if c not in ("synthetic_count", "source")]
+    return [{c: str(row[c]) for c in columns} for row in cells.to_dict("records")
+            for _ in range(int(row["synthetic_count"]))]
+
+
+def _draw_one(task: tuple[Mapping[str, str], int, str, PhantomModel, tuple[float, ...]]) -> list[Record]:
+    cell, index, stream, model, levels = task
+    return prepared_phantom_records(fresh_subject(cell, index, model.seed, stream, model.config, levels),
+                                    model.settings)
+
+
+def draw_fresh(model: PhantomModel, cells: Sequence[Mapping[str, str]], stream: str, mid_slice_only: bool = False,
+               workers: int | None = None) -> ImageSet:
+    """Subject i of ``cells[i]`` from ``model`` on random stream ``stream``, prepared as the
+    dataset was (every slice level it has, or with ``mid_slice_only`` one record per subject)."""
+    levels = (0.0,) if mid_slice_only else slice_levels(model.settings.slices_per_subject)
+    tasks = [(cell, index, stream, model, levels) for index, cell in enumerate(cells)]
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(tasks) >= _PARALLEL_FROM:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            drawn = list(pool.map(_draw_one, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+    else:
+        drawn = [_draw_one(task) for task in tasks]
+    records = [record for subject in drawn for record in subject]
+    rows = pd.DataFrame([r.meta for r in records])
+    shape = (0, 2, model.settings.size, model.settings.size)
+    images = np.stack([r.image for r in records]) if records else np.zeros(shape, np.float32)
+    masks = np.stack([r.mask for r in records]) if records else np.zeros(shape, np.uint8)
+    return ImageSet(rows, images, masks)

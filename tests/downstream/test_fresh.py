@@ -1,0 +1,127 @@
+"""Fresh phantom subjects: the balanced test cohort and the oracle arm are drawn from the
+dataset's own phantom model, of exactly the cells and counts asked for, and never repeat a
+prepared subject; a cohort that is not a phantom is refused with the reason."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pandas as pd
+
+from cardiofair import settings
+from cardiofair.cli import main
+from cardiofair.config import load_config
+from cardiofair.data import phantom
+from cardiofair.data.records import load_images, read_manifest
+from cardiofair.data.summary import with_cells
+from cardiofair.downstream.arms import load_cohort, planned_cells
+from cardiofair.downstream.fresh import balanced_cells, draw_fresh, phantom_model, planned_subjects
+from cardiofair.settings import FairnessSettings
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+FAST = ["--repeats", "2", "--epochs", "2", "--patience", "1", "--bootstrap", "50", "--quiet"]
+
+
+def test_oracle_subjects_are_of_the_planned_cells_and_counts_and_never_prepared_subjects(split_dataset,
+                                                                                       synthetic_dataset):
+    model = phantom_model(split_dataset)
+    assert model is not None and model.config.size == 32 and model.config.scenario == "phenotype"
+    cells = planned_cells(load_cohort(split_dataset, synthetic_dataset))
+    oracle = draw_fresh(model, planned_subjects(cells), "oracle", workers=1)
+    drawn = with_cells(oracle.rows)
+    asked = cells.set_index(["sex", "age", "diagnosis"])["synthetic_count"]
+    assert drawn.groupby(["sex", "age", "diagnosis"]).size().sort_index().equals(asked[asked > 0].sort_index())
+    real = read_manifest(split_dataset)
+    assert not set(oracle.rows["subject_id"]) & set(real["subject_id"])
+    assert oracle.rows["subject_id"].is_unique
+    # No drawn image is any prepared subject's image (train, validation or test).
+    prepared = load_images(split_dataset, real).images.reshape(len(real), -1)
+    distances = np.abs(oracle.images.reshape(len(oracle), -1)[:, None, :] - prepared[None]).max(axis=2)
+    assert distances.min() > 0.05
+    # Each fresh subject depends on its stream and index only: drawn again, the same.
+    again = draw_fresh(model, planned_subjects(cells)[:3], "oracle", workers=1)
+    assert np.array_equal(again.images, oracle.images[:3])
+
+
+def test_the_test_cohort_is_balanced_and_apart_from_the_oracle(split_dataset):
+    model = phantom_model(split_dataset)
+    cells = balanced_cells(model.config, 48)
+    assert len({tuple(c.values()) for c in cells}) == 16 and len(cells) == 48
+    test = draw_fresh(model, cells, "test", workers=2)
+    counts = with_cells(test.rows).groupby(["sex", "age", "diagnosis"]).size()
+    assert len(counts) == 16 and set(counts) == {3}
+    oracle = draw_fresh(model, cells[:4], "oracle", workers=1)
+    assert not np.isclose(test.images[:4], oracle.images).all(axis=(1, 2, 3)).any()
+
+
+def test_the_fairness_stage_tests_on_the_drawn_cohort_and_trains_the_oracle(split_dataset, synthetic_dataset,
+                                                                            tmp_path, capsys):
+    out = tmp_path / "fairness"
+    assert main(["fairness", "--real", str(split_dataset), "--synthetic", str(synthetic_dataset), "--arms",
+                 "real,real+synthetic,oracle", "--phantom-test-subjects", "64", "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "Power: with 16 positives in Female, 16 in Male" in printed
+    assert "Bias scenario of the phantom: phenotype." in printed
+    assert "real+synthetic:" in printed and "of the oracle's" in printed
+    report = json.loads((out / "fairness.json").read_text())
+    assert report["data"]["splits"]["test"] == {"subjects": 64, "positives": 32}
+    assert report["data"]["test_set"]["power"]["minimum_detectable_change"] > 0
+    n_synthetic = len(read_manifest(synthetic_dataset))
+    for run in report["arms"]["oracle"]["training"]:
+        assert run["n_oracle"] == n_synthetic and run["n_synthetic"] == 0
+    assert report["arms"]["real"]["attributes"]["sex"]["reference_group"] == "Male"
+    assert set(report["oracle_shares"]["arms"]) == {"real+synthetic"}
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert predictions["subject_id"].str.startswith("phantom-test-").all()
+
+
+def test_a_cohort_that_is_not_a_phantom_has_no_oracle_and_no_drawn_test_cohort(dataset_copy, tmp_path, capsys):
+    preparation = json.loads((dataset_copy / "prepare.json").read_text())
+    (dataset_copy / "prepare.json").write_text(json.dumps({**preparation, "source": "ukbb"}))
+    for arguments in (["--arms", "real,oracle"], ["--phantom-test-subjects", "64"]):
+        assert main(["fairness", "--real", str(dataset_copy), *arguments, "--out", str(tmp_path / "f"), *FAST]) == 1
+        error = capsys.readouterr().err
+        assert "is not a phantom cohort" in error and not (tmp_path / "f").exists()
+    # By default such a cohort simply has no oracle arm; a phantom has one.
+    assert phantom_model(dataset_copy) is None
+    assert "oracle" not in FairnessSettings().chosen_arms(synthetic=True, phantom=False)
+    assert "oracle" in FairnessSettings().chosen_arms(synthetic=False, phantom=True)
+
+
+def test_bias_scenarios_are_presets_with_a_study_config_each_and_the_report_names_them(tmp_path):
+    assert set(settings.SCENARIOS) == set(phantom.SCENARIOS)
+    representation = phantom.scenario_config("representation")
+    assert representation.hfpef_share["Female"] == representation.hfpef_share["Male"]
+    assert representation.hf_odds_female < phantom.PhantomConfig().hf_odds_female
+    assert phantom.scenario_config("phenotype") == phantom.PhantomConfig()
+    for name in settings.SCENARIOS:
+        config, _ = load_config(CONFIGS / "scenarios" / f"{name}.yaml")
+        assert config.prepare.scenario == name and config.name == f"phantom-{name}"
+        assert config.fairness.phantom_test_subjects
+    assert main(["prepare", "--source", "phantom", "--scenario", "mixed", "--n", "4", "--size", "32", "--workers",
+                 "1", "--quiet", "--out", str(tmp_path / "mixed")]) == 0
+    mechanism = phantom_model(tmp_path / "mixed").mechanism
+    assert mechanism == {"scenario": "mixed", "description": phantom.SCENARIOS["mixed"][0]}
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="measured once at this small size (1,200 subjects, 32 px, 4 repeats): the built-in gap "
+                   "is there, but the oracle's change interval reached -0.04; at the default study's size it excludes "
+                   "zero (README, bias scenarios): a size at which this test holds is still to be found")
+def test_in_the_representation_scenario_the_oracle_shrinks_the_built_in_gap(tmp_path):
+    data, out = tmp_path / "representation", tmp_path / "fairness"
+    assert main(["prepare", "--source", "phantom", "--scenario", "representation", "--n", "1200", "--size", "32",
+                 "--quiet", "--out", str(data)]) == 0
+    assert main(["split", str(data)]) == 0
+    assert main(["plan", str(data), "--strategy", "prevalence", "--target-prevalence", "0.25", "--attributes",
+                 "sex,age", "--out", str(tmp_path / "plan.csv")]) == 0
+    assert main(["fairness", "--real", str(data), "--plan", str(tmp_path / "plan.csv"), "--arms", "real,oracle",
+                 "--phantom-test-subjects", "1200", "--repeats", "4", "--bootstrap", "200", "--quiet",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "fairness.json").read_text())
+    real = report["arms"]["real"]["attributes"]["sex"]["groups"]["Female"]["true_positive_rate_vs_reference"]
+    change = report["comparisons"]["oracle"]["attributes"]["sex"]["groups"]["Female"][
+        "true_positive_rate_vs_reference"]
+    assert real["bootstrap_interval"][1] < 0  # the built-in gap: women's heart failure is missed more
+    assert change["interval"][0] > 0  # fresh female heart failure closes part of it
