@@ -16,7 +16,8 @@ from cardiofair.data import phantom
 from cardiofair.data.records import load_images, read_manifest
 from cardiofair.data.summary import with_cells
 from cardiofair.downstream.arms import load_cohort, planned_cells
-from cardiofair.downstream.fresh import balanced_cells, draw_fresh, phantom_model, planned_subjects
+from cardiofair.data.prepare import phantom_model
+from cardiofair.downstream.fresh import balanced_cells, draw_fresh, planned_subjects
 from cardiofair.settings import FairnessSettings
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -8,6 +8,7 @@ of view keeps heart size meaningful across scanners: dilation is the heart-failu
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -23,11 +24,11 @@ from tqdm import tqdm
 
 from cardiofair import __version__
 from cardiofair.data.case import Case, CaseSource
-from cardiofair.data.phantom import PhantomConfig, phantom_subject, scenario_config
+from cardiofair.data.phantom import SCENARIOS, PhantomConfig, phantom_subject, scenario_config
 from cardiofair.data.records import DatasetWriter, Record, manifest_row, write_record_files
 from cardiofair.data.summary import summary_text
 from cardiofair.errors import SettingsError, SubjectError
-from cardiofair.prompts import build_prompt
+from cardiofair.prompts import PromptSchema, build_prompt
 from cardiofair.settings import PrepareSettings
 
 
@@ -304,3 +305,33 @@ def summary(result: PrepareResult, paths: Any) -> str:
     excluded = f" (reasons in {result.out / 'excluded.csv'})" if result.excluded else ""
     return (f"wrote {result.n_records} records from {result.n_subjects} subjects to {result.out}; "
             f"{len(result.excluded)} excluded{excluded}\n\n{summary_text(result.out)}")
+
+
+@dataclass(frozen=True)
+class PhantomModel:
+    """The phantom a prepared dataset was drawn from: its configuration, seed and preparation."""
+
+    config: PhantomConfig
+    seed: int
+    settings: PrepareSettings
+
+    @property
+    def mechanism(self) -> dict[str, str]:
+        """The bias scenario the configuration started from, and its one-sentence description."""
+        name = self.config.scenario
+        return {"scenario": name, "description": SCENARIOS[name][0] if name in SCENARIOS else ""}
+
+
+def phantom_model(real: str | os.PathLike) -> PhantomModel | None:
+    """The phantom model of a prepared dataset (from its ``prepare.json``), or None when the
+    dataset is not a phantom cohort."""
+    try:
+        preparation = json.loads((Path(real) / "prepare.json").read_text())
+    except FileNotFoundError:
+        return None
+    if preparation.get("source") != "phantom":
+        return None
+    recorded = preparation["prepare"]
+    settings = PrepareSettings(**{**recorded, "percentiles": tuple(recorded["percentiles"]),
+                                  "schema": PromptSchema.from_dict(recorded["schema"])})
+    return PhantomModel(PhantomConfig.from_dict(preparation["phantom"]), int(preparation["seed"]), settings)

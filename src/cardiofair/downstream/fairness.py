@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cardiofair import __version__
+from cardiofair.data.prepare import phantom_model
 from cardiofair.downstream.arms import (
     POST_PROCESSED_ARMS,
     SENSITIVE,
@@ -31,7 +32,7 @@ from cardiofair.downstream.arms import (
     training_set,
     with_records,
 )
-from cardiofair.downstream.fresh import balanced_cells, draw_fresh, phantom_model, planned_subjects
+from cardiofair.downstream.fresh import balanced_cells, draw_fresh, planned_subjects
 from cardiofair.downstream.classifier import ClassifierSettings, predict, train_classifier, youden_threshold
 from cardiofair.errors import OutputExistsError, SettingsError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready

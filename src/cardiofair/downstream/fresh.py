@@ -16,55 +16,21 @@ or test subject.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
-from cardiofair.data.phantom import SCENARIOS, PhantomConfig, fresh_subject
-from cardiofair.data.prepare import prepared_phantom_records, slice_levels
+from cardiofair.data.phantom import PhantomConfig, fresh_subject
+from cardiofair.data.prepare import PhantomModel, prepared_phantom_records, slice_levels
 from cardiofair.data.records import ImageSet, Record
-from cardiofair.prompts import PromptSchema, age_bin
-from cardiofair.settings import PrepareSettings
+from cardiofair.prompts import age_bin
 
 # Below this many subjects, starting worker processes costs more than it saves.
 _PARALLEL_FROM = 64
-
-
-@dataclass(frozen=True)
-class PhantomModel:
-    """The phantom a prepared dataset was drawn from: its configuration, seed and preparation."""
-
-    config: PhantomConfig
-    seed: int
-    settings: PrepareSettings
-
-    @property
-    def mechanism(self) -> dict[str, str]:
-        """The bias scenario the configuration started from, and its one-sentence description."""
-        name = self.config.scenario
-        return {"scenario": name, "description": SCENARIOS[name][0] if name in SCENARIOS else ""}
-
-
-def phantom_model(real: str | os.PathLike) -> PhantomModel | None:
-    """The phantom model of a prepared dataset (from its ``prepare.json``), or None when the
-    dataset is not a phantom cohort."""
-    try:
-        preparation = json.loads((Path(real) / "prepare.json").read_text())
-    except FileNotFoundError:
-        return None
-    if preparation.get("source") != "phantom":
-        return None
-    recorded = preparation["prepare"]
-    settings = PrepareSettings(**{**recorded, "percentiles": tuple(recorded["percentiles"]),
-                                  "schema": PromptSchema.from_dict(recorded["schema"])})
-    return PhantomModel(PhantomConfig.from_dict(preparation["phantom"]), int(preparation["seed"]), settings)
 
 
 def balanced_cells(config: PhantomConfig, subjects: int) -> list[dict[str, str]]:

@@ -24,7 +24,6 @@ For each attribute, over its pairs (version a, version b):
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,8 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from cardiofair.data.phantom import PhantomConfig
-from cardiofair.data.prepare import PrepareSettings, prepare_phantom_subject
+from cardiofair.data.prepare import PhantomModel, phantom_model, prepare_phantom_subject
 from cardiofair.metrics.evaluators import Evaluators
 from cardiofair.prompts import DEFAULT_SCHEMA, PromptSchema, prompt_from_attributes
 
@@ -104,11 +102,11 @@ def phantom_effects(real_root: Path, rows: pd.DataFrame, evaluators: Evaluators)
     """Per attribute, the judge's readings of the real phantom subjects of ``rows`` drawn with the
     cues of both values (sex; BMI through the fat of a mid-class BMI), prepared as the dataset
     was; why not, where the dataset is not the phantom or the attribute cannot be drawn so."""
-    preparation = json.loads((Path(real_root) / "prepare.json").read_text())
+    model = phantom_model(real_root)
     effects: dict[str, dict[str, Any]] = {}
     for attribute, values in ATTRIBUTE_PAIRS.items():
         reason = _unreadable(evaluators, attribute, values)
-        if preparation.get("source") != "phantom":
+        if model is None:
             reason = "the real dataset is not the phantom: no subject can be drawn both ways"
         elif attribute not in ("sex", "bmi"):
             reason = NOT_DRAWABLE.format(attribute=attribute)
@@ -116,22 +114,18 @@ def phantom_effects(real_root: Path, rows: pd.DataFrame, evaluators: Evaluators)
             effects[attribute] = {"values": list(values), "n_pairs": 0, "status": reason or "no test subjects"}
             continue
         cues = [{"cue_sex": value} if attribute == "sex" else {"cue_bmi": CUE_BMI[value]} for value in values]
-        first, second = (_phantom_versions(preparation, rows, cue) for cue in cues)
+        first, second = (_phantom_versions(model, rows, cue) for cue in cues)
         effects[attribute] = pair_readings(evaluators, attribute, values, first, second)
     return effects
 
 
-def _phantom_versions(preparation: Mapping[str, Any], rows: pd.DataFrame, cue: Mapping[str, Any]) -> np.ndarray:
-    """The images of the phantom records ``rows`` drawn with ``cue`` and prepared with the
-    settings ``prepare.json`` recorded (subject ids name the index: ``phantom-000123``)."""
-    config = PhantomConfig.from_dict(preparation["phantom"])
-    recorded = preparation["prepare"]
-    settings = PrepareSettings(**{**recorded, "percentiles": tuple(recorded["percentiles"]),
-                                  "schema": PromptSchema.from_dict(recorded["schema"])})
+def _phantom_versions(model: PhantomModel, rows: pd.DataFrame, cue: Mapping[str, Any]) -> np.ndarray:
+    """The images of the phantom records ``rows`` drawn with ``cue`` and prepared as the dataset
+    was (subject ids name the index: ``phantom-000123``)."""
     images = []
     for row in rows.to_dict("records"):
         index = int(re.fullmatch(r"phantom-(\d+)", str(row["subject_id"])).group(1))
-        drawn = prepare_phantom_subject(index, int(preparation["seed"]), config, settings, **cue)
+        drawn = prepare_phantom_subject(index, model.seed, model.config, model.settings, **cue)
         images.append(next(r.image for r in drawn if r.meta["record_id"] == row["record_id"]))
     return np.stack(images)
 
