@@ -5,6 +5,11 @@ mask is drawn from the real training records by the plan's mask policy with a ge
 same seed: a record's image depends only on the run's settings and the record itself. Records
 are sampled in fixed batches, and a batch's manifest rows are written only after its files, so a
 run killed at any point continues when run again and ends identical to an uninterrupted one.
+
+A dose (a multiple of the plan's counts) makes ``round(dose x count)`` records per cell, ordered
+by their rank in the cell relative to its count: the records of a smaller dose are the first
+ones of a larger dose, so a grown dose keeps every finished batch and makes only the rest, and
+the fairness stage takes a dose's records as a prefix (``cell_rank < dose x planned_count``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,7 +46,7 @@ from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.errors import CardiofairError, OutputExistsError
 from cardiofair.io import atomic_write
-from cardiofair.plan import REQUIRED_PLAN_COLUMNS, read_plan
+from cardiofair.plan import REQUIRED_PLAN_COLUMNS, dose_count, read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, parse_prompt, prompt_from_attributes
 from cardiofair.settings import MASK_POLICIES, GenerateSettings, SampleSettings
 
@@ -107,11 +112,14 @@ class Job:
     mask_policy: str
     seed: int
     source_index: int
+    cell_rank: int
+    planned_count: int
 
 
 def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSettings,
               schema: PromptSchema = DEFAULT_SCHEMA) -> list[Job]:
-    """The synthetic records a plan asks for, each with its seed and mask source."""
+    """The synthetic records a plan asks for at ``settings.dose``, each with its seed and mask
+    source, in order of rank relative to the cell's planned count (see the module notes)."""
     missing = [c for c in REQUIRED_PLAN_COLUMNS if c not in plan.columns]
     if missing:
         raise GenerationError(f"the plan lacks the columns {missing}")
@@ -125,7 +133,8 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSe
         cell = {a: v for a, v in parse_prompt(str(row["prompt"]), schema).items() if v is not None}
         if "diagnosis" not in cell:
             raise GenerationError(f"plan cell {row['cell']}: its prompt {row['prompt']!r} names no diagnosis")
-        for k in range(int(row["synthetic_count"])):
+        planned = int(row["synthetic_count"])
+        for k in range(dose_count(planned, settings.dose)):
             # Ids count within a cell of the plan: they never carry a real subject's identifier.
             record_id = f"synthetic-c{number:03d}-{k:05d}"
             seed = record_seed(settings.seed, record_id)
@@ -134,8 +143,8 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSe
             # model gets a full prompt, as in training, that agrees with the geometry it is given.
             completed = {a: v for a, v in binned.loc[source].items() if v != UNKNOWN}
             prompt = prompt_from_attributes({**completed, **cell}, schema)
-            jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, source))
-    return jobs
+            jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, source, k, planned))
+    return sorted(jobs, key=lambda job: (job.cell_rank / job.planned_count, job.record_id))
 
 
 def _check_compatible(generator: TrainedGenerator, manifest: pd.DataFrame, candidates: pd.DataFrame,
@@ -178,21 +187,41 @@ def generate(
     _check_compatible(generator, manifest, candidates, dataset)
     sampler = generator.defaults.override(**settings.sampler_overrides())
     jobs = plan_jobs(plan, candidates, settings)
-    run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()), "settings": asdict(settings),
-           "sampler": asdict(sampler), "jobs": hashlib.sha256(json.dumps([asdict(j) for j in jobs]).encode()).hexdigest()}
+    # The run is the same whatever the dose: a dose changes how many of the same records are made.
+    run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()),
+           "settings": {k: v for k, v in asdict(settings).items() if k != "dose"}, "sampler": asdict(sampler),
+           "jobs": _jobs_hash(plan_jobs(plan, candidates, replace(settings, dose=1.0)))}
     _start_or_resume(out, run, overwrite, resume)
 
     batches = [jobs[i:i + settings.batch_size] for i in range(0, len(jobs), settings.batch_size)]
-    rows_dir = out / "rows"
-    todo = [(n, batch) for n, batch in enumerate(batches) if not (rows_dir / f"batch-{n:06d}.json").is_file()]
+    todo = [(n, batch) for n, batch in enumerate(batches) if _finished_batch(out, n, batch) is None]
     with tqdm(total=len(jobs), initial=len(jobs) - sum(len(b) for _, b in todo), unit="image", desc="generate",
               disable=not progress) as bar:
         for number, batch in todo:
             rows = _make_batch(batch, generator, sampler, candidates, dataset, out, settings)
-            atomic_write(rows_dir / f"batch-{number:06d}.json", json.dumps(rows, default=_plain))
+            atomic_write(_batch_file(out, number), json.dumps({"jobs": _jobs_hash(batch), "rows": rows},
+                                                              default=_plain))
             bar.update(len(batch))
-    _write_manifest(out, len(batches), run)
+    _write_manifest(out, batches, {**run, "dose": settings.dose})
     return out
+
+
+def _jobs_hash(jobs: Sequence[Job]) -> str:
+    return hashlib.sha256(json.dumps([asdict(j) for j in jobs]).encode()).hexdigest()
+
+
+def _batch_file(out: Path, number: int) -> Path:
+    return out / "rows" / f"batch-{number:06d}.json"
+
+
+def _finished_batch(out: Path, number: int, batch: Sequence[Job]) -> list[dict] | None:
+    """The manifest rows of batch ``number`` when it was made for exactly these jobs, else None
+    (a batch of another dose, or of an older layout, is made again)."""
+    try:
+        made = json.loads(_batch_file(out, number).read_text())
+    except FileNotFoundError:
+        return None
+    return made["rows"] if isinstance(made, dict) and made.get("jobs") == _jobs_hash(batch) else None
 
 
 def _plain(value: Any) -> Any:
@@ -229,7 +258,8 @@ def _make_batch(batch: Sequence[Job], generator: TrainedGenerator, sampler: Samp
         record = synthetic_record(image, mask, job.record_id, job.prompt, job.seed, source["pixel_spacing_mm"],
                                   source["slice_index"], generator.provenance(sampler), cell=job.cell,
                                   mask_policy=job.mask_policy, mask_source=source["subject_id"],
-                                  mask_source_record=source["record_id"], mask_augmented=settings.augment_masks)
+                                  mask_source_record=source["record_id"], mask_augmented=settings.augment_masks,
+                                  cell_rank=job.cell_rank, planned_count=job.planned_count)
         rows.append(manifest_row(record, write_record_files(out, record)))
     return rows
 
@@ -267,12 +297,18 @@ def sample(model_dir: str | os.PathLike, mask_path: str | os.PathLike, prompt: s
                               "seed": settings.seed, "sampler": generator.provenance(sampler)})
 
 
-def _write_manifest(out: Path, n_batches: int, run: dict) -> None:
-    rows = []
-    for number in range(n_batches):
-        rows.extend(json.loads((out / "rows" / f"batch-{number:06d}.json").read_text()))
+def _write_manifest(out: Path, batches: Sequence[Sequence[Job]], run: dict) -> None:
+    rows = [row for number, batch in enumerate(batches) for row in _finished_batch(out, number, batch)]
     manifest = pd.DataFrame(sorted(rows, key=lambda r: r["record_id"]), columns=None if rows else list(MANIFEST_COLUMNS))
     atomic_write(out / "manifest.csv", manifest.to_csv(index=False))
+    # A smaller dose than an earlier run's: its extra records leave the dataset entirely.
+    for stale in sorted((out / "rows").glob("batch-*.json"))[len(batches):]:
+        stale.unlink()
+    kept = {Path(p).name for column in ("image_path", "mask_path", "preview_path") for p in manifest.get(column, ())}
+    for folder in ("images", "masks", "previews"):
+        for path in (out / folder).glob("*"):
+            if path.name not in kept:
+                path.unlink()
     pd.DataFrame(columns=["subject_id", "file", "reason"]).to_csv(out / "excluded.csv", index=False)
     (out / "prepare.json").write_text(json.dumps({"source": "cardiofair generate", **run}, indent=2, default=str) + "\n")
 
