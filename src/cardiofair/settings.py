@@ -332,6 +332,7 @@ class QualitySettings:
     steps: int = option(400, "segmenter training steps")
     classifier_steps: int = option(700, "attribute classifier training steps")
     batch: int = 32
+    segmenter_batch: int = 16
     # Below 100 images a set's covariance in the 96 feature dimensions is singular, and two draws
     # of real held-out images differ in FD-cardiofair by more than a synthetic set differs from
     # real ones (benchmarks/bench_quality_sample_size.py: s.d. 2.4 at 50 images, 0.95 at 100).

@@ -35,8 +35,9 @@ def test_the_phantoms_own_sex_cues_move_the_judge_and_an_unchanged_pair_never_do
     sex = effects["sex"]
     assert sex["status"] == "ok" and sex["n_pairs"] == 40
     # The judge also reads sex from the heart, which a cue flip keeps: not every pair moves, but
-    # those that do move towards the drawn cues (measured with this fixture: 22% of pairs).
-    assert sex["moved"] > 0.1 and sex["follows_both"] >= 0.9 * sex["moved"] and sex["probability_shift"] > 0.05
+    # those that do move towards the drawn cues (a move at random would follow both versions
+    # about half the time).
+    assert sex["moved"] > 0.1 and sex["follows_both"] >= 0.75 * sex["moved"] and sex["probability_shift"] > 0.05
     assert effects["bmi"]["status"] == "ok" and effects["bmi"]["values"] == ["normal", "obese"]
     for attribute in ("age", "diagnosis"):
         assert effects[attribute]["n_pairs"] == 0 and "lie in the heart" in effects[attribute]["status"]

@@ -83,8 +83,7 @@ def generator_effects(generator: Any, evaluators: Evaluators, masks: np.ndarray,
     info = generator.info.get("prompt_schema")
     schema = PromptSchema.from_dict(info) if info else DEFAULT_SCHEMA
     base = attributes[[a for a in schema.attributes if a in attributes.columns]].to_dict("records")
-    seeds = [seed * 100003 + i for i in range(len(masks))]
-    effects = {}
+    effects, wanted = {}, {}
     for attribute, values in ATTRIBUTE_PAIRS.items():
         reason = _unreadable(evaluators, attribute, values)
         if attribute not in schema.attributes:
@@ -92,10 +91,19 @@ def generator_effects(generator: Any, evaluators: Evaluators, masks: np.ndarray,
         if reason or not len(masks):
             effects[attribute] = {"values": list(values), "n_pairs": 0, "status": reason or "no test masks"}
             continue
-        prompts = [prompt_from_attributes({**row, attribute: value}, schema) for value in values for row in base]
-        images = generator.sample(np.concatenate([masks, masks]), prompts, seeds + seeds, progress=progress)
-        effects[attribute] = pair_readings(evaluators, attribute, values, images[:len(masks)], images[len(masks):])
-    return effects
+        wanted[attribute] = [[(i, prompt_from_attributes({**row, attribute: value}, schema)) for i, row in
+                              enumerate(base)] for value in values]
+    # A record's own prompt is one version of several attributes' pairs: each (mask, prompt) is
+    # drawn once, with the mask's seed, and shared.
+    unique = list(dict.fromkeys(key for versions in wanted.values() for keys in versions for key in keys))
+    if unique:
+        images = generator.sample(masks[[i for i, _ in unique]], [p for _, p in unique],
+                                  [seed * 100003 + i for i, _ in unique], progress=progress)
+        drawn = dict(zip(unique, images))
+        for attribute, (first, second) in wanted.items():
+            effects[attribute] = pair_readings(evaluators, attribute, ATTRIBUTE_PAIRS[attribute],
+                                               np.stack([drawn[k] for k in first]), np.stack([drawn[k] for k in second]))
+    return {attribute: effects[attribute] for attribute in ATTRIBUTE_PAIRS}
 
 
 def phantom_effects(real_root: Path, rows: pd.DataFrame, evaluators: Evaluators) -> dict[str, dict[str, Any]]:

@@ -38,9 +38,11 @@ def _block(inputs: int, outputs: int) -> nn.Sequential:
 
 
 class SegmentationNet(nn.Module):
-    """A three-level U-Net: one frame in, logits of the four labels out."""
+    """A three-level U-Net: one frame in, logits of the four labels out. Width 8: a sixth of the
+    cost of width 16 per step (channels-last, benchmarks/README.md) for a myocardium Dice on real
+    validation images lower by about 0.01 (0.969 against 0.978 at 400 steps)."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 8):
         super().__init__()
         self.down1, self.down2, self.bottom = _block(1, width), _block(width, 2 * width), _block(2 * width, 4 * width)
         self.up2, self.up1 = _block(6 * width, 2 * width), _block(3 * width, width)
@@ -191,8 +193,9 @@ class Evaluators:
     def save(self, folder: str | os.PathLike) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.segmenter.state_dict(), str(folder / "segmenter.safetensors"))
-        save_file(self.classifier.state_dict(), str(folder / "classifier.safetensors"))
+        for name, network in (("segmenter", self.segmenter), ("classifier", self.classifier)):
+            # Trained channels-last; safetensors stores plain row-major tensors.
+            save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(folder / f"{name}.safetensors"))
         (folder / "evaluators.json").write_text(json.dumps({"classes": self.classes, "validation": self.validation},
                                                            indent=2) + "\n")
         return folder
@@ -216,6 +219,8 @@ def attribute_table(manifest: pd.DataFrame) -> pd.DataFrame:
 def _fit(network: nn.Module, loss: Callable[[], torch.Tensor], steps: int, label: str, progress: bool) -> None:
     """AdamW with one cycle (warm up, then anneal to nearly zero): in a few hundred steps it ends
     far closer to a minimum than a constant rate, which the study's time budget needs."""
+    # Channels-last convolutions run about 1.3x faster on CPU; inputs follow the weights' layout.
+    network.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(network.parameters())
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=max(steps, 1))
     for _ in tqdm(range(steps), desc=label, unit="step", disable=not progress, leave=False):
@@ -228,10 +233,12 @@ def _fit(network: nn.Module, loss: Callable[[], torch.Tensor], steps: int, label
 
 def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_attributes: pd.DataFrame,
                      val_images: np.ndarray, val_masks: np.ndarray, val_attributes: pd.DataFrame,
-                     steps: int = 400, classifier_steps: int = 700, batch: int = 32, seed: int = 0,
-                     augmentation: Augmentation = Augmentation(), progress: bool = False) -> Evaluators:
-    """Train both evaluators on real training records degraded by ``augmentation``; score them on
-    real (clean) validation records.
+                     steps: int = 400, classifier_steps: int = 700, batch: int = 32, segmenter_batch: int = 16,
+                     seed: int = 0, augmentation: Augmentation = Augmentation(),
+                     progress: bool = False) -> Evaluators:
+    """Train both evaluators on real training records degraded by ``augmentation`` (``batch``
+    pairs per classifier step, ``segmenter_batch`` pairs, i.e. twice as many frames, per
+    segmenter step); score them on real (clean) validation records.
 
     Attributes whose value is ``unknown`` are not learned for that record.
     """
@@ -250,16 +257,16 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
         segmenter, classifier = SegmentationNet(), AttributeNet({n: len(v) for n, v in classes.items()})
     # Two loops, one per network: the segmenter's dense loss would otherwise drown the
     # classifier's, and each converges at its own pace.
-    def degraded_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        index = torch.randint(0, len(images), (batch,), generator=generator)
+    def degraded_batch(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index = torch.randint(0, len(images), (size,), generator=generator)
         return (index, *degrade(images[index], masks[index], augmentation, generator))
 
     def segmenter_loss() -> torch.Tensor:
-        _, x, y = degraded_batch()
+        _, x, y = degraded_batch(segmenter_batch)
         return F.cross_entropy(segmenter(x.reshape(-1, 1, *x.shape[2:])), y.reshape(-1, *x.shape[2:]))
 
     def classifier_loss() -> torch.Tensor:
-        index, x, _ = degraded_batch()
+        index, x, _ = degraded_batch(batch)
         return sum(F.cross_entropy(logits, targets[name][index], ignore_index=-100)
                    for name, logits in classifier(x).items() if (targets[name][index] >= 0).any())
 

@@ -67,7 +67,7 @@ SCHEMA_VERSION = 1
 FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
                  "split (pooled last block, plus first-block channel means and standard deviations for texture), "
                  "standardised with the training set's statistics; not Inception, so not FID")
-EVALUATOR_VERSION = "evaluators-2"
+EVALUATOR_VERSION = "evaluators-3"
 
 
 class QualityError(CardiofairError):
@@ -114,7 +114,7 @@ def training_hash(real: dict[str, ImageSet], settings: QualitySettings) -> str:
     masks (by content, not by name) and the training settings."""
     digest = hashlib.sha256(EVALUATOR_VERSION.encode())
     digest.update(json.dumps({**{k: v for k, v in asdict(settings).items()
-                                 if k in ("steps", "classifier_steps", "batch", "seed")},
+                                 if k in ("steps", "classifier_steps", "batch", "segmenter_batch", "seed")},
                               "augmentation": asdict(Augmentation())}, sort_keys=True).encode())
     for name in ("train", "val"):
         order = np.argsort(real[name].rows["record_id"].astype(str).to_numpy(), kind="stable")
@@ -144,7 +144,8 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     train, val = real["train"], real["val"]
     evaluators = train_evaluators(train.images, train.masks, attribute_table(train.rows), val.images, val.masks,
                                   attribute_table(val.rows), steps=settings.steps, classifier_steps=settings.classifier_steps,
-                                  batch=settings.batch, seed=settings.seed, augmentation=Augmentation(),
+                                  batch=settings.batch, segmenter_batch=settings.segmenter_batch, seed=settings.seed,
+                                  augmentation=Augmentation(),
                                   progress=progress)
     # Saved under a temporary name first, so a crash never leaves a half-written cache entry
     # that a later call would trust.
