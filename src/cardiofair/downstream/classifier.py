@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -173,6 +174,9 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((best + below.max()) / 2) if len(below) else float(best)
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 @dataclass
 class TrainedClassifier:
     """A trained network with the epoch it was taken from and its learning curve."""
@@ -221,7 +225,9 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, val_images: np.ndar
     (for a progress bar)."""
     device = settings.device
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
+    # Layers draw their initial weights from torch's global generator: one training at a time
+    # seeds and uses it, so trainings in parallel threads start as they would alone.
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = PRESETS[settings.preset]["network"]() if start is None else copy.deepcopy(start)
         model = model.to(device, memory_format=torch.channels_last)
