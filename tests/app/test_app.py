@@ -125,8 +125,10 @@ def test_an_unknown_record_is_a_message_not_a_crash(client):
 def test_counterfactuals_sweep_each_value_with_the_judges_readout_under_each_image(client, train_record):
     gallery, table = client.predict(FROM_DATASET, train_record, None, *PROMPT_VALUES, 3, 2.0, 4, "sex",
                                      api_name="/counterfactuals")
-    assert [item["caption"].split(" | ")[0] for item in gallery] == ["Female", "Male"]
-    assert all("Dice to mask" in item["caption"] for item in gallery)
+    assert [item["caption"].split(": judge reads ")[0] for item in gallery] == ["Female", "Male"]
+    # Under each image, the judge's reading of the swept attribute; the whole read-out in the table.
+    assert all(item["caption"].split(": judge reads ")[1].split()[0] in ("Female", "Male") for item in gallery)
+    assert all("Dice to mask" in row[2] for row in table["data"])
     assert [row[1] for row in table["data"]] == ["Female, age in 60s, normal BMI, heart failure",
                                                  "Male, age in 60s, normal BMI, heart failure"]
     pictures = [_pixels(item["image"]) for item in gallery]
@@ -152,9 +154,9 @@ def test_browse_sorts_synthetic_records_and_shows_each_beside_its_mask_source_an
     view = client.predict(record["record_id"], api_name="/privacy_view")
     nearest = per_image.set_index("record_id").loc[record["record_id"], "nn_pixel_record"]
     captions = [item["caption"] for item in view]
-    assert captions[0].startswith(f"synthetic {record['record_id']}")
-    assert captions[1].startswith(f"mask source {record['mask_source_record']}")
-    assert captions[2].startswith(f"nearest training image {nearest}")
+    assert captions[0] == f"{record['record_id']} (synthetic)"
+    assert captions[1] == f"mask source {record['mask_source_record']}"
+    assert captions[2].startswith(f"nearest training image {nearest}, distance ")
     assert all(_pixels(item["image"]).shape == (32, 32, 3) for item in view)
     cell = next(c for c in listed["cell"])
     table, _ = client.predict(f"{cell} ({(listed['cell'] == cell).sum()})", "record id", api_name="/browse")
@@ -224,3 +226,16 @@ def test_without_gradio_the_command_says_how_to_install_it(app_model):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "pip install 'cardiofair[app]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_quality_results_the_app_finds_each_nearest_training_image_as_the_quality_stage_does(
+        app_model, app_dataset, app_synthetic, app_quality, tmp_path):
+    from cardiofair.app.explorer import Explorer
+
+    explorer = Explorer(app_model, app_dataset, app_synthetic, workdir=tmp_path)
+    assert explorer.sorts() == ["distance to nearest training image (closest first)", "record id"]
+    table = explorer.synthetic_table("all cells", explorer.sorts()[0]).set_index("record_id")
+    measured = pd.read_csv(app_quality / "synthetic_per_image.csv").set_index("record_id").loc[table.index]
+    assert np.allclose(table["nn_pixel_distance"], measured["nn_pixel_distance"].round(3))
+    assert (explorer.synthetic_rows.set_index("record_id").loc[table.index, "nn_pixel_record"]
+            == measured["nn_pixel_record"]).all()

@@ -60,6 +60,10 @@ SORTS = {
     "record id": ("record_id", True),
 }
 ALL_CELLS = "all cells"
+# The browse table: the cell names the prompt, so the prompt itself is left out to keep the
+# figures in view.
+BROWSE_COLUMNS = ("record_id", "cell", "mask_source_record", "mask_dice", "prompt_read_right", "nn_pixel_distance",
+                  "copy_pixel")
 
 
 class AppError(CardiofairError):
@@ -115,7 +119,8 @@ def check_mask_pair(mask: np.ndarray, size: int, name: str) -> np.ndarray:
     labels = sorted({int(v) for v in np.unique(mask)})
     unknown = [v for v in labels if v not in LABELS]
     if unknown:
-        raise AppError(f"{name}: mask has labels {unknown} outside 0-3 ({', '.join(f'{k} {v}' for k, v in LABELS.items())})")
+        meaning = ", ".join(f"{k} {v}" for k, v in LABELS.items())
+        raise AppError(f"{name}: mask has labels {unknown} outside 0-3 ({meaning})")
     empty = [frame for frame, labels_in in zip(("ED", "ES"), mask) if not np.any(labels_in == 1)]
     if empty:
         raise AppError(f"{name}: the LV blood pool (label 1) is empty in {' and '.join(empty)}: there is no heart to "
@@ -144,7 +149,6 @@ class Explorer:
         self.synthetic_rows = self._synthetic_records() if self.synthetic else None
         self.quality = Path(quality) if quality else None
         self.evaluators, self.judge_note = self._judges()
-        self._train_images = None
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -200,7 +204,8 @@ class Explorer:
         read = [c for c in prompted.columns if f"predicted_{c}" in rows.columns]
         hits = pd.DataFrame({c: rows[f"predicted_{c}"].astype(str) == prompted[c] for c in read})
         known = pd.DataFrame({c: prompted[c] != UNKNOWN for c in read})
-        rows["prompt_read_right"] = (hits & known).sum(axis=1) / known.sum(axis=1).replace(0, np.nan) if read else np.nan
+        rows["prompt_read_right"] = ((hits & known).sum(axis=1) / known.sum(axis=1).replace(0, np.nan)) if read \
+            else np.nan
 
     # --- drawing -------------------------------------------------------------------------------
 
@@ -243,15 +248,17 @@ class Explorer:
 
     def prompt(self, values: dict[str, str | None]) -> str:
         """The model's prompt for chosen attribute values (``unknown`` or None leaves one out)."""
-        chosen = {a: (None if v in (None, "", UNKNOWN) else v) for a, v in values.items() if a in self.schema.attributes}
+        chosen = {a: (None if v in (None, "", UNKNOWN) else v) for a, v in values.items()
+                  if a in self.schema.attributes}
         return prompt_from_attributes(chosen, self.schema)
 
     def sampler(self, steps: int | None = None, guidance_scale: float | None = None) -> SamplerSettings:
         """The model's sampler with the page's steps and guidance scale."""
         if steps is not None and int(steps) < 1:
             raise AppError(f"sampler steps must be at least 1, got {steps}")
-        return self.generator.defaults.override(steps=None if steps is None else int(steps),
-                                                guidance_scale=None if guidance_scale is None else float(guidance_scale))
+        return self.generator.defaults.override(
+            steps=None if steps is None else int(steps),
+            guidance_scale=None if guidance_scale is None else float(guidance_scale))
 
     def draw(self, mask: np.ndarray, values: dict[str, str | None], seed: int, sampler: SamplerSettings,
              spacing_mm: float = 1.0) -> Drawing:
@@ -276,17 +283,24 @@ class Explorer:
                 on_drawing(number + 1, len(self.vocabulary[attribute]))
         return row
 
-    def readout(self, image: np.ndarray, mask: np.ndarray) -> str:
-        """What the quality stage's judges see in one pair: each attribute's most likely value
-        with its probability, and how well the segmenter's outline matches the mask (Dice)."""
+    def judge(self, image: np.ndarray, mask: np.ndarray) -> tuple[dict[str, tuple[str, float]], dict[str, float]]:
+        """What the quality stage's judges see in one pair: per attribute, the most likely value
+        and its probability; per structure, the Dice of the segmenter's outline to the mask
+        (mean of ED and ES). Empty without judges."""
         if self.evaluators is None:
-            return ""
-        probabilities = self.evaluators.probabilities(image[None])
-        read = [f"{self.evaluators.classes[name][int(p[0].argmax())]} {p[0].max():.2f}"
-                for name, p in probabilities.items()]
+            return {}, {}
+        readings = {name: (self.evaluators.classes[name][int(p[0].argmax())], float(p[0].max()))
+                    for name, p in self.evaluators.probabilities(image[None]).items()}
         dice = dice_table(self.evaluators.segment(image[None]), mask[None]).iloc[0]
-        structures = ", ".join(f"{s} {np.mean([dice[f'ED_{s}'], dice[f'ES_{s}']]):.2f}" for s in STRUCTURES.values())
-        return f"judge reads: {', '.join(read)}; Dice to mask: {structures}"
+        return readings, {s: float(np.mean([dice[f"ED_{s}"], dice[f"ES_{s}"]])) for s in STRUCTURES.values()}
+
+    def readout(self, image: np.ndarray, mask: np.ndarray) -> str:
+        """:meth:`judge` in one line, or why there is no read-out."""
+        readings, dice = self.judge(image, mask)
+        if not readings:
+            return self.judge_note
+        read = ", ".join(f"{value} {p:.2f}" for value, p in readings.values())
+        return f"judge reads: {read}; Dice to mask: {', '.join(f'{s} {d:.2f}' for s, d in dice.items())}"
 
     def save(self, drawing: Drawing) -> list[Path]:
         """The drawn pair as NIfTI marked SYNTHETIC (image and mask) in the work folder. The
@@ -320,8 +334,9 @@ class Explorer:
         quality results."""
         if self.synthetic_rows is None:
             return []
-        return [name for name, (column, _) in SORTS.items()
-                if column in self.synthetic_rows.columns or column in ("record_id", "nn_pixel_distance")]
+        measurable = set(self.synthetic_rows.columns) | {"record_id"} | \
+            ({"nn_pixel_distance"} if self.train is not None else set())
+        return [name for name, (column, _) in SORTS.items() if column in measurable]
 
     def synthetic_table(self, cell: str, sort: str) -> pd.DataFrame:
         """The synthetic records of a cell (or all), in the chosen order, with their figures."""
@@ -333,25 +348,25 @@ class Explorer:
         if cell and cell != ALL_CELLS:
             rows = rows[rows["cell"] == cell.rsplit(" (", 1)[0]]
         column, ascending = SORTS[sort]
-        if column == "nn_pixel_distance" and column not in rows.columns:
-            rows = rows.assign(nn_pixel_distance=self._nearest_training(rows)[0])
+        if column == "nn_pixel_distance":
+            self._find_nearest_training()
+            rows = self.synthetic_rows.loc[rows.index]
         rows = rows.sort_values([column, "record_id"], ascending=[ascending, True], kind="stable")
-        shown = ["record_id", "cell", "prompt", "mask_source_record", "mask_dice", "prompt_read_right",
-                 "nn_pixel_distance", "copy_pixel"]
-        table = rows[[c for c in shown if c in rows.columns]].copy()
+        table = rows[[c for c in BROWSE_COLUMNS if c in rows.columns]]
         return table.round({c: 3 for c in ("mask_dice", "prompt_read_right", "nn_pixel_distance") if c in table})
 
-    def _nearest_training(self, rows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        """Pixel distance of each synthetic record to its nearest real training image and that
-        image's record id, as the quality stage measures it (for when no quality results are
-        given)."""
+    def _find_nearest_training(self) -> None:
+        """Each synthetic record's nearest real training image in pixels and its distance, as the
+        quality stage measures them; measured here, once, when no quality results give them."""
+        if "nn_pixel_record" in self.synthetic_rows.columns:
+            return
         if self.train is None:
             raise AppError("the distance to the nearest training image needs the real dataset (--dataset)")
-        if self._train_images is None:
-            self._train_images = flatten_pixels(load_images(self.dataset, self.train).images)
-        synthetic = load_images(self.synthetic, rows)
-        distances, index = nearest_neighbours(flatten_pixels(synthetic.images), self._train_images)
-        return distances, self.train["record_id"].astype(str).to_numpy()[index].tolist()
+        train = flatten_pixels(load_images(self.dataset, self.train).images)
+        synthetic = flatten_pixels(load_images(self.synthetic, self.synthetic_rows).images)
+        distances, index = nearest_neighbours(synthetic, train)
+        self.synthetic_rows["nn_pixel_distance"] = distances
+        self.synthetic_rows["nn_pixel_record"] = self.train["record_id"].astype(str).to_numpy()[index]
 
     def privacy_view(self, record_id: str) -> list[tuple[np.ndarray, str]]:
         """A synthetic record beside the real record that lent it its mask and the real training
@@ -364,18 +379,16 @@ class Explorer:
             raise AppError(f"record {record_id!r} is not a synthetic record of {self.synthetic}")
         row = match.iloc[0]
         record = load_record(self.synthetic, row.to_dict())
-        view = [(preview_picture(record.image, record.mask), f"synthetic {record_id}: {row['prompt']}")]
+        view = [(preview_picture(record.image, record.mask), f"{record_id} (synthetic)")]
         source = str(row.get("mask_source_record", ""))
         view.append(self._training_picture(source, "mask source") if source and source != "nan" else
                     (self._blank(), "mask source: not a training record of the dataset"))
-        if "nn_pixel_record" in row and isinstance(row["nn_pixel_record"], str):
-            nearest, distance = row["nn_pixel_record"], float(row["nn_pixel_distance"])
-        else:
-            distances, ids = self._nearest_training(match)
-            nearest, distance = ids[0], float(distances[0])
-        picture, caption = self._training_picture(nearest, "nearest training image")
-        view.append((picture, f"{caption}, pixel distance {distance:.3f}"))
-        return view
+        if self.train is None:
+            return view + [(self._blank(), "nearest training image: give the real dataset (--dataset) to find it")]
+        self._find_nearest_training()
+        nearest = self.synthetic_rows.loc[match.index[0]]
+        picture, caption = self._training_picture(str(nearest["nn_pixel_record"]), "nearest training image")
+        return view + [(picture, f"{caption}, distance {float(nearest['nn_pixel_distance']):.3f}")]
 
     def _training_picture(self, record_id: str, role: str) -> tuple[np.ndarray, str]:
         if self.train is None:
@@ -384,7 +397,7 @@ class Explorer:
         if match.empty:
             return self._blank(), f"{role} {record_id}: not a training record of {self.dataset}"
         record = load_record(self.dataset, match.iloc[0].to_dict())
-        return preview_picture(record.image, record.mask), f"{role} {record_id} ({match.iloc[0]['cell']})"
+        return preview_picture(record.image, record.mask), f"{role} {record_id}"
 
     def _blank(self) -> np.ndarray:
         return np.zeros((2 * self.size, 2 * self.size, 3), np.uint8)

@@ -28,8 +28,9 @@ from cardiofair.settings import AppSettings
 FROM_DATASET = "a training record of the dataset"
 FROM_UPLOAD = "an uploaded NIfTI mask pair"
 LEFT_OUT = "not stated (left out of the prompt)"
-# 64 px pairs shown at several times their size: without this the browser smooths them into blur.
-CSS = ".pixelated img { image-rendering: pixelated; }"
+# 64 px pairs are shown at several times their size, pixels kept square: the browser would
+# otherwise show them at their natural size, or smooth them into blur.
+CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 ATTRIBUTE_LABELS = {"sex": "sex", "age": "age decade", "bmi": "BMI class (WHO)", "diagnosis": "diagnosis"}
 
 
@@ -79,7 +80,8 @@ def build(explorer: Explorer) -> gr.Blocks:
                                        visible=bool(cells))
                     record = gr.Dropdown(first_records, value=first_records[0] if first_records else None,
                                          label="training record", allow_custom_value=True, visible=bool(cells))
-                    upload = gr.File(label="mask pair: a 2-frame (ED, ES) NIfTI, labels 0-3", type="filepath")
+                    upload = gr.File(label="mask pair: a 2-frame (ED, ES) NIfTI, labels 0-3", type="filepath",
+                                     visible=not cells)
                     upload_status = gr.Markdown()
                     controls = [gr.Dropdown([(v, v) for v in explorer.vocabulary[a]] + [(LEFT_OUT, UNKNOWN)],
                                             value=start_values.get(a, explorer.vocabulary[a][0]),
@@ -108,8 +110,10 @@ def build(explorer: Explorer) -> gr.Blocks:
                              label="attribute to sweep")
             sweep_button = gr.Button("Draw the row", variant="primary", elem_id="sweep-button")
             row_gallery = gr.Gallery(label="one mask, one seed, one attribute changed", columns=4, height="auto",
-                                     format="png", object_fit="contain", elem_classes=["pixelated"])
-            row_table = gr.Dataframe(label="prompts and read-outs", interactive=False, wrap=True)
+                                     format="png", object_fit="contain", elem_classes=["pixelated"],
+                                     elem_id="counterfactual-row")
+            row_table = gr.Dataframe(label="prompts and read-outs", interactive=False, wrap=True,
+                                     column_widths=["10%", "35%", "55%"])
         with gr.Tab("Synthetic dataset"):
             if explorer.synthetic_rows is None:
                 gr.Markdown("Start the app with `--synthetic GENERATED_DIR` (and `--dataset`, `--quality`) to browse "
@@ -122,7 +126,7 @@ def build(explorer: Explorer) -> gr.Blocks:
                 chosen = gr.Dropdown([], label="synthetic record", allow_custom_value=True)
                 privacy = gr.Gallery(label="synthetic record | its mask source | the nearest training image",
                                      columns=3, height="auto", format="png", object_fit="contain",
-                                     elem_classes=["pixelated"])
+                                     elem_classes=["pixelated"], elem_id="privacy-view")
 
         @_shown_to_user
         def choose_cell(cell_name: str) -> Any:
@@ -136,6 +140,11 @@ def build(explorer: Explorer) -> gr.Blocks:
             values = explorer.record_mask(record_id)[2]
             return [gr.update(value=values[a] if values[a] in explorer.vocabulary[a] else UNKNOWN)
                     for a in attributes]
+
+        def choose_source(source_value: str) -> list[Any]:
+            from_dataset = source_value == FROM_DATASET
+            return [gr.update(visible=from_dataset and bool(cells)), gr.update(visible=from_dataset and bool(cells)),
+                    gr.update(visible=not from_dataset)]
 
         def check_upload(path: str | None) -> str:
             if not path:
@@ -161,11 +170,10 @@ def build(explorer: Explorer) -> gr.Blocks:
             mask, spacing, values, seed_value, sampler = request(inputs)
             progress(0.0, desc="drawing one pair")
             drawing = explorer.draw(mask, values, seed_value, sampler, spacing)
-            judged = explorer.readout(drawing.image, drawing.mask) or explorer.judge_note
             return (grey_picture(drawing.image[0]), grey_picture(drawing.image[1]), overlay_picture(drawing),
-                    f"{drawing.prompt}   (seed {drawing.seed}, {drawing.sampler.sampler} {drawing.sampler.steps} steps, "
-                    f"guidance {drawing.sampler.guidance_scale:g}; drawn in {drawing.seconds:.1f} s)",
-                    judged, [str(p) for p in explorer.save(drawing)])
+                    f"{drawing.prompt}   (seed {drawing.seed}, {drawing.sampler.sampler} {drawing.sampler.steps} "
+                    f"steps, guidance {drawing.sampler.guidance_scale:g}; drawn in {drawing.seconds:.1f} s)",
+                    explorer.readout(drawing.image, drawing.mask), [str(p) for p in explorer.save(drawing)])
 
         @_shown_to_user
         def counterfactuals(progress: gr.Progress = gr.Progress(), *inputs: Any) -> tuple[Any, Any]:
@@ -174,14 +182,20 @@ def build(explorer: Explorer) -> gr.Blocks:
             row = explorer.sweep(mask, values, attribute, seed_value, sampler, spacing,
                                  on_drawing=lambda done, total: progress((done, total), desc="drawing the row",
                                                                          unit="pair"))
-            readouts = [explorer.readout(d.image, d.mask) for _, d in row]
-            gallery = [(overlay_picture(d), f"{value}" + (f" | {r.removeprefix('judge reads: ')}" if r else ""))
-                       for (value, d), r in zip(row, readouts)]
+            gallery, readouts = [], []
+            for value, drawing in row:
+                readings, _ = explorer.judge(drawing.image, drawing.mask)
+                # Under each image, the judge's reading of the swept attribute: does it follow?
+                read = readings.get(attribute)
+                gallery.append((overlay_picture(drawing), f"{value}: judge reads {read[0]} ({read[1]:.2f})" if read
+                                else value))
+                readouts.append(explorer.readout(drawing.image, drawing.mask))
             table = pd.DataFrame({attribute: [v for v, _ in row], "prompt": [d.prompt for _, d in row],
-                                  "judges read": [r or explorer.judge_note for r in readouts]})
+                                  "what the judges read": readouts})
             return gallery, table
 
         common = [source, record, upload, *controls, seed, guidance, steps]
+        source.change(choose_source, source, [cell, record, upload], api_name=False)
         cell.change(choose_cell, cell, record, api_name=False)
         record.change(choose_record, record, controls, api_name=False)
         upload.change(check_upload, upload, upload_status, api_name=False)
