@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# The app's test modules skip, saying so, where the app extra is not installed.
+NO_APP_EXTRA = "the app extra is not installed: pip install 'cardiofair[app]'"
 # The first start imports torch, diffusers and gradio: slow on a busy 2-core machine.
 START_TIMEOUT_S = 240
 

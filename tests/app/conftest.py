@@ -3,16 +3,14 @@ stage's results on it: the real inputs of `cardiofair app`, made in seconds."""
 
 import pytest
 
-pytest.importorskip("gradio", reason="the app extra is not installed: pip install 'cardiofair[app]'")
-
-from cardiofair.data.records import read_manifest  # noqa: E402
-from cardiofair.data.split import training_rows  # noqa: E402
-from cardiofair.diffusion.presets import get_preset  # noqa: E402
-from cardiofair.diffusion.train import TrainSettings, train  # noqa: E402
-from cardiofair.generate import generate  # noqa: E402
-from cardiofair.metrics.quality import evaluate_synthetic  # noqa: E402
-from cardiofair.plan import plan_synthesis  # noqa: E402
-from cardiofair.settings import GenerateSettings, PlanSettings, QualitySettings  # noqa: E402
+from cardiofair.data.records import read_manifest
+from cardiofair.data.split import training_rows
+from cardiofair.diffusion.presets import get_preset
+from cardiofair.diffusion.train import TrainSettings, train
+from cardiofair.generate import generate
+from cardiofair.metrics.quality import evaluate_synthetic
+from cardiofair.plan import plan_synthesis
+from cardiofair.settings import GenerateSettings, PlanSettings, QualitySettings
 
 
 @pytest.fixture(scope="session")

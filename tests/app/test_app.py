@@ -12,12 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import load_file
 
-from app_server import free_port, start_app, stop_app
+from app_server import NO_APP_EXTRA, free_port, start_app, stop_app
+
+pytest.importorskip("gradio", reason=NO_APP_EXTRA)
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
 from cardiofair.cli import main
 from cardiofair.data.prepare import prepare_phantom
 from cardiofair.data.records import SYNTHETIC_DESCRIPTION, read_manifest, read_pair_nifti
@@ -239,3 +242,17 @@ def test_without_quality_results_the_app_finds_each_nearest_training_image_as_th
     assert np.allclose(table["nn_pixel_distance"], measured["nn_pixel_distance"].round(3))
     assert (explorer.synthetic_rows.set_index("record_id").loc[table.index, "nn_pixel_record"]
             == measured["nn_pixel_record"]).all()
+
+
+def test_the_controls_offer_only_the_grammars_values_the_model_was_trained_on(app_model):
+    from cardiofair.app.explorer import model_vocabulary
+    from cardiofair.diffusion.sample import TrainedGenerator
+    from cardiofair.prompts import DEFAULT_SCHEMA
+
+    # An ACDC-like model: its cohort records no sex or age, so neither can be chosen or swept.
+    cells = [{"sex": "unknown", "age": "unknown", "bmi": "obese", "DCM": 1, "healthy": 0, "total": 1},
+             {"sex": "unknown", "age": "unknown", "bmi": "normal", "DCM": 3, "healthy": 2, "total": 5}]
+    assert model_vocabulary({"training_cells": cells}, DEFAULT_SCHEMA) == {
+        "sex": [], "age": [], "bmi": ["normal", "obese"], "diagnosis": ["DCM", "healthy"]}
+    vocabulary = model_vocabulary(TrainedGenerator.read_card(app_model), DEFAULT_SCHEMA)
+    assert vocabulary["sex"] == ["Female", "Male"] and vocabulary["diagnosis"] == ["healthy", "heart failure"]

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from app_server import NO_APP_EXTRA
+
+pytest.importorskip("gradio", reason=NO_APP_EXTRA)
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install selenium")
 
 from selenium.webdriver.common.by import By  # noqa: E402

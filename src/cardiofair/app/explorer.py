@@ -90,21 +90,21 @@ def cell_label(values: tuple[str, ...] | list[str]) -> str:
 
 def model_vocabulary(info: dict[str, Any], schema: PromptSchema) -> dict[str, list[str]]:
     """The values each prompt attribute of the model can take, for controls that cannot be
-    mistyped: sex and BMI class from the grammar, age bins and diagnoses from the cells the
-    model was trained on (a decade it never saw is not offered)."""
+    mistyped: those of the grammar (in its order) that the model was trained on, read from its
+    training cells; an attribute its cohort never recorded (ACDC's sex and age) has none. A
+    model card without cells offers the grammar's sexes and BMI classes."""
     cells = pd.DataFrame(info.get("training_cells", []))
     sensitive = [a for a in schema.attributes if a != "diagnosis"]
+    seen = {a: set(cells[a].astype(str)) - {UNKNOWN} if a in cells else None for a in sensitive}
+    grammar = {"sex": SEXES, "bmi": BMI_CLASSES}
     vocabulary: dict[str, list[str]] = {}
     for attribute in schema.attributes:
-        if attribute == "sex":
-            vocabulary["sex"] = list(SEXES)
-        elif attribute == "bmi":
-            vocabulary["bmi"] = list(BMI_CLASSES)
-        elif attribute == "age":
-            seen = cells["age"].astype(str) if "age" in cells else pd.Series(dtype=str)
-            vocabulary["age"] = sorted(v for v in seen.unique() if v != UNKNOWN)
+        if attribute == "diagnosis":
+            vocabulary[attribute] = sorted(c for c in cells.columns if c not in sensitive and c != "total")
+        elif attribute in grammar:
+            vocabulary[attribute] = [v for v in grammar[attribute] if seen[attribute] is None or v in seen[attribute]]
         else:
-            vocabulary["diagnosis"] = sorted(c for c in cells.columns if c not in sensitive and c != "total")
+            vocabulary[attribute] = sorted(seen[attribute] or ())
     return vocabulary
 
 
@@ -185,14 +185,22 @@ class Explorer:
         report = json.loads(report_file.read_text())
         if self.synthetic_rows is not None and (self.quality / PER_IMAGE_FILE).is_file():
             per_image = pd.read_csv(self.quality / PER_IMAGE_FILE, dtype={"record_id": str, "nn_pixel_record": str})
+            unjudged = set(self.synthetic_rows["record_id"].astype(str)) - set(per_image["record_id"])
+            if unjudged:
+                raise AppError(f"{self.quality} judged another synthetic dataset than {self.synthetic}: "
+                               f"{len(unjudged)} of its records (e.g. {sorted(unjudged)[0]}) are not in "
+                               f"{PER_IMAGE_FILE}; give the quality results of this synthetic dataset")
             self.synthetic_rows = self.synthetic_rows.merge(per_image.drop(columns=["cell"], errors="ignore"),
                                                             on="record_id", how="left")
             self._score_fidelity()
-        folder = Path(report["evaluators"]["folder"])
-        if not (folder / "evaluators.json").is_file():
-            return None, f"the judges named by {report_file} are no longer in {folder}: run `cardiofair quality` again"
-        evaluators = Evaluators.load(folder)
-        return evaluators, f"judges from {folder}"
+        named = Path(report["evaluators"]["folder"])
+        # A relative folder is relative to where `cardiofair quality` ran; a study keeps its judges
+        # in the run folder beside quality/.
+        folder = next((f for f in (named, self.quality.parent / "evaluators" / named.name)
+                       if (f / "evaluators.json").is_file()), None)
+        if folder is None:
+            return None, f"the judges named by {report_file} are no longer in {named}: run `cardiofair quality` again"
+        return Evaluators.load(folder), f"judges from {folder}"
 
     def _score_fidelity(self) -> None:
         """Per synthetic record: its mean Dice over structures and frames, and the share of its
@@ -274,8 +282,9 @@ class Explorer:
               on_drawing: Callable[[int, int], None] | None = None) -> list[tuple[str, Drawing]]:
         """The same mask and seed drawn with ``attribute`` set to each value the model knows,
         the other values fixed: the counterfactual row."""
-        if attribute not in self.vocabulary:
-            raise AppError(f"the model's prompts have no attribute {attribute!r}; choose from {list(self.vocabulary)}")
+        if not self.vocabulary.get(attribute):
+            raise AppError(f"the model knows no values of {attribute!r} to sweep; choose from "
+                           f"{[a for a, values in self.vocabulary.items() if values]}")
         row = []
         for number, value in enumerate(self.vocabulary[attribute]):
             row.append((value, self.draw(mask, {**values, attribute: value}, seed, sampler, spacing_mm)))

@@ -65,7 +65,9 @@ def build(explorer: Explorer) -> gr.Blocks:
         mask, spacing, _ = explorer.record_mask(record)
         return mask, spacing
 
-    with gr.Blocks(title="cardiofair explorer", analytics_enabled=False) as page:
+    # gradio keeps a copy of every picture and download it serves: drop those older than an hour,
+    # hourly and when the app stops, so synthetic images do not pile up in the temporary folder.
+    with gr.Blocks(title="cardiofair explorer", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(
             f"## cardiofair explorer\nModel `{explorer.generator.model_dir.name}`: {info.get('preset', '?')} preset, "
             f"{explorer.size}x{explorer.size} px (ED, ES) pairs, {defaults.sampler} sampler. "
@@ -84,7 +86,7 @@ def build(explorer: Explorer) -> gr.Blocks:
                                      visible=not cells)
                     upload_status = gr.Markdown()
                     controls = [gr.Dropdown([(v, v) for v in explorer.vocabulary[a]] + [(LEFT_OUT, UNKNOWN)],
-                                            value=start_values.get(a, explorer.vocabulary[a][0]),
+                                            value=start_values.get(a, (explorer.vocabulary[a] or [UNKNOWN])[0]),
                                             label=ATTRIBUTE_LABELS[a]) for a in attributes]
                     seed = gr.Number(0, precision=0, label="seed")
                     guidance = gr.Slider(1.0, 10.0, value=defaults.guidance_scale, step=0.5,
@@ -106,7 +108,8 @@ def build(explorer: Explorer) -> gr.Blocks:
         with gr.Tab("Counterfactuals"):
             gr.Markdown("The mask, seed, sampler and other attributes of the Draw tab; one attribute swept over "
                         "every value the model knows. Under each image, what the judges read in it.")
-            swept = gr.Radio([(ATTRIBUTE_LABELS[a], a) for a in attributes], value=attributes[0],
+            sweepable = [a for a in attributes if explorer.vocabulary[a]]
+            swept = gr.Radio([(ATTRIBUTE_LABELS[a], a) for a in sweepable], value=sweepable[0] if sweepable else None,
                              label="attribute to sweep")
             sweep_button = gr.Button("Draw the row", variant="primary", elem_id="sweep-button")
             row_gallery = gr.Gallery(label="one mask, one seed, one attribute changed", columns=4, height="auto",
@@ -204,7 +207,9 @@ def build(explorer: Explorer) -> gr.Blocks:
 
         if explorer.synthetic_rows is not None:
             @_shown_to_user
-            def browse(cell_name: str, sort: str) -> tuple[pd.DataFrame, Any]:
+            def browse(cell_name: str, sort: str, progress: gr.Progress = gr.Progress()) -> tuple[pd.DataFrame, Any]:
+                # Without quality results the first distance order measures every record: seconds.
+                progress(0.0, desc="listing the synthetic records")
                 table = explorer.synthetic_table(cell_name, sort)
                 ids = table["record_id"].astype(str).tolist()
                 return table, gr.update(choices=ids, value=ids[0] if ids else None)
