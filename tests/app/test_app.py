@@ -256,3 +256,16 @@ def test_the_controls_offer_only_the_grammars_values_the_model_was_trained_on(ap
         "sex": [], "age": [], "bmi": ["normal", "obese"], "diagnosis": ["DCM", "healthy"]}
     vocabulary = model_vocabulary(TrainedGenerator.read_card(app_model), DEFAULT_SCHEMA)
     assert vocabulary["sex"] == ["Female", "Male"] and vocabulary["diagnosis"] == ["healthy", "heart failure"]
+
+
+def test_quality_results_of_another_synthetic_dataset_are_refused(app_model, app_dataset, app_synthetic,
+                                                                  app_quality, tmp_path):
+    from cardiofair.app.explorer import Explorer
+    from cardiofair.errors import CardiofairError
+
+    other = shutil.copytree(app_synthetic, tmp_path / "other")
+    manifest = read_manifest(other)
+    manifest.loc[0, "record_id"] = "synthetic-elsewhere-00000"
+    manifest.to_csv(other / "manifest.csv", index=False)
+    with pytest.raises(CardiofairError, match="judged another synthetic dataset .* synthetic-elsewhere-00000"):
+        Explorer(app_model, app_dataset, other, app_quality, workdir=tmp_path)
