@@ -102,6 +102,7 @@ def build(explorer: Explorer) -> gr.Blocks:
                     overlay = gr.Image(label="ED | ES with the mask (LV red, myocardium green, RV blue)",
                                        format="png", height=256, elem_classes=["pixelated"], interactive=False)
                     prompt = gr.Textbox(label="prompt used", interactive=False, elem_id="drawn-prompt")
+                    drawn_with = gr.Textbox(label="drawn with", interactive=False, elem_id="drawn-with")
                     readout = gr.Textbox(label="what the judges read (needs --quality)", interactive=False)
                     downloads = gr.File(label="download: image and mask NIfTI, marked SYNTHETIC",
                                         file_count="multiple", interactive=False)
@@ -174,8 +175,9 @@ def build(explorer: Explorer) -> gr.Blocks:
             progress(0.0, desc="drawing one pair")
             drawing = explorer.draw(mask, values, seed_value, sampler, spacing)
             return (grey_picture(drawing.image[0]), grey_picture(drawing.image[1]), overlay_picture(drawing),
-                    f"{drawing.prompt}   (seed {drawing.seed}, {drawing.sampler.sampler} {drawing.sampler.steps} "
-                    f"steps, guidance {drawing.sampler.guidance_scale:g}; drawn in {drawing.seconds:.1f} s)",
+                    drawing.prompt,
+                    f"seed {drawing.seed}, {drawing.sampler.sampler} {drawing.sampler.steps} steps, guidance "
+                    f"{drawing.sampler.guidance_scale:g}; drawn in {drawing.seconds:.1f} s",
                     explorer.readout(drawing.image, drawing.mask), [str(p) for p in explorer.save(drawing)])
 
         @_shown_to_user
@@ -202,7 +204,8 @@ def build(explorer: Explorer) -> gr.Blocks:
         cell.change(choose_cell, cell, record, api_name=False)
         record.change(choose_record, record, controls, api_name=False)
         upload.change(check_upload, upload, upload_status, api_name=False)
-        draw_button.click(draw, common, [ed, es, overlay, prompt, readout, downloads], api_name="draw")
+        draw_button.click(draw, common, [ed, es, overlay, prompt, drawn_with, readout, downloads],
+                          api_name="draw")
         sweep_button.click(counterfactuals, [*common, swept], [row_gallery, row_table], api_name="counterfactuals")
 
         if explorer.synthetic_rows is not None:
