@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install demo app test test-slow test-all bench clean
 
 install: $(VENV)/.installed
 
@@ -12,13 +12,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU build of torch first: a plain `torch` requirement can pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The app extra too: the suite drives `cardiofair app` (gradio) in a real server and browser.
+	$(BIN)/python -m pip install --quiet -e '.[test,app]'
 	touch $@
 
 # The embedded default study on the phantom cohort (about 16 minutes on 2 cores); running it
 # again continues an interrupted study and skips finished stages. Report: runs/phantom-default/report.html
 demo: install
 	$(BIN)/cardiofair run
+
+# The browser explorer on the default study's model, dataset and synthetic data (after `make demo`).
+app: install
+	$(BIN)/cardiofair app --model runs/phantom-default/train --dataset runs/phantom-default/prepare \
+		--synthetic runs/phantom-default/generate --quality runs/phantom-default/quality
 
 # The fast suite: every test but those marked slow or gpu (pyproject.toml), a few minutes on 2 cores.
 test: install

@@ -466,3 +466,17 @@ class ReportSettings:
     counterfactuals: bool = option(True, "draw one real training mask as female/male, 40s/70s and normal/obese BMI "
                                    "with --model")
     seed: int = option(0, "picks the example records and the counterfactual mask, and seeds its drawing")
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """`cardiofair app`: where the browser explorer listens."""
+
+    # Patients' images stay on the workstation unless the user opens the app to the network.
+    host: str = option("127.0.0.1", "address to listen on: 127.0.0.1 serves this machine only; 0.0.0.0 opens the app "
+                       "to the network")
+    port: int = option(7860, "port to listen on")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise SettingsError("port", f"must be between 1 and 65535, got {self.port}")

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from cardiofair import __version__
 from cardiofair.cli import (
+    app,
     evaluate,
     fairness,
     generate,
@@ -33,7 +34,7 @@ from cardiofair.cli import (
 from cardiofair.errors import CardiofairError, SubjectError
 
 # In the order `cardiofair --help` lists them: the pipeline's.
-COMMANDS = (prepare, summary, split, train, sample, plan, generate, merge, quality, fairness, report, run, evaluate)
+COMMANDS = (prepare, summary, split, train, sample, plan, generate, merge, quality, fairness, report, run, app, evaluate)
 BUG_REPORT = ("cardiofair: this is a bug in cardiofair, not a problem with your input: please report it with the "
               "command you ran and the traceback above")
 

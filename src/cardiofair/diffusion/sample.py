@@ -46,13 +46,20 @@ class TrainedGenerator:
         self.model_dir = Path(model_dir)
         self.info: dict[str, Any] = self.read_card(self.model_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.info.get("family", "embedded") == "stable-diffusion":
-            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-            self.pipeline = stable_diffusion_pipeline_class().from_pretrained(
-                self.model_dir, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
-                requires_safety_checker=False, local_files_only=True).to(self.device)
-        else:
-            self.pipeline = CardiacControlNetPipeline.from_pretrained(self.model_dir).to(self.device)
+        # Safetensors only: a pickled weight file (.bin, .pt, .ckpt) runs code when loaded.
+        try:
+            if self.info.get("family", "embedded") == "stable-diffusion":
+                dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+                self.pipeline = stable_diffusion_pipeline_class().from_pretrained(
+                    self.model_dir, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
+                    requires_safety_checker=False, local_files_only=True, use_safetensors=True).to(self.device)
+            else:
+                self.pipeline = CardiacControlNetPipeline.from_pretrained(self.model_dir,
+                                                                          use_safetensors=True).to(self.device)
+        except OSError as error:
+            raise ModelNotFoundError(f"{model_dir} cannot be loaded as a cardiofair model ({error}); cardiofair "
+                                     f"reads safetensors weights only and never loads pickled ones (.bin, .pt, "
+                                     f".ckpt): train the model again with `cardiofair train`") from None
         self.pipeline.set_progress_bar_config(disable=True)
         self.defaults = SamplerSettings(**self.info["sampling"])
         self.hash = model_hash(self.model_dir)
