@@ -15,5 +15,5 @@ def training_cohort():
 @pytest.fixture(scope="session")
 def judged(training_cohort):
     """Evaluators trained on the training cohort, and a real test cohort of another seed."""
-    evaluators = train_evaluators(*training_cohort, *phantom_arrays(100, 1), steps=300, classifier_steps=400, batch=16)
+    evaluators = train_evaluators(*training_cohort, *phantom_arrays(100, 1), steps=300, classifier_steps=400, batch=32)
     return evaluators, phantom_arrays(120, 2)
