@@ -138,3 +138,28 @@ def test_a_mask_model_that_learned_held_out_subjects_is_refused(cohort, tmp_path
         generate(tmp_path / "no-image-model", cohort, plan, tmp_path / "syn", masks=tmp_path / "leaky",
                  progress=False)
     assert not (tmp_path / "syn").exists()
+
+
+def test_a_cell_whose_draws_keep_failing_stops_with_the_rate_and_the_cell(cohort, model):
+    # The same shapes read at ten times the pixel spacing are hearts 100 times too large in area:
+    # every draw fails the plausible-area check.
+    oversized = ShapeModel(model.mean, model.components, model.effects, model.residual_factors,
+                           {**model.info, "pixel_spacing_mm": 10 * model.spacing_mm})
+    candidates = training_rows(read_manifest(cohort))
+    plan = _plan(f"Male, age in 60s, {HF}", 2)
+    with pytest.raises(GenerationError, match=r"Male\|age in 60s\|heart failure: 20 of 20 drawn masks \(100%\)"):
+        draw_masks(plan_jobs(plan, candidates, GenerateSettings()), plan, oversized, GenerateSettings())
+
+
+def test_the_fairness_leak_check_reads_a_drawn_masks_nearest_training_record(cohort):
+    from cardiofair.downstream.arms import ExperimentError, check_synthetic
+
+    real = read_manifest(cohort)
+    train_record = real.loc[real["split"] == "train", "record_id"].iloc[0]
+    test_record = real.loc[real["split"] == "test", "record_id"].iloc[0]
+    drawn = pd.DataFrame([{"record_id": "synthetic-c000-00000", "subject_id": "synthetic-c000-00000",
+                           "is_synthetic": True, "mask_policy": "synthesized", "mask_source": "",
+                           "mask_source_record": "", "mask_nearest_record": train_record}])
+    check_synthetic(real, drawn, "drawn")
+    with pytest.raises(ExperimentError, match="a test subject"):
+        check_synthetic(real, drawn.assign(mask_nearest_record=test_record), "drawn")

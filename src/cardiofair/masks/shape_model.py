@@ -60,15 +60,15 @@ def signed_distances(masks: np.ndarray) -> np.ndarray:
     RV). Nested regions rather than the labels themselves: the RV crescent and the myocardial ring
     are thin, and a blend of their distance maps falls apart, while a blend of blobs stays a blob,
     and an RV read as the heart outside the epicardium always lies against the LV."""
-    out = []
-    for mask in masks:
+    out = np.empty((len(masks), 6 * masks.shape[-2] * masks.shape[-1]), dtype=np.float32)
+    for index, mask in enumerate(masks):
         maps = []
         for frame in mask:
             for inside in (frame == 1, np.isin(frame, (1, 2)), frame > 0):
                 distance = ndimage.distance_transform_edt(~inside) - ndimage.distance_transform_edt(inside)
                 maps.append(np.clip(distance, -CLIP_PX, CLIP_PX))
-        out.append(np.concatenate(maps, axis=None))
-    return np.asarray(out, dtype=np.float32).reshape(len(masks), -1)
+        out[index] = np.concatenate(maps, axis=None)
+    return out
 
 
 def labels_from_distances(vectors: np.ndarray, size: int) -> np.ndarray:
@@ -190,21 +190,23 @@ def fit_shape_model(masks: np.ndarray, attributes: pd.DataFrame, spacing_mm: flo
     if n < 2 * components:
         raise MaskModelError(f"{n} training masks are too few for {components} shape components: give at least "
                              f"{2 * components} (or fewer components)")
-    vectors = signed_distances(masks).astype(np.float64)
-    mean = vectors.mean(0)
+    vectors = signed_distances(masks)
+    mean = vectors.mean(0, dtype=np.float64).astype(np.float32)
     centred = vectors - mean
-    # The principal directions from the N x N Gram matrix: N is far below the 6 H W dimensions.
-    eigenvalues, eigenvectors = np.linalg.eigh(centred @ centred.T)
+    # The principal directions from the N x N Gram matrix: N is far below the 6 H W dimensions
+    # (single precision for the products, the largest cost; signed distances are whole pixels to
+    # a few digits).
+    eigenvalues, eigenvectors = np.linalg.eigh((centred @ centred.T).astype(np.float64))
     order = np.argsort(eigenvalues)[::-1][:components]
-    directions = eigenvectors[:, order].T @ centred
+    directions = (eigenvectors[:, order].T.astype(np.float32) @ centred).astype(np.float64)
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    latents = centred @ directions.T
+    latents = centred.astype(np.float64) @ directions.T
     levels = {name: sorted(attributes[name].astype(str).unique()) for name in ATTRIBUTES}
     card = {"kind": KIND, "method": "conditional statistical shape model", "cardiofair_version": __version__,
             "size": int(size), "pixel_spacing_mm": float(spacing_mm), "prompt_schema": schema.to_dict(),
             "components": int(components), "clip_px": CLIP_PX, "ridge": RIDGE, "levels": levels,
             "explained_variance": float(eigenvalues[order].sum() / max(eigenvalues.sum(), 1e-12)), **info}
-    model = ShapeModel(mean.astype(np.float32), directions.astype(np.float32), np.zeros(0),
+    model = ShapeModel(mean, directions.astype(np.float32), np.zeros(0),
                        np.zeros(0), card)
     design = model.design(attributes[list(ATTRIBUTES)].astype(str).to_dict("records"))
     penalty = RIDGE * np.eye(design.shape[1])
