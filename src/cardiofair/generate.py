@@ -185,14 +185,16 @@ def draw_masks(jobs: Sequence[Job], plan: pd.DataFrame, model: ShapeModel, setti
         counts = tally.setdefault(job.cell, [0, 0])
         counts[0] += draws
         counts[1] += mask is not None
-        rejected = counts[0] - counts[1]
-        if mask is None or rejected > settings.max_mask_rejection * counts[0] and counts[0] >= MAX_MASK_DRAWS:
-            raise GenerationError(f"plan cell {job.cell}: {rejected} of {counts[0]} drawn masks "
-                                  f"({rejected / counts[0]:.0%}) failed the anatomical checks, above the limit "
-                                  f"max_mask_rejection {settings.max_mask_rejection:.0%}; no synthetic record was "
-                                  f"written. Train the mask generator with more data or fewer components, or raise "
-                                  f"the limit")
+        if mask is None:
+            break
         drawn[job.record_id] = DrawnMask(mask, draws, seen == 0)
+    for cell, (draws, accepted) in tally.items():
+        rejected = draws - accepted
+        if accepted < sum(job.cell == cell for job in jobs) or rejected > settings.max_mask_rejection * draws:
+            raise GenerationError(f"plan cell {cell}: {rejected} of {draws} drawn masks ({rejected / draws:.0%}) failed "
+                                  f"the anatomical checks, above the limit max_mask_rejection "
+                                  f"{settings.max_mask_rejection:.0%}; no synthetic record was written. Train the "
+                                  f"mask generator on more records or with fewer components, or raise the limit")
     return drawn
 
 

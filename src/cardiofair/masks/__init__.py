@@ -60,7 +60,7 @@ def train_mask_model(dataset: str | os.PathLike, settings: MaskSettings = MaskSe
             # Hashes, not ids: enough to refuse a split whose held-out subjects the model learned.
             "training_subject_hashes": subject_hashes(rows["subject_id"])}
     return fit_shape_model(masks, with_cells(rows, DEFAULT_SCHEMA), spacing,
-                           settings.components, info)
+                           settings.components, info, progress=progress)
 
 
 def run(settings: MaskSettings, *, dataset: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 from scipy import ndimage
+from tqdm.auto import tqdm
 
 from cardiofair import __version__
 from cardiofair.errors import CardiofairError, MissingInputError
@@ -54,14 +55,15 @@ class MaskModelError(CardiofairError):
     """A mask generator that cannot be trained or used as asked; the message says what to change."""
 
 
-def signed_distances(masks: np.ndarray) -> np.ndarray:
+def signed_distances(masks: np.ndarray, progress: bool = False) -> np.ndarray:
     """(N, 6 * H * W) clipped signed distances (pixels, negative inside) of three nested regions
     at ED and ES: the LV cavity, the epicardium (cavity and myocardium) and the whole heart (LV and
     RV). Nested regions rather than the labels themselves: the RV crescent and the myocardial ring
     are thin, and a blend of their distance maps falls apart, while a blend of blobs stays a blob,
     and an RV read as the heart outside the epicardium always lies against the LV."""
     out = np.empty((len(masks), 6 * masks.shape[-2] * masks.shape[-1]), dtype=np.float32)
-    for index, mask in enumerate(masks):
+    for index, mask in enumerate(tqdm(masks, desc="shape: signed distances", unit="mask", disable=not progress,
+                                      leave=False)):
         maps = []
         for frame in mask:
             for inside in (frame == 1, np.isin(frame, (1, 2)), frame > 0):
@@ -183,14 +185,14 @@ def draw_valid(model: ShapeModel, attributes: Mapping[str, str], rng: np.random.
 
 
 def fit_shape_model(masks: np.ndarray, attributes: pd.DataFrame, spacing_mm: float, components: int,
-                    info: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA) -> ShapeModel:
+                    info: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA, progress: bool = False) -> ShapeModel:
     """Fit the model to (N, 2, H, W) training masks and their binned ``attributes`` (columns
     sex, age, bmi, diagnosis; unknown values as their own level). ``info`` joins the card."""
     n, _, size, _ = masks.shape
     if n < 2 * components:
         raise MaskModelError(f"{n} training masks are too few for {components} shape components: give at least "
                              f"{2 * components} (or fewer components)")
-    vectors = signed_distances(masks)
+    vectors = signed_distances(masks, progress)
     mean = vectors.mean(0, dtype=np.float64).astype(np.float32)
     centred = vectors - mean
     # The principal directions from the N x N Gram matrix: N is far below the 6 H W dimensions
