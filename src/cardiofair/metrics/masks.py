@@ -80,6 +80,8 @@ def mask_quality(synthetic: np.ndarray, synthetic_keys: pd.Series, train: np.nda
         syn, held = measured["synthetic"][own["synthetic"]], measured["real held-out"][own["real held-out"]]
         scope = {"n_synthetic": len(syn), "n_real_held_out": len(held), "n_real_train": int(own["real train"].sum()),
                  "valid_share": float(valid[own["synthetic"]].mean()),
+                 "median_nearest_training_distance": {"synthetic": _median(nearest["synthetic"][own["synthetic"]]),
+                                                      "real_reference": _median(nearest["real held-out"][own["real held-out"]])},
                  "distance_to_real_held_out": {"synthetic": geometry_distance(syn, held, scale),
                                                "real_reference": geometry_distance(measured["real train"][own["real train"]],
                                                                                    held, scale)}}
@@ -87,8 +89,12 @@ def mask_quality(synthetic: np.ndarray, synthetic_keys: pd.Series, train: np.nda
         if phantom is not None:
             values = dict(zip(attributes, cell.split("|")))
             truth_count, n = max(MIN_FRESH, len(syn)), len(syn)
-            fresh = geometry(fresh_masks(phantom, values, truth_count + REFERENCE_SAMPLES * n), spacing_mm)
+            drawn = fresh_masks(phantom, values, truth_count + REFERENCE_SAMPLES * n)
+            fresh = geometry(drawn, spacing_mm)
             truth, others = fresh[:truth_count], fresh[truth_count:]
+            # New subjects of the cell: how near a training mask a new patient of this cell lies.
+            scope["median_nearest_training_distance"]["phantom_truth"] = _median(
+                nearest_masks(drawn[:truth_count], train)[0])
             reference = float(np.mean([geometry_distance(others[i * n:(i + 1) * n], truth, scale)
                                        for i in range(REFERENCE_SAMPLES)]))
             synthetic_distance = geometry_distance(syn, truth, scale)

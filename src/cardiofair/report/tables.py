@@ -266,15 +266,18 @@ def mask_geometry_table(quality: Mapping[str, Any]) -> Table:
         return Table("Synthetic masks: not measured (this evaluation predates the mask measures).", [], [])
     validity, novelty = masks["validity"], masks["novelty"]
     header = ["cell", "synthetic masks", "valid", "geometry distance to real held-out (synthetic / real train)",
-              "to phantom truth (synthetic / fresh)", "ratio"]
+              "to phantom truth (synthetic / fresh)", "ratio", "median nearest-training distance (synthetic / real "
+              "held-out / fresh)"]
     rows = []
     for cell, scope in masks["cells"].items():
         truth = scope.get("distance_to_phantom_truth") or {}
+        near = scope.get("median_nearest_training_distance") or {}
         rows.append([cell.replace("|", ", "), str(scope["n_synthetic"]), percent(scope["valid_share"]),
                      " / ".join(map(number, _pair(scope, "distance_to_real_held_out"))) +
                      f" ({scope['n_real_held_out']} held-out, {scope['n_real_train']} train)",
                      " / ".join(map(number, (truth.get("synthetic"), truth.get("real_reference")))) if truth else MISSING,
-                     number(truth.get("ratio"), 2) if truth else MISSING])
+                     number(truth.get("ratio"), 2) if truth else MISSING,
+                     " / ".join(number(near.get(k)) for k in ("synthetic", "real_reference", "phantom_truth"))])
     median = novelty["median_nearest_training_distance"]
     notes = [f"{percent(validity['valid_share'])} of {validity['n']} synthetic masks pass the anatomical checks"
              + (f"; the mask generator rejected {percent(validity['rejected_share_of_draws'])} of its draws on the way"
