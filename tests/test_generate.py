@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,8 @@ from cardiofair.data.records import load_dataset, read_manifest
 from cardiofair.data.summary import with_cells
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.train import TrainSettings, train
+from cardiofair.data.split import assign_splits, hold_back, subject_hashes, write_splits
+from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.generate import GenerateSettings, GenerationError, generate, merge_datasets, warp_mask
 from cardiofair.plan import PlanSettings, plan_synthesis, write_plan
 from cardiofair.prompts import build_prompt
@@ -188,3 +191,46 @@ def test_mask_warp_preserves_labels_and_moves_little():
     for label in (1, 2, 3):
         assert abs(int((warped == label).sum()) - int((mask == label).sum())) < 0.15 * (mask == label).sum()
     assert not np.array_equal(warped, mask)
+
+
+def test_held_back_subjects_never_reach_the_generator(dataset, model, tmp_path):
+    scarce = tmp_path / "scarce"
+    shutil.copytree(dataset, scarce)
+    manifest = read_manifest(scarce)
+    splits = hold_back(manifest, assign_splits(manifest, test=0.2, val=0.2, seed=0), {"diagnosis": "healthy"},
+                       keep=0.5, min_kept=1)
+    write_splits(scarce, splits)
+    held = manifest.loc[splits == "held_back", "subject_id"]
+    kept = manifest.loc[splits == "train", "subject_id"]
+    assert len(held) and len(kept)
+    trained = train(scarce, tmp_path / "model", TrainSettings.for_preset(get_preset("tiny"), max_steps=1),
+                    progress_bar=False)
+    learned = set(TrainedGenerator(trained).info["training_subject_hashes"])
+    assert learned == set(subject_hashes(kept)) and not learned & set(subject_hashes(held))
+    # The module's model learned the unsplit cohort, held-back subjects included: refused here.
+    with pytest.raises(GenerationError, match="learned"):
+        generate(model, scarce, _plan((FEMALE_HF, 1, "matched")), tmp_path / "out", progress=False)
+
+
+def test_a_grown_dose_keeps_the_records_already_made_and_a_smaller_one_drops_the_rest(dataset, model, tmp_path):
+    plan = _plan((FEMALE_HF, 3, "matched"), (MALE_HEALTHY, 2, "matched"))
+    out = tmp_path / "dosed"
+    settings = GenerateSettings(seed=1, batch_size=2, steps=2)
+    generate(model, dataset, plan, out, settings, progress=False)
+    once = read_manifest(out).set_index("record_id")
+    first_batch = (out / "rows" / "batch-000000.json").stat().st_mtime_ns
+    generate(model, dataset, plan, out, replace(settings, dose=2.0), progress=False)
+    twice = read_manifest(out).set_index("record_id")
+    assert len(twice) == 10 and set(once.index) <= set(twice.index)
+    # Full batches of the smaller dose are kept as they were, and every record is the same.
+    assert (out / "rows" / "batch-000000.json").stat().st_mtime_ns == first_batch
+    for record_id in once.index:
+        assert (out / once.loc[record_id, "image_path"]).is_file()
+    assert twice.groupby("cell")["planned_count"].first().to_dict() == {FEMALE_HF.replace(", ", "|"): 3,
+                                                                         MALE_HEALTHY.replace(", ", "|"): 2}
+    fresh = generate(model, dataset, plan, tmp_path / "fresh", replace(settings, dose=2.0), progress=False)
+    assert (fresh / "manifest.csv").read_bytes() == (out / "manifest.csv").read_bytes()
+    generate(model, dataset, plan, out, replace(settings, dose=0.5), progress=False)
+    half = read_manifest(out)
+    assert len(half) == 3 and len(list((out / "images").glob("*"))) == 3
+

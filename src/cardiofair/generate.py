@@ -5,6 +5,11 @@ mask is drawn from the real training records by the plan's mask policy with a ge
 same seed: a record's image depends only on the run's settings and the record itself. Records
 are sampled in fixed batches, and a batch's manifest rows are written only after its files, so a
 run killed at any point continues when run again and ends identical to an uninterrupted one.
+
+A dose (a multiple of the plan's counts) makes ``round(dose x count)`` records per cell, ordered
+by their rank in the cell relative to its count: the records of a smaller dose are the first
+ones of a larger dose, so a grown dose keeps every finished batch and makes only the rest, and
+the fairness stage takes a dose's records as a prefix (``cell_rank < dose x planned_count``).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from cardiofair.io import atomic_write
 from cardiofair.masks import read_masks
 from cardiofair.masks.anatomy import nearest_masks
 from cardiofair.masks.shape_model import ShapeModel, draw_valid
-from cardiofair.plan import REQUIRED_PLAN_COLUMNS, read_plan
+from cardiofair.plan import REQUIRED_PLAN_COLUMNS, dose_count, read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, parse_prompt, prompt_from_attributes
 from cardiofair.settings import DRAWN_MASK_POLICY, MASK_POLICIES, GenerateSettings, SampleSettings
 
@@ -114,11 +119,14 @@ class Job:
     seed: int
     # The real training record that lends the mask; -1 when the mask generator draws it.
     source_index: int
+    cell_rank: int
+    planned_count: int
 
 
 def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSettings,
               schema: PromptSchema = DEFAULT_SCHEMA) -> list[Job]:
-    """The synthetic records a plan asks for, each with its seed and mask source."""
+    """The synthetic records a plan asks for at ``settings.dose``, each with its seed and mask
+    source, in order of rank relative to the cell's planned count (see the module notes)."""
     missing = [c for c in REQUIRED_PLAN_COLUMNS if c not in plan.columns]
     if missing:
         raise GenerationError(f"the plan lacks the columns {missing}")
@@ -132,7 +140,8 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSe
         cell = {a: v for a, v in parse_prompt(str(row["prompt"]), schema).items() if v is not None}
         if "diagnosis" not in cell:
             raise GenerationError(f"plan cell {row['cell']}: its prompt {row['prompt']!r} names no diagnosis")
-        for k in range(int(row["synthetic_count"])):
+        planned = int(row["synthetic_count"])
+        for k in range(dose_count(planned, settings.dose)):
             # Ids count within a cell of the plan: they never carry a real subject's identifier.
             record_id = f"synthetic-c{number:03d}-{k:05d}"
             seed = record_seed(settings.seed, record_id)
@@ -145,8 +154,9 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSe
             # model gets a full prompt, as in training, that agrees with the geometry it is given.
             completed = {a: v for a, v in binned.loc[source].items() if v != UNKNOWN}
             prompt = prompt_from_attributes({**completed, **cell}, schema)
-            jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, -1 if drawn else source))
-    return jobs
+            jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, -1 if drawn else source, k,
+                            planned))
+    return sorted(jobs, key=lambda job: (job.cell_rank / job.planned_count, job.record_id))
 
 
 @dataclass(frozen=True)
@@ -281,14 +291,15 @@ def generate(
     generator = TrainedGenerator(model_dir)
     _check_compatible(generator, manifest, candidates, dataset)
     sampler = generator.defaults.override(**settings.sampler_overrides())
-    run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()), "settings": asdict(settings),
-           "sampler": asdict(sampler), "jobs": hashlib.sha256(json.dumps([asdict(j) for j in jobs]).encode()).hexdigest(),
+    # The run is the same whatever the dose: a dose changes how many of the same records are made.
+    run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()),
+           "settings": {k: v for k, v in asdict(settings).items() if k != "dose"}, "sampler": asdict(sampler),
+           "jobs": _jobs_hash(plan_jobs(plan, candidates, replace(settings, dose=1.0))),
            "mask_model_hash": mask_model.hash if mask_model else None}
     _start_or_resume(out, run, overwrite, resume)
 
     batches = [jobs[i:i + settings.batch_size] for i in range(0, len(jobs), settings.batch_size)]
-    rows_dir = out / "rows"
-    todo = [(n, batch) for n, batch in enumerate(batches) if not (rows_dir / f"batch-{n:06d}.json").is_file()]
+    todo = [(n, batch) for n, batch in enumerate(batches) if _finished_batch(out, n, batch) is None]
     if todo:
         drawn = _with_nearest(drawn, candidates, dataset, progress)
     with tqdm(total=len(jobs), initial=len(jobs) - sum(len(b) for _, b in todo), unit="image", desc="generate",
@@ -296,10 +307,29 @@ def generate(
         for number, batch in todo:
             rows = _make_batch(batch, generator, sampler, candidates, dataset, out, settings, drawn,
                                mask_model.hash if mask_model else "")
-            atomic_write(rows_dir / f"batch-{number:06d}.json", json.dumps(rows, default=_plain))
+            atomic_write(_batch_file(out, number), json.dumps({"jobs": _jobs_hash(batch), "rows": rows},
+                                                              default=_plain))
             bar.update(len(batch))
-    _write_manifest(out, len(batches), run)
+    _write_manifest(out, batches, {**run, "dose": settings.dose})
     return out
+
+
+def _jobs_hash(jobs: Sequence[Job]) -> str:
+    return hashlib.sha256(json.dumps([asdict(j) for j in jobs]).encode()).hexdigest()
+
+
+def _batch_file(out: Path, number: int) -> Path:
+    return out / "rows" / f"batch-{number:06d}.json"
+
+
+def _finished_batch(out: Path, number: int, batch: Sequence[Job]) -> list[dict] | None:
+    """The manifest rows of batch ``number`` when it was made for exactly these jobs, else None
+    (a batch of another dose, or of an older layout, is made again)."""
+    try:
+        made = json.loads(_batch_file(out, number).read_text())
+    except FileNotFoundError:
+        return None
+    return made["rows"] if isinstance(made, dict) and made.get("jobs") == _jobs_hash(batch) else None
 
 
 def _plain(value: Any) -> Any:
@@ -352,7 +382,8 @@ def _make_batch(batch: Sequence[Job], generator: TrainedGenerator, sampler: Samp
     rows = []
     for job, mask, image, (spacing, slice_index, extra) in zip(batch, masks, images, provenance):
         record = synthetic_record(image, mask, job.record_id, job.prompt, job.seed, spacing, slice_index,
-                                  generator.provenance(sampler), cell=job.cell, mask_policy=job.mask_policy, **extra)
+                                  generator.provenance(sampler), cell=job.cell, mask_policy=job.mask_policy,
+                                  cell_rank=job.cell_rank, planned_count=job.planned_count, **extra)
         rows.append(manifest_row(record, write_record_files(out, record)))
     return rows
 
@@ -390,12 +421,18 @@ def sample(model_dir: str | os.PathLike, mask_path: str | os.PathLike, prompt: s
                               "seed": settings.seed, "sampler": generator.provenance(sampler)})
 
 
-def _write_manifest(out: Path, n_batches: int, run: dict) -> None:
-    rows = []
-    for number in range(n_batches):
-        rows.extend(json.loads((out / "rows" / f"batch-{number:06d}.json").read_text()))
+def _write_manifest(out: Path, batches: Sequence[Sequence[Job]], run: dict) -> None:
+    rows = [row for number, batch in enumerate(batches) for row in _finished_batch(out, number, batch)]
     manifest = pd.DataFrame(sorted(rows, key=lambda r: r["record_id"]), columns=None if rows else list(MANIFEST_COLUMNS))
     atomic_write(out / "manifest.csv", manifest.to_csv(index=False))
+    # A smaller dose than an earlier run's: its extra records leave the dataset entirely.
+    for stale in sorted((out / "rows").glob("batch-*.json"))[len(batches):]:
+        stale.unlink()
+    kept = {Path(p).name for column in ("image_path", "mask_path", "preview_path") for p in manifest.get(column, ())}
+    for folder in ("images", "masks", "previews"):
+        for path in (out / folder).glob("*"):
+            if path.name not in kept:
+                path.unlink()
     pd.DataFrame(columns=["subject_id", "file", "reason"]).to_csv(out / "excluded.csv", index=False)
     (out / "prepare.json").write_text(json.dumps({"source": "cardiofair generate", **run}, indent=2, default=str) + "\n")
 

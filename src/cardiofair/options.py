@@ -93,9 +93,17 @@ def _plain(value: Any) -> Any:
 def _text_parser(kind: Any, choices: tuple[str, ...] | None) -> Callable[[str], Any]:
     """How a flag's text becomes a value of ``kind``."""
     if typing.get_origin(kind) is tuple:
-        def items(text: str) -> tuple[str, ...]:
+        item = typing.get_args(kind)[0]
+
+        def one(part: str) -> Any:
+            try:
+                return item(part) if item in (int, float) else part
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{part!r} is not {type_name(item)}") from None
+
+        def items(text: str) -> tuple[Any, ...]:
             values = () if text.strip().lower() in NONE_WORDS else \
-                tuple(part.strip() for part in text.split(",") if part.strip())
+                tuple(one(part.strip()) for part in text.split(",") if part.strip())
             bad = [v for v in values if choices and v not in choices]
             if bad:
                 raise argparse.ArgumentTypeError(f"{bad[0]!r} is not one of {list(choices)}")

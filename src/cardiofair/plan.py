@@ -283,6 +283,11 @@ def _scale_to_budget(counts: pd.Series, budget: int) -> pd.Series:
     return scaled.astype(int)
 
 
+def dose_count(planned_count: int, dose: float) -> int:
+    """Records of a cell at ``dose`` times its planned count (halves round up)."""
+    return int(math.floor(dose * planned_count + 0.5))
+
+
 def write_plan(plan: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the plan CSV through a temporary file, so no half-written plan is ever left."""
     path = Path(path)

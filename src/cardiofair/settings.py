@@ -46,11 +46,17 @@ DRAWN_MASK_POLICY = "synthesized"
 # generate and sample
 SAMPLERS = ("ddim", "dpm++", "unipc")  # mirrors diffusion.pipeline.SAMPLERS
 # fairness
-ARMS = ("real", "real+synthetic", "synthetic", "reweight", "oversample", "threshold", "oracle")
-SYNTHETIC_ARMS = ("real+synthetic", "synthetic")
-# Arms that draw fresh subjects from the cohort's phantom model.
+ARMS = ("real", "real+synthetic", "synthetic", "reweight", "oversample", "threshold", "oracle", "group-dro",
+        "synthetic-pretrain")
+SYNTHETIC_ARMS = ("real+synthetic", "synthetic", "synthetic-pretrain")
+# Run when named in fairness.arms: each costs as much as another arm (synthetic-pretrain twice),
+# and the default study has a time budget (DEVELOPERS.md).
+OPT_IN_ARMS = ("group-dro", "synthetic-pretrain")
+# Arms that need a ceiling: fresh subjects from the cohort's phantom model, or held-back real ones.
 PHANTOM_ARMS = ("oracle",)
 REFERENCE_ARM = "real"
+# Arms that add records per planned cell, and so can add more or fewer (fairness.doses).
+DOSED_ARMS = ("real+synthetic", "oversample", "oracle")
 CLASSIFIER_PRESETS = ("auto", "compact", "resnet18")  # auto + mirrors downstream.classifier.PRESETS
 DEVICES = ("auto", "cpu", "cuda")
 # The positive class "every diagnosis but healthy": the task with the most subjects in a
@@ -120,11 +126,34 @@ class SplitSettings:
     test: float = option(0.2, "test fraction of subjects")
     val: float = option(0.1, "validation fraction of subjects")
     seed: int = option(0, "random seed")
+    # A real cohort has no ground truth to draw a perfect generator's records from; holding back
+    # real subjects of the thin cell makes one (the scarcity protocol, README).
+    scarcity: dict[str, str] | None = option(None, "hold back training subjects of one cell from every model and "
+                                             "the planner; the fairness stage trains its oracle arm on them, e.g. "
+                                             "'sex=Female,diagnosis=heart failure,keep=0.2' keeps a fifth of them")
 
     def __post_init__(self) -> None:
         if not (0 < self.test < 1 and 0 < self.val < 1 and self.test + self.val < 1):
             raise SettingsError(None, f"test and val must be in (0, 1) and sum to less than 1, got {self.test}, "
                                 f"{self.val}")
+        if self.scarcity is not None:
+            self.scarcity_cell()
+
+    def scarcity_cell(self) -> tuple[dict[str, str], float]:
+        """(the held-back cell's binned attributes, the share of its training subjects kept)."""
+        cell = {k: v for k, v in (self.scarcity or {}).items() if k != "keep"}
+        unknown = sorted(set(cell) - set(ATTRIBUTES))
+        if unknown or not cell:
+            raise SettingsError("scarcity", f"names a cell by {sorted(ATTRIBUTES)} and keep=SHARE, got "
+                                f"{self.scarcity}")
+        try:
+            keep = float((self.scarcity or {})["keep"])
+        except (KeyError, ValueError):
+            raise SettingsError("scarcity", f"needs keep=SHARE, the share of the cell's training subjects kept "
+                                f"(between 0 and 1), got {self.scarcity}") from None
+        if not 0.0 < keep < 1.0:
+            raise SettingsError("scarcity", f"keep must be between 0 and 1 (exclusive), got {keep}")
+        return cell, keep
 
 
 @dataclass(frozen=True)
@@ -288,12 +317,18 @@ class GenerateSettings(SamplerOptions):
     max_mask_rejection: float = option(0.2, "mask policy synthesized: the highest share of drawn masks of a cell that "
                                        "may fail the anatomical checks (and be drawn again); above it generation "
                                        "stops, naming the cell")
+    # A record's image depends on its cell and its rank in the cell alone, so the records of a
+    # smaller dose are the first ones of a larger dose: growing the dose only adds records.
+    dose: float = option(1.0, "make this multiple of every planned count (`cardiofair run` raises it to the largest "
+                         "of fairness.doses); records already made for a smaller dose are kept")
 
     def __post_init__(self) -> None:
         check_choices(self)
         _at_least(self, 1, "batch_size", "steps")
         if not 0.0 <= self.max_mask_rejection < 1.0:
             raise SettingsError("max_mask_rejection", f"must be in [0, 1), got {self.max_mask_rejection}")
+        if not self.dose > 0:
+            raise SettingsError("dose", f"must be positive, got {self.dose}")
 
 
 @dataclass(frozen=True)
@@ -337,7 +372,8 @@ class FairnessSettings:
     """`cardiofair fairness`: which arms, how often, which groups, and the classifier."""
 
     arms: tuple[str, ...] | None = option(None, "comma-separated arms, including real (default: every arm the data "
-                                          "allow: the synthetic ones with --synthetic, oracle on a phantom cohort)",
+                                          "allow but group-dro and synthetic-pretrain: the synthetic ones with "
+                                          "--synthetic, oracle on a phantom cohort or a scarcity split)",
                                           choices=ARMS)
     repeats: int = option(5, "seeds per arm, SEED..SEED+R-1, the same for every arm")
     attributes: tuple[str, ...] = option(("sex", "age", "bmi"), "sensitive attributes to report; one no test "
@@ -372,6 +408,12 @@ class FairnessSettings:
     # A worst group with one or two positives in test decides a worst-group figure by chance.
     min_group_size: int = option(10, "fewest positives and fewest negatives a test group needs to enter worst-group "
                                  "figures and max-min gaps; smaller groups are listed with their counts")
+    # New anatomy helps where duplicates do not only at a dose and in a mechanism (design notes):
+    # one dose cannot tell a useless generator from one given too little to do.
+    doses: tuple[float, ...] = option((1.0,), "multiples of the planned counts at which the real+synthetic, "
+                                      "oversample and oracle arms run, e.g. 0.5,1,2,4; a dose other than 1 adds "
+                                      "those arms as ARM@DOSE (the synthetic dataset must hold the largest dose: "
+                                      "`cardiofair generate --dose`)")
     seed: int = option(0, "first repeat's seed; also the bootstrap's")
 
     def __post_init__(self) -> None:
@@ -383,6 +425,9 @@ class FairnessSettings:
                 raise SettingsError("arms", f"lists an arm twice: {list(self.arms)}")
         _at_least(self, 1, "repeats", "bootstrap", "epochs", "patience")
         _at_least(self, 0, "min_group_size")
+        if not self.doses or any(not d > 0 for d in self.doses) or len(set(self.doses)) != len(self.doses):
+            raise SettingsError("doses", f"must be distinct positive multiples of the planned counts, got "
+                                f"{list(self.doses)}")
         _at_least(self, 1, "phantom_test_subjects")
         if not self.attributes:
             raise SettingsError("attributes", "must name at least one sensitive attribute")
@@ -408,11 +453,27 @@ class FairnessSettings:
         """The seed of each repeat, shared by every arm."""
         return [self.seed + r for r in range(self.repeats)]
 
-    def chosen_arms(self, synthetic: bool, phantom: bool = False) -> tuple[str, ...]:
+    def dosed_arms(self, arms: tuple[str, ...]) -> tuple[str, ...]:
+        """``arms`` followed by each dosed arm among them at every dose other than 1, named
+        ``ARM@DOSE``."""
+        return arms + tuple(arm_name(a, d) for d in self.doses if d != 1.0 for a in arms if a in DOSED_ARMS)
+
+    def chosen_arms(self, synthetic: bool, oracle: bool = False) -> tuple[str, ...]:
         """The arms to run: as given, else every arm the data allow (no synthetic arms without
-        a synthetic dataset, no oracle without a phantom model)."""
+        a synthetic dataset, no oracle without a phantom model or held-back subjects)."""
         return self.arms or tuple(a for a in ARMS if (synthetic or a not in SYNTHETIC_ARMS)
-                                  and (phantom or a not in PHANTOM_ARMS))
+                                  and (oracle or a not in PHANTOM_ARMS) and a not in OPT_IN_ARMS)
+
+
+def arm_name(arm: str, dose: float) -> str:
+    """An arm at a dose: ``oracle@2``; at dose 1 the arm's own name."""
+    return arm if dose == 1.0 else f"{arm}@{dose:g}"
+
+
+def arm_dose(name: str) -> tuple[str, float]:
+    """(arm, dose) of a name made by :func:`arm_name`."""
+    arm, _, dose = name.partition("@")
+    return arm, float(dose) if dose else 1.0
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,9 @@ class Study:
     def settings(self, stage: Stage) -> Any:
         """The stage's section of the configuration, its input paths resolved against the file."""
         section = getattr(self.config, stage.name)
+        if stage.name == "generate":
+            # The fairness stage takes each dose's records from the one synthetic dataset.
+            section = replace(section, dose=max(section.dose, *self.config.fairness.doses))
         return replace(section, **{k: str(resolve(self.base, v)) for k, v in input_paths(section).items()})
 
     def paths(self, stage: Stage) -> dict[str, Path | None]:

@@ -54,3 +54,38 @@ def test_bad_fractions_and_synthetic_records_are_refused():
         assign_splits(manifest, test=0.6, val=0.5)
     with pytest.raises(ValueError, match="synthetic"):
         assign_splits(manifest.assign(is_synthetic=True))
+
+
+def test_scarcity_holds_back_the_stated_share_of_one_cells_training_subjects(dataset, tmp_path, capsys):
+    copy = tmp_path / "scarce"
+    shutil.copytree(dataset, copy)
+    assert main(["split", str(copy), "--seed", "3", "--scarcity", "sex=Female,diagnosis=healthy,keep=0.25"]) == 0
+    manifest = read_manifest(copy)
+    plain = assign_splits(read_manifest(dataset), test=0.2, val=0.1, seed=3)
+    subjects = manifest.assign(plain=plain).drop_duplicates("subject_id")
+    in_cell = (subjects["sex"] == "Female") & (subjects["diagnosis"] == "healthy")
+    trained_before = subjects[in_cell & (subjects["plain"] == "train")]
+    held = subjects[subjects["split"] == "held_back"]
+    # Only training subjects of the cell move, and all but a quarter of them do.
+    assert set(held["subject_id"]) <= set(trained_before["subject_id"])
+    assert len(trained_before) - len(held) == round(0.25 * len(trained_before))
+    assert (subjects.loc[~subjects["subject_id"].isin(held["subject_id"]), "split"]
+            == subjects.loc[~subjects["subject_id"].isin(held["subject_id"]), "plain"]).all()
+    assert not set(held["subject_id"]) & set(training_rows(manifest)["subject_id"])
+    assert "held_back" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("scarcity, message", [
+    ("sex=Female,diagnosis=no such disease,keep=0.5", "no training subject is of cell sex Female, diagnosis no such"),
+    ("sex=Female,diagnosis=heart failure,keep=0.01", "fewer than the planner's minimum support of 5"),
+    ("sex=Female,keep=1.5", "keep must be between 0 and 1"),
+    ("colour=blue,keep=0.5", "names a cell by"),
+])
+def test_a_scarcity_that_cannot_be_met_is_refused_and_nothing_is_written(dataset, tmp_path, capsys, scarcity,
+                                                                         message):
+    copy = tmp_path / "scarce"
+    shutil.copytree(dataset, copy)
+    before = (copy / "manifest.csv").read_bytes()
+    assert main(["split", str(copy), "--scarcity", scarcity]) != 0
+    assert message in capsys.readouterr().err
+    assert (copy / "manifest.csv").read_bytes() == before

@@ -88,6 +88,11 @@ def test_training_sets_of_the_arms(split_dataset, synthetic_dataset):
     per_cell = pd.Series(reweight.weights, index=keys.to_numpy()).groupby(level=0).sum()
     assert np.allclose(per_cell, 1.0)  # every cell is drawn equally often
 
+    dro = training_set("group-dro", cohort, 0, cells)
+    assert set(dro.rows) == real and dro.weights is None and list(dro.groups) == list(keys)
+    pretrain = training_set("synthetic-pretrain", cohort, 0, cells)
+    assert set(pretrain.rows) == real and set(pretrain.pretrain) == synthetic
+
     oversample = training_set("oversample", cohort, 0, cells)
     extra = oversample.rows[len(real):]
     assert set(oversample.rows[:len(real)]) == real and set(extra) <= real

@@ -9,6 +9,7 @@ from cardiofair.downstream import classifier
 from cardiofair.downstream.classifier import (
     ClassifierSettings,
     CompactCNN,
+    GroupDRO,
     ResNet18,
     augment,
     predict,
@@ -91,3 +92,16 @@ def test_sample_weights_change_what_is_drawn(monkeypatch):
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="resnet18"):
         ClassifierSettings(preset="vgg")
+
+
+def test_group_dro_moves_weight_to_the_group_with_the_larger_loss():
+    dro = GroupDRO(np.array(["a", "a", "b", "b"]), step_size=0.5)
+    losses = torch.tensor([0.1, 0.1, 2.0, 2.0])
+    for _ in range(5):
+        objective = dro.loss(losses, torch.arange(4))
+    assert dro.weights[1] > 0.9 and objective > losses.mean()
+    # A batch holding one group only leaves the other's weight as it was, relative to itself.
+    before = dro.weights.clone()
+    dro.loss(torch.tensor([1.0]), torch.tensor([0]))
+    assert dro.weights[0] / dro.weights[1] > before[0] / before[1]
+

@@ -10,6 +10,8 @@ from downstream_fixtures import blank_attribute, rows_of, write_synthetic
 from cardiofair.cli import main
 from cardiofair.data.records import read_manifest
 from cardiofair.downstream.arms import ARMS
+from cardiofair.settings import OPT_IN_ARMS
+from cardiofair.report.tables import dose_series
 
 FAST = ["--repeats", "2", "--epochs", "2", "--patience", "1", "--bootstrap", "50", "--quiet"]
 
@@ -28,7 +30,8 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
     assert "Paired difference against 'real'" in printed and "TPR Female-Male" in printed
     assert "Too small for sex&age gaps and worst-group figures (fewer than 10 positives or negatives" in printed
     report = json.loads((out / "fairness.json").read_text())
-    assert set(report["arms"]) == set(ARMS) and set(report["comparisons"]) == set(ARMS) - {"real"}
+    default = set(ARMS) - set(OPT_IN_ARMS)
+    assert set(report["arms"]) == default and set(report["comparisons"]) == default - {"real"}
     for arm, entry in report["arms"].items():
         assert [run["seed"] for run in entry["training"]] == [0, 1], arm
         sex = entry["attributes"]["sex"]
@@ -49,7 +52,7 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
     predictions = pd.read_csv(out / "predictions.csv", dtype={"subject_id": str})
     test = _test_subjects(split_dataset)
     assert set(predictions["subject_id"]) == test  # test subjects only, never train or val
-    assert len(predictions) == len(ARMS) * 2 * len(test)
+    assert len(predictions) == len(default) * 2 * len(test)
     assert (predictions.groupby(["arm", "repeat"])["subject_id"].nunique() == len(test)).all()
     assert {"score", "prediction", "threshold", "sex", "age", "bmi"} <= set(predictions.columns)
     groups = pd.read_csv(out / "groups.csv")
@@ -57,10 +60,10 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
                         & (groups["measure"] == "true_positive_rate")]
     assert len(female_tpr) == 1 and {"bootstrap_low", "interval_high", "reason"} <= set(groups.columns)
     assert {"equalized_odds_difference", "balanced_accuracy_group_min"} <= set(pd.read_csv(out / "gaps.csv")["measure"])
-    assert set(pd.read_csv(out / "comparisons.csv")["arm"]) == set(ARMS) - {"real"}
+    assert set(pd.read_csv(out / "comparisons.csv")["arm"]) == default - {"real"}
     by_repeat = pd.read_csv(out / "groups_by_repeat.csv")
     assert {"true_positive_rate", "false_positive_rate", "roc_auc", "selection_rate", "count"} <= set(by_repeat.columns)
-    assert set(pd.read_csv(out / "training.csv")["arm"]) == set(ARMS) - {"threshold"}
+    assert set(pd.read_csv(out / "training.csv")["arm"]) == default - {"threshold"}
 
     assert main(argv) == 1
     assert "--overwrite" in capsys.readouterr().err
@@ -116,3 +119,49 @@ def test_bad_input_is_refused_by_the_command(split_dataset, tmp_path, capsys):
                  "--out", str(tmp_path / "o"), *FAST]) == 1
     assert "must include 'real'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_doses_scale_the_added_records_of_each_dosed_arm_and_draw_a_dose_response(split_dataset, tmp_path, capsys):
+    # A synthetic dataset made at dose 2: every cell holds twice its planned count.
+    sources = rows_of(split_dataset, "train", "heart failure", "Female") * 4
+    synthetic = write_synthetic(split_dataset, tmp_path / "synthetic", sources, dose=2)
+    out = tmp_path / "fairness"
+    assert main(["fairness", "--real", str(split_dataset), "--synthetic", str(synthetic), "--arms",
+                 "real,real+synthetic,oversample,oracle", "--doses", "0.5,1,2", "--phantom-test-subjects", "32",
+                 "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "fairness.json").read_text())
+    planned = len(sources) // 2
+    added = {"real+synthetic": "n_synthetic", "oracle": "n_oracle", "oversample": "n_records"}
+    for arm, column in added.items():
+        counts = {dose: report["arms"][name]["training"][0][column] for dose, name in
+                  ((0.5, f"{arm}@0.5"), (1.0, arm), (2.0, f"{arm}@2"))}
+        base = report["arms"]["real"]["training"][0]["n_records"] if arm == "oversample" else 0
+        assert {d: n - base for d, n in counts.items()} == {0.5: planned // 2, 1.0: planned, 2.0: 2 * planned}, arm
+    # Each arm at a dose is measured against the oracle at that dose.
+    assert report["oracle_shares"]["arms"]["oversample@2"]["oracle_arm"] == "oracle@2"
+    series = dose_series(report)
+    assert set(series["arm"]) == set(added) and sorted(series["dose"].unique()) == [0.0, 0.5, 1.0, 2.0]
+    # A dose the synthetic dataset cannot supply says how many records are missing.
+    assert main(["fairness", "--real", str(split_dataset), "--synthetic", str(synthetic), "--arms",
+                 "real,real+synthetic", "--doses", "1,3", "--out", str(tmp_path / "f3"), *FAST]) == 1
+    assert f"({len(sources) // 2} missing): run `cardiofair generate`" in capsys.readouterr().err
+
+
+def test_a_dose_needs_records_ranked_in_their_cell(split_dataset, synthetic_dataset, tmp_path, capsys):
+    assert main(["fairness", "--real", str(split_dataset), "--synthetic", str(synthetic_dataset), "--arms",
+                 "real,real+synthetic", "--doses", "1,2", "--out", str(tmp_path / "f"), *FAST]) == 1
+    assert "cell_rank" in capsys.readouterr().err and not (tmp_path / "f").exists()
+
+
+def test_the_literature_arms_run_when_named(split_dataset, synthetic_dataset, tmp_path):
+    out = tmp_path / "fairness"
+    assert main(["fairness", "--real", str(split_dataset), "--synthetic", str(synthetic_dataset), "--arms",
+                 "real,group-dro,synthetic-pretrain", "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "fairness.json").read_text())
+    assert set(report["comparisons"]) == {"group-dro", "synthetic-pretrain"}
+    n_synthetic = len(read_manifest(synthetic_dataset))
+    for run in report["arms"]["synthetic-pretrain"]["training"]:
+        # Pretrained on every synthetic record, then fine-tuned on the real ones only.
+        assert run["n_pretrain"] == n_synthetic and run["n_synthetic"] == 0 and run["epochs_run"] >= 2
+    assert "group DRO" in report["arms"]["group-dro"]["training"][0]["sampling"]
+

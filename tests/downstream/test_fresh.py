@@ -14,10 +14,11 @@ from cardiofair.cli import main
 from cardiofair.config import load_config
 from cardiofair.data import phantom
 from cardiofair.data.records import load_images, read_manifest
+from cardiofair.data.split import hold_back, write_splits
 from cardiofair.data.summary import with_cells
 from cardiofair.downstream.arms import load_cohort, planned_cells
 from cardiofair.data.prepare import phantom_model
-from cardiofair.downstream.fresh import balanced_cells, draw_fresh, planned_subjects
+from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle, planned_subjects
 from cardiofair.settings import FairnessSettings
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -29,7 +30,7 @@ def test_oracle_subjects_are_of_the_planned_cells_and_counts_and_never_prepared_
     model = phantom_model(split_dataset)
     assert model is not None and model.config.size == 32 and model.config.scenario == "phenotype"
     cells = planned_cells(load_cohort(split_dataset, synthetic_dataset))
-    oracle = draw_fresh(model, planned_subjects(cells), "oracle", workers=1)
+    oracle = draw_oracle(model, cells, workers=1)
     drawn = with_cells(oracle.rows)
     asked = cells.set_index(["sex", "age", "diagnosis"])["synthetic_count"]
     assert drawn.groupby(["sex", "age", "diagnosis"]).size().sort_index().equals(asked[asked > 0].sort_index())
@@ -40,9 +41,16 @@ def test_oracle_subjects_are_of_the_planned_cells_and_counts_and_never_prepared_
     prepared = load_images(split_dataset, real).images.reshape(len(real), -1)
     distances = np.abs(oracle.images.reshape(len(oracle), -1)[:, None, :] - prepared[None]).max(axis=2)
     assert distances.min() > 0.05
-    # Each fresh subject depends on its stream and index only: drawn again, the same.
-    again = draw_fresh(model, planned_subjects(cells)[:3], "oracle", workers=1)
+    # Each fresh subject depends on its stream and index only: drawn again, the same; and a
+    # larger dose draws the same subjects first, then new ones of the same cells.
+    again = draw_fresh(model, planned_subjects(cells).drop(columns=["cell", "cell_rank", "planned_count"])
+                       .to_dict("records")[:3], "oracle", mid_slice_only=True, workers=1)
     assert np.array_equal(again.images, oracle.images[:3])
+    double = draw_oracle(model, cells, dose=2.0, workers=1)
+    assert np.array_equal(double.images[:len(oracle)], oracle.images)
+    assert (with_cells(double.rows).groupby(["sex", "age", "diagnosis"]).size().sort_index()
+            == 2 * asked[asked > 0].sort_index()).all()
+    assert double.rows["cell_rank"].max() == asked.max() * 2 - 1
 
 
 def test_the_test_cohort_is_balanced_and_apart_from_the_oracle(split_dataset):
@@ -64,7 +72,7 @@ def test_the_fairness_stage_tests_on_the_drawn_cohort_and_trains_the_oracle(spli
     printed = capsys.readouterr().out
     assert "Power: with 16 positives in Female, 16 in Male" in printed
     assert "Bias scenario of the phantom: phenotype." in printed
-    assert "real+synthetic:" in printed and "of the oracle's" in printed
+    assert "real+synthetic:" in printed and "of the oracle arm's" in printed
     report = json.loads((out / "fairness.json").read_text())
     assert report["data"]["splits"]["test"] == {"subjects": 64, "positives": 32}
     assert report["data"]["test_set"]["power"]["minimum_detectable_change"] > 0
@@ -84,10 +92,36 @@ def test_a_cohort_that_is_not_a_phantom_has_no_oracle_and_no_drawn_test_cohort(d
         assert main(["fairness", "--real", str(dataset_copy), *arguments, "--out", str(tmp_path / "f"), *FAST]) == 1
         error = capsys.readouterr().err
         assert "is not a phantom cohort" in error and not (tmp_path / "f").exists()
-    # By default such a cohort simply has no oracle arm; a phantom has one.
+    assert "--scarcity" in main_error(dataset_copy, tmp_path, capsys, "--arms", "real,oracle")
+    # By default such a cohort simply has no oracle arm; a phantom, or a split that holds subjects back, has one.
     assert phantom_model(dataset_copy) is None
-    assert "oracle" not in FairnessSettings().chosen_arms(synthetic=True, phantom=False)
-    assert "oracle" in FairnessSettings().chosen_arms(synthetic=False, phantom=True)
+    assert "oracle" not in FairnessSettings().chosen_arms(synthetic=True, oracle=False)
+    assert "oracle" in FairnessSettings().chosen_arms(synthetic=False, oracle=True)
+
+
+def main_error(real, tmp_path, capsys, *arguments):
+    assert main(["fairness", "--real", str(real), *arguments, "--out", str(tmp_path / "f"), *FAST]) == 1
+    return capsys.readouterr().err
+
+
+def test_on_a_scarcity_split_the_oracle_is_the_held_back_subjects_and_no_model_saw_them(dataset_copy, tmp_path):
+    # A cohort that is not a phantom: its only ceiling is what the split held back.
+    preparation = json.loads((dataset_copy / "prepare.json").read_text())
+    (dataset_copy / "prepare.json").write_text(json.dumps({**preparation, "source": "ukbb"}))
+    manifest = read_manifest(dataset_copy)
+    splits = hold_back(manifest, manifest["split"], {"sex": "Male", "diagnosis": "healthy"}, keep=0.5)
+    write_splits(dataset_copy, splits, overwrite=True)
+    held = set(manifest.loc[splits == "held_back", "subject_id"])
+    assert held
+    out = tmp_path / "fairness"
+    assert main(["fairness", "--real", str(dataset_copy), "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "fairness.json").read_text())
+    assert "oracle" in report["arms"] and "held back" in report["data"]["oracle_source"]
+    for run in report["arms"]["oracle"]["training"]:
+        assert run["n_oracle"] == len(held) and run["n_real"] == report["arms"]["real"]["training"][0]["n_real"]
+    # Neither the real arm nor the test set contains them.
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert not held & set(predictions["subject_id"])
 
 
 def test_bias_scenarios_are_presets_with_a_study_config_each_and_the_report_names_them(tmp_path):

@@ -215,4 +215,4 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
     assert "+-0.062" in section and "smaller than 0.089" in section
     assert "Bias scenario of the phantom cohort: representation. Female heart failure is rare." in section
     assert "Female|40s (0 pos., 5 neg.)" in section
-    assert "oversample: +0.040, 40% of the oracle's [10%, 70%]" in section
+    assert "oversample: +0.040, 40% of the oracle arm's +0.100 [10%, 70%]" in section

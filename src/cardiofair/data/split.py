@@ -4,6 +4,11 @@ Every later stage reads the ``split`` column of a prepared dataset: the generato
 and mask sourcing see only ``train`` records, and test subjects never reach training. Splits
 are by subject, so the neighbouring slices of one patient never straddle two splits, and
 stratified by cell, so even a rare subgroup (female heart failure) has test subjects.
+
+The scarcity protocol moves a share of one cell's training subjects to ``held_back``: no model
+and no plan sees them, and the fairness stage adds them back as its ``oracle`` arm, the records
+a perfect generator of that cell would have drawn. So a real cohort, which has no phantom to
+draw fresh subjects from, still measures what its generator is worth against a ceiling.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from cardiofair.prompts import UNKNOWN
 from cardiofair.settings import SplitSettings
 
 SPLITS = ("train", "val", "test")
+HELD_BACK = "held_back"
 
 
 class SplitError(InputError):
@@ -54,6 +60,34 @@ def assign_splits(manifest: pd.DataFrame, test: float = 0.2, val: float = 0.1, s
         for name, chunk in zip(SPLITS, np.split(ids, np.cumsum(counts)[:-1])):
             assigned.update(dict.fromkeys(chunk, name))
     return subjects["subject_id"].map(assigned).rename("split")
+
+
+def hold_back(manifest: pd.DataFrame, splits: pd.Series, cell: dict[str, str], keep: float, seed: int = 0,
+              min_kept: int | None = None) -> pd.Series:
+    """``splits`` with all but ``round(keep x n)`` of the ``n`` training subjects of ``cell``
+    (binned attributes, e.g. sex Female and diagnosis heart failure) moved to ``held_back``,
+    chosen with ``seed``. Refuses a cell without training subjects, and one that would keep
+    fewer than ``min_kept`` (the planner's minimum support: the default plan's)."""
+    from cardiofair.settings import PlanSettings
+
+    min_kept = PlanSettings().min_real_support if min_kept is None else min_kept
+    binned = with_cells(manifest)
+    missing = [a for a in cell if a not in binned.columns]
+    if missing:
+        raise SplitError(f"scarcity: the dataset records no {', '.join(missing)}")
+    in_cell = np.logical_and.reduce([binned[a].astype(str).to_numpy() == v for a, v in cell.items()])
+    subjects = sorted(manifest["subject_id"].astype(str)[in_cell & (splits == "train").to_numpy()].unique())
+    named = ", ".join(f"{a} {v}" for a, v in cell.items())
+    if not subjects:
+        present = sorted(binned.loc[(splits == "train").to_numpy(), list(cell)].astype(str)
+                         .agg(" | ".join, axis=1).unique())
+        raise SplitError(f"scarcity: no training subject is of cell {named}; cells present: {present[:12]}")
+    kept = int(round(keep * len(subjects)))
+    if kept < min_kept:
+        raise SplitError(f"scarcity: keeping {keep:g} of the {len(subjects)} training subjects of cell {named} leaves "
+                         f"{kept}, fewer than the planner's minimum support of {min_kept}: keep a larger share")
+    held = set(np.random.default_rng([seed, 1]).permutation(subjects)[kept:])
+    return splits.where(~manifest["subject_id"].astype(str).isin(held), HELD_BACK)
 
 
 def _largest_remainder(quotas: np.ndarray) -> np.ndarray:
@@ -97,9 +131,9 @@ def check_splits(manifest: pd.DataFrame, dataset: str | os.PathLike) -> None:
         raise SplitError(f"{dataset} holds synthetic records: pass the real dataset as --real and the synthetic "
                          f"one as --synthetic")
     splits = manifest["split"].astype(str)
-    unknown = sorted(set(splits) - set(SPLITS))
+    unknown = sorted(set(splits) - {*SPLITS, HELD_BACK})
     if unknown:
-        raise SplitError(f"{dataset}: unknown split value(s) {unknown}; expected {list(SPLITS)}")
+        raise SplitError(f"{dataset}: unknown split value(s) {unknown}; expected {[*SPLITS, HELD_BACK]}")
     per_subject = manifest.assign(split=splits).groupby("subject_id")["split"].nunique()
     leaked = sorted(per_subject[per_subject > 1].index)
     if leaked:
@@ -117,7 +151,8 @@ def subject_hashes(subject_ids: Iterable[str]) -> list[str]:
 
 
 def learned_held_out_subjects(learned_hashes: Iterable[str], manifest: pd.DataFrame) -> list[str]:
-    """The validation and test subjects of a split dataset that a model learned from (by hash)."""
+    """The validation, test and held-back subjects of a split dataset that a model learned from
+    (by hash)."""
     if "split" not in manifest.columns:
         return []
     learned = set(learned_hashes)
@@ -129,6 +164,8 @@ def run(settings: SplitSettings, *, dataset: str | os.PathLike, overwrite: bool 
     """`cardiofair split`: store a split of ``dataset``; return its subjects per split and diagnosis."""
     manifest = read_manifest(dataset)
     splits = assign_splits(manifest, test=settings.test, val=settings.val, seed=settings.seed)
+    if settings.scarcity is not None:
+        splits = hold_back(manifest, splits, *settings.scarcity_cell(), seed=settings.seed)
     write_splits(dataset, splits, overwrite=overwrite)
     subjects = manifest.assign(split=splits).drop_duplicates("subject_id")
     return pd.crosstab(subjects["diagnosis"].fillna(UNKNOWN), subjects["split"], margins=True)

@@ -14,7 +14,17 @@ subjects; only what it trains on differs:
   ``ThresholdOptimizer`` (equalized odds) fitted on the validation split;
 - ``oracle`` (phantom cohorts): the real training records plus, for every record the synthetic
   dataset (or the plan) adds, a fresh phantom subject of the same cell
-  (:mod:`cardiofair.downstream.fresh`): what a perfect generator would give.
+  (:mod:`cardiofair.downstream.fresh`): what a perfect generator would give; on a scarcity
+  split, the real subjects the split held back from the generator instead;
+- ``group-dro``: the real training records, trained by group DRO over the planned cells
+  (Sagawa et al. 2020), the standard in-processing baseline;
+- ``synthetic-pretrain``: pretrained on the synthetic records, then fine-tuned on the real ones
+  (RoentGen-v2, 2025, found this beat mixing them).
+
+``real+synthetic``, ``oversample`` and ``oracle`` also run at other doses (``ARM@DOSE``): the
+same per-cell counts times the dose. Synthetic and oracle records carry their rank in their
+cell, and a dose takes the first ``round(dose x planned count)`` of each cell, so every dose's
+records are the first ones of a larger dose's.
 
 Loading refuses what would make a comparison meaningless: an unsplit real dataset, a subject in
 two splits, a synthetic record whose mask came from a validation or test subject, a synthetic
@@ -38,9 +48,9 @@ from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load
 from cardiofair.data.split import check_splits
 from cardiofair.data.summary import with_cells
 from cardiofair.errors import CardiofairError
-from cardiofair.plan import PlanSettings, plan_synthesis
+from cardiofair.plan import PlanSettings, dose_count, plan_synthesis
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, is_missing, parse_prompt
-from cardiofair.settings import ARMS, NON_HEALTHY, SYNTHETIC_ARMS
+from cardiofair.settings import ARMS, NON_HEALTHY, SYNTHETIC_ARMS, arm_dose
 
 POST_PROCESSED_ARMS = ("threshold",)
 SENSITIVE = tuple(a for a in DEFAULT_SCHEMA.attributes if a != "diagnosis")
@@ -224,7 +234,7 @@ def planned_cells(cohort: Cohort, plan: pd.DataFrame | None = None) -> pd.DataFr
     attributes, ``diagnosis``, ``synthetic_count``): the synthetic records per planned cell when
     the cohort has synthetic records, else the plan's ``synthetic_count``, else what
     :func:`plan_synthesis` with default settings asks for on the real training records."""
-    rows = cohort.rows("synthetic")
+    rows = dose_rows(cohort, "synthetic", 1.0)
     if len(rows):
         synthetic = cohort.table.iloc[rows]
         if "cell" in cohort.records.rows.columns:
@@ -264,34 +274,69 @@ def _synthetic_cell_attributes(synthetic: pd.DataFrame) -> list[str]:
     return list(found.pop())
 
 
+RANK_COLUMNS = ("cell_rank", "planned_count")
+
+
+def dose_rows(cohort: Cohort, role: str, dose: float) -> np.ndarray:
+    """Positions of the ``role`` records (synthetic or oracle) of ``dose``: in every cell, those
+    ranked below ``round(dose x planned count)``. Synthetic records without ranks (made by
+    `cardiofair sample` or an older `generate`) all count as dose 1."""
+    rows = cohort.rows(role)
+    meta = cohort.records.rows.iloc[rows]
+    if not set(RANK_COLUMNS) <= set(meta.columns) or meta[list(RANK_COLUMNS)].isna().all(axis=None):
+        if dose != 1.0:
+            raise ExperimentError(f"dose {dose:g} needs {role} records ranked in their cell (cell_rank, "
+                                  f"planned_count): make the synthetic dataset with `cardiofair generate`")
+        return rows
+    rank, planned = meta["cell_rank"].astype(int).to_numpy(), meta["planned_count"].astype(int).to_numpy()
+    wanted = np.array([dose_count(n, dose) for n in planned])
+    per_cell = pd.DataFrame({"cell": meta["cell"].to_numpy(), "wanted": wanted, "found": rank < wanted})
+    counts = per_cell.groupby("cell").agg(wanted=("wanted", "first"), found=("found", "sum"))
+    missing = int((counts["wanted"] - counts["found"]).sum())
+    if missing:
+        raise ExperimentError(f"dose {dose:g} needs {int(counts['wanted'].sum())} {role} records and the dataset "
+                              f"holds {int(counts['found'].sum())} of them ({missing} missing): run `cardiofair "
+                              f"generate` again with the same plan and seed and --dose {dose:g}, which keeps the "
+                              f"records already made")
+    return rows[rank < wanted]
+
+
 @dataclass
 class TrainingSet:
     """Positions of the cohort records an arm trains on (duplicates allowed), optional
-    sampling weights, and a description for the report."""
+    sampling weights, the group of each record for group DRO, the records to pretrain on, and a
+    description for the report."""
 
     rows: np.ndarray
     weights: np.ndarray | None
     info: dict[str, Any]
+    groups: np.ndarray | None = None
+    pretrain: np.ndarray | None = None
 
 
-def training_set(arm: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None = None) -> TrainingSet:
-    """The training records of ``arm`` (one of :data:`ARMS` other than the post-processed ones).
-    ``cells`` (from :func:`planned_cells`) defines the cells of ``reweight`` and ``oversample``;
-    ``seed`` draws the oversampled duplicates."""
-    real, synthetic = cohort.rows("train"), cohort.rows("synthetic")
-    if arm in SYNTHETIC_ARMS and len(synthetic) == 0:
+def training_set(name: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None = None) -> TrainingSet:
+    """The training records of arm ``name`` (one of :data:`ARMS` other than the post-processed
+    ones, or ``ARM@DOSE``). ``cells`` (from :func:`planned_cells`) defines the cells of
+    ``reweight`` and ``oversample``; ``seed`` draws the oversampled duplicates."""
+    arm, dose = arm_dose(name)
+    real = cohort.rows("train")
+    if arm in SYNTHETIC_ARMS and len(cohort.rows("synthetic")) == 0:
         raise ExperimentError(f"arm {arm!r} needs a synthetic dataset (--synthetic)")
     if arm == "real":
         return _described(cohort, real, None, "uniform")
     if arm == "real+synthetic":
-        return _described(cohort, np.concatenate([real, synthetic]), None, "uniform")
+        return _described(cohort, np.concatenate([real, dose_rows(cohort, "synthetic", dose)]), None, "uniform")
     if arm == "synthetic":
-        return _described(cohort, synthetic, None, "uniform")
+        return _described(cohort, dose_rows(cohort, "synthetic", 1.0), None, "uniform")
+    if arm == "synthetic-pretrain":
+        result = _described(cohort, real, None, "uniform, after pretraining on the synthetic records")
+        result.pretrain = dose_rows(cohort, "synthetic", 1.0)
+        result.info["n_pretrain"] = int(len(result.pretrain))
+        return result
     if arm == "oracle":
-        oracle = cohort.rows("oracle")
-        if len(oracle) == 0:
+        if len(cohort.rows("oracle")) == 0:
             raise ExperimentError("arm 'oracle' needs fresh subjects of the planned cells, drawn from a phantom model")
-        return _described(cohort, np.concatenate([real, oracle]), None, "uniform")
+        return _described(cohort, np.concatenate([real, dose_rows(cohort, "oracle", dose)]), None, "uniform")
     if cells is None:
         raise ExperimentError(f"arm {arm!r} needs the planned cells")
     columns = [c for c in cells.columns if c in (*SENSITIVE, "diagnosis")]
@@ -299,6 +344,10 @@ def training_set(arm: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None
     if arm == "reweight":
         frequency = pd.Series(keys).map(pd.Series(keys).value_counts()).to_numpy()
         return _described(cohort, real, 1.0 / frequency, f"inverse frequency of cell ({', '.join(columns)})")
+    if arm == "group-dro":
+        result = _described(cohort, real, None, f"uniform, group DRO over cells ({', '.join(columns)})")
+        result.groups = keys
+        return result
     if arm == "oversample":
         rng = np.random.default_rng(seed)
         duplicates, unfilled = [], []
@@ -310,7 +359,7 @@ def training_set(arm: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None
                 continue
             # Cycle through a shuffled order: every member is duplicated as evenly as possible.
             order = rng.permutation(members)
-            duplicates.append(np.resize(order, int(cell["synthetic_count"])))
+            duplicates.append(np.resize(order, dose_count(int(cell["synthetic_count"]), dose)))
         rows = np.concatenate([real, *duplicates])
         result = _described(cohort, rows, None, f"uniform, duplicates per cell ({', '.join(columns)})")
         result.info.update(n_duplicates=int(len(rows) - len(real)), cells_without_real_records=unfilled)

@@ -32,7 +32,9 @@ from cardiofair.downstream.arms import (
     training_set,
     with_records,
 )
-from cardiofair.downstream.fresh import balanced_cells, draw_fresh, planned_subjects
+from cardiofair.data.records import read_manifest
+from cardiofair.data.split import HELD_BACK
+from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle
 from cardiofair.downstream.classifier import ClassifierSettings, predict, train_classifier, youden_threshold
 from cardiofair.errors import OutputExistsError, SettingsError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
@@ -52,7 +54,7 @@ from cardiofair.metrics.group_metrics import (
 from cardiofair.options import plain
 from cardiofair.plan import read_plan
 from cardiofair.prompts import UNKNOWN
-from cardiofair.settings import REFERENCE_ARM, SYNTHETIC_ARMS, FairnessSettings
+from cardiofair.settings import REFERENCE_ARM, SYNTHETIC_ARMS, FairnessSettings, arm_dose, arm_name
 
 REPORT_SCHEMA = "cardiofair.fairness/1"
 
@@ -83,14 +85,16 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     model = phantom_model(real)
-    arms = settings.chosen_arms(synthetic is not None, model is not None)
+    held_back = HELD_BACK in set(read_manifest(real).get("split", pd.Series(dtype=str)).astype(str))
+    arms = settings.chosen_arms(synthetic is not None, model is not None or held_back)
     missing = [a for a in arms if a in SYNTHETIC_ARMS] if synthetic is None else []
     if missing:
         raise ExperimentError(f"arm(s) {missing} need a synthetic dataset (--synthetic)")
-    if "oracle" in arms and model is None:
-        raise ExperimentError(f"the oracle arm draws fresh subjects of the planned cells from the phantom model a "
-                              f"dataset was prepared with, and {real} is not a phantom cohort (a real cohort has no "
-                              f"ground truth to draw from): leave oracle out of --arms")
+    if "oracle" in arms and model is None and not held_back:
+        raise ExperimentError(f"the oracle arm needs what a perfect generator would add: fresh subjects drawn from "
+                              f"a phantom cohort's model, or real subjects held back from the generator, and {real} "
+                              f"is not a phantom cohort and holds none back: split it with `cardiofair split "
+                              f"--scarcity` (the scarcity protocol), or leave oracle out of --arms")
     with tqdm(unit="record", desc="load", disable=not progress) as loading:
         cohort = load_cohort(real, synthetic, settings.positive_diagnosis, settings.train_prevalence, settings.seed,
                              on_record=loading.update, positive_name=settings.positive_name)
@@ -108,14 +112,22 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     groupings, skipped = measurable_groupings(settings.groupings(), groups, "test subject")
     references = reference_groups(test, cohort.subjects("train"), groupings)
     test_set["power"] = _power(test, settings.threshold_attribute, references)
-    cells = planned_cells(cohort, plan) if {"reweight", "oversample", "oracle"} & set(arms) else None
-    if "oracle" in arms:
-        # One record per planned record, as the synthetic arm has: the mid-ventricular slice.
-        oracle = draw_fresh(model, planned_subjects(cells), "oracle", mid_slice_only=True)
-        cohort = with_records(cohort, oracle, "oracle")
+    cells = planned_cells(cohort, plan) if {"reweight", "oversample", "oracle", "group-dro"} & set(arms) else None
+    oracle_source = None
+    if "oracle" in arms and held_back:
+        # The scarcity protocol: the subjects the generator never saw are the perfect generator's records.
+        cohort.table.loc[cohort.table["role"] == HELD_BACK, "role"] = "oracle"
+        oracle_source = f"{len(cohort.subjects('oracle'))} real training subjects held back by the split (scarcity)"
+    elif "oracle" in arms:
+        cohort = with_records(cohort, draw_oracle(model, cells, max(settings.doses)), "oracle")
+        oracle_source = "fresh phantom subjects of the planned cells (random stream 'oracle')"
+    # Held-back subjects are as many as the split held back: they make no other dose.
+    arms = tuple(a for a in settings.dosed_arms(arms) if not (held_back and arm_dose(a)[0] == "oracle"
+                                                                and arm_dose(a)[1] != 1.0))
     trained_arms = [a for a in arms if a not in POST_PROCESSED_ARMS]
     runs: dict[str, list[RunResult]] = {}
-    total = len(trained_arms) * settings.repeats * classifier.max_epochs
+    trainings = len(trained_arms) + ("synthetic-pretrain" in trained_arms)
+    total = trainings * settings.repeats * classifier.max_epochs
     with tqdm(total=total, unit="epoch", desc="fairness", disable=not progress) as bar:
         for arm in trained_arms:
             runs[arm] = []
@@ -123,7 +135,7 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
                 bar.set_description(f"{arm} {repeat + 1}/{settings.repeats}")
                 run = _train_arm(arm, cohort, cells, seed, classifier, bar)
                 runs[arm].append(run)
-                bar.update(classifier.max_epochs - run.info["epochs_run"])
+                bar.update(classifier.max_epochs * (1 + ("n_pretrain" in run.info)) - run.info["epochs_run"])
     if "threshold" in arms:
         runs["threshold"] = [_post_process(run, cohort, settings, seed)
                              for run, seed in zip(runs[REFERENCE_ARM], settings.seeds)]
@@ -136,6 +148,7 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     resolved = {**plain(settings), "arms": list(arms), "classifier": asdict(classifier)}
     report = _report(cohort, runs, results, cells, resolved, skipped, real, synthetic)
     report["data"]["test_set"] = test_set
+    report["data"]["oracle_source"] = oracle_source
     report["data"]["mechanism"] = model.mechanism if model else None
     if "oracle" in results and settings.threshold_attribute in groupings:
         report["oracle_shares"] = _oracle_shares(results, test_set["power"], settings)
@@ -157,10 +170,13 @@ def _oracle_shares(results: dict[str, list[RepeatResult]], power: dict[str, Any]
     """Each arm's change of the main gap (the TPR of the group with fewest positives minus the
     reference group's) as a share of the oracle's."""
     path = ("attributes", settings.threshold_attribute, "groups", power["group"], "true_positive_rate_vs_reference")
-    arms = [a for a in results if a not in (REFERENCE_ARM, "oracle")]
+    # An arm at a dose is measured against the oracle at that dose: the same records' worth.
+    oracle = {arm: arm_name("oracle", arm_dose(arm)[1]) for arm in results
+              if arm != REFERENCE_ARM and arm_dose(arm)[0] != "oracle"}
     return {"measure": f"TPR {power['group']} - {power['reference_group']}", "path": list(path),
-            "arms": {arm: share_of_oracle(results[arm], results["oracle"], results[REFERENCE_ARM], path,
-                                          settings.seed) for arm in arms}}
+            "arms": {arm: {**share_of_oracle(results[arm], results[reference], results[REFERENCE_ARM], path,
+                                             settings.seed), "oracle_arm": reference}
+                     for arm, reference in oracle.items() if reference in results}}
 
 
 def subject_scores(cohort: Cohort, role: str, record_scores: np.ndarray) -> np.ndarray:
@@ -173,16 +189,22 @@ def subject_scores(cohort: Cohort, role: str, record_scores: np.ndarray) -> np.n
 def _train_arm(arm: str, cohort: Cohort, cells: pd.DataFrame | None, seed: int, classifier: ClassifierSettings,
                bar: tqdm) -> RunResult:
     chosen = training_set(arm, cohort, seed, cells)
-    labels = cohort.table["label"].to_numpy()
+    labels, images = cohort.table["label"].to_numpy(), cohort.records.images
     val_rows, test_rows = cohort.rows("val"), cohort.rows("test")
-    trained = train_classifier(cohort.records.images[chosen.rows], labels[chosen.rows], cohort.records.images[val_rows],
-                               labels[val_rows], classifier, seed, chosen.weights,
-                               on_epoch=lambda record: bar.update(1))
+    pretrained, pretrain_epochs = None, 0
+    if chosen.pretrain is not None:
+        first = train_classifier(images[chosen.pretrain], labels[chosen.pretrain], images[val_rows], labels[val_rows],
+                                 classifier, seed, on_epoch=lambda record: bar.update(1))
+        pretrained, pretrain_epochs = first.model, len(first.history)
+    trained = train_classifier(images[chosen.rows], labels[chosen.rows], images[val_rows], labels[val_rows],
+                               classifier, seed, chosen.weights, on_epoch=lambda record: bar.update(1),
+                               groups=chosen.groups, start=pretrained)
     device = classifier.device
     val_scores = subject_scores(cohort, "val", predict(trained.model, cohort.records.images[val_rows], device))
     threshold = youden_threshold(cohort.subjects("val")["label"].to_numpy(), val_scores)
     scores = subject_scores(cohort, "test", predict(trained.model, cohort.records.images[test_rows], device))
-    info = {**chosen.info, "seed": seed, "best_epoch": trained.best_epoch, "epochs_run": len(trained.history),
+    info = {**chosen.info, "seed": seed, "best_epoch": trained.best_epoch,
+            "epochs_run": len(trained.history) + pretrain_epochs,
             "val_roc_auc": trained.history[trained.best_epoch - 1]["val_roc_auc"], "threshold": threshold}
     return RunResult(_predictions(cohort, scores, (scores >= threshold).astype(int)), val_scores, info,
                      trained.history)

@@ -27,6 +27,7 @@ from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.phantom import PhantomConfig, fresh_subject
 from cardiofair.data.prepare import PhantomModel, prepared_phantom_records, slice_levels
 from cardiofair.data.records import ImageSet, Record
+from cardiofair.plan import dose_count
 from cardiofair.prompts import age_bin
 
 # Below this many subjects, starting worker processes costs more than it saves.
@@ -43,12 +44,19 @@ def balanced_cells(config: PhantomConfig, subjects: int) -> list[dict[str, str]]
     return [cells[i % len(cells)] for i in range(subjects)]
 
 
-def planned_subjects(cells: pd.DataFrame) -> list[dict[str, str]]:
-    """One cell per record the plan asks for: each row of ``cells`` (planned attributes,
-    ``diagnosis``, ``synthetic_count``) repeated ``synthetic_count`` times."""
+def planned_subjects(cells: pd.DataFrame, dose: float = 1.0) -> pd.DataFrame:
+    """One row per record the plan asks for at ``dose``: each row of ``cells`` (planned
+    attributes, ``diagnosis``, ``synthetic_count``) ``round(dose x synthetic_count)`` times, with
+    its ``cell``, ``cell_rank`` and ``planned_count``, in order of rank relative to the count as
+    `cardiofair generate` orders them: the subjects of a smaller dose come first, so drawing
+    subject i of this list gives every dose the same subjects."""
     columns = [c for c in cells.columns if c not in ("synthetic_count", "source")]
-    return [{c: str(row[c]) for c in columns} for row in cells.to_dict("records")
-            for _ in range(int(row["synthetic_count"]))]
+    rows = [{**{c: str(row[c]) for c in columns}, "cell": "|".join(str(row[c]) for c in columns), "cell_rank": k,
+             "planned_count": int(row["synthetic_count"])}
+            for row in cells.to_dict("records") for k in range(dose_count(int(row["synthetic_count"]), dose))]
+    table = pd.DataFrame(rows, columns=[*columns, "cell", "cell_rank", "planned_count"])
+    order = np.lexsort((np.arange(len(table)), table["cell_rank"] / table["planned_count"].clip(lower=1)))
+    return table.iloc[order].reset_index(drop=True)
 
 
 def _draw_one(task: tuple[Mapping[str, str], int, str, PhantomModel, tuple[float, ...]]) -> list[Record]:
@@ -75,3 +83,17 @@ def draw_fresh(model: PhantomModel, cells: Sequence[Mapping[str, str]], stream: 
     images = np.stack([r.image for r in records]) if records else np.zeros(shape, np.float32)
     masks = np.stack([r.mask for r in records]) if records else np.zeros(shape, np.uint8)
     return ImageSet(rows, images, masks)
+
+
+def draw_oracle(model: PhantomModel, cells: pd.DataFrame, dose: float = 1.0, workers: int | None = None) -> ImageSet:
+    """The oracle arm's subjects: :func:`planned_subjects` at ``dose`` drawn from ``model`` on
+    the ``oracle`` stream, one mid-ventricular record each (as the synthetic arm has one record
+    per planned record), with the ``cell``, ``cell_rank`` and ``planned_count`` that pick a
+    smaller dose's subjects."""
+    subjects = planned_subjects(cells, dose)
+    ranks = ["cell", "cell_rank", "planned_count"]
+    drawn = draw_fresh(model, subjects.drop(columns=ranks).to_dict("records"), "oracle", mid_slice_only=True,
+                       workers=workers)
+    return ImageSet(pd.concat([drawn.rows.drop(columns=ranks, errors="ignore"), subjects[ranks]], axis=1),
+                    drawn.images, drawn.masks)
+

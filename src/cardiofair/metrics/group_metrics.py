@@ -615,14 +615,14 @@ def oracle_share_lines(shares: Mapping[str, Any]) -> list[str]:
     def undefined(value: float | None) -> bool:
         return value is None or math.isnan(value)
 
-    arms = shares["arms"]
-    ceiling = next(iter(arms.values()))["oracle_change"] if arms else None
-    lines = [f"Change of {shares['measure']} as a share of the oracle's change"
-             f"{'' if undefined(ceiling) else f' ({ceiling:+.3f})'} [95% interval over seeds and test subjects]:"]
-    for arm, entry in arms.items():
+    lines = [f"Change of {shares['measure']} as a share of the oracle's change at the same dose "
+             f"[95% interval over seeds and test subjects]:"]
+    for arm, entry in shares["arms"].items():
         low, high = entry["interval"]
         interval = "" if undefined(low) or undefined(high) else f" [{low:.0%}, {high:.0%}]"
         share = "undefined" if undefined(entry["share"]) else f"{entry['share']:.0%}"
         note = f" ({entry['reason']})" if entry["reason"] else ""
-        lines.append(f"  {arm}: {entry['change']:+.3f}, {share} of the oracle's{interval}{note}")
+        oracle = entry.get("oracle_arm", "oracle")
+        ceiling = "" if undefined(entry["oracle_change"]) else f" {entry['oracle_change']:+.3f}"
+        lines.append(f"  {arm}: {entry['change']:+.3f}, {share} of the {oracle} arm's{ceiling}{interval}{note}")
     return lines

@@ -435,7 +435,9 @@ class _Builder:
         reference = fairness["arms"].get(fairness.get("reference_arm", "real"), next(iter(fairness["arms"].values())))
         interval = "95% bootstrap interval over test subjects of the mean over repeats"
         for metric in BAR_METRICS if reference["attributes"] else ():
-            series = [(a, tables.group_series(fairness, a, metric)) for a in reference["attributes"]]
+            # Arms at other doses have their own figure below; the bars compare the arms at the plan's counts.
+            series = [(a, table[~table["arm"].str.contains("@", regex=False)])
+                      for a, table in ((a, tables.group_series(fairness, a, metric)) for a in reference["attributes"])]
             name = figures.METRIC_NAMES[metric]
             body += self._figure(f"fairness_{metric}.png", figures.group_bars(series, metric, interval),
                                  f"{name} per group and arm",
@@ -453,6 +455,14 @@ class _Builder:
         if fairness.get("oracle_shares"):
             first, *arms = oracle_share_lines(fairness["oracle_shares"])
             body += page.paragraph(first + " " + "; ".join(line.strip() for line in arms) + ".")
+        doses = tables.dose_series(fairness)
+        if len(doses):
+            measure = (fairness.get("oracle_shares") or {}).get("measure", "the TPR gap")
+            body += self._figure("dose_response.png", figures.dose_response(doses, measure), "Dose-response",
+                                 f"Paired change of {measure} against real, for each arm at each dose (multiples "
+                                 "of the planned records per cell); error bars: 95% t-interval over seeds. New "
+                                 "anatomy (oracle, synthetic) can keep helping as the dose grows where duplicates "
+                                 "(oversample) stop.")
         training = [[arm, str(len(tree.get("training", []))),
                      ", ".join(sorted({str(run.get("n_synthetic", 0)) for run in tree.get("training", [])}))]
                     for arm, tree in fairness["arms"].items()]

@@ -175,6 +175,26 @@ def group_bars(series: Sequence[tuple[str, pd.DataFrame]], metric: str, interval
     return png(figure)
 
 
+def dose_response(series: pd.DataFrame, measure: str) -> bytes:
+    """Change of the main gap against dose (multiples of the planned counts) for each dosed arm
+    (the table of :func:`cardiofair.report.tables.dose_series`), with its interval over seeds."""
+    figure = Figure(figsize=(6.4, 3.9), layout="constrained")
+    ax = figure.subplots()
+    for a, (arm, rows) in enumerate(series.groupby("arm", sort=False)):
+        offset = (a - (series["arm"].nunique() - 1) / 2) * 0.04
+        errors = np.vstack([rows["difference"] - rows["low"], rows["high"] - rows["difference"]])
+        ax.errorbar(rows["dose"] + offset, rows["difference"], yerr=np.clip(np.nan_to_num(errors), 0.0, None),
+                    marker="o", capsize=3, color=ARM_COLOURS[a % len(ARM_COLOURS)], label=arm)
+    ax.axhline(0.0, color="0.4", linewidth=0.8)
+    ax.set_xticks(sorted(series["dose"].unique()))
+    ax.set_xlabel("dose (multiple of the planned records per cell; 0 = real only)")
+    ax.set_ylabel(f"change of {measure} vs real")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    figure.suptitle("Dose-response: gap change against dose, 95% t-interval over seeds", fontsize=11)
+    return png(figure)
+
+
 def _group_order(group: str) -> tuple:
     # WHO order for BMI classes (not alphabetical), and "unknown" last, within each part of an
     # intersection such as "Female|normal".

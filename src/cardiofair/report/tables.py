@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from cardiofair.data.records import LABELS
+from cardiofair.settings import arm_dose
 
 MISSING = "n/a"
 # Dice keys of synthetic_quality.json (``ED_LV``) spelled out with the project's label names.
@@ -386,6 +387,33 @@ def group_series(fairness: Mapping[str, Any], attribute: str, metric: str) -> pd
                          "count": (measures.get("count") or {}).get("mean"),
                          "positives": (measures.get("positives") or {}).get("mean"), "reason": entry.get("reason")})
     return pd.DataFrame(rows, columns=["arm", "group", "mean", "low", "high", "count", "positives", "reason"])
+
+
+def dose_series(fairness: Mapping[str, Any]) -> pd.DataFrame:
+    """The dose-response figure's data: per dosed arm and dose, the paired change of the main gap
+    (``oracle_shares``' measure, else the threshold attribute's first non-reference group's TPR
+    gap) against ``real`` with its t-interval over seeds; dose 0 is ``real`` itself (no change).
+    Empty when no arm ran at a dose other than 1."""
+    comparisons = fairness.get("comparisons") or {}
+    if not any(arm_dose(arm)[1] != 1.0 for arm in comparisons):
+        return pd.DataFrame(columns=["arm", "dose", "difference", "low", "high"])
+    path = (fairness.get("oracle_shares") or {}).get("path")
+    if path is None:
+        power = ((fairness.get("data") or {}).get("test_set") or {}).get("power") or {}
+        path = ["attributes", fairness["settings"]["threshold_attribute"], "groups", power.get("group"),
+                "true_positive_rate_vs_reference"]
+    dosed = {arm_dose(arm)[0] for arm in comparisons if arm_dose(arm)[1] != 1.0}
+    rows = [{"arm": arm, "dose": 0.0, "difference": 0.0, "low": 0.0, "high": 0.0} for arm in sorted(dosed)]
+    for name, tree in comparisons.items():
+        arm, dose = arm_dose(name)
+        if arm not in dosed:
+            continue
+        for key in path:
+            tree = tree.get(key) if isinstance(tree, Mapping) else None
+        if tree:
+            low, high = tree["interval"]
+            rows.append({"arm": arm, "dose": dose, "difference": tree["difference"], "low": low, "high": high})
+    return pd.DataFrame(rows).sort_values(["arm", "dose"], ignore_index=True)
 
 
 # --- synthesis plan and synthetic records --------------------------------------------------------
