@@ -163,3 +163,18 @@ def test_the_fairness_leak_check_reads_a_drawn_masks_nearest_training_record(coh
     check_synthetic(real, drawn, "drawn")
     with pytest.raises(ExperimentError, match="a test subject"):
         check_synthetic(real, drawn.assign(mask_nearest_record=test_record), "drawn")
+
+
+def test_the_synthesized_study_differs_from_the_default_only_in_its_mask_policy():
+    from pathlib import Path
+
+    from cardiofair.config import load_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    default = load_config(configs / "phantom.yaml")[0].to_dict()
+    drawn = load_config(configs / "masks-synthesized.yaml")[0].to_dict()
+    assert (default["plan"]["mask_policy"], drawn["plan"]["mask_policy"]) == ("matched", "synthesized")
+    for config in (default, drawn):
+        config.pop("name")
+        config["plan"].pop("mask_policy")
+    assert drawn == default
