@@ -178,3 +178,15 @@ def test_the_synthesized_study_differs_from_the_default_only_in_its_mask_policy(
         config.pop("name")
         config["plan"].pop("mask_policy")
     assert drawn == default
+
+
+def test_a_mask_model_of_another_size_is_refused_before_drawing(model, tmp_path):
+    from cardiofair.data.prepare import PrepareSettings, prepare_phantom
+
+    small = tmp_path / "small"
+    prepare_phantom(12, 0, small, settings=PrepareSettings(size=32), progress=False, workers=1)
+    model.save(tmp_path)
+    with pytest.raises(GenerationError, match="draws 64 px masks .* records are 32 px"):
+        generate(tmp_path / "no-image-model", small, _plan(f"Male, age in 60s, {HF}", 2), tmp_path / "syn",
+                 masks=tmp_path, progress=False)
+    assert not (tmp_path / "syn").exists()
