@@ -4,7 +4,7 @@ links are collected, so a test can check that each section is there and says som
 from html.parser import HTMLParser
 
 SECTIONS = ("inputs", "cohort", "plan", "examples", "counterfactuals", "realism", "mask-fidelity", "prompt-fidelity",
-            "privacy", "quality-cells", "closest-pairs", "fairness", "metadata", "cards")
+            "privacy", "quality-cells", "closest-pairs", "masks", "fairness", "metadata", "cards")
 
 
 class PageParser(HTMLParser):

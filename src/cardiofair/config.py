@@ -1,7 +1,7 @@
 """The study configuration: one YAML file, typed and validated before anything runs.
 
 A study file has ``name``, ``runs`` and one section per stage, named as the stage (``prepare``,
-``split``, ``train``, ``plan``, ``generate``, ``quality``, ``fairness``, ``report``); each
+``split``, ``train``, ``masks``, ``plan``, ``generate``, ``quality``, ``fairness``, ``report``); each
 section *is* that stage's settings dataclass (:mod:`cardiofair.settings`), so its keys are the
 command's options (``train.max_steps`` is ``cardiofair train --max-steps``) with the same
 defaults. ``cardiofair run`` without a file runs the embedded default study, the packaged copy of
@@ -43,6 +43,7 @@ class StudyConfig:
     prepare: settings.PrepareSettings = field(default_factory=settings.PrepareSettings)
     split: settings.SplitSettings = field(default_factory=settings.SplitSettings)
     train: settings.TrainOptions = field(default_factory=settings.TrainOptions)
+    masks: settings.MaskSettings = field(default_factory=settings.MaskSettings)
     plan: settings.PlanSettings = field(default_factory=settings.PlanSettings)
     generate: settings.GenerateSettings = field(default_factory=settings.GenerateSettings)
     quality: settings.QualitySettings = field(default_factory=settings.QualitySettings)

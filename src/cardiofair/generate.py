@@ -46,11 +46,17 @@ from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.errors import CardiofairError, OutputExistsError
 from cardiofair.io import atomic_write
+from cardiofair.masks import read_masks
+from cardiofair.masks.anatomy import nearest_masks
+from cardiofair.masks.shape_model import ShapeModel, draw_valid
 from cardiofair.plan import REQUIRED_PLAN_COLUMNS, dose_count, read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, parse_prompt, prompt_from_attributes
-from cardiofair.settings import MASK_POLICIES, GenerateSettings, SampleSettings
+from cardiofair.settings import DRAWN_MASK_POLICY, MASK_POLICIES, GenerateSettings, SampleSettings
 
 RUN_FILE = "generate-run.json"
+# Draws per record before a drawn mask counts as failed: with a working model almost every first
+# draw passes, and a cell that needs this many is reported by its rejection rate anyway.
+MAX_MASK_DRAWS = 20
 
 
 class GenerationError(CardiofairError):
@@ -111,6 +117,7 @@ class Job:
     prompt: str
     mask_policy: str
     seed: int
+    # The real training record that lends the mask; -1 when the mask generator draws it.
     source_index: int
     cell_rank: int
     planned_count: int
@@ -138,13 +145,97 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSe
             # Ids count within a cell of the plan: they never carry a real subject's identifier.
             record_id = f"synthetic-c{number:03d}-{k:05d}"
             seed = record_seed(settings.seed, record_id)
-            source = choose_mask_source(row["mask_policy"], cell, candidates, binned, np.random.default_rng(seed))
+            drawn = row["mask_policy"] == DRAWN_MASK_POLICY
+            # A drawn mask still needs a full prompt: the attributes the plan leaves out come from
+            # the training record the matched policy would have chosen, as a subject of the cell.
+            source = choose_mask_source("matched" if drawn else row["mask_policy"], cell, candidates, binned,
+                                        np.random.default_rng(seed))
             # Attributes the plan leaves out are taken from the record that lends the mask, so the
             # model gets a full prompt, as in training, that agrees with the geometry it is given.
             completed = {a: v for a, v in binned.loc[source].items() if v != UNKNOWN}
             prompt = prompt_from_attributes({**completed, **cell}, schema)
-            jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, source, k, planned))
+            jobs.append(Job(record_id, str(row["cell"]), prompt, row["mask_policy"], seed, -1 if drawn else source, k,
+                            planned))
     return sorted(jobs, key=lambda job: (job.cell_rank / job.planned_count, job.record_id))
+
+
+@dataclass(frozen=True)
+class DrawnMask:
+    """A mask pair drawn for one synthetic record, with how many draws it took and the
+    training record whose mask lies nearest (the fairness stage's leak check reads it)."""
+
+    mask: np.ndarray
+    draws: int
+    extrapolated: bool
+    nearest_record: str = ""
+    nearest_distance: float = float("nan")
+
+
+def draw_masks(jobs: Sequence[Job], plan: pd.DataFrame, model: ShapeModel, settings: GenerateSettings,
+               schema: PromptSchema = DEFAULT_SCHEMA, progress: bool = False) -> dict[str, DrawnMask]:
+    """A valid mask pair for every job whose policy is synthesized, by record id. Each record's
+    draws come from its own seed; a draw failing the anatomical checks is drawn again. Raises
+    :class:`GenerationError` before anything is written for a cell the model never saw (unless the
+    plan allowed unseen cells, when its anatomy is marked extrapolated) and for a cell whose
+    rejection rate exceeds ``settings.max_mask_rejection``."""
+    rows = {str(row["cell"]): row for row in plan.to_dict("records")}
+    drawn: dict[str, DrawnMask] = {}
+    tally: dict[str, list[int]] = {}
+    for job in tqdm([j for j in jobs if j.source_index < 0], desc="drawing masks", unit="mask", disable=not progress,
+                    leave=False):
+        attributes = {a: v for a, v in parse_prompt(job.prompt, schema).items() if v is not None}
+        planned = {a: v for a, v in parse_prompt(str(rows[job.cell]["prompt"]), schema).items() if v is not None}
+        seen = model.training_count(planned)
+        allowed = bool(rows[job.cell].get("unseen", False)) or bool(rows[job.cell].get("low_support", False))
+        if seen == 0 and not allowed:
+            raise GenerationError(f"plan cell {job.cell}: the mask generator learned no record of it (0 of "
+                                  f"{model.info['training']['n_records']} training records); plan with unseen cells "
+                                  f"allowed to draw extrapolated anatomy for it")
+        mask, draws = draw_valid(model, attributes, np.random.default_rng([job.seed, 2]), MAX_MASK_DRAWS)
+        counts = tally.setdefault(job.cell, [0, 0])
+        counts[0] += draws
+        counts[1] += mask is not None
+        if mask is None:
+            break
+        drawn[job.record_id] = DrawnMask(mask, draws, seen == 0)
+    for cell, (draws, accepted) in tally.items():
+        rejected = draws - accepted
+        if accepted < sum(job.cell == cell for job in jobs) or rejected > settings.max_mask_rejection * draws:
+            raise GenerationError(f"plan cell {cell}: {rejected} of {draws} drawn masks ({rejected / draws:.0%}) failed "
+                                  f"the anatomical checks, above the limit max_mask_rejection "
+                                  f"{settings.max_mask_rejection:.0%}; no synthetic record was written. Train the "
+                                  f"mask generator on more records or with fewer components, or raise the limit")
+    return drawn
+
+
+def _with_nearest(drawn: dict[str, DrawnMask], candidates: pd.DataFrame, dataset: Path,
+                  progress: bool) -> dict[str, DrawnMask]:
+    """``drawn`` with each mask's nearest real training mask: a drawn heart that is a training
+    subject's heart again would carry that subject into training."""
+    if not drawn:
+        return drawn
+    train_masks, _ = read_masks(dataset, candidates, progress)
+    ids = list(drawn)
+    distances, nearest = nearest_masks(np.stack([drawn[i].mask for i in ids]), train_masks)
+    records = candidates["record_id"].astype(str).to_numpy()
+    return {i: replace(drawn[i], nearest_record=str(records[k]), nearest_distance=float(d))
+            for i, d, k in zip(ids, distances, nearest)}
+
+
+def _check_mask_model(model: ShapeModel, manifest: pd.DataFrame, size: int, spacing_mm: float,
+                      masks_dir: Path) -> None:
+    leaked = learned_held_out_subjects(model.info.get("training_subject_hashes", ()), manifest)
+    if leaked:
+        raise GenerationError(f"the mask generator {masks_dir} learned {len(leaked)} validation or test subject(s) "
+                              f"(e.g. {leaked[0]}): its masks could carry held-out hearts into training; train it "
+                              f"again on this split (`cardiofair masks`)")
+    if model.size != size or not math.isclose(model.spacing_mm, spacing_mm, rel_tol=0.01):
+        raise GenerationError(f"the mask generator {masks_dir} draws {model.size} px masks at "
+                              f"{model.spacing_mm:.3g} mm but the dataset's records are {size} px at {spacing_mm:.3g} "
+                              f"mm: train it on this dataset")
+    if model.info.get("prompt_schema") != DEFAULT_SCHEMA.to_dict():
+        raise GenerationError(f"the mask generator {masks_dir} was trained with prompt schema "
+                              f"{model.info.get('prompt_schema')}, not the default {DEFAULT_SCHEMA.to_dict()}")
 
 
 def _check_compatible(generator: TrainedGenerator, manifest: pd.DataFrame, candidates: pd.DataFrame,
@@ -173,32 +264,49 @@ def generate(
     overwrite: bool = False,
     progress: bool = True,
     resume: bool = True,
+    masks: str | os.PathLike | None = None,
 ) -> Path:
     """Make every synthetic record of ``plan`` into a prepared dataset at ``out``.
 
     Run again after a crash, it continues; run again when complete, it changes nothing. An
     ``out`` holding a run of other settings is replaced with ``overwrite``; with ``resume``
-    false, ``overwrite`` replaces even a run of the same settings.
+    false, ``overwrite`` replaces even a run of the same settings. Cells whose mask policy is
+    synthesized draw their masks from the mask generator at ``masks``, all before any record is
+    written.
     """
     dataset, out = Path(dataset), Path(out)
     manifest = read_manifest(dataset)
     candidates = training_rows(manifest)
+    jobs = plan_jobs(plan, candidates, settings)
+    mask_model = None
+    if any(job.source_index < 0 for job in jobs):
+        if masks is None:
+            raise GenerationError(f"the plan's mask policy {DRAWN_MASK_POLICY} needs the mask generator: pass --masks "
+                                  f"(trained with `cardiofair masks`)")
+        mask_model = ShapeModel.load(masks)
+        spacing = float(candidates["pixel_spacing_mm"].astype(float).iloc[0])
+        size = load_images(dataset, candidates.iloc[:1]).masks.shape[-1]
+        _check_mask_model(mask_model, manifest, size, spacing, Path(masks))
+    drawn = draw_masks(jobs, plan, mask_model, settings, progress=progress) if mask_model else {}
     generator = TrainedGenerator(model_dir)
     _check_compatible(generator, manifest, candidates, dataset)
     sampler = generator.defaults.override(**settings.sampler_overrides())
-    jobs = plan_jobs(plan, candidates, settings)
     # The run is the same whatever the dose: a dose changes how many of the same records are made.
     run = {"model_hash": generator.hash, "dataset": str(dataset.resolve()),
            "settings": {k: v for k, v in asdict(settings).items() if k != "dose"}, "sampler": asdict(sampler),
-           "jobs": _jobs_hash(plan_jobs(plan, candidates, replace(settings, dose=1.0)))}
+           "jobs": _jobs_hash(plan_jobs(plan, candidates, replace(settings, dose=1.0))),
+           "mask_model_hash": mask_model.hash if mask_model else None}
     _start_or_resume(out, run, overwrite, resume)
 
     batches = [jobs[i:i + settings.batch_size] for i in range(0, len(jobs), settings.batch_size)]
     todo = [(n, batch) for n, batch in enumerate(batches) if _finished_batch(out, n, batch) is None]
+    if todo:
+        drawn = _with_nearest(drawn, candidates, dataset, progress)
     with tqdm(total=len(jobs), initial=len(jobs) - sum(len(b) for _, b in todo), unit="image", desc="generate",
               disable=not progress) as bar:
         for number, batch in todo:
-            rows = _make_batch(batch, generator, sampler, candidates, dataset, out, settings)
+            rows = _make_batch(batch, generator, sampler, candidates, dataset, out, settings, drawn,
+                               mask_model.hash if mask_model else "")
             atomic_write(_batch_file(out, number), json.dumps({"jobs": _jobs_hash(batch), "rows": rows},
                                                               default=_plain))
             bar.update(len(batch))
@@ -245,21 +353,37 @@ def _start_or_resume(out: Path, run: dict, overwrite: bool, resume: bool) -> Non
 
 
 def _make_batch(batch: Sequence[Job], generator: TrainedGenerator, sampler: SamplerSettings, candidates: pd.DataFrame,
-                dataset: Path, out: Path, settings: GenerateSettings) -> list[dict]:
-    sources = load_images(dataset, candidates.loc[[job.source_index for job in batch]])
-    masks = []
-    for job, mask in zip(batch, sources.masks):
+                dataset: Path, out: Path, settings: GenerateSettings, drawn: dict[str, DrawnMask],
+                mask_model_hash: str) -> list[dict]:
+    lent = [job for job in batch if job.source_index >= 0]
+    sources = load_images(dataset, candidates.loc[[job.source_index for job in lent]])
+    source_of = {job.record_id: (row, mask) for job, row, mask in zip(lent, sources.rows.to_dict("records"),
+                                                                       sources.masks)}
+    drawn_spacing = float(candidates["pixel_spacing_mm"].astype(float).iloc[0])
+    masks, provenance = [], []
+    for job in batch:
+        if job.source_index < 0:
+            mask = drawn[job.record_id]
+            masks.append(mask.mask)
+            # No subject lends this mask; the nearest training mask stands in for the leak checks.
+            provenance.append((drawn_spacing, 0, {
+                "mask_source": "", "mask_source_record": "", "mask_augmented": False, "mask_model_hash": mask_model_hash,
+                "mask_draws": mask.draws, "mask_extrapolated": mask.extrapolated,
+                "mask_nearest_record": mask.nearest_record, "mask_nearest_distance": mask.nearest_distance}))
+            continue
+        source, mask = source_of[job.record_id]
         # The warp's generator is separate from the mask choice's, and both depend on the seed alone.
         masks.append(warp_mask(mask, np.random.default_rng([job.seed, 1])) if settings.augment_masks else mask)
+        provenance.append((source["pixel_spacing_mm"], source["slice_index"], {
+            "mask_source": source["subject_id"], "mask_source_record": source["record_id"],
+            "mask_augmented": settings.augment_masks}))
     images = generator.sample(np.stack(masks), [job.prompt for job in batch], [job.seed for job in batch], sampler,
                               batch_size=len(batch))
     rows = []
-    for job, source, mask, image in zip(batch, sources.rows.to_dict("records"), masks, images):
-        record = synthetic_record(image, mask, job.record_id, job.prompt, job.seed, source["pixel_spacing_mm"],
-                                  source["slice_index"], generator.provenance(sampler), cell=job.cell,
-                                  mask_policy=job.mask_policy, mask_source=source["subject_id"],
-                                  mask_source_record=source["record_id"], mask_augmented=settings.augment_masks,
-                                  cell_rank=job.cell_rank, planned_count=job.planned_count)
+    for job, mask, image, (spacing, slice_index, extra) in zip(batch, masks, images, provenance):
+        record = synthetic_record(image, mask, job.record_id, job.prompt, job.seed, spacing, slice_index,
+                                  generator.provenance(sampler), cell=job.cell, mask_policy=job.mask_policy,
+                                  cell_rank=job.cell_rank, planned_count=job.planned_count, **extra)
         rows.append(manifest_row(record, write_record_files(out, record)))
     return rows
 
@@ -332,12 +456,12 @@ def merge_datasets(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
 
 
 def run(settings: GenerateSettings, *, model: str | os.PathLike, dataset: str | os.PathLike,
-        plan: str | os.PathLike, out: str | os.PathLike, resume: bool = True, overwrite: bool = False,
-        progress: bool = True) -> Path:
+        plan: str | os.PathLike, out: str | os.PathLike, masks: str | os.PathLike | None = None, resume: bool = True,
+        overwrite: bool = False, progress: bool = True) -> Path:
     """`cardiofair generate`: every record of the plan CSV at ``plan`` (see :func:`generate`)."""
     quiet_model_loading()
     return generate(model, dataset, read_plan(plan), out, settings, overwrite=overwrite, progress=progress,
-                    resume=resume)
+                    resume=resume, masks=masks)
 
 
 def summary(out: Path, paths: Any) -> str:

@@ -39,7 +39,10 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = ("equalize", "prevalence", "target")
 # How the generator chooses each synthetic record's conditioning mask pair; the plan carries the
 # choice per cell and generate.py gives it meaning.
-MASK_POLICIES = ("copy", "matched", "random")
+MASK_POLICIES = ("copy", "matched", "random", "synthesized")
+# The policy whose masks are drawn by the mask generator (`cardiofair masks`) instead of lent by a
+# real training record.
+DRAWN_MASK_POLICY = "synthesized"
 # generate and sample
 SAMPLERS = ("ddim", "dpm++", "unipc")  # mirrors diffusion.pipeline.SAMPLERS
 # fairness
@@ -241,8 +244,9 @@ class PlanSettings:
     allow_unseen_cells: bool = option(False, "also fill cells with little or no real support (the model composes "
                                       "attributes it never saw together; such cells are listed separately)")
     mask_policy: str = option("matched", "where synthetic geometry comes from: a real mask of the same cell (copy), "
-                              "of the same diagnosis and most similar attributes (matched), or of the same diagnosis "
-                              "(random)", choices=MASK_POLICIES)
+                              "of the same diagnosis and most similar attributes (matched), of the same diagnosis "
+                              "(random), or a new mask pair drawn for the cell by the mask generator (synthesized)",
+                              choices=MASK_POLICIES)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attributes", tuple(self.attributes))
@@ -277,6 +281,16 @@ class PlanSettings:
 
 
 @dataclass(frozen=True)
+class MaskSettings:
+    """`cardiofair masks`: the mask generator, a conditional shape model of the training masks."""
+
+    components: int = option(16, "principal shape modes kept (ED and ES together)")
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "components")
+
+
+@dataclass(frozen=True)
 class SamplerOptions:
     """How images are drawn, where a run departs from the model's own sampling defaults."""
 
@@ -300,6 +314,9 @@ class GenerateSettings(SamplerOptions):
     batch_size: int = option(32, "images per forward pass")
     augment_masks: bool = option(False, "warp each reused mask slightly (label-preserving) so no real geometry "
                                  "repeats verbatim")
+    max_mask_rejection: float = option(0.2, "mask policy synthesized: the highest share of drawn masks of a cell that "
+                                       "may fail the anatomical checks (and be drawn again); above it generation "
+                                       "stops, naming the cell")
     # A record's image depends on its cell and its rank in the cell alone, so the records of a
     # smaller dose are the first ones of a larger dose: growing the dose only adds records.
     dose: float = option(1.0, "make this multiple of every planned count (`cardiofair run` raises it to the largest "
@@ -308,6 +325,8 @@ class GenerateSettings(SamplerOptions):
     def __post_init__(self) -> None:
         check_choices(self)
         _at_least(self, 1, "batch_size", "steps")
+        if not 0.0 <= self.max_mask_rejection < 1.0:
+            raise SettingsError("max_mask_rejection", f"must be in [0, 1), got {self.max_mask_rejection}")
         if not self.dose > 0:
             raise SettingsError("dose", f"must be positive, got {self.dose}")
 

@@ -21,6 +21,7 @@ from cardiofair.options import command_line
 from cardiofair.settings import (
     FairnessSettings,
     GenerateSettings,
+    MaskSettings,
     PlanSettings,
     PrepareSettings,
     QualitySettings,
@@ -92,13 +93,18 @@ SPLIT = Stage("split", SplitSettings, "cardiofair.data.split",
 TRAIN = Stage("train", TrainOptions, "cardiofair.diffusion.train",
               (PathArgument("dataset", "prepared dataset directory (its training split)", positional=True),
                PathArgument("out", "model directory to write")), resumes="on request")
+MASKS = Stage("masks", MaskSettings, "cardiofair.masks",
+              (PathArgument("dataset", "prepared dataset directory (its training split)", positional=True),
+               PathArgument("out", "mask generator directory to write")))
 PLAN = Stage("plan", PlanSettings, "cardiofair.plan",
              (PathArgument("dataset", "prepared real dataset (its training split)", positional=True),
               PathArgument("out", "plan CSV to write")), quiet=False)
 GENERATE = Stage("generate", GenerateSettings, "cardiofair.generate",
                  (PathArgument("model", "trained model directory"),
                   PathArgument("dataset", "the prepared real dataset the plan was made from"),
-                  PathArgument("plan", "plan CSV"), PathArgument("out", "synthetic dataset directory")),
+                  PathArgument("plan", "plan CSV"), PathArgument("out", "synthetic dataset directory"),
+                  PathArgument("masks", "the mask generator (`cardiofair masks`), for cells whose mask policy is "
+                               "synthesized", optional=True)),
                  resumes="always")
 QUALITY = Stage("quality", QualitySettings, "cardiofair.metrics.quality",
                 (_REAL, PathArgument("synthetic", "a generated dataset (`cardiofair generate`)"),
@@ -126,5 +132,5 @@ REPORT = Stage("report", ReportSettings, "cardiofair.report",
                              "per stage), shown as given", optional=True),
                 PathArgument("out", "output folder")), quiet=False)
 
-STAGES: tuple[Stage, ...] = (PREPARE, SPLIT, TRAIN, PLAN, GENERATE, QUALITY, FAIRNESS, REPORT)
+STAGES: tuple[Stage, ...] = (PREPARE, SPLIT, TRAIN, MASKS, PLAN, GENERATE, QUALITY, FAIRNESS, REPORT)
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}

@@ -167,6 +167,11 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     copy_rate = report["privacy"]["overall"]["copy_rate"]["pixel"]
     assert copy_rate["synthetic"] > 0.9 and copy_rate["real_reference"] < 0.2
     assert report["privacy"]["overall"]["median_distance_to_mask_source"] < 0.01
+    # Their masks are training masks: the mask measures must call them copies, and real ones valid.
+    masks = report["mask_geometry"]
+    assert masks["novelty"]["copy_rate"]["synthetic"] > 0.9 and masks["novelty"]["copy_rate"]["real_reference"] < 0.2
+    assert masks["validity"]["valid_share"] == 1.0 and (tmp_path / "q1" / "mask_geometry_per_mask.csv").is_file()
+    assert all(scope["distance_to_phantom_truth"]["real_reference"] > 0 for scope in masks["cells"].values())
     assert len(report["privacy"]["closest_pairs"]) == 8 and (tmp_path / "q1" / "closest_pairs.png").is_file()
     realism = report["realism"]["overall"]
     assert realism["status"] == "ok" and set(realism["fd"]) == {"synthetic", "real_reference"}
@@ -186,6 +191,7 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     assert second["evaluators"] == report["evaluators"]
     assert second["privacy"]["overall"]["copy_rate"]["pixel"]["synthetic"] < 0.2
     assert second["privacy"]["overall"]["mask_source_not_in_train"] == 60
+    assert second["mask_geometry"]["novelty"]["copy_rate"]["synthetic"] < 0.2
 
 
 def test_too_few_images_are_reported_not_measured(real_dataset, tmp_path, monkeypatch):

@@ -47,6 +47,17 @@ def quality_report():
                     "cells": {"Female|heart failure": privacy_scope},
                     "closest_pairs": [{"synthetic": "synthetic-c001-00003", "nearest_training_record": "phantom-000042",
                                        "pixel_distance": 0.092225, "flagged_as_copy": True}]},
+        "mask_geometry": {
+            "measures": ["lv_cavity_mm2", "myocardial_thickness_mm", "rv_mm2", "contraction_index"],
+            "scale": {"lv_cavity_mm2": 612.0, "myocardial_thickness_mm": 1.7, "rv_mm2": 540.0, "contraction_index": 0.11},
+            "validity": {"n": 7, "valid_share": 1.0, "rejected_share_of_draws": 0.0322},
+            "novelty": {"median_nearest_training_distance": _pair(0.1312, 0.1357), "threshold": 0.0712,
+                        "copy_rate": _pair(0.0, 0.0417), "of": "the 5th percentile of real test masks' distances"},
+            "cells": {"Female|heart failure": {
+                "n_synthetic": 7, "n_real_held_out": 3, "n_real_train": 9, "valid_share": 1.0,
+                "distance_to_real_held_out": _pair(0.4121, 0.5234),
+                "distance_to_phantom_truth": {"synthetic": 0.3312, "real_reference": 0.2214, "ratio": 1.4959,
+                                              "n_truth": 50}}}},
         "prompt_effects": {"pairs": 32, "seed": 0, "attributes": {
             "sex": {"synthetic": _effect(["Female", "Male"], 0.03125, 0.015625, 0.0123),
                     "real_reference": _effect(["Female", "Male"], 0.90625, 0.875, 0.7345)},

@@ -42,6 +42,8 @@ def test_every_section_renders_with_embedded_images(full):
                        "fairness_balanced_accuracy.png", "fairness_true_positive_rate.png"]
     assert not any(h.startswith(("http:", "https:", "//")) for h in page.hrefs)
     assert "Not available" not in "".join(page.sections[s] for s in SECTIONS if s != "closest-pairs")
+    # The synthetic masks: validity, the per-cell distance to the phantom truth beside its reference.
+    assert "3.2%" in page.sections["masks"] and "0.331 / 0.221" in page.sections["masks"]
 
 
 def test_the_page_says_first_when_the_synthetic_images_are_far_from_real(full):

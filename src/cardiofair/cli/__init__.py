@@ -20,6 +20,7 @@ from cardiofair.cli import (
     evaluate,
     fairness,
     generate,
+    masks,
     merge,
     plan,
     prepare,
@@ -34,7 +35,8 @@ from cardiofair.cli import (
 from cardiofair.errors import CardiofairError, SubjectError
 
 # In the order `cardiofair --help` lists them: the pipeline's.
-COMMANDS = (prepare, summary, split, train, sample, plan, generate, merge, quality, fairness, report, run, app, evaluate)
+COMMANDS = (prepare, summary, split, train, masks, sample, plan, generate, merge, quality, fairness, report, run, app,
+            evaluate)
 BUG_REPORT = ("cardiofair: this is a bug in cardiofair, not a problem with your input: please report it with the "
               "command you ran and the traceback above")
 

@@ -557,8 +557,9 @@ def _subject_records(subject_id: str, meta: dict[str, Any], anatomy: Anatomy, rn
 
 # Fresh subjects drawn beside a prepared cohort come from their own random streams: a prepared
 # subject is drawn from (seed, index), a fresh one from (seed, stream, index), so no fresh subject
-# repeats a prepared one, and the test cohort and the oracle never share one.
-FRESH_STREAMS = {"test": 1, "oracle": 2}
+# repeats a prepared one, and the test cohort, the oracle and the masks' ground truth (the quality
+# stage) never share one.
+FRESH_STREAMS = {"test": 1, "oracle": 2, "masks": 3}
 
 
 def subject_cell(meta: Mapping[str, Any]) -> dict[str, str]:

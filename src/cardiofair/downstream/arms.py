@@ -129,8 +129,9 @@ def check_synthetic(real: pd.DataFrame, synthetic: pd.DataFrame, dataset: str | 
 
 
 def _mask_source_id(row: dict) -> str:
-    # `generate` names the lending record; `sample` stores the path of the mask file it read.
-    source = row.get("mask_source_record")
+    # `generate` names the lending record, or for a drawn mask the training record whose mask lies
+    # nearest; `sample` stores the path of the mask file it read.
+    source = row.get("mask_nearest_record") if row.get("mask_policy") == "synthesized" else row.get("mask_source_record")
     source = row.get("mask_source") if is_missing(source) else source
     name = Path(str(source)).name
     return name[:-len(".nii.gz")] if name.endswith(".nii.gz") else str(source)

@@ -10,7 +10,9 @@ References, all from the real dataset's own split (the generator and the evaluat
 - mask and prompt fidelity: the evaluators on real ``test`` images with their own masks and
   attributes (and, as a floor, with masks shuffled between subjects);
 - privacy: the copy threshold is the 5th percentile of test-to-train nearest-neighbour
-  distances; real ``val`` images measured against it give the reference copy rate.
+  distances; real ``val`` images measured against it give the reference copy rate;
+- the masks themselves (validity, geometry per cell, novelty; :mod:`cardiofair.metrics.masks`):
+  real held-out masks of the cell, and on a phantom cohort fresh subjects of the cell.
 
 ``synthetic_quality.json`` schema (NaN is written as null; ``status`` says why a figure is
 missing)::
@@ -21,6 +23,7 @@ missing)::
      "mask_fidelity":  {"overall": SCOPE, "cells": {...}},
      "prompt_fidelity": {"overall": SCOPE, "cells": {...}},
      "privacy":        {"threshold": {...}, "overall": SCOPE, "cells": {...}, "closest_pairs": [...]},
+     "mask_geometry":  {"validity": {...}, "novelty": {...}, "cells": {cell: {...}}},
      "prompt_effects": {"pairs": int, "seed": int, "attributes": {attribute: {"synthetic": EFFECT,
                                                                              "real_reference": EFFECT}}}}
 
@@ -52,7 +55,9 @@ from cardiofair.errors import CardiofairError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics.counterfactual import prompt_effects
 from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Augmentation, Evaluators, attribute_table, train_evaluators
+from cardiofair.data.prepare import phantom_model
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
+from cardiofair.metrics.masks import mask_quality
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
 from cardiofair.metrics.realism import (
     frechet_distance,
@@ -68,6 +73,9 @@ FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute cla
                  "split (pooled last block, plus first-block channel means and standard deviations for texture), "
                  "standardised with the training set's statistics; not Inception, so not FID")
 EVALUATOR_VERSION = "evaluators-3"
+# Per mask: source (synthetic, real held-out, phantom truth), cell and geometry; the report's
+# histograms are drawn from it.
+MASK_GEOMETRY_FILE = "mask_geometry_per_mask.csv"
 
 
 class QualityError(CardiofairError):
@@ -435,6 +443,12 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         overall_privacy = privacy(None)
         overall_privacy["median_distance_to_mask_source"] = _median(mask_source[np.isfinite(mask_source)])
         overall_privacy["mask_source_not_in_train"] = int(np.isnan(mask_source).sum())
+        log("measuring the synthetic masks' validity, geometry per cell and novelty")
+        draws = pd.to_numeric(synthetic.rows.get("mask_draws", pd.Series(dtype=float)), errors="coerce").dropna()
+        mask_section, mask_table = mask_quality(
+            synthetic.masks, keys["synthetic"], real["train"].masks, keys["train"], held_out.masks, keys["held_out"],
+            len(real["val"]), attributes, float(real["train"].rows["pixel_spacing_mm"].astype(float).iloc[0]),
+            draws.to_numpy() if len(draws) else None, phantom_model(real_root), progress)
         chance = {name: 1.0 / len(values) for name, values in evaluators.classes.items()}
         unread = _unmeasured_attributes(attribute_table(real["train"].rows), evaluators.classes)
         log(f"measuring prompt effects on {settings.counterfactual_pairs} real test masks per attribute"
@@ -459,6 +473,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                         "overall": overall_privacy,
                         "cells": {cell: privacy(cell) for cell in cells},
                         "closest_pairs": closest},
+            "mask_geometry": mask_section,
             "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows, real["test"].masks,
                                              attribute_table(real["test"].rows), generator, settings.counterfactual_pairs,
                                              settings.seed, progress),
@@ -477,6 +492,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                                   "copy_pixel": detectors["pixel"].flags(distances["synthetic", "pixel"]),
                                   "copy_encoder": detectors["encoder"].flags(distances["synthetic", "encoder"])})
         per_image.to_csv(staging.tmp / "synthetic_per_image.csv", index=False)
+        mask_table.to_csv(staging.tmp / MASK_GEOMETRY_FILE, index=False)
         if len(pixel_order):
             atomic_write(staging.tmp / "closest_pairs.png",
                          _closest_pairs_png(synthetic, real["train"], pixel_order, neighbours["synthetic", "pixel"]))
@@ -567,6 +583,21 @@ def quality_summary_text(report: dict[str, Any]) -> str:
     for space in ("pixel", "encoder"):
         syn, ref = _pair(privacy, "copy_rate", space)
         lines.append(f"{'copy rate (' + space + ')':42s} {number(syn):>10s} {number(ref):>10s}")
+    masks = report.get("mask_geometry")
+    if masks:
+        lines.append(f"{'masks passing the anatomical checks':42s} {number(masks['validity']['valid_share']):>10s} "
+                     f"{'':>10s}")
+        novelty = masks["novelty"]
+        lines.append(f"{'mask nearest-training distance, median':42s} "
+                     f"{number(novelty['median_nearest_training_distance']['synthetic']):>10s} "
+                     f"{number(novelty['median_nearest_training_distance']['real_reference']):>10s}")
+        lines.append(f"{'mask copy rate':42s} {number(novelty['copy_rate']['synthetic']):>10s} "
+                     f"{number(novelty['copy_rate']['real_reference']):>10s}")
+        for cell, scope in masks["cells"].items():
+            truth = scope.get("distance_to_phantom_truth")
+            if truth:
+                lines.append(f"{'mask geometry vs phantom truth ' + cell:42s} {number(truth['synthetic']):>10s} "
+                             f"{number(truth['real_reference']):>10s}")
     cells = report["realism"]["cells"]
     measured = sum(scope["status"] == "ok" for scope in cells.values())
     lines.append(f"cells: {len(cells)} synthetic cells, {measured} with enough images for distances "

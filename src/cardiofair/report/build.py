@@ -30,7 +30,7 @@ from cardiofair.errors import CardiofairError, OutputExistsError
 from cardiofair.io import StagingDirectory, atomic_write
 from cardiofair.metrics.evaluators import attribute_table
 from cardiofair.metrics.group_metrics import oracle_share_lines, power_sentence, too_small_notes
-from cardiofair.metrics.quality import cell_attributes
+from cardiofair.metrics.quality import MASK_GEOMETRY_FILE, cell_attributes
 from cardiofair.plan import read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, prompt_from_attributes
 from cardiofair.report import cards, figures
@@ -46,6 +46,7 @@ EXAMPLES_PER_SIDE = 3
 MAX_EXAMPLE_CELLS = 8
 QUALITY_FILE = "synthetic_quality.json"
 CLOSEST_PAIRS_FILE = "closest_pairs.png"
+MAX_HISTOGRAM_CELLS = 4
 FAIRNESS_FILE = "fairness.json"
 REPORT_FILE = "report.html"
 BAR_METRICS = ("balanced_accuracy", "true_positive_rate")
@@ -146,6 +147,7 @@ def write_report(out: str | os.PathLike, *, real: str | os.PathLike, synthetic: 
         builder.counterfactual_section(counterfactual_prompts),
         *builder.quality_sections(),
         builder.closest_pairs_section(),
+        builder.mask_geometry_section(),
         builder.fairness_section(),
         builder.metadata_section(metadata),
     ]
@@ -384,6 +386,23 @@ class _Builder:
             body = page.missing(f"{picture} is missing (the evaluation writes it only when there are synthetic "
                                 "images).")
         return page.Section("closest-pairs", title, body + page.table(tables.closest_pairs_table(quality)))
+
+    def mask_geometry_section(self) -> page.Section:
+        title = "Synthetic masks"
+        quality = self.inputs.quality
+        if quality is None or self.inputs.quality_dir is None:
+            return page.Section("masks", title, page.missing(
+                "No quality evaluation was given (--quality): the synthetic masks were not judged."))
+        body = page.table(tables.mask_geometry_table(quality))
+        table = self.inputs.quality_dir / MASK_GEOMETRY_FILE
+        if table.is_file() and quality.get("mask_geometry"):
+            per_mask = pd.read_csv(table)
+            biggest = per_mask[per_mask["source"] == "synthetic"]["cell"].value_counts().index[:MAX_HISTOGRAM_CELLS]
+            body += self._figure("mask-geometry.png", figures.mask_geometry_histograms(
+                per_mask, list(biggest), quality["mask_geometry"]["measures"]), "mask geometry histograms",
+                "Per cell (the ones with most synthetic records): the synthetic masks' geometry beside real held-out "
+                "masks of the cell and, on a phantom cohort, fresh subjects of the cell (the truth).")
+        return page.Section("masks", title, body)
 
     def fairness_section(self) -> page.Section:
         title = "Downstream fairness"

@@ -184,10 +184,14 @@ def datasheet(synthetic_dir: Path | None, rows: pd.DataFrame | None, *, image_si
         markdown_table(synthetic_cells_table(rows)),
         "Prompts (the text each image was drawn with):", "", *prompt_lines, "",
         "## How it was made", "",
-        "Each record's mask is a real training record's mask (`mask_source_record`), chosen by the mask policy: "
+        "Each record's mask is a real training record's mask (`mask_source_record`) chosen by the mask policy, or "
+        "a new one drawn for its cell: "
         "`copy` (a record of the same cell), `matched` (same diagnosis and as many other attributes as possible) or "
         "`random` (any record of the same diagnosis); warped masks (`mask_augmented`) were deformed slightly so no "
-        "geometry is reused verbatim. Each record has its own seed (`seed`).", "",
+        "geometry is reused verbatim. Under `synthesized` no record lends the mask: the mask generator drew it for "
+        "the cell (`mask_model_hash`, `mask_draws`, `mask_extrapolated` where the cell was never seen in training), "
+        "and `mask_nearest_record` names the training record whose mask lies nearest. Each record has its own seed "
+        "(`seed`).", "",
         markdown_table(provenance_table(rows)), plan_part,
         "## Source cohort and licence", "",
         _facts([("real dataset", real_dir), ("source", ", ".join(datasets) or NOT_GIVEN),

@@ -204,3 +204,29 @@ def _group_order(group: str) -> tuple:
 
 def _count(value: float | None) -> str:
     return "?" if value is None or not np.isfinite(value) else str(int(round(value)))
+
+
+# --- masks --------------------------------------------------------------------------------------
+
+
+def mask_geometry_histograms(per_mask: pd.DataFrame, cells: Sequence[str], measures: Sequence[str]) -> bytes:
+    """One row per cell, one column per geometry measure: histograms of the synthetic masks beside
+    real held-out masks of the cell and, where drawn, fresh phantom subjects of the cell."""
+    figure = Figure(figsize=(3.0 * len(measures), 2.2 * len(cells)), layout="constrained")
+    axes = figure.subplots(len(cells), len(measures), squeeze=False)
+    for row, cell in enumerate(cells):
+        own = per_mask[per_mask["cell"] == cell]
+        for column, measure in enumerate(measures):
+            ax = axes[row, column]
+            values = own[measure].dropna()
+            bins = np.linspace(values.min(), values.max(), 16) if len(values) and values.max() > values.min() else 10
+            for source, part in own.groupby("source"):
+                ax.hist(part[measure], bins=bins, density=True, histtype="step", linewidth=1.4,
+                        label=f"{source} ({len(part)})")
+            if row == 0:
+                ax.set_title(measure.replace("_", " "), fontsize=9)
+            if column == 0:
+                ax.set_ylabel(cell.replace("|", "\n"), fontsize=8, rotation=0, ha="right", va="center")
+            ax.set_yticks([])
+            ax.legend(fontsize=6, frameon=False)
+    return png(figure)

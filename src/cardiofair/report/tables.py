@@ -259,6 +259,40 @@ def cells_table(quality: Mapping[str, Any]) -> Table:
                  rows)
 
 
+def mask_geometry_table(quality: Mapping[str, Any]) -> Table:
+    """The synthetic masks per cell: validity, geometry distance to real held-out masks and (on a
+    phantom) to fresh subjects of the cell, beside the distance between two real samples."""
+    masks = quality.get("mask_geometry")
+    if not masks:
+        return Table("Synthetic masks: not measured (this evaluation predates the mask measures).", [], [])
+    validity, novelty = masks["validity"], masks["novelty"]
+    header = ["cell", "synthetic masks", "valid", "geometry distance to real held-out (synthetic / real train)",
+              "to phantom truth (synthetic / fresh)", "ratio", "median nearest-training distance (synthetic / real "
+              "held-out / fresh)"]
+    rows = []
+    for cell, scope in masks["cells"].items():
+        truth = scope.get("distance_to_phantom_truth") or {}
+        near = scope.get("median_nearest_training_distance") or {}
+        rows.append([cell.replace("|", ", "), str(scope["n_synthetic"]), percent(scope["valid_share"]),
+                     " / ".join(map(number, _pair(scope, "distance_to_real_held_out"))) +
+                     f" ({scope['n_real_held_out']} held-out, {scope['n_real_train']} train)",
+                     " / ".join(map(number, (truth.get("synthetic"), truth.get("real_reference")))) if truth else MISSING,
+                     number(truth.get("ratio"), 2) if truth else MISSING,
+                     " / ".join(number(near.get(k)) for k in ("synthetic", "real_reference", "phantom_truth"))])
+    median = novelty["median_nearest_training_distance"]
+    notes = [f"{percent(validity['valid_share'])} of {validity['n']} synthetic masks pass the anatomical checks"
+             + (f"; the mask generator rejected {percent(validity['rejected_share_of_draws'])} of its draws on the way"
+                if "rejected_share_of_draws" in validity else "") + ".",
+             f"Novelty: median distance (1 - mean Dice) of a synthetic mask to its nearest training mask "
+             f"{number(median['synthetic'])}, of a real held-out mask {number(median['real_reference'])}; closer than "
+             f"{number(novelty['threshold'])} ({novelty['of']}): {percent(novelty['copy_rate']['synthetic'])} of synthetic "
+             f"masks, {percent(novelty['copy_rate']['real_reference'])} of real validation masks. A borrowed mask is "
+             "at distance 0.",
+             "Geometry distance: the mean over ED LV cavity area, ED myocardial thickness, ED RV area and the "
+             "contraction index of the 1-D Wasserstein distance, each in units of the training masks' spread."]
+    return Table("Synthetic masks per cell: are they hearts of their cell, and new ones?", header, rows, notes)
+
+
 TOO_FEW = "too few images for a stable distance: "
 
 
