@@ -9,7 +9,9 @@ from cardiofair.stages import FAIRNESS
 
 HELP = "does it make the classifier fairer? classifier arms x repeats with fairness metrics and intervals"
 DESCRIPTION = ("Train a diagnosis classifier on the (ED, ES) pair in several arms (real, real+synthetic, synthetic, "
-               "reweight, oversample, threshold), all on the real dataset's split with the same seeds, and report "
+               "reweight, oversample, threshold, oracle; group-dro and synthetic-pretrain when named; real+synthetic, "
+               "oversample and oracle also at each of --doses), all on the real dataset's split with the same "
+               "seeds, and report "
                "per-group metrics (fairlearn MetricFrame), fairness gaps, intervals over repeats and over test "
                "subjects, and each arm's paired difference against real. Groupings the test set cannot measure (an "
                "attribute no test subject has) are left out with the reason. Writes fairness.json, per-group CSV "
