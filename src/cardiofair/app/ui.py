@@ -258,7 +258,9 @@ def serve(model: Path, dataset: Path | None, synthetic: Path | None, quality: Pa
         print(f"cardiofair app: {explorer.generator.model_dir} ready in {time.perf_counter() - started:.1f} s; "
               f"open {url} (Ctrl-C stops)", flush=True)
         # SIGTERM (a service manager, `kill`) stops the server as Ctrl-C does, so the work folder
-        # is removed and the port freed.
+        # is removed and the port freed; and Ctrl-C works even where the shell started the app in
+        # the background, which makes Python ignore SIGINT.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         page.block_thread()
     print("cardiofair app: stopped", flush=True)
