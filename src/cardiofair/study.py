@@ -28,7 +28,8 @@ from cardiofair.config import StudyConfig, config_yaml, resolve
 from cardiofair.errors import CardiofairError
 from cardiofair.io import atomic_write
 from cardiofair.options import input_paths
-from cardiofair.stages import REPORT, STAGES, Stage
+from cardiofair.settings import DRAWN_MASK_POLICY
+from cardiofair.stages import MASKS, REPORT, STAGES, Stage
 
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
@@ -70,7 +71,8 @@ class Study:
             "train": {"dataset": data, "out": model},
             "masks": {"dataset": data, "out": self.path("masks")},
             "plan": {"dataset": data, "out": plan},
-            "generate": {"model": model, "dataset": data, "plan": plan, "out": synthetic, "masks": self.path("masks")},
+            "generate": {"model": model, "dataset": data, "plan": plan, "out": synthetic,
+                         "masks": self.path("masks") if self.needed(MASKS) else None},
             "quality": {"real": data, "synthetic": synthetic, "out": self.path("quality"),
                         "evaluators": self.folder / "evaluators", "model": model},
             "fairness": {"real": data, "synthetic": synthetic, "out": self.path("fairness")},
@@ -79,6 +81,11 @@ class Study:
                        "out": self.path("report")},
         }
         return layout[stage.name]
+
+    def needed(self, stage: Stage) -> bool:
+        """Whether the study runs the stage: the mask generator only when the plan draws masks
+        (a cohort of near-identical masks has no shape to learn, and borrowing needs none)."""
+        return stage is not MASKS or self.config.plan.mask_policy == DRAWN_MASK_POLICY
 
     def command_line(self, stage: Stage) -> list[str]:
         """The command that runs the stage by hand, as the study runs it."""
@@ -117,6 +124,9 @@ def run_study(study: Study, force: Sequence[str] = (), dry_run: bool = False,
         redo = redo or stage.name in force
         record = None if redo else study.finished(stage)
         step = f"[{index + 1}/{len(STAGES)}] {stage.name}"
+        if not study.needed(stage):
+            log(f"{step}: not needed (plan.mask_policy is {study.config.plan.mask_policy}, not {DRAWN_MASK_POLICY})")
+            continue
         if record is not None:
             log(f"{step}: done earlier ({record['seconds']:.0f} s), skipped")
             continue

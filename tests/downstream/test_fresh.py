@@ -141,9 +141,6 @@ def test_bias_scenarios_are_presets_with_a_study_config_each_and_the_report_name
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured once at this small size (1,200 subjects, 32 px, 4 repeats): the built-in gap "
-                   "is there, but the oracle's change interval reached -0.04; at the default study's size it excludes "
-                   "zero (README, bias scenarios): a size at which this test holds is still to be found")
 def test_in_the_representation_scenario_the_oracle_shrinks_the_built_in_gap(tmp_path):
     data, out = tmp_path / "representation", tmp_path / "fairness"
     assert main(["prepare", "--source", "phantom", "--scenario", "representation", "--n", "1200", "--size", "32",

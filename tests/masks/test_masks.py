@@ -14,7 +14,7 @@ from cardiofair.data.summary import with_cells
 from cardiofair.generate import GenerateSettings, GenerationError, draw_masks, generate, plan_jobs
 from cardiofair.masks import train_mask_model
 from cardiofair.masks.anatomy import CHECKS, failed_checks, geometry, nearest_masks
-from cardiofair.masks.shape_model import MaskModelError, ShapeModel, draw_valid
+from cardiofair.masks.shape_model import MaskModelError, ShapeModel, draw_valid, fit_shape_model
 from cardiofair.settings import MaskSettings
 
 HF = "heart failure"
@@ -190,3 +190,15 @@ def test_a_mask_model_of_another_size_is_refused_before_drawing(model, tmp_path)
         generate(tmp_path / "no-image-model", small, _plan(f"Male, age in 60s, {HF}", 2), tmp_path / "syn",
                  masks=tmp_path, progress=False)
     assert not (tmp_path / "syn").exists()
+
+
+def test_a_cohort_with_few_distinct_shapes_keeps_only_the_modes_that_vary(cohort):
+    rows = training_rows(read_manifest(cohort)).iloc[:40]
+    masks = load_images(cohort, rows).masks
+    attributes = with_cells(rows).reset_index(drop=True)
+    # Two shapes repeated: one mode of variation, whatever number is asked for.
+    repeated = np.stack([masks[i % 2] for i in range(len(masks))])
+    fitted = fit_shape_model(repeated, attributes, 2.3, 12, {})
+    assert fitted.info["components"] == 1 and np.isfinite(fitted.components).all()
+    with pytest.raises(MaskModelError, match="all the same shape"):
+        fit_shape_model(np.stack([masks[0]] * len(masks)), attributes, 2.3, 12, {})

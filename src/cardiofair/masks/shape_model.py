@@ -200,13 +200,18 @@ def fit_shape_model(masks: np.ndarray, attributes: pd.DataFrame, spacing_mm: flo
     # a few digits).
     eigenvalues, eigenvectors = np.linalg.eigh((centred @ centred.T).astype(np.float64))
     order = np.argsort(eigenvalues)[::-1][:components]
+    # A small or repetitive cohort spans fewer shape modes than asked: keep those with variance
+    # above single-precision noise (the Gram matrix is a float32 product).
+    order = order[eigenvalues[order] > 1e-5 * max(float(eigenvalues.max()), 0.0)]
+    if not len(order):
+        raise MaskModelError(f"the {n} training masks are all the same shape: there is no variation to learn")
     directions = (eigenvectors[:, order].T.astype(np.float32) @ centred).astype(np.float64)
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     latents = centred.astype(np.float64) @ directions.T
     levels = {name: sorted(attributes[name].astype(str).unique()) for name in ATTRIBUTES}
     card = {"kind": KIND, "method": "conditional statistical shape model", "cardiofair_version": __version__,
             "size": int(size), "pixel_spacing_mm": float(spacing_mm), "prompt_schema": schema.to_dict(),
-            "components": int(components), "clip_px": CLIP_PX, "ridge": RIDGE, "levels": levels,
+            "components": int(len(order)), "clip_px": CLIP_PX, "ridge": RIDGE, "levels": levels,
             "explained_variance": float(eigenvalues[order].sum() / max(eigenvalues.sum(), 1e-12)), **info}
     model = ShapeModel(mean, directions.astype(np.float32), np.zeros(0),
                        np.zeros(0), card)
@@ -215,7 +220,7 @@ def fit_shape_model(masks: np.ndarray, attributes: pd.DataFrame, spacing_mm: flo
     penalty[0, 0] = 0.0
     model.effects = np.linalg.solve(design.T @ design + penalty, design.T @ latents)
     residuals = latents - design @ model.effects
-    pooled = np.cov(residuals, rowvar=False)
+    pooled = np.atleast_2d(np.cov(residuals, rowvar=False))
     groups, factors = [], []
     for diagnosis in levels["diagnosis"]:
         is_diagnosis = (attributes["diagnosis"].astype(str) == diagnosis).to_numpy()
@@ -236,6 +241,6 @@ def _shrunk_covariance(residuals: np.ndarray, towards: np.ndarray) -> np.ndarray
     """The covariance of ``residuals``, shrunk towards ``towards`` by the weight n / (n + K): a
     group of few records has a noisy, often singular covariance of its own."""
     n, k = residuals.shape
-    own = np.cov(residuals, rowvar=False) if n > 1 else towards
+    own = np.atleast_2d(np.cov(residuals, rowvar=False)) if n > 1 else towards
     weight = n / (n + k)
     return weight * own + (1.0 - weight) * towards
