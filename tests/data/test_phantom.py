@@ -1,6 +1,5 @@
 """The phantom must behave like a cohort of hearts: these tests pin the physiology it encodes."""
 
-import contextlib
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +19,7 @@ from cardiofair.data.phantom import (
     render_chest,
 )
 from cardiofair.data.prepare import normalise_intensity
+from cardiofair.threads import one_thread_each
 
 
 @pytest.fixture(scope="module")
@@ -237,18 +237,6 @@ def test_counterfactual_changes_only_the_tissue_outside_the_heart():
         phantom_subject(0, 0, config, cue_bmi=80.0)
 
 
-@contextlib.contextmanager
-def _one_torch_thread():
-    """A net this small gains nothing from more threads, and its figures then do not depend on
-    the machine's core count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_sex_is_read_outside_the_heart_and_follows_the_counterfactual_cues(cohort):
     """A tiny CNN that never sees the heart reads sex from the chest, and with the mask fixed its
     reading follows the chest a subject is drawn with: the image carries sex the mask does not."""
@@ -265,7 +253,9 @@ def test_sex_is_read_outside_the_heart_and_follows_the_counterfactual_cues(cohor
     test = [phantom_subject(i, 12, config)[0] for i in range(300)]
     truth = np.array([r.meta["sex"] == "Female" for r in test])
     flipped = [phantom_subject(i, 12, config, cue_sex="Male" if f else "Female")[0] for i, f in enumerate(truth)]
-    with _one_torch_thread():
+    # A net this small gains nothing from more threads, and its figures then do not depend on
+    # the machine's core count.
+    with one_thread_each():
         torch.manual_seed(0)
         net = torch.nn.Sequential(
             torch.nn.Conv2d(2, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
