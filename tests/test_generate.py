@@ -157,7 +157,7 @@ def test_masks_never_come_from_the_test_split(dataset, model, tmp_path):
     shutil.copytree(dataset, split)
     manifest.to_csv(split / "manifest.csv", index=False)
     # The model trained before the split learned today's test subjects: refused.
-    with pytest.raises(GenerationError, match=r"learned 30 validation or test subject"):
+    with pytest.raises(GenerationError, match=r"learned 30 validation, test or held-back subject"):
         generate(model, split, _plan((MALE_HEALTHY, 6, "random")), tmp_path / "refused", progress=False)
     assert not (tmp_path / "refused").exists()
     split_model = train(split, tmp_path / "split-model", TrainSettings.for_preset(get_preset("tiny"), max_steps=2),

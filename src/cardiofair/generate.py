@@ -39,7 +39,7 @@ from cardiofair.data.records import (
     read_pair_nifti,
     write_record_files,
 )
-from cardiofair.data.split import learned_held_out_subjects, training_rows
+from cardiofair.data.split import learned_held_out, training_rows
 from cardiofair.data.summary import summary_text, with_cells
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.presets import SamplerSettings
@@ -224,11 +224,11 @@ def _with_nearest(drawn: dict[str, DrawnMask], candidates: pd.DataFrame, dataset
 
 def _check_mask_model(model: ShapeModel, manifest: pd.DataFrame, size: int, spacing_mm: float,
                       masks_dir: Path) -> None:
-    leaked = learned_held_out_subjects(model.info.get("training_subject_hashes", ()), manifest)
+    leaked = learned_held_out(f"the mask generator {masks_dir}", model.info.get("training_subject_hashes", ()),
+                              manifest)
     if leaked:
-        raise GenerationError(f"the mask generator {masks_dir} learned {len(leaked)} validation or test subject(s) "
-                              f"(e.g. {leaked[0]}): its masks could carry held-out hearts into training; train it "
-                              f"again on this split (`cardiofair masks`)")
+        raise GenerationError(f"{leaked}: its masks could carry held-out hearts into training; train it again on "
+                              f"this split (`cardiofair masks`)")
     if model.size != size or not math.isclose(model.spacing_mm, spacing_mm, rel_tol=0.01):
         raise GenerationError(f"the mask generator {masks_dir} draws {model.size} px masks at "
                               f"{model.spacing_mm:.3g} mm but the dataset's records are {size} px at {spacing_mm:.3g} "
@@ -240,11 +240,10 @@ def _check_mask_model(model: ShapeModel, manifest: pd.DataFrame, size: int, spac
 
 def _check_compatible(generator: TrainedGenerator, manifest: pd.DataFrame, candidates: pd.DataFrame,
                       dataset: Path) -> None:
-    leaked = learned_held_out_subjects(generator.info.get("training_subject_hashes", ()), manifest)
+    leaked = learned_held_out("the model", generator.info.get("training_subject_hashes", ()), manifest)
     if leaked:
-        raise GenerationError(f"the model learned {len(leaked)} validation or test subject(s) of {dataset} (e.g. "
-                              f"{leaked[0]}): it was trained before this split or on another one, so its images "
-                              f"could carry held-out patients into training; train it again on this split")
+        raise GenerationError(f"{leaked} of {dataset}: it was trained before this split or on another one, so its "
+                              f"images could carry held-out patients into training; train it again on this split")
     try:
         load_images(dataset, candidates.iloc[:1], size=generator.size,
                     hint=f"; the model draws {generator.size} px pairs: prepare the dataset with --size {generator.size}")

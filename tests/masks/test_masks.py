@@ -134,7 +134,7 @@ def test_a_mask_model_that_learned_held_out_subjects_is_refused(cohort, tmp_path
     manifest.drop(columns="split").to_csv(unsplit / "manifest.csv", index=False)
     assert main(["masks", str(unsplit), "--out", str(tmp_path / "leaky"), "--components", "8", "--quiet"]) == 0
     plan = _plan(f"Male, age in 60s, {HF}", 2)
-    with pytest.raises(GenerationError, match=r"learned \d+ validation or test subject"):
+    with pytest.raises(GenerationError, match=r"learned \d+ validation, test or held-back subject"):
         generate(tmp_path / "no-image-model", cohort, plan, tmp_path / "syn", masks=tmp_path / "leaky",
                  progress=False)
     assert not (tmp_path / "syn").exists()

@@ -160,6 +160,14 @@ def learned_held_out_subjects(learned_hashes: Iterable[str], manifest: pd.DataFr
     return sorted(s for s in held_out if subject_hashes([s])[0] in learned)
 
 
+def learned_held_out(model: str, learned_hashes: Iterable[str], manifest: pd.DataFrame) -> str | None:
+    """Why ``model`` (named in the message) must not be used with this split: it learned its
+    validation, test or held-back subjects (by hash); None when it learned none."""
+    leaked = learned_held_out_subjects(learned_hashes, manifest)
+    return (f"{model} learned {len(leaked)} validation, test or held-back subject(s) (e.g. {leaked[0]})"
+            if leaked else None)
+
+
 def run(settings: SplitSettings, *, dataset: str | os.PathLike, overwrite: bool = False) -> pd.DataFrame:
     """`cardiofair split`: store a split of ``dataset``; return its subjects per split and diagnosis."""
     manifest = read_manifest(dataset)

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from cardiofair.data.preview import mask_overlay, png_bytes
 from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
-from cardiofair.data.split import SPLITS, check_splits, learned_held_out_subjects
+from cardiofair.data.split import SPLITS, check_splits, learned_held_out
 from cardiofair.errors import CardiofairError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics.counterfactual import prompt_effects
@@ -510,11 +510,10 @@ def _load_generator(model_dir: str | os.PathLike | None, real: dict[str, ImageSe
 
     generator = TrainedGenerator(model_dir)
     rows = pd.concat([s.rows.assign(split=name) for name, s in real.items()], ignore_index=True)
-    leaked = learned_held_out_subjects(generator.info.get("training_subject_hashes", ()), rows)
+    leaked = learned_held_out(f"the model {model_dir}", generator.info.get("training_subject_hashes", ()), rows)
     if leaked:
-        raise QualityError(f"the model {model_dir} learned {len(leaked)} validation or test subject(s) (e.g. "
-                           f"{leaked[0]}): its drawings of test masks would show those patients; give a model "
-                           "trained on this split")
+        raise QualityError(f"{leaked}: its drawings of test masks would show those patients; give a model trained "
+                           "on this split")
     size = real["test"].masks.shape[-1]
     if generator.size != size:
         raise QualityError(f"the model {model_dir} draws {generator.size} px pairs but the real records are {size} px")
