@@ -74,7 +74,7 @@ def test_every_shipped_config_parses_and_names_every_stage(tmp_path):
     # everything else in them is checked.
     exists = {"prepare.root": tmp_path, "prepare.metadata": tmp_path / "meta.csv", "train.weights": tmp_path}
     (tmp_path / "meta.csv").write_text("eid\n")
-    for path in sorted(CONFIGS.glob("*.yaml")):
+    for path in sorted(CONFIGS.rglob("*.yaml")):
         text = path.read_text()
         overrides = [f"{key}={value}" for key, value in exists.items() if f"  {key.split('.')[1]}:" in text]
         config, base = load_config(path, overrides)
@@ -92,3 +92,45 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     prepare = study.command_line(PREPARE)
     assert prepare[prepare.index("--root") + 1] == str(tmp_path / "cohort" / "cohort.csv")
     assert study.folder == tmp_path / "cohort" / "out" / "mine"
+
+
+def test_a_study_names_its_base_and_only_what_it_changes(tmp_path):
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "study.yaml").write_text("base: default\nname: mine\ntrain:\n  max_steps: 100\n")
+    (tmp_path / "variants" / "fewer.yaml").write_text("base: ../study.yaml\nname: fewer\nprepare:\n  n: 300\n")
+    default, _ = load_config(None)
+    config, folder = load_config(tmp_path / "variants" / "fewer.yaml", ["plan.target_prevalence=0.3"])
+    assert folder == tmp_path / "variants" and config.name == "fewer"
+    assert (config.prepare.n, config.train.max_steps, config.plan.target_prevalence) == (300, 100, 0.3)
+    # Every key the chain leaves alone is the default study's, within a section too.
+    assert config.prepare.scenario == default.prepare.scenario and config.fairness == default.fairness
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "leads back to itself"),
+    ({"a.yaml": "base: a.yaml\n"}, "leads back to itself"),
+    ({"a.yaml": "base: missing.yaml\n"}, "missing.yaml does not exist"),
+    ({"a.yaml": "base: [1]\n"}, "base must be a study file or 'default'"),
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "- 1\n"}, "its base b.yaml is not a mapping"),
+])
+def test_a_bad_base_is_an_error_naming_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_base_is_not_a_set_override():
+    with pytest.raises(ConfigError, match="base is a study file's key"):
+        load_config(None, ["base=other.yaml"])
+
+
+def test_each_shipped_scenario_is_the_default_study_with_its_scenario():
+    default = load_config(None)[0].to_dict()
+    for path in sorted((CONFIGS / "scenarios").glob("*.yaml")):
+        config = load_config(path)[0].to_dict()
+        assert config["prepare"].pop("scenario") == path.stem
+        default["prepare"].pop("scenario", None)
+        for key in ("name", "runs"):
+            config.pop(key), default.pop(key, None)
+        assert config == default, path

@@ -5,7 +5,9 @@ A study file has ``name``, ``runs`` and one section per stage, named as the stag
 section *is* that stage's settings dataclass (:mod:`cardiofair.settings`), so its keys are the
 command's options (``train.max_steps`` is ``cardiofair train --max-steps``) with the same
 defaults. ``cardiofair run`` without a file runs the embedded default study, the packaged copy of
-``configs/phantom.yaml``. Pure Python and YAML: a bad configuration fails before torch is even
+``configs/phantom.yaml``. A file may start from another with ``base:`` (``default`` for the
+embedded study, or a path relative to the file) and name only what it changes, so a variant
+study (a bias scenario, drawn masks) cannot drift from the study it varies. Pure Python and YAML: a bad configuration fails before torch is even
 imported.
 """
 
@@ -26,6 +28,8 @@ from cardiofair.options import from_mapping, input_paths, plain
 from cardiofair.stages import STAGES
 
 DEFAULT_STUDY = "phantom.yaml"
+# ``base: default`` starts from the embedded default study.
+EMBEDDED = "default"
 # Sections of earlier versions, so an old study file says where its keys went.
 MOVED = {"data": "prepare (and split: test, val; report: licence)"}
 
@@ -84,6 +88,8 @@ def _build(tree: Any, base: Path) -> StudyConfig:
         raise ConfigError(f"the configuration must be a mapping of keys, got {tree!r}")
     known = [f.name for f in fields(StudyConfig)]
     for key in tree:
+        if key == "base":
+            raise ConfigError("base is a study file's key (a file or 'default'), not a --set")
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (its keys are now in {MOVED[key]})" if key in MOVED else \
@@ -110,23 +116,44 @@ def default_study() -> str:
     return resources.files("cardiofair").joinpath(DEFAULT_STUDY).read_text()
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> tuple[StudyConfig, Path]:
-    """The validated study configuration (the embedded default without ``path``) with ``--set``
-    overrides applied, and the folder its relative paths are relative to (the file's; the
-    working directory for the embedded default)."""
+def _read(path: Path | None, chain: tuple[Path | None, ...] = ()) -> Any:
+    """One study file's keys over those of its ``base``, read first (recursively)."""
     if path is None:
-        text, base, source = default_study(), Path.cwd(), "the embedded default study"
+        text, source, folder = default_study(), "the embedded default study", Path.cwd()
     else:
-        path = Path(path)
         if not path.is_file():
             raise ConfigError(f"configuration file {path} does not exist")
-        text, base, source = path.read_text(), path.resolve().parent, str(path)
+        text, source, folder = path.read_text(), str(path), path.parent
     try:
         tree = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{source} is not valid YAML: {error}") from None
+    if not isinstance(tree, dict) or "base" not in tree:
+        return tree
+    value = tree.pop("base")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{source}: base must be a study file or {EMBEDDED!r}, got {value!r}")
+    parent = None if value == EMBEDDED else resolve(folder, value).resolve()
+    if parent in chain + (path,):
+        raise ConfigError(f"{source}: base {value} leads back to itself")
+    merged = _read(parent, chain + (path,))
+    if not isinstance(merged, dict):
+        raise ConfigError(f"{source}: its base {value} is not a mapping of keys")
+    for key, section in tree.items():
+        both = isinstance(section, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **section} if both else section
+    return merged
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> tuple[StudyConfig, Path]:
+    """The validated study configuration (the embedded default without ``path``) with ``--set``
+    overrides applied, and the folder its relative paths are relative to (the file's, also for
+    keys it takes from its ``base``; the working directory for the embedded default)."""
+    path = None if path is None else Path(path).resolve()
+    tree = _read(path)
     for assignment in overrides:
         _override(tree, assignment)
+    base = Path.cwd() if path is None else path.parent
     return _build(tree, base), base
 
 
