@@ -21,7 +21,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -171,6 +171,13 @@ class DrawnMask:
     nearest_distance: float = float("nan")
 
 
+def draw_record_mask(model: ShapeModel, attributes: Mapping[str, str], seed: int) -> tuple[np.ndarray | None, int]:
+    """A valid mask pair for a record of these binned attributes, drawn from the record seed's own
+    stream (its image noise uses another), and the number of draws it took (``None`` when none of
+    :data:`MAX_MASK_DRAWS` passed the anatomical checks)."""
+    return draw_valid(model, attributes, np.random.default_rng([seed, 2]), MAX_MASK_DRAWS)
+
+
 def draw_masks(jobs: Sequence[Job], plan: pd.DataFrame, model: ShapeModel, settings: GenerateSettings,
                schema: PromptSchema = DEFAULT_SCHEMA, progress: bool = False) -> dict[str, DrawnMask]:
     """A valid mask pair for every job whose policy is synthesized, by record id. Each record's
@@ -191,7 +198,7 @@ def draw_masks(jobs: Sequence[Job], plan: pd.DataFrame, model: ShapeModel, setti
             raise GenerationError(f"plan cell {job.cell}: the mask generator learned no record of it (0 of "
                                   f"{model.info['training']['n_records']} training records); plan with unseen cells "
                                   f"allowed to draw extrapolated anatomy for it")
-        mask, draws = draw_valid(model, attributes, np.random.default_rng([job.seed, 2]), MAX_MASK_DRAWS)
+        mask, draws = draw_record_mask(model, attributes, job.seed)
         counts = tally.setdefault(job.cell, [0, 0])
         counts[0] += draws
         counts[1] += mask is not None

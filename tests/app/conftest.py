@@ -1,5 +1,5 @@
-"""A tiny split phantom, a tiny trained generator, a synthetic dataset it drew and the quality
-stage's results on it: the real inputs of `cardiofair app`, made in seconds."""
+"""A tiny split phantom, a tiny trained generator, a mask generator, a synthetic dataset and the
+quality stage's results on it: the real inputs of `cardiofair app`, made in seconds."""
 
 import pytest
 
@@ -8,6 +8,7 @@ from cardiofair.data.split import training_rows
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.generate import generate
+from cardiofair.masks import train_mask_model
 from cardiofair.metrics.quality import evaluate_synthetic
 from cardiofair.plan import plan_synthesis
 from cardiofair.settings import GenerateSettings, PlanSettings, QualitySettings
@@ -22,6 +23,13 @@ def app_dataset(split_phantom):
 def app_model(app_dataset, tmp_path_factory):
     return train(app_dataset, tmp_path_factory.mktemp("app-model") / "tiny",
                  TrainSettings.for_preset(get_preset("tiny"), max_steps=2), progress_bar=False)
+
+
+@pytest.fixture(scope="session")
+def app_masks(app_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("app-masks")
+    train_mask_model(app_dataset, progress=False).save(out)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -43,11 +51,11 @@ def app_quality(app_dataset, app_synthetic, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app_server(app_model, app_dataset, app_synthetic, app_quality, tmp_path_factory):
-    """The app on all four inputs, served by its command for the whole session."""
+def app_server(app_model, app_dataset, app_masks, app_synthetic, app_quality, tmp_path_factory):
+    """The app on all five inputs, served by its command for the whole session."""
     from app_server import start_app, stop_app
 
-    server = start_app(["--model", str(app_model), "--dataset", str(app_dataset), "--synthetic", str(app_synthetic),
-                        "--quality", str(app_quality)], tmp_path_factory.mktemp("app-log") / "app.log")
+    server = start_app(["--model", str(app_model), "--dataset", str(app_dataset), "--masks", str(app_masks),
+                        "--synthetic", str(app_synthetic), "--quality", str(app_quality)], tmp_path_factory.mktemp("app-log") / "app.log")
     yield server
     stop_app(server)

@@ -28,6 +28,7 @@ from cardiofair.settings import PrepareSettings
 
 FROM_DATASET = "a training record of the dataset"
 FROM_UPLOAD = "an uploaded NIfTI mask pair"
+FROM_DRAWN = "a new heart drawn for the prompt by the mask generator"
 PROMPT_VALUES = ["Female", "60s", "normal", "heart failure"]
 
 
@@ -86,6 +87,34 @@ def test_the_download_is_the_pair_as_nifti_marked_synthetic_named_without_patien
     assert np.array_equal((np.clip(image[0], 0, 1) * 255).round().astype(np.uint8), _pixels(ed))
     mask, _, _ = read_pair_nifti(mask_file)
     assert set(np.unique(mask)) <= {0, 1, 2, 3} and mask.shape == (2, 16, 16)
+
+
+def test_a_drawn_heart_is_the_one_generate_draws_for_that_cell_and_seed(client, app_masks):
+    from cardiofair.generate import draw_record_mask
+    from cardiofair.masks.shape_model import ShapeModel
+
+    model = ShapeModel.load(app_masks)
+    masks = {}
+    for sex in ("Female", "Male"):
+        values = [sex, *PROMPT_VALUES[1:]]
+        *_, files = client.predict(FROM_DRAWN, None, None, *values, 3, 2.0, 4, api_name="/draw")
+        masks[sex], _, _ = read_pair_nifti(next(f for f in files if "mask" in f.rsplit("/", 1)[-1]))
+        expected, _ = draw_record_mask(model, dict(zip(("sex", "age", "bmi", "diagnosis"), values)), 3)
+        assert np.array_equal(masks[sex], expected)
+    # The prompt's sex reaches the heart: the shape model draws a woman's and a man's differently.
+    assert not np.array_equal(masks["Female"], masks["Male"])
+    with pytest.raises(AppError, match="draws a heart for a stated sex: choose it .*Female, Male"):
+        client.predict(FROM_DRAWN, None, None, "unknown", *PROMPT_VALUES[1:], 3, 2.0, 4, api_name="/draw")
+
+
+def test_a_mask_generator_of_another_size_than_the_model_is_refused(app_model, split_phantom, tmp_path, capsys):
+    from cardiofair.masks import train_mask_model
+    from cardiofair.settings import MaskSettings
+
+    train_mask_model(split_phantom(40, 24, test=0.2, val=0.2), MaskSettings(components=4),
+                     progress=False).save(tmp_path)
+    assert main(["app", "--model", str(app_model), "--masks", str(tmp_path), "--port", str(free_port())]) == 1
+    assert "draws 24 px masks but the model" in capsys.readouterr().err
 
 
 def _nifti(path, volume):

@@ -36,7 +36,8 @@ from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.errors import CardiofairError, InputError, MissingInputError
-from cardiofair.generate import synthetic_record
+from cardiofair.generate import MAX_MASK_DRAWS, draw_record_mask, synthetic_record
+from cardiofair.masks.shape_model import ShapeModel
 from cardiofair.metrics.evaluators import Evaluators
 from cardiofair.metrics.fidelity import STRUCTURES, dice_table
 from cardiofair.metrics.privacy import flatten_pixels, nearest_neighbours
@@ -130,12 +131,12 @@ def check_mask_pair(mask: np.ndarray, size: int, name: str) -> np.ndarray:
 
 class Explorer:
     """A trained model, and what the page may show beside it: the real dataset's training records
-    (masks to draw from, mask sources and nearest images), a synthetic dataset and the quality
-    results that judged it."""
+    (masks to draw from, mask sources and nearest images), a mask generator (new hearts for a
+    prompt), a synthetic dataset and the quality results that judged it."""
 
     def __init__(self, model: str | os.PathLike, dataset: str | os.PathLike | None = None,
                  synthetic: str | os.PathLike | None = None, quality: str | os.PathLike | None = None,
-                 workdir: str | os.PathLike | None = None):
+                 workdir: str | os.PathLike | None = None, masks: str | os.PathLike | None = None):
         quiet_model_loading()
         self.generator = TrainedGenerator(model)
         info = self.generator.info
@@ -149,6 +150,7 @@ class Explorer:
         self.synthetic_rows = self._synthetic_records() if self.synthetic else None
         self.quality = Path(quality) if quality else None
         self.evaluators, self.judge_note = self._judges()
+        self.mask_model = self._mask_model(Path(masks)) if masks else None
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -202,6 +204,14 @@ class Explorer:
             return None, f"the judges named by {report_file} are no longer in {named}: run `cardiofair quality` again"
         return Evaluators.load(folder), f"judges from {folder}"
 
+    def _mask_model(self, folder: Path) -> ShapeModel:
+        model = ShapeModel.load(folder)
+        if model.size != self.size:
+            raise AppError(f"the mask generator {folder} draws {model.size} px masks but the model "
+                           f"{self.generator.model_dir} draws {self.size} px pairs: give a mask generator trained on "
+                           f"the model's dataset (`cardiofair masks`)")
+        return model
+
     def _score_fidelity(self) -> None:
         """Per synthetic record: its mean Dice over structures and frames, and the share of its
         prompted attributes the judge reads right."""
@@ -253,6 +263,24 @@ class Explorer:
             raise AppError(str(error).replace(str(path), name) +
                            " (upload the masks/<record>.nii.gz file of a prepared dataset)") from None
         return check_mask_pair(np.asarray(mask), self.size, name), spacing
+
+    def drawn_mask(self, values: dict[str, str | None], seed: int) -> tuple[np.ndarray, float]:
+        """A new mask pair for the prompt's attributes from the mask generator, the same one
+        `cardiofair generate` draws for a record of that cell and seed, and its pixel spacing."""
+        if self.mask_model is None:
+            raise AppError("no mask generator was given (--masks): take a training record's mask or upload one")
+        stated = {a: v for a, v in values.items() if v not in (None, "", UNKNOWN)}
+        levels = self.mask_model.levels
+        needed = [a for a in levels if a not in stated and UNKNOWN not in levels[a]]
+        if needed:
+            learned = "; ".join(f"{a}: {', '.join(levels[a])}" for a in needed)
+            raise AppError(f"the mask generator draws a heart for a stated {' and '.join(needed)}: choose "
+                           f"{'them' if len(needed) > 1 else 'it'} (it learned {learned})")
+        mask, draws = draw_record_mask(self.mask_model, stated, int(seed))
+        if mask is None:
+            raise AppError(f"none of {MAX_MASK_DRAWS} masks drawn for {self.prompt(values)!r} with seed {seed} passed "
+                           f"the anatomical checks: try another seed")
+        return mask, self.mask_model.spacing_mm
 
     def prompt(self, values: dict[str, str | None]) -> str:
         """The model's prompt for chosen attribute values (``unknown`` or None leaves one out)."""

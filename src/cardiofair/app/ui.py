@@ -27,6 +27,7 @@ from cardiofair.settings import AppSettings
 
 FROM_DATASET = "a training record of the dataset"
 FROM_UPLOAD = "an uploaded NIfTI mask pair"
+FROM_DRAWN = "a new heart drawn for the prompt by the mask generator"
 LEFT_OUT = "not stated (left out of the prompt)"
 # 64 px pairs are shown at several times their size, pixels kept square: the browser would
 # otherwise show them at their natural size, or smooth them into blur.
@@ -55,7 +56,10 @@ def build(explorer: Explorer) -> gr.Blocks:
     first_records = explorer.records_in(cells[0]) if cells else []
     start_values = explorer.record_mask(first_records[0])[2] if first_records else {}
 
-    def mask_of(source: str, record: str | None, upload: str | None) -> tuple[np.ndarray, float]:
+    def mask_of(source: str, record: str | None, upload: str | None, values: dict[str, str],
+                seed_value: int) -> tuple[np.ndarray, float]:
+        if source == FROM_DRAWN:
+            return explorer.drawn_mask(values, seed_value)
         if source == FROM_UPLOAD:
             if not upload:
                 raise AppError("choose a mask pair file to upload (a masks/<record>.nii.gz of a prepared dataset)")
@@ -76,8 +80,8 @@ def build(explorer: Explorer) -> gr.Blocks:
         with gr.Tab("Draw"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    source = gr.Radio([FROM_DATASET, FROM_UPLOAD], value=FROM_DATASET if cells else FROM_UPLOAD,
-                                      label="mask from")
+                    sources = [FROM_DATASET, FROM_UPLOAD] + ([FROM_DRAWN] if explorer.mask_model else [])
+                    source = gr.Radio(sources, value=FROM_DATASET if cells else FROM_UPLOAD, label="mask from")
                     cell = gr.Dropdown(cells, value=cells[0] if cells else None, label="cell of the training records",
                                        visible=bool(cells))
                     record = gr.Dropdown(first_records, value=first_records[0] if first_records else None,
@@ -148,7 +152,7 @@ def build(explorer: Explorer) -> gr.Blocks:
         def choose_source(source_value: str) -> list[Any]:
             from_dataset = source_value == FROM_DATASET
             return [gr.update(visible=from_dataset and bool(cells)), gr.update(visible=from_dataset and bool(cells)),
-                    gr.update(visible=not from_dataset)]
+                    gr.update(visible=source_value == FROM_UPLOAD)]
 
         def check_upload(path: str | None) -> str:
             if not path:
@@ -165,7 +169,7 @@ def build(explorer: Explorer) -> gr.Blocks:
             source_value, record_value, upload_value, *rest = inputs
             values = dict(zip(attributes, rest))
             seed_value, guidance_value, steps_value = rest[len(attributes):len(attributes) + 3]
-            mask, spacing = mask_of(source_value, record_value, upload_value)
+            mask, spacing = mask_of(source_value, record_value, upload_value, values, int(seed_value or 0))
             return mask, spacing, values, int(seed_value or 0), explorer.sampler(steps_value, guidance_value)
 
         # gradio hands its progress tracker only to a positional parameter before the inputs.
@@ -238,14 +242,14 @@ def check_port(host: str, port: int) -> None:
                            f"another cardiofair app, uses that port): choose another with --port") from None
 
 
-def serve(model: Path, dataset: Path | None, synthetic: Path | None, quality: Path | None,
+def serve(model: Path, dataset: Path | None, synthetic: Path | None, quality: Path | None, masks: Path | None,
           settings: AppSettings) -> None:
     """Load the model and data, start the page on ``settings.host:port`` and serve until Ctrl-C
     or SIGTERM; drawn pairs live in a temporary folder removed on exit."""
     check_port(settings.host, settings.port)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cardiofair-app-") as workdir:
-        explorer = Explorer(model, dataset, synthetic, quality, workdir=workdir)
+        explorer = Explorer(model, dataset, synthetic, quality, workdir=workdir, masks=masks)
         page = build(explorer)
         # One drawing at a time: on a CPU, parallel drawings only slow each other down.
         page.queue(default_concurrency_limit=1)

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"beside each record's mask source and nearest training image. Needs the app extra: {INSTALL_HINT}.")
     parser.add_argument("--model", required=True, type=Path, help="trained model directory")
     parser.add_argument("--dataset", type=Path, help="the prepared real dataset: its training records lend masks")
+    parser.add_argument("--masks", type=Path, help="a mask generator from `cardiofair masks`: draw new hearts for the "
+                        "prompt")
     parser.add_argument("--synthetic", type=Path, help="a synthetic dataset from `cardiofair generate` to browse")
     parser.add_argument("--quality", type=Path, help="its `cardiofair quality` results: the judges and per-image "
                         "figures")
@@ -35,5 +37,5 @@ def handle(args: argparse.Namespace) -> int:
         if (error.name or "").split(".")[0] not in ("gradio", "gradio_client"):
             raise
         raise CardiofairError(f"`cardiofair app` needs gradio, which is not installed: {INSTALL_HINT}") from None
-    serve(args.model, args.dataset, args.synthetic, args.quality, settings)
+    serve(args.model, args.dataset, args.synthetic, args.quality, args.masks, settings)
     return 0
