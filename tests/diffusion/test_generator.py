@@ -21,6 +21,7 @@ from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.conditioning import control_image, mask_condition
 from cardiofair.diffusion.train import Models, TrainSettings, diffusion_loss, load_models, train
+from cardiofair.settings import TrainOptions
 
 PROMPT = "Female, age in 60s, normal BMI, heart failure"
 
@@ -191,6 +192,21 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_stays_untouched(dataset, tmp_
         train(dataset, out, settings, resume=True, progress_bar=False)
     assert sorted((p.name, p.stat().st_size) for p in checkpoints.rglob("*")) == before
     assert (checkpoints / "step-000001").is_dir()
+
+
+def test_a_study_resumes_only_a_checkpoint_that_is_there(dataset, tmp_path):
+    out = tmp_path / "run"
+    checkpoints = out / "training" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    # A checkpoints folder emptied by hand: the stage starts again instead of failing to resume.
+    assert not train_module.continuable(out)
+    options = TrainOptions(preset="tiny", max_steps=2, checkpoint_every=1)
+    train_module.run(options, dataset=dataset, out=out, resume=True, overwrite=True, progress=False)
+    assert (out / "cardiofair.json").is_file() and not train_module.continuable(out)
+    (out / "cardiofair.json").unlink()
+    assert train_module.continuable(out)
+    shutil.rmtree(latest_checkpoint(checkpoints))
+    assert not train_module.continuable(out)
 
 
 def test_wrong_image_size_is_a_clear_error(tmp_path):

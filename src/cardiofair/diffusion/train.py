@@ -720,8 +720,13 @@ def run(options: TrainOptions, *, dataset: str | os.PathLike, out: str | os.Path
 
 
 def continuable(out: str | os.PathLike) -> bool:
-    """Whether ``out`` holds a training run that checkpointed and did not finish."""
-    return (Path(out) / "training" / "checkpoints").is_dir() and not (Path(out) / MODEL_CARD).is_file()
+    """Whether ``out`` holds a training run that checkpointed and did not finish: a checkpoints
+    folder emptied by hand, or whose latest checkpoint is gone, is started again, not resumed."""
+    try:
+        latest_checkpoint(Path(out) / "training" / "checkpoints")
+    except CheckpointError:
+        return False
+    return not (Path(out) / MODEL_CARD).is_file()
 
 
 def _launch_processes(options: TrainOptions, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool,
