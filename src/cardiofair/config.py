@@ -67,7 +67,7 @@ class StudyConfig:
 def resolve(base: Path, value: str | os.PathLike) -> Path:
     """A path from the configuration: relative paths are relative to the configuration file."""
     path = Path(os.path.expanduser(value))
-    return path if path.is_absolute() else base / path
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
 
 
 def _override(tree: dict[str, Any], assignment: str) -> None:
