@@ -7,8 +7,8 @@ command's options (``train.max_steps`` is ``cardiofair train --max-steps``) with
 defaults. ``cardiofair run`` without a file runs the embedded default study, the packaged copy of
 ``configs/phantom.yaml``. A file may start from another with ``base:`` (``default`` for the
 embedded study, or a path relative to the file) and name only what it changes, so a variant
-study (a bias scenario, drawn masks) cannot drift from the study it varies. Pure Python and YAML: a bad configuration fails before torch is even
-imported.
+study (a bias scenario, drawn masks) cannot drift from the study it varies. Pure Python and
+YAML: a bad configuration fails before torch is even imported.
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ class Explorer:
             learned = "; ".join(f"{a}: {', '.join(levels[a])}" for a in needed)
             raise AppError(f"the mask generator draws a heart for a stated {' and '.join(needed)}: choose "
                            f"{'them' if len(needed) > 1 else 'it'} (it learned {learned})")
-        mask, draws = draw_record_mask(self.mask_model, stated, int(seed))
+        mask, _ = draw_record_mask(self.mask_model, stated, int(seed))
         if mask is None:
             raise AppError(f"none of {MAX_MASK_DRAWS} masks drawn for {self.prompt(values)!r} with seed {seed} passed "
                            f"the anatomical checks: try another seed")
