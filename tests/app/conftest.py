@@ -56,6 +56,7 @@ def app_server(app_model, app_dataset, app_masks, app_synthetic, app_quality, tm
     from app_server import start_app, stop_app
 
     server = start_app(["--model", str(app_model), "--dataset", str(app_dataset), "--masks", str(app_masks),
-                        "--synthetic", str(app_synthetic), "--quality", str(app_quality)], tmp_path_factory.mktemp("app-log") / "app.log")
+                        "--synthetic", str(app_synthetic), "--quality", str(app_quality)],
+                       tmp_path_factory.mktemp("app-log") / "app.log")
     yield server
     stop_app(server)
