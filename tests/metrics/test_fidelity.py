@@ -50,3 +50,6 @@ def test_dice_and_balanced_accuracy_by_hand():
     truth = pd.Series(["a", "a", "a", "b"])
     assert balanced_accuracy(truth, pd.Series(["a", "a", "a", "a"])) == 0.5
     assert balanced_accuracy(pd.Series(["unknown", "b"]), pd.Series(["a", "b"])) == 1.0
+    # weighted: the right "a" counts three times, the wrong one once
+    weighted = balanced_accuracy(pd.Series(["a", "a", "b"]), pd.Series(["a", "b", "b"]), np.array([3.0, 1.0, 1.0]))
+    assert weighted == pytest.approx((3 / 4 + 1) / 2)

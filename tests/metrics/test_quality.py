@@ -21,7 +21,8 @@ from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import DatasetWriter, Record, load_dataset, read_manifest
 from cardiofair.data.split import write_splits
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
-from cardiofair.metrics.quality import QualitySettings, evaluate_synthetic, matched_by_cell
+from cardiofair.data.records import ImageSet
+from cardiofair.metrics.quality import QualitySettings, evaluate_synthetic, matched_by_cell, same_cell_reference
 from cardiofair.metrics.realism import (
     frechet_distance,
     kernel_distance,
@@ -150,6 +151,16 @@ def _by_split(root, split):
 FAST = ["--steps", "100", "--classifier-steps", "100", "--min-images", "10"]
 
 
+def test_a_real_cohorts_prompt_reference_is_its_held_out_images_of_the_synthetic_cells():
+    keys = pd.Series(["F|hf", "M|hf", "M|healthy", "F|hf", "F|healthy"])
+    held_out = ImageSet(pd.DataFrame({"record_id": [f"r{i}" for i in range(5)]}), np.arange(5.0).reshape(5, 1, 1, 1),
+                        np.zeros((5, 1, 1, 1), np.uint8))
+    reference, reference_keys, source = same_cell_reference(pd.Series(["F|hf", "F|hf", "M|hf"]), ["sex", "diagnosis"],
+                                                            held_out, keys, None, minimum=100)
+    assert reference.rows["record_id"].tolist() == ["r0", "r1", "r3"]
+    assert reference_keys.tolist() == ["F|hf", "M|hf", "F|hf"] and source.startswith("real held-out")
+
+
 def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
     copies = _synthetic_from(_by_split(real_dataset, "train")[:60], tmp_path / "copies", noise=0.005, seed=0)
@@ -177,6 +188,17 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     assert realism["status"] == "ok" and set(realism["fd"]) == {"synthetic", "real_reference"}
     mask = report["mask_fidelity"]["overall"]
     assert mask["synthetic"]["ED_LV"] > mask["shuffled_mask_floor"]["ED_LV"]
+    # Prompt fidelity's reference: new phantom subjects of each synthetic cell, at least --min-images
+    # of each; the whole real test split beside it.
+    prompt = report["prompt_fidelity"]
+    assert prompt["overall"]["reference"] == "new phantom subjects of the same cells"
+    synthetic_counts = pd.Series([f"{r.meta['sex']}|{r.meta['diagnosis']}"
+                                  for r in _by_split(real_dataset, "train")[:60]]).value_counts()
+    for cell, scope in prompt["cells"].items():
+        assert scope["n_synthetic"] == synthetic_counts[cell] and scope["n_real_same_cells"] == max(10, scope["n_synthetic"])
+    assert prompt["overall"]["n_real_same_cells"] == sum(max(10, n) for n in synthetic_counts)
+    assert prompt["overall"]["n_real_test"] == len(_by_split(real_dataset, "test"))
+    assert set(prompt["overall"]["real_test"]) == set(prompt["overall"]["real_reference"])
     per_image = pd.read_csv(tmp_path / "q1" / "synthetic_per_image.csv")
     assert len(per_image) == 60 and per_image["copy_pixel"].mean() > 0.9
 

@@ -16,7 +16,7 @@ def quality_report():
                   "n_synthetic": 7, "n_real_test": 3, "status": "ok"}
     prompt_scope = {"synthetic": {"sex": 0.6543, "age": 0.2611, "bmi": 0.5, "diagnosis": 0.9876},
                     "real_reference": {"sex": 0.8871, "age": 0.2585, "bmi": 0.5574, "diagnosis": 0.9942},
-                    "n_synthetic": 7, "n_real_test": 3, "status": "ok"}
+                    "n_synthetic": 7, "n_real_same_cells": 100, "status": "ok"}
     privacy_scope = {"copy_rate": {"pixel": _pair(0.0561, 0.0572), "encoder": _pair(0.0216, 0.0438)},
                      "median_nn_distance": {"pixel": _pair(0.1437, 0.1385), "encoder": _pair(1.0415, 0.9850)},
                      "n_synthetic": 7, "n_real_val": 3, "status": "ok"}
@@ -37,7 +37,10 @@ def quality_report():
         "mask_fidelity": {"overall": {**mask_scope, "shuffled_mask_floor": {k: 0.4321 for k in DICE}},
                           "cells": {"Female|heart failure": mask_scope}},
         "prompt_fidelity": {"overall": {**prompt_scope, "chance": {"sex": 0.5, "age": 0.25, "bmi": 0.25,
-                                                                   "diagnosis": 0.5}},
+                                                                   "diagnosis": 0.5},
+                                        "reference": "new phantom subjects of the same cells",
+                                        "real_test": {"sex": 0.9701, "age": 0.2433, "bmi": 0.6012, "diagnosis": 0.8711},
+                                        "n_real_test": 12, "cells_without_reference": []},
                             "cells": {"Female|heart failure": prompt_scope}},
         "privacy": {"threshold": {space: {"value": value, "percentile": 5.0,
                                           "of": "real test to real train nearest-neighbour distances"}

@@ -15,17 +15,18 @@ import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import yaml
 from scipy import ndimage
 from tqdm import tqdm
 
 from cardiofair import __version__
 from cardiofair.data.case import Case, CaseSource
-from cardiofair.data.phantom import SCENARIOS, PhantomConfig, phantom_subject, scenario_config
-from cardiofair.data.records import DatasetWriter, Record, manifest_row, write_record_files
+from cardiofair.data.phantom import SCENARIOS, PhantomConfig, fresh_subject, phantom_subject, scenario_config
+from cardiofair.data.records import DatasetWriter, ImageSet, Record, manifest_row, write_record_files
 from cardiofair.data.summary import summary_text
 from cardiofair.errors import SettingsError, SubjectError
 from cardiofair.prompts import PromptSchema, build_prompt
@@ -335,3 +336,33 @@ def phantom_model(real: str | os.PathLike) -> PhantomModel | None:
     settings = PrepareSettings(**{**recorded, "percentiles": tuple(recorded["percentiles"]),
                                   "schema": PromptSchema.from_dict(recorded["schema"])})
     return PhantomModel(PhantomConfig.from_dict(preparation["phantom"]), int(preparation["seed"]), settings)
+
+
+# Below this many subjects, starting worker processes costs more than it saves.
+_PARALLEL_FROM = 64
+
+
+def _draw_one(task: tuple[Mapping[str, str], int, str, PhantomModel, tuple[float, ...]]) -> list[Record]:
+    cell, index, stream, model, levels = task
+    return prepared_phantom_records(fresh_subject(cell, index, model.seed, stream, model.config, levels),
+                                    model.settings)
+
+
+def draw_fresh(model: PhantomModel, cells: Sequence[Mapping[str, str]], stream: str, mid_slice_only: bool = False,
+               workers: int | None = None) -> ImageSet:
+    """Subject i of ``cells[i]`` from ``model`` on random stream ``stream``, prepared as the
+    dataset was (every slice level it has, or with ``mid_slice_only`` one record per subject)."""
+    levels = (0.0,) if mid_slice_only else slice_levels(model.settings.slices_per_subject)
+    tasks = [(cell, index, stream, model, levels) for index, cell in enumerate(cells)]
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(tasks) >= _PARALLEL_FROM:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            drawn = list(pool.map(_draw_one, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+    else:
+        drawn = [_draw_one(task) for task in tasks]
+    records = [record for subject in drawn for record in subject]
+    rows = pd.DataFrame([r.meta for r in records])
+    shape = (0, 2, model.settings.size, model.settings.size)
+    images = np.stack([r.image for r in records]) if records else np.zeros(shape, np.float32)
+    masks = np.stack([r.mask for r in records]) if records else np.zeros(shape, np.uint8)
+    return ImageSet(rows, images, masks)

@@ -16,22 +16,15 @@ or test subject.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
-from typing import Mapping, Sequence
-
 import numpy as np
 import pandas as pd
 
 from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
-from cardiofair.data.phantom import PhantomConfig, fresh_subject
-from cardiofair.data.prepare import PhantomModel, prepared_phantom_records, slice_levels
-from cardiofair.data.records import ImageSet, Record
+from cardiofair.data.phantom import PhantomConfig
+from cardiofair.data.prepare import PhantomModel, draw_fresh
+from cardiofair.data.records import ImageSet
 from cardiofair.plan import dose_count
 from cardiofair.prompts import age_bin
-
-# Below this many subjects, starting worker processes costs more than it saves.
-_PARALLEL_FROM = 64
 
 
 def balanced_cells(config: PhantomConfig, subjects: int) -> list[dict[str, str]]:
@@ -57,32 +50,6 @@ def planned_subjects(cells: pd.DataFrame, dose: float = 1.0) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=[*columns, "cell", "cell_rank", "planned_count"])
     order = np.lexsort((np.arange(len(table)), table["cell_rank"] / table["planned_count"].clip(lower=1)))
     return table.iloc[order].reset_index(drop=True)
-
-
-def _draw_one(task: tuple[Mapping[str, str], int, str, PhantomModel, tuple[float, ...]]) -> list[Record]:
-    cell, index, stream, model, levels = task
-    return prepared_phantom_records(fresh_subject(cell, index, model.seed, stream, model.config, levels),
-                                    model.settings)
-
-
-def draw_fresh(model: PhantomModel, cells: Sequence[Mapping[str, str]], stream: str, mid_slice_only: bool = False,
-               workers: int | None = None) -> ImageSet:
-    """Subject i of ``cells[i]`` from ``model`` on random stream ``stream``, prepared as the
-    dataset was (every slice level it has, or with ``mid_slice_only`` one record per subject)."""
-    levels = (0.0,) if mid_slice_only else slice_levels(model.settings.slices_per_subject)
-    tasks = [(cell, index, stream, model, levels) for index, cell in enumerate(cells)]
-    workers = workers or os.cpu_count() or 1
-    if workers > 1 and len(tasks) >= _PARALLEL_FROM:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            drawn = list(pool.map(_draw_one, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
-    else:
-        drawn = [_draw_one(task) for task in tasks]
-    records = [record for subject in drawn for record in subject]
-    rows = pd.DataFrame([r.meta for r in records])
-    shape = (0, 2, model.settings.size, model.settings.size)
-    images = np.stack([r.image for r in records]) if records else np.zeros(shape, np.float32)
-    masks = np.stack([r.mask for r in records]) if records else np.zeros(shape, np.uint8)
-    return ImageSet(rows, images, masks)
 
 
 def draw_oracle(model: PhantomModel, cells: pd.DataFrame, dose: float = 1.0, workers: int | None = None) -> ImageSet:

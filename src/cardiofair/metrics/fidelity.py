@@ -24,18 +24,22 @@ def dice_table(predicted: np.ndarray, masks: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def balanced_accuracy(truth: pd.Series, predicted: pd.Series) -> float:
+def balanced_accuracy(truth: pd.Series, predicted: pd.Series, weights: np.ndarray | None = None) -> float:
     """Mean recall over the true classes present (records whose truth is unknown are skipped);
-    chance is 1 / number of classes whatever the class balance."""
+    chance is 1 / number of classes whatever the class balance. With ``weights``, each record
+    counts that much in its class's recall (a reference reweighted to another set's mix)."""
     truth, predicted = pd.Series(truth).reset_index(drop=True), pd.Series(predicted).reset_index(drop=True)
-    known = truth != UNKNOWN
-    truth, predicted = truth[known], predicted[known]
+    weights = pd.Series(np.ones(len(truth)) if weights is None else np.asarray(weights, dtype=np.float64))
+    known = (truth != UNKNOWN) & (weights > 0)
+    truth, predicted, weights = truth[known], predicted[known], weights[known]
     if truth.empty:
         return float("nan")
-    return float(np.mean([(predicted[truth == value] == value).mean() for value in truth.unique()]))
+    return float(np.mean([np.average(predicted[truth == value] == value, weights=weights[truth == value])
+                          for value in truth.unique()]))
 
 
-def prompt_fidelity(predicted: pd.DataFrame, prompted: pd.DataFrame) -> dict[str, float]:
+def prompt_fidelity(predicted: pd.DataFrame, prompted: pd.DataFrame,
+                    weights: np.ndarray | None = None) -> dict[str, float]:
     """Balanced accuracy of the evaluator's predictions against the prompted attributes."""
-    return {name: balanced_accuracy(prompted[name], predicted[name]) for name in predicted.columns
+    return {name: balanced_accuracy(prompted[name], predicted[name], weights) for name in predicted.columns
             if name in prompted.columns}

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cardiofair.data.phantom import fresh_subject
-from cardiofair.data.prepare import PhantomModel, prepared_phantom_records
+from cardiofair.data.prepare import PhantomModel, draw_fresh
 from cardiofair.masks.anatomy import GEOMETRY, failed_checks, geometry, geometry_distance, nearest_masks
 from cardiofair.metrics.privacy import COPY_PERCENTILE
 
@@ -36,12 +35,10 @@ MIN_FRESH = 50
 REFERENCE_SAMPLES = 2
 
 
-def fresh_masks(model: PhantomModel, cell: Mapping[str, str], count: int, start: int = 0) -> np.ndarray:
+def fresh_masks(model: PhantomModel, cell: Mapping[str, str], count: int) -> np.ndarray:
     """(count, 2, H, W) masks of new phantom subjects of ``cell``, prepared as the dataset was, from
     a random stream no prepared, test or oracle subject uses."""
-    return np.stack([record.mask for index in range(start, start + count)
-                     for record in prepared_phantom_records(fresh_subject(cell, index, model.seed, "masks",
-                                                                          model.config), model.settings)])
+    return draw_fresh(model, [cell] * count, "masks", mid_slice_only=True).masks
 
 
 def mask_quality(synthetic: np.ndarray, synthetic_keys: pd.Series, train: np.ndarray, train_keys: pd.Series,

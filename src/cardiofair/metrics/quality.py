@@ -7,8 +7,12 @@ References, all from the real dataset's own split (the generator and the evaluat
 
 - realism: distances from the real training set to the synthetic set and to the same number
   of real held-out images (``val`` + ``test``); diversity within each of those two sets;
-- mask and prompt fidelity: the evaluators on real ``test`` images with their own masks and
-  attributes (and, as a floor, with masks shuffled between subjects);
+- mask fidelity: the segmenter on real ``test`` images with their own masks (and, as a floor,
+  with masks shuffled between subjects);
+- prompt fidelity: the attribute classifier on real images of the synthetic set's cells,
+  reweighted to its mix (the judge reads rare cells worse, as any classifier trained on the
+  cohort does): on a phantom cohort new subjects of each cell, otherwise the real held-out
+  images of the cell; beside it, the whole real ``test`` split;
 - privacy: the copy threshold is the 5th percentile of test-to-train nearest-neighbour
   distances; real ``val`` images measured against it give the reference copy rate;
 - the masks themselves (validity, geometry per cell, novelty; :mod:`cardiofair.metrics.masks`):
@@ -55,7 +59,7 @@ from cardiofair.errors import CardiofairError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics.counterfactual import prompt_effects
 from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Augmentation, Evaluators, attribute_table, train_evaluators
-from cardiofair.data.prepare import phantom_model
+from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
 from cardiofair.metrics.masks import mask_quality
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
@@ -286,12 +290,13 @@ def matched_by_cell(synthetic_keys: pd.Series, held_out_keys: pd.Series, train_k
 
 
 def _fidelity_scope(synthetic: dict[str, float], reference: dict[str, float], n_synthetic: int,
-                    n_real_test: int, minimum: int) -> dict[str, Any]:
-    """Per-image fidelity means beside their real-test reference, with the counts they rest on."""
-    counts = {"synthetic": n_synthetic, "real test": n_real_test}
+                    n_real: int, minimum: int, real_label: str = "real test") -> dict[str, Any]:
+    """Per-image fidelity means beside their real reference, with the counts they rest on."""
+    counts = {"synthetic": n_synthetic, real_label: n_real}
     missing = [name for name, count in counts.items() if not count]
     scope = {"synthetic": synthetic, "real_reference": reference, "n_synthetic": n_synthetic,
-             "n_real_test": n_real_test, "status": "no " + " and no ".join(missing) + " images" if missing else "ok"}
+             f"n_{real_label.replace(' ', '_')}": n_real,
+             "status": "no " + " and no ".join(missing) + " images" if missing else "ok"}
     if min(counts.values()) < minimum:
         scope["note"] = _too_few(counts, minimum)
     return scope
@@ -303,11 +308,28 @@ def _mask_scope(synthetic_dice: pd.DataFrame, real_dice: pd.DataFrame, minimum: 
                            minimum)
 
 
+def same_cell_reference(synthetic_keys: pd.Series, attributes: list[str], held_out: ImageSet,
+                        held_out_keys: pd.Series, phantom: PhantomModel | None,
+                        minimum: int) -> tuple[ImageSet, pd.Series, str]:
+    """Real images of the synthetic set's cells, their cell keys, and where they come from: the
+    reference of prompt fidelity. On a phantom cohort, new subjects of each cell (as many as the
+    synthetic cell has, at least ``minimum``); otherwise the real held-out images of the cell."""
+    counts = synthetic_keys.value_counts().sort_index()
+    if phantom is None:
+        chosen = held_out_keys.isin(counts.index).to_numpy()
+        return (held_out.take(chosen), held_out_keys[chosen].reset_index(drop=True),
+                "real held-out (val + test) images of the same cells")
+    cells = [cell for cell, n in counts.items() for _ in range(max(minimum, int(n)))]
+    drawn = draw_fresh(phantom, [dict(zip(attributes, cell.split("|"))) for cell in cells], "masks",
+                       mid_slice_only=True)
+    return drawn, pd.Series(cells), "new phantom subjects of the same cells"
+
+
 def _prompt_scope(synthetic_predicted: pd.DataFrame, synthetic: ImageSet, real_predicted: pd.DataFrame,
-                  real: ImageSet, minimum: int) -> dict[str, Any]:
+                  real: ImageSet, weights: np.ndarray, minimum: int) -> dict[str, Any]:
     synthetic_figures = prompt_fidelity(synthetic_predicted, attribute_table(synthetic.rows)) if len(synthetic) else {}
-    real_figures = prompt_fidelity(real_predicted, attribute_table(real.rows)) if len(real) else {}
-    return _fidelity_scope(synthetic_figures, real_figures, len(synthetic), len(real), minimum)
+    real_figures = prompt_fidelity(real_predicted, attribute_table(real.rows), weights) if len(real) else {}
+    return _fidelity_scope(synthetic_figures, real_figures, len(synthetic), len(real), minimum, "real same cells")
 
 
 def _privacy_scope(synthetic_distances: dict[str, np.ndarray], reference_distances: dict[str, np.ndarray],
@@ -408,6 +430,13 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         shuffled_dice = dice_table(test_segmented, real["test"].masks[shuffled])
         synthetic_predicted = evaluators.classify(synthetic.images)
         test_predicted = evaluators.classify(real["test"].images)
+        phantom = phantom_model(real_root)
+        reference, reference_keys, reference_source = same_cell_reference(
+            keys["synthetic"], attributes, held_out, keys["held_out"], phantom, settings.min_images)
+        reference_predicted = evaluators.classify(reference.images)
+        # Each reference image counts as its cell's share of the synthetic set, so the overall
+        # figure has the synthetic set's mix of cells.
+        reference_weights = reference_keys.map(keys["synthetic"].value_counts() / reference_keys.value_counts())
 
         spaces = {"pixel": "pixels", "encoder": "encoder"}
         distances, neighbours = {}, {}
@@ -427,10 +456,11 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                                settings.min_images)
 
         def prompt(cell: str | None) -> dict[str, Any]:
-            syn, test = within("synthetic", cell), within("test", cell)
+            syn = within("synthetic", cell)
+            own = np.ones(len(reference), bool) if cell is None else (reference_keys == cell).to_numpy()
             return _prompt_scope(synthetic_predicted[syn].reset_index(drop=True), synthetic.take(syn),
-                                 test_predicted[test].reset_index(drop=True), real["test"].take(test),
-                                 settings.min_images)
+                                 reference_predicted[own].reset_index(drop=True), reference.take(own),
+                                 reference_weights[own].to_numpy(), settings.min_images)
 
         mask_source = _mask_source_distances(synthetic, real["train"], features)
         pixel_order = np.argsort(distances["synthetic", "pixel"], kind="stable")[:settings.closest_pairs]
@@ -448,7 +478,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         mask_section, mask_table = mask_quality(
             synthetic.masks, keys["synthetic"], real["train"].masks, keys["train"], held_out.masks, keys["held_out"],
             len(real["val"]), attributes, float(real["train"].rows["pixel_spacing_mm"].astype(float).iloc[0]),
-            draws.to_numpy() if len(draws) else None, phantom_model(real_root), progress)
+            draws.to_numpy() if len(draws) else None, phantom, progress)
         chance = {name: 1.0 / len(values) for name, values in evaluators.classes.items()}
         unread = _unmeasured_attributes(attribute_table(real["train"].rows), evaluators.classes)
         log(f"measuring prompt effects on {settings.counterfactual_pairs} real test masks per attribute"
@@ -465,7 +495,12 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                         "cells": {cell: realism(cell) for cell in cells}},
             "mask_fidelity": {"overall": {**mask(None), "shuffled_mask_floor": shuffled_dice.mean().to_dict()},
                               "cells": {cell: mask(cell) for cell in cells}},
-            "prompt_fidelity": {"overall": {**prompt(None), "chance": chance, "not_measured": unread},
+            "prompt_fidelity": {"overall": {**prompt(None), "reference": reference_source,
+                                            "real_test": prompt_fidelity(test_predicted,
+                                                                         attribute_table(real["test"].rows)),
+                                            "n_real_test": len(real["test"]), "chance": chance,
+                                            "not_measured": unread,
+                                            "cells_without_reference": sorted(set(cells) - set(reference_keys))},
                                 "cells": {cell: prompt(cell) for cell in cells}},
             "privacy": {"threshold": {space: {"value": d.threshold, "percentile": d.percentile,
                                               "of": "real test to real train nearest-neighbour distances"}
@@ -575,6 +610,9 @@ def quality_summary_text(report: dict[str, Any]) -> str:
     for name, value in prompt["synthetic"].items():
         label = f"prompt {name} balanced acc. (chance {prompt['chance'][name]:.2f})"
         lines.append(f"{label:42s} {number(value):>10s} {number(prompt['real_reference'].get(name)):>10s}")
+    if "reference" in prompt:
+        lines.append(f"  (prompt reference: {prompt['reference']}; real test, all cells: "
+                     + ", ".join(f"{name} {number(value)}" for name, value in prompt["real_test"].items()) + ")")
     for name, effect in report["prompt_effects"]["attributes"].items():
         lines.append(f"{'prompt effect ' + name + ' (share of pairs moved)':42s} "
                      f"{number(effect['synthetic'].get('moved')):>10s} {number(effect['real_reference'].get('moved')):>10s}")

@@ -149,16 +149,22 @@ def prompt_fidelity_table(quality: Mapping[str, Any]) -> Table:
     scope = quality["prompt_fidelity"]["overall"]
     chance = scope.get("chance") or {}
     caption = (f"Prompt fidelity: balanced accuracy of the in-project attribute classifier at reading each "
-               f"attribute back from the image; synthetic n={scope.get('n_synthetic')}, real test "
-               f"n={scope.get('n_real_test')}.")
-    header = ["attribute", "synthetic (the prompted value)", "reference: real test (the recorded value)", "chance"]
+               f"attribute back from the image; synthetic n={scope.get('n_synthetic')}; reference: "
+               f"{scope.get('reference')} (n={scope.get('n_real_same_cells')}), weighted to the synthetic set's mix "
+               f"of cells, since the classifier reads rare cells worse; real test n={scope.get('n_real_test')}.")
+    header = ["attribute", "synthetic (the prompted value)", "reference: real, same cells (the recorded value)",
+              "real test, all cells", "chance"]
     synthetic, reference = scope.get("synthetic") or {}, scope.get("real_reference") or {}
-    rows = [[name, number(synthetic.get(name)), number(reference.get(name)), number(chance.get(name))]
-            for name in (synthetic or reference)]
+    test = scope.get("real_test") or {}
+    rows = [[name, number(synthetic.get(name)), number(reference.get(name)), number(test.get(name)),
+             number(chance.get(name))] for name in (synthetic or reference)]
     notes = [f"The classifier barely reads {name} even on real images (reference {number(reference[name])}, chance "
              f"{number(chance[name])}): its synthetic figure is no evidence either way."
              for name in reference if name in chance and reference[name] is not None
              and reference[name] < chance[name] + 0.1]
+    if scope.get("cells_without_reference"):
+        notes.append("Cells without real images of their own (in the synthetic figure, not the reference): "
+                     + ", ".join(scope["cells_without_reference"]))
     notes += [f"Not measured: {name} ({reason})." for name, reason in (scope.get("not_measured") or {}).items()]
     return Table(caption, header, rows, notes)
 
