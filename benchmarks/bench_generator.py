@@ -1,13 +1,13 @@
 """Throughput of the generator on this CPU: the preset's defaults against a naive configuration
-and against the preset as it was before its mask was folded.
+and against the preset as it was before the mask joined the UNet's input.
 
 Prints training steps/s, samples/s (guided (ED, ES) slice pairs per second) and peak memory for
 a preset at its default settings (``cpu`` unless ``--preset``), the same figures for a naive
 configuration (diffusers' defaults: attention at every resolution with ``attention_head_dim=8``,
 DDIM 50 steps), the ratios between the two, and the FLOPs per image against a 2048x2048 fp32
 matmul measured in the same process, so that the distance to the hardware ceiling is a number.
-A last table puts the preset beside its earlier design (the full-resolution mask through a
-strided ControlNet embedding), before and after, measured in the same run.
+A last table puts the preset beside its earlier design (the mask through the ControlNet alone,
+the prompt through cross-attention alone), before and after, measured in the same run.
 Weights are random: speed does not depend on them. It is not a test.
 
 Each measurement runs in a fresh subprocess (the script calls itself with ``--only``), so that
@@ -41,7 +41,7 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from cardiofair.diffusion.conditioning import control_image
+from cardiofair.diffusion.conditioning import control_image, join_mask
 from cardiofair.diffusion.pipeline import assemble_pipeline, make_sampler
 from cardiofair.diffusion.presets import PRESETS, Preset, build_noise_scheduler, get_preset
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
@@ -155,13 +155,11 @@ def naive_preset(preset: Preset) -> Preset:
 
 
 def before_preset(preset: Preset) -> Preset:
-    """The preset as it was before its mask was folded: the full-resolution mask brought down
-    to the UNet's resolution by a strided ControlNet embedding (16, 32, 64 channels for 4x4
-    folding), and a velocity target (which costs the same per step)."""
-    halvings = preset.pixel_unshuffle.bit_length() - 1
-    return dataclasses.replace(preset, name=f"{preset.name}-before", condition_unshuffle=1,
-                               controlnet_embedding=(16, 32, 64, 128)[:halvings + 1],
-                               noise_scheduler={**preset.noise_scheduler, "prediction_type": "v_prediction"})
+    """The preset as it was before the folded mask joined the UNet's input and the pooled prompt
+    its timestep embedding: the mask through the ControlNet alone, the prompt through
+    cross-attention alone."""
+    unet = {key: value for key, value in preset.unet.items() if key != "addition_embed_type"}
+    return dataclasses.replace(preset, name=f"{preset.name}-before", mask_in_input=False, unet=unet)
 
 
 def grammar_prompts() -> list[str]:
@@ -235,7 +233,7 @@ def measure_train(preset: Preset, batch: int, warmup: int, steps: int) -> dict[s
         condition = control_image(setup.masks[:1], preset.condition_mode, preset.condition_unshuffle)
         embeddings = setup.models.text_encoder(tokenize(setup.tokenizer, setup.prompts[:1])).last_hidden_state
         diffusion_loss(setup.models, scheduler, target, embeddings, condition, generator,
-                       settings.min_snr_gamma).backward()
+                       settings.min_snr_gamma, preset.mask_in_input).backward()
 
     flops, attention = count_flops(one_image)
     return {"batch": batch, "warmup_steps": warmup, "timed_steps": steps, "seconds_per_step": seconds,
@@ -256,7 +254,7 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
     pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, setup.tokenizer,
                                  make_sampler(settings.sampler, build_noise_scheduler(preset)),
                                  pixel_unshuffle=preset.pixel_unshuffle,
-                                 condition_unshuffle=preset.condition_unshuffle)
+                                 condition_unshuffle=preset.condition_unshuffle, mask_in_input=preset.mask_in_input)
 
     def draw(steps: int) -> None:
         pipeline(setup.masks, setup.prompts, [torch.Generator().manual_seed(i) for i in range(batch)],
@@ -279,6 +277,8 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
         sample = torch.randn(pair, *pipeline.latent_shape(preset.size, preset.size))
         condition = control_image(setup.masks[:1], preset.condition_mode,
                                   preset.condition_unshuffle).repeat(pair, 1, 1, 1)
+        if preset.mask_in_input:
+            sample = join_mask(sample, condition)
         t = torch.tensor(500)
         residuals: dict[str, Any] = {}
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import load_dataset, read_manifest
 from cardiofair.diffusion import train as train_module
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint
+from cardiofair.diffusion import presets
 from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.conditioning import control_image, mask_condition
@@ -324,3 +326,28 @@ def test_the_same_configuration_trains_the_same_model(dataset, tmp_path):
     second = train(dataset, tmp_path / "b", _settings(max_steps=3), progress_bar=False)
     other = train(dataset, tmp_path / "c", _settings(max_steps=3, seed=1), progress_bar=False)
     assert TrainedGenerator(first).hash == TrainedGenerator(second).hash != TrainedGenerator(other).hash
+
+
+def test_a_unet_that_reads_the_mask_in_its_input_and_the_prompt_in_its_timestep(dataset, tmp_path, masks,
+                                                                              monkeypatch):
+    """The cpu preset's design at the tiny preset's size: the folded mask joins the noisy image
+    at the input (so it shapes the image even with the ControlNet masked out), and the pooled
+    prompt joins the timestep embedding, in the ControlNet too with the UNet's head count (which
+    diffusers' from_unet would leave at a default the 16-wide text encoder cannot divide)."""
+    tiny = get_preset("tiny")
+    variant = replace(tiny, name="tiny-input", mask_in_input=True,
+                      unet={**tiny.unet, "addition_embed_type": "text", "addition_embed_type_num_heads": 2})
+    monkeypatch.setitem(presets.PRESETS, "tiny-input", variant)
+    settings = TrainSettings.for_preset(variant, max_steps=3, learning_rate=3e-2, ema_decay=None)
+    generator = TrainedGenerator(train(dataset, tmp_path / "m", settings, progress_bar=False))
+    unet, controlnet = generator.pipeline.unet, generator.pipeline.controlnet
+    assert generator.pipeline.config.mask_in_input
+    assert unet.config.in_channels == unet.config.out_channels + 6 * 2 * 2 == controlnet.config.in_channels
+    assert controlnet.config.addition_embed_type_num_heads == 2
+    off = generator.defaults.override(controlnet_scale=0.0)
+    assert np.abs(generator.sample(masks, [PROMPT] * 2, [5, 5], off) -
+                  generator.sample(masks[::-1].copy(), [PROMPT] * 2, [5, 5], off)).max() > 1e-5
+    # The paper's two stages: the UNet learns the mask from its input first, then the ControlNet.
+    staged = TrainSettings.for_preset(variant, max_steps=2, stages=(("base", 0.5), ("control", 0.5)))
+    assert np.isfinite(TrainedGenerator(train(dataset, tmp_path / "staged", staged, progress_bar=False))
+                       .sample(masks, [PROMPT] * 2, [0, 1])).all()

@@ -47,3 +47,10 @@ def control_image(masks: torch.Tensor, mode: str = "onehot", unshuffle: int = 1)
     condition = mask_condition(masks, mode)
     return torch.nn.functional.pixel_unshuffle(condition, unshuffle) if unshuffle > 1 else condition
 
+
+
+def join_mask(sample: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """The noisy sample with the folded mask as extra channels, for a UNet that reads the mask in
+    its input as well as through the ControlNet: each 4x4 block's labels then sit beside the
+    pixels they outline from the first convolution on, not a few zero-initialised residuals away."""
+    return torch.cat([sample, condition.to(sample.dtype)], dim=1)

@@ -23,7 +23,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
-from cardiofair.diffusion.conditioning import control_image, mask_condition
+from cardiofair.diffusion.conditioning import control_image, join_mask, mask_condition
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.tokenizer import tokenize
 
@@ -58,11 +58,13 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         vae: AutoencoderKL | None = None,
         pixel_unshuffle: int = 1,
         condition_unshuffle: int = 1,
+        mask_in_input: bool = False,
     ):
         super().__init__()
         self.register_modules(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler, vae=vae)
-        self.register_to_config(pixel_unshuffle=pixel_unshuffle, condition_unshuffle=condition_unshuffle)
+        self.register_to_config(pixel_unshuffle=pixel_unshuffle, condition_unshuffle=condition_unshuffle,
+                                mask_in_input=mask_in_input)
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text-encoder hidden states for cross-attention; ``""`` is the unconditional prompt."""
@@ -73,9 +75,9 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         """Shape of the denoised tensor for an image of this size (pixels, folded pixels or latents)."""
         if self.vae is None:
             factor = self.config.pixel_unshuffle
-            return self.unet.config.in_channels, height // factor, width // factor
+            return self.unet.config.out_channels, height // factor, width // factor
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return self.unet.config.in_channels, height // factor, width // factor
+        return self.unet.config.out_channels, height // factor, width // factor
 
     @torch.no_grad()
     def __call__(
@@ -107,6 +109,8 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([sample, sample]) if guided else sample
             model_input = self.scheduler.scale_model_input(model_input, t)
+            if self.config.mask_in_input:
+                model_input = join_mask(model_input, condition)
             down, mid = self.controlnet(model_input, t, encoder_hidden_states=embeddings, controlnet_cond=condition,
                                         conditioning_scale=controlnet_conditioning_scale, return_dict=False)
             prediction = self.unet(model_input, t, encoder_hidden_states=embeddings,
@@ -132,7 +136,8 @@ def stable_diffusion_pipeline_class() -> type[DiffusionPipeline]:
 
 def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: ControlNetModel, text_encoder,
                       tokenizer, scheduler: SchedulerMixin, vae: AutoencoderKL | None = None,
-                      pixel_unshuffle: int = 1, condition_unshuffle: int = 1) -> DiffusionPipeline:
+                      pixel_unshuffle: int = 1, condition_unshuffle: int = 1,
+                      mask_in_input: bool = False) -> DiffusionPipeline:
     """The sampling pipeline of a model family: cardiofair's own for the embedded presets,
     diffusers' ``StableDiffusionControlNetPipeline`` for Stable Diffusion."""
     if family == "stable-diffusion":
@@ -141,7 +146,7 @@ def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: Contr
                                                  feature_extractor=None, requires_safety_checker=False)
     return CardiacControlNetPipeline(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
                                      scheduler=scheduler, vae=vae, pixel_unshuffle=pixel_unshuffle,
-                                     condition_unshuffle=condition_unshuffle)
+                                     condition_unshuffle=condition_unshuffle, mask_in_input=mask_in_input)
 
 
 def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str],

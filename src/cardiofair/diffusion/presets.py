@@ -9,6 +9,7 @@ path: their models are loaded from local Stable Diffusion weights (``stable_diff
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +29,7 @@ class TrainingDefaults:
     batch_size: int = 32
     learning_rate: float = 1e-3
     controlnet_lr_scale: float = 1.0
+    text_encoder_lr_scale: float = 1.0
     lr_schedule: str = "cosine"
     warmup_steps: int = 100
     weight_decay: float = 0.0
@@ -71,6 +73,8 @@ class Preset:
     # Fold the mask like the image (pixel unshuffle) before the ControlNet; then its embedding
     # needs no stride (controlnet_embedding of one stage).
     condition_unshuffle: int = 1
+    # The folded mask also joins the noisy image at the UNet's (and so the ControlNet's) input.
+    mask_in_input: bool = False
     unet: dict[str, Any] = field(default_factory=dict)
     controlnet_embedding: tuple[int, ...] = (16,)
     text_encoder: dict[str, Any] = field(default_factory=dict)
@@ -89,8 +93,9 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         name="cpu",
         description="64 px (ED, ES) pairs folded 4x4 into 32 channels at 16x16 (lossless pixel unshuffle), the mask "
-        "folded alike; predicts the clean image; attention at 8x8 and 4x4 only; trained jointly from step 0 for a "
-        "fixed number of steps (2 CPU cores)",
+        "folded alike into the ControlNet and beside the image; the prompt through cross-attention at 8x8 and 4x4 "
+        "and, pooled, the timestep embedding; predicts the clean image; trained jointly from step 0 for a fixed "
+        "number of steps (2 CPU cores)",
         size=64,
         # Pixel unshuffling divides every convolution's cost by 16 at no loss of information and
         # needs no VAE to train first. The mask is folded the same way, so the ControlNet reads it
@@ -98,7 +103,15 @@ PRESETS: dict[str, Preset] = {
         # survives: ED myocardium Dice .81 -> .86 in 200 steps).
         pixel_unshuffle=4,
         condition_unshuffle=4,
+        # Measured on the default study's data and plan, 340 steps of 16 pairs each, against the
+        # ControlNet alone and text through cross-attention alone (guidance 3): the mask beside
+        # the image lifts myocardium Dice from .90 to .95; the pooled prompt added to the timestep
+        # embedding reaches the 16x16 blocks, which have no attention, and the BMI class (a body
+        # outline and fat drawn from the prompt alone) is read .62 against .54 (real images of the
+        # same cells .64), diagnosis .63 against .59 (.67), for 1.04x the training time.
+        mask_in_input=True,
         unet=dict(
+            addition_embed_type="text",
             block_out_channels=(64, 128, 128),
             layers_per_block=1,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -123,7 +136,10 @@ PRESETS: dict[str, Preset] = {
         training=TrainingDefaults(max_steps=340, batch_size=16, learning_rate=1e-3,
                                   lr_schedule="constant_with_warmup", warmup_steps=40, checkpoint_every=100,
                                   validate_every=340),
-        sampling=SamplerSettings(sampler="dpm++", steps=10, guidance_scale=3.0),
+        # Guidance trades prompt for realism: FD-cardiofair over all 331 records 32 / 35 / 39 at
+        # guidance 2 / 2.5 / 3 (35 for the earlier preset at 3), BMI read .58 / .59 / .62,
+        # diagnosis .61 / .62 / .63; 2.5 keeps the earlier realism and both above 0.9x real.
+        sampling=SamplerSettings(sampler="dpm++", steps=10, guidance_scale=2.5),
     ),
     "tiny": Preset(
         name="tiny",
@@ -179,9 +195,11 @@ def get_preset(name: str) -> Preset:
 
 
 def build_unet(preset: Preset) -> UNet2DConditionModel:
-    """An untrained UNet for the preset."""
+    """An untrained UNet for the preset (reading the folded mask beside the image when asked)."""
     channels = preset.image_channels * preset.pixel_unshuffle**2
-    return UNet2DConditionModel(sample_size=preset.size // preset.pixel_unshuffle, in_channels=channels,
+    mask_channels = condition_channels(preset.condition_mode) * preset.condition_unshuffle**2
+    return UNet2DConditionModel(sample_size=preset.size // preset.pixel_unshuffle,
+                                in_channels=channels + (mask_channels if preset.mask_in_input else 0),
                                 out_channels=channels, **preset.unet)
 
 
@@ -193,8 +211,15 @@ def build_controlnet(preset: Preset, unet: UNet2DConditionModel) -> ControlNetMo
     the image, one more stage per halving by a VAE or by unfolded pixel unshuffling).
     """
     channels = condition_channels(preset.condition_mode) * preset.condition_unshuffle**2
-    return ControlNetModel.from_unet(unet, conditioning_channels=channels,
-                                     conditioning_embedding_out_channels=preset.controlnet_embedding)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_channels=channels,
+                                           conditioning_embedding_out_channels=preset.controlnet_embedding)
+    heads = unet.config.addition_embed_type_num_heads
+    if unet.config.addition_embed_type == "text" and controlnet.config.addition_embed_type_num_heads != heads:
+        # diffusers' from_unet leaves the prompt's pooling at its default head count, which a
+        # narrow text encoder cannot divide: the ControlNet takes the UNet's own, as it takes its weights.
+        controlnet.register_to_config(addition_embed_type_num_heads=heads)
+        controlnet.add_embedding = copy.deepcopy(unet.add_embedding)
+    return controlnet
 
 
 def build_text_encoder(preset: Preset, vocab_size: int, max_length: int) -> CLIPTextModel:

@@ -47,7 +47,7 @@ from cardiofair.data.split import subject_hashes, training_rows
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
-from cardiofair.diffusion.conditioning import condition_channels, control_image
+from cardiofair.diffusion.conditioning import condition_channels, control_image, join_mask
 from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler
 from cardiofair.diffusion.presets import (
     Preset,
@@ -240,10 +240,13 @@ def stage_parameters(models: Models, stage: str) -> dict[str, list[torch.nn.Para
 
 
 def denoise(models: Models, noisy: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
-            condition: torch.Tensor | None) -> torch.Tensor:
-    """UNet prediction, with the ControlNet's residuals when a mask condition is given."""
+            condition: torch.Tensor | None, mask_in_input: bool = False) -> torch.Tensor:
+    """UNet prediction, with the ControlNet's residuals when a mask condition is given (and the
+    mask joined to the input of both when the preset asks)."""
     if condition is None:
         return models.unet(noisy, t, encoder_hidden_states=embeddings).sample
+    if mask_in_input:
+        noisy = join_mask(noisy, condition)
     down, mid = models.controlnet(noisy, t, encoder_hidden_states=embeddings, controlnet_cond=condition,
                                   return_dict=False)
     return models.unet(noisy, t, encoder_hidden_states=embeddings, down_block_additional_residuals=down,
@@ -251,14 +254,15 @@ def denoise(models: Models, noisy: torch.Tensor, t: torch.Tensor, embeddings: to
 
 
 def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tensor, embeddings: torch.Tensor,
-                   condition: torch.Tensor | None, generator: torch.Generator, min_snr_gamma: float | None) -> torch.Tensor:
+                   condition: torch.Tensor | None, generator: torch.Generator, min_snr_gamma: float | None,
+                   mask_in_input: bool = False) -> torch.Tensor:
     """The denoising loss of one batch, min-SNR weighted (Hang et al. 2023) when asked: it stops
     the many low-noise timesteps from dominating, which speeds up convergence several-fold."""
     batch = images.shape[0]
     noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(images.device)
     noisy = scheduler.add_noise(images, noise, t)
-    prediction = denoise(models, noisy, t, embeddings, condition)
+    prediction = denoise(models, noisy, t, embeddings, condition, mask_in_input)
     snr = compute_snr(scheduler, t)
     # Each prediction type's error is the image (x0) error times a factor of the SNR; min-SNR
     # weighs the image error by min(SNR, gamma), so that factor is divided out.
@@ -354,7 +358,8 @@ def start_stage(accelerator: Accelerator, models: Models, stage: str, settings: 
         module.requires_grad_(False)
     for parameter in (p for params in groups.values() for p in params):
         parameter.requires_grad_(True)
-    param_groups = [{"params": params, "lr": settings.learning_rate * (settings.controlnet_lr_scale if name == "controlnet" else 1.0)}
+    scales = {"controlnet": settings.controlnet_lr_scale, "text_encoder": settings.text_encoder_lr_scale}
+    param_groups = [{"params": params, "lr": settings.learning_rate * scales.get(name, 1.0)}
                     for name, params in groups.items()]
     optimiser = _optimiser_class(settings)(param_groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     lr_scheduler = get_scheduler(settings.lr_schedule, optimiser, num_warmup_steps=min(settings.warmup_steps, steps),
@@ -395,15 +400,18 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
     """One optimisation step; returns the loss averaged over processes."""
     # Everything random in a step comes from this generator: resuming replays it exactly.
     generator = step_generator(settings.seed, step, accelerator.process_index)
-    # Only the base stage learns without the mask; every other stage trains the ControlNet.
-    index, ids, condition = batches.draw(generator, conditioned="controlnet" in run.groups)
+    # Only the base stage of a UNet that does not read the mask learns without it; every other
+    # stage trains the ControlNet.
+    index, ids, condition = batches.draw(generator,
+                                         conditioned="controlnet" in run.groups or batches.preset.mask_in_input)
     device = accelerator.device
     target = model_input(batches.data.images[index].to(device), batches.preset, run.models.vae, generator)
     with accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
         with accelerator.autocast():
             embeddings = run.models.text_encoder(ids.to(device)).last_hidden_state
             loss = diffusion_loss(run.models, noise_scheduler, target, embeddings,
-                                  None if condition is None else condition.to(device), generator, settings.min_snr_gamma)
+                                  None if condition is None else condition.to(device), generator, settings.min_snr_gamma,
+                                  batches.preset.mask_in_input)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_([p for params in run.groups.values() for p in params], 1.0)
@@ -535,7 +543,7 @@ def train(
         _write_loss_curve(training_dir, history)
         pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                      make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
-                                     preset.pixel_unshuffle, preset.condition_unshuffle)
+                                     preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input)
         pipeline.save_pretrained(out, safe_serialization=True)
         _write_model_card(out, preset, settings, data, progress, dataset, accelerator.num_processes)
     accelerator.wait_for_everyone()
@@ -618,7 +626,7 @@ def _validate(training_dir: Path, models: Models, tokenizer, noise_scheduler, da
     index = validation_indices(data.prompts)
     pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                  make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
-                                 preset.pixel_unshuffle, preset.condition_unshuffle)
+                                 preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input)
     pipeline.set_progress_bar_config(disable=True)
     samples = draw(pipeline, data.masks[index], [data.prompts[i] for i in index],
                    [torch.Generator().manual_seed(i) for i in range(len(index))], preset.sampling, preset.condition_mode)
