@@ -69,7 +69,9 @@ def test_generates_exactly_the_planned_records_with_provenance(dataset, model, t
             assert b"SYNTHETIC" in handle.read(400)
     for record in load_dataset(out):
         source = [r for r in load_dataset(dataset) if r.record_id == record.meta["mask_source_record"]][0]
-        assert np.array_equal(record.mask, source.mask)
+        # By default the lender's mask, warped: no patient's exact heart geometry is reused.
+        assert np.array_equal(record.mask, warp_mask(source.mask, np.random.default_rng([int(record.meta["seed"]), 1])))
+        assert not np.array_equal(record.mask, source.mask)
     assert {"model_hash", "seed", "sampler", "guidance_scale", "mask_policy"} <= set(manifest.columns)
 
 

@@ -312,7 +312,10 @@ class GenerateSettings(SamplerOptions):
 
     seed: int = option(0, "run seed")
     batch_size: int = option(32, "images per forward pass")
-    augment_masks: bool = option(False, "warp each reused mask slightly (label-preserving) so no real geometry "
+    # A generator that follows its mask closely redraws the lending patient's heart: on verbatim
+    # masks 7.9% of the default study's images lay closer to a training image than 95% of real
+    # test patients do (5.1% of real validation patients), on warped ones 0.9%.
+    augment_masks: bool = option(True, "warp each reused mask slightly (label-preserving) so no real geometry "
                                  "repeats verbatim")
     max_mask_rejection: float = option(0.2, "mask policy synthesized: the highest share of drawn masks of a cell that "
                                        "may fail the anatomical checks (and be drawn again); above it generation "
