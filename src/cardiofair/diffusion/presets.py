@@ -29,7 +29,6 @@ class TrainingDefaults:
     batch_size: int = 32
     learning_rate: float = 1e-3
     controlnet_lr_scale: float = 1.0
-    text_encoder_lr_scale: float = 1.0
     lr_schedule: str = "cosine"
     warmup_steps: int = 100
     weight_decay: float = 0.0

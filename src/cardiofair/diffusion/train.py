@@ -358,8 +358,7 @@ def start_stage(accelerator: Accelerator, models: Models, stage: str, settings: 
         module.requires_grad_(False)
     for parameter in (p for params in groups.values() for p in params):
         parameter.requires_grad_(True)
-    scales = {"controlnet": settings.controlnet_lr_scale, "text_encoder": settings.text_encoder_lr_scale}
-    param_groups = [{"params": params, "lr": settings.learning_rate * scales.get(name, 1.0)}
+    param_groups = [{"params": params, "lr": settings.learning_rate * (settings.controlnet_lr_scale if name == "controlnet" else 1.0)}
                     for name, params in groups.items()]
     optimiser = _optimiser_class(settings)(param_groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     lr_scheduler = get_scheduler(settings.lr_schedule, optimiser, num_warmup_steps=min(settings.warmup_steps, steps),
