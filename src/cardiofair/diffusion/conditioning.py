@@ -48,7 +48,6 @@ def control_image(masks: torch.Tensor, mode: str = "onehot", unshuffle: int = 1)
     return torch.nn.functional.pixel_unshuffle(condition, unshuffle) if unshuffle > 1 else condition
 
 
-
 def join_mask(sample: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
     """The noisy sample with the folded mask as extra channels, for a UNet that reads the mask in
     its input as well as through the ControlNet: each 4x4 block's labels then sit beside the
