@@ -4,12 +4,15 @@ cannot measure, and bad input through the command line."""
 
 import json
 
+import numpy as np
 import pandas as pd
 from downstream_fixtures import blank_attribute, rows_of, write_synthetic
 
 from cardiofair.cli import main
 from cardiofair.data.records import read_manifest
 from cardiofair.downstream.arms import ARMS
+from cardiofair.downstream.fairness import evaluate_runs
+from cardiofair.metrics.group_metrics import bootstrap_weights
 from cardiofair.settings import OPT_IN_ARMS
 from cardiofair.report.tables import dose_series
 
@@ -165,3 +168,27 @@ def test_the_literature_arms_run_when_named(split_dataset, synthetic_dataset, tm
         assert run["n_pretrain"] == n_synthetic and run["n_synthetic"] == 0 and run["epochs_run"] >= 2
     assert "group DRO" in report["arms"]["group-dro"]["training"][0]["sampling"]
 
+
+
+def test_runs_evaluated_in_worker_processes_give_what_one_process_gives():
+    rng = np.random.default_rng(0)
+    n = 300
+    groups = pd.DataFrame({"sex": rng.choice(["Female", "Male"], n), "age": rng.choice(["50s", "60s", "70s"], n)})
+    predictions = []
+    for _ in range(3):
+        label = rng.integers(0, 2, n)
+        score = np.clip(0.3 * label + 0.7 * rng.random(n), 0.0, 1.0)
+        predictions.append(pd.DataFrame({"label": label, "prediction": (score > 0.5).astype(int), "score": score}))
+    shared = {"groups": groups, "attributes": {"sex": ("sex",), "sex&age": ("sex", "age")},
+              "references": {"sex": "Male"}, "weights": bootstrap_weights(n, 50, 0), "min_group_size": 5}
+    alone, pooled = (evaluate_runs(predictions, shared, workers=w) for w in (1, 2))
+    assert len(alone) == len(pooled) == 3
+    for a, b in zip(alone, pooled):
+        assert a.values.keys() == b.values.keys() and a.draws.keys() == b.draws.keys()
+        np.testing.assert_array_equal(np.array(list(a.values.values())), np.array(list(b.values.values())))
+        for key, draws in a.draws.items():
+            np.testing.assert_array_equal(draws, b.draws[key])
+        for name, table in a.tables.items():
+            pd.testing.assert_frame_equal(table, b.tables[name])
+    # The runs differ, so equal results are not one run evaluated three times.
+    assert alone[0].values != alone[1].values

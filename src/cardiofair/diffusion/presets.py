@@ -140,7 +140,9 @@ PRESETS: dict[str, Preset] = {
         # Guidance trades prompt for realism: FD-cardiofair over all 331 records 32 / 35 / 39 at
         # guidance 2 / 2.5 / 3 (35 for the earlier preset at 3), BMI read .58 / .59 / .62,
         # diagnosis .61 / .62 / .63; 2.5 keeps the earlier realism and both above 0.9x real.
-        sampling=SamplerSettings(sampler="dpm++", steps=10, guidance_scale=2.5),
+        # Eight DPM++ steps draw what ten do (FD-cardiofair 34.1 against 34.0 over the default
+        # study's 331 records, Dice and prompt fidelity within .007; six: 34.7) in 0.8x the time.
+        sampling=SamplerSettings(sampler="dpm++", steps=8, guidance_scale=2.5),
     ),
     "tiny": Preset(
         name="tiny",
