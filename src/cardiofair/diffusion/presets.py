@@ -107,9 +107,8 @@ PRESETS: dict[str, Preset] = {
         # the image lifts myocardium Dice from .90 to .95; the pooled prompt added to the timestep
         # embedding reaches the 16x16 blocks, which have no attention, and the BMI class (a body
         # outline and fat drawn from the prompt alone) is read .62 against .54 (real images of the
-        # same cells .64), diagnosis .63 against .59 (.67). Whole default studies took 1.3x the
-        # training and sampling time (train 200 against 152 s), one process timing the steps of
-        # both designs no more (DEVELOPERS.md).
+        # same cells .64), diagnosis .63 against .59 (.67). Its training steps cost what the
+        # earlier design's did (100 steps, timed in turn: 62 and 79 s against 70 s; DEVELOPERS.md).
         mask_in_input=True,
         unet=dict(
             addition_embed_type="text",
