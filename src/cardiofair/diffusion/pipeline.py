@@ -42,6 +42,22 @@ def make_sampler(name: str, training_scheduler: SchedulerMixin) -> SchedulerMixi
     return cls.from_config(training_scheduler.config, **overrides)
 
 
+def predict(unet: UNet2DConditionModel, controlnet: ControlNetModel, sample: torch.Tensor, t: torch.Tensor,
+            embeddings: torch.Tensor, condition: torch.Tensor | None, mask_in_input: bool = False,
+            conditioning_scale: float = 1.0) -> torch.Tensor:
+    """The UNet's prediction for a noisy sample, with the ControlNet's residuals when a mask
+    condition is given (and the mask joined to the input of both when the preset asks). Training
+    and sampling both call this, so the model is trained on exactly what it is sampled with."""
+    if condition is None:
+        return unet(sample, t, encoder_hidden_states=embeddings).sample
+    if mask_in_input:
+        sample = join_mask(sample, condition)
+    down, mid = controlnet(sample, t, encoder_hidden_states=embeddings, controlnet_cond=condition,
+                           conditioning_scale=conditioning_scale, return_dict=False)
+    return unet(sample, t, encoder_hidden_states=embeddings, down_block_additional_residuals=down,
+                mid_block_additional_residual=mid).sample
+
+
 class CardiacControlNetPipeline(DiffusionPipeline):
     """Text- and mask-conditioned sampling of (ED, ES) short-axis slice pairs."""
 
@@ -109,12 +125,8 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([sample, sample]) if guided else sample
             model_input = self.scheduler.scale_model_input(model_input, t)
-            if self.config.mask_in_input:
-                model_input = join_mask(model_input, condition)
-            down, mid = self.controlnet(model_input, t, encoder_hidden_states=embeddings, controlnet_cond=condition,
-                                        conditioning_scale=controlnet_conditioning_scale, return_dict=False)
-            prediction = self.unet(model_input, t, encoder_hidden_states=embeddings,
-                                   down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+            prediction = predict(self.unet, self.controlnet, model_input, t, embeddings, condition,
+                                 self.config.mask_in_input, controlnet_conditioning_scale)
             if guided:
                 conditional, unconditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)

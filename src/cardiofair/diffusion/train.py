@@ -47,8 +47,8 @@ from cardiofair.data.split import subject_hashes, training_rows
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
-from cardiofair.diffusion.conditioning import condition_channels, control_image, join_mask
-from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler
+from cardiofair.diffusion.conditioning import condition_channels, control_image
+from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler, predict
 from cardiofair.diffusion.presets import (
     Preset,
     TrainingDefaults,
@@ -239,20 +239,6 @@ def stage_parameters(models: Models, stage: str) -> dict[str, list[torch.nn.Para
     return groups
 
 
-def denoise(models: Models, noisy: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
-            condition: torch.Tensor | None, mask_in_input: bool = False) -> torch.Tensor:
-    """UNet prediction, with the ControlNet's residuals when a mask condition is given (and the
-    mask joined to the input of both when the preset asks)."""
-    if condition is None:
-        return models.unet(noisy, t, encoder_hidden_states=embeddings).sample
-    if mask_in_input:
-        noisy = join_mask(noisy, condition)
-    down, mid = models.controlnet(noisy, t, encoder_hidden_states=embeddings, controlnet_cond=condition,
-                                  return_dict=False)
-    return models.unet(noisy, t, encoder_hidden_states=embeddings, down_block_additional_residuals=down,
-                       mid_block_additional_residual=mid).sample
-
-
 def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tensor, embeddings: torch.Tensor,
                    condition: torch.Tensor | None, generator: torch.Generator, min_snr_gamma: float | None,
                    mask_in_input: bool = False) -> torch.Tensor:
@@ -262,7 +248,7 @@ def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tenso
     noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(images.device)
     noisy = scheduler.add_noise(images, noise, t)
-    prediction = denoise(models, noisy, t, embeddings, condition, mask_in_input)
+    prediction = predict(models.unet, models.controlnet, noisy, t, embeddings, condition, mask_in_input)
     snr = compute_snr(scheduler, t)
     # Each prediction type's error is the image (x0) error times a factor of the SNR; min-SNR
     # weighs the image error by min(SNR, gamma), so that factor is divided out.
