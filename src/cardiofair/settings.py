@@ -299,10 +299,17 @@ class SamplerOptions:
     guidance_scale: float | None = option(None, "classifier-free guidance scale, 1 = off (default: the model's)")
     controlnet_scale: float | None = option(None, "ControlNet conditioning scale, 0 = ignore the mask (default: the "
                                             "model's)")
+    guidance_start: float | None = option(None, "share of the denoising steps, noisiest first, drawn without guidance "
+                                          "(default: the model's; 0 guides every step)")
+
+    def __post_init__(self) -> None:
+        if self.guidance_start is not None and not 0.0 <= self.guidance_start < 1.0:
+            raise SettingsError("guidance_start", f"must be in [0, 1), got {self.guidance_start}")
 
     def sampler_overrides(self) -> dict[str, Any]:
         """The sampler values this run sets (None keeps the model's)."""
-        return {k: getattr(self, k) for k in ("sampler", "steps", "guidance_scale", "controlnet_scale")}
+        return {k: getattr(self, k) for k in ("sampler", "steps", "guidance_scale", "controlnet_scale",
+                                              "guidance_start")}
 
 
 @dataclass(frozen=True)
@@ -326,6 +333,7 @@ class GenerateSettings(SamplerOptions):
                          "of fairness.doses); records already made for a smaller dose are kept")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choices(self)
         _at_least(self, 1, "batch_size", "steps")
         if not 0.0 <= self.max_mask_rejection < 1.0:
@@ -343,6 +351,7 @@ class SampleSettings(SamplerOptions):
     batch_size: int = option(16, "images per forward pass")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choices(self)
         _at_least(self, 1, "n", "batch_size", "steps")
 

@@ -101,6 +101,25 @@ def test_prompt_conditioning_changes_the_output(generator, masks):
     assert not np.allclose(a, b, atol=1e-4)
 
 
+def test_guidance_left_out_of_the_noisiest_steps_runs_one_pass_there(generator, masks):
+    batches = []
+    hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    guided = SamplerSettings(sampler="dpm++", steps=4, guidance_scale=3.0)
+    try:
+        late = generator.sample(masks, [PROMPT] * 2, [4, 4], guided.override(guidance_start=0.5))
+    finally:
+        hook.remove()
+    # Two unguided steps with the conditional pass alone, then two with both passes in one batch.
+    assert batches == [2, 2, 4, 4]
+    assert not np.allclose(late, generator.sample(masks, [PROMPT] * 2, [4, 4], guided), atol=1e-5)
+    # With no step left to guide, it draws what no guidance draws.
+    np.testing.assert_array_equal(generator.sample(masks, [PROMPT] * 2, [4, 4], guided.override(guidance_start=0.9)),
+                                  generator.sample(masks, [PROMPT] * 2, [4, 4], guided.override(guidance_scale=1.0)))
+    assert guided.override(guidance_start=0.5).describe() == "dpm++, 4 steps, guidance 3 from step 3, ControlNet scale 1"
+    with pytest.raises(ValueError, match="guidance_start"):
+        guided.override(guidance_start=1.0)
+
+
 def test_unknown_prompt_words_warn_instead_of_failing(generator, masks):
     with pytest.warns(UserWarning, match="unknown to the model"):
         images = generator.sample(masks[:1], ["Female, age in 60s, purple BMI"], [0])

@@ -61,6 +61,9 @@ def test_controlnet_on_stable_diffusion_trains_and_samples(sd_folder, dataset, t
     again = generator.sample(masks, ["Female, age in 60s, normal BMI, heart failure"] * 2, [0, 1],
                              generator.defaults.override(steps=2))
     np.testing.assert_allclose(images, again, atol=1e-6)
+    # diffusers' pipeline guides every step; a setting it cannot honour is refused, not ignored.
+    with pytest.raises(ValueError, match="guidance_start"):
+        generator.sample(masks, ["Female"] * 2, [0, 1], generator.defaults.override(steps=2, guidance_start=0.5))
 
 
 def test_decoder_stage_unlocks_only_the_unet_decoder(sd_folder, dataset, tmp_path):

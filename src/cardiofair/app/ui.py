@@ -180,8 +180,7 @@ def build(explorer: Explorer) -> gr.Blocks:
             drawing = explorer.draw(mask, values, seed_value, sampler, spacing)
             return (grey_picture(drawing.image[0]), grey_picture(drawing.image[1]), overlay_picture(drawing),
                     drawing.prompt,
-                    f"seed {drawing.seed}, {drawing.sampler.sampler} {drawing.sampler.steps} steps, guidance "
-                    f"{drawing.sampler.guidance_scale:g}; drawn in {drawing.seconds:.1f} s",
+                    f"seed {drawing.seed}, {drawing.sampler.describe()}; drawn in {drawing.seconds:.1f} s",
                     explorer.readout(drawing.image, drawing.mask), [str(p) for p in explorer.save(drawing)])
 
         @_shown_to_user

@@ -106,8 +106,10 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         controlnet_conditioning_scale: float = 1.0,
         condition_mode: str = "onehot",
         show_progress: bool = False,
+        guidance_start: float = 0.0,
     ) -> torch.Tensor:
-        """Sample one image per (mask, prompt, generator); returns (B, 2, H, W) in [0, 1]."""
+        """Sample one image per (mask, prompt, generator); returns (B, 2, H, W) in [0, 1].
+        Guidance applies from step ``guidance_start * num_inference_steps`` on (0: every step)."""
         batch = masks.shape[0]
         if not (len(prompts) == len(generators) == batch):
             raise ValueError(f"got {batch} masks, {len(prompts)} prompts and {len(generators)} generators")
@@ -115,19 +117,23 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         guided = guidance_scale > 1.0
         condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
         embeddings = self.encode_prompts(list(prompts) + ([""] * batch if guided else []))
-        if guided:
-            condition = torch.cat([condition, condition])
         shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
         sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
         sample = sample * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self.set_progress_bar_config(disable=not show_progress, leave=False)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = torch.cat([sample, sample]) if guided else sample
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            prediction = predict(self.unet, self.controlnet, model_input, t, embeddings, condition,
+        first_guided = guidance_start * len(self.scheduler.timesteps)
+        for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            # Guidance at the noisiest steps, where the image's layout is decided, pulls every
+            # image of a prompt towards one layout (Kynkaanniemi et al. 2024); left out there,
+            # those steps also cost one pass instead of two.
+            guide = guided and step >= first_guided
+            model_input = self.scheduler.scale_model_input(torch.cat([sample, sample]) if guide else sample, t)
+            prediction = predict(self.unet, self.controlnet, model_input, t,
+                                 embeddings if guide else embeddings[:batch],
+                                 torch.cat([condition, condition]) if guide else condition,
                                  self.config.mask_in_input, controlnet_conditioning_scale)
-            if guided:
+            if guide:
                 conditional, unconditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(prediction, t, sample).prev_sample
@@ -167,7 +173,11 @@ def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str
     if isinstance(pipeline, CardiacControlNetPipeline):
         return pipeline(masks, prompts, generators, num_inference_steps=settings.steps,
                         guidance_scale=settings.guidance_scale,
-                        controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=condition_mode)
+                        controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=condition_mode,
+                        guidance_start=settings.guidance_start)
+    if settings.guidance_start > 0:
+        raise ValueError("guidance_start is not supported by the Stable Diffusion pipeline (diffusers' "
+                         "StableDiffusionControlNetPipeline guides every step); leave it at 0")
     condition = mask_condition(masks, condition_mode)
     images = pipeline(prompt=list(prompts), image=condition, height=masks.shape[-2], width=masks.shape[-1],
                       num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,

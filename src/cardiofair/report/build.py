@@ -345,9 +345,8 @@ class _Builder:
         body = self._figure("counterfactuals.png", figures.counterfactual_grid(source, images, [t for t, _ in columns]),
                             "one mask drawn under different prompts",
                             f"The mask pair of real training record {source.record_id} drawn with each prompt below, "
-                            f"seed {self.seed} for every image, {generator.defaults.sampler} sampler, "
-                            f"{generator.defaults.steps} steps, guidance {generator.defaults.guidance_scale}: only "
-                            "the prompt differs between columns.")
+                            f"seed {self.seed} for every image, {generator.defaults.describe()}: only the "
+                            "prompt differs between columns.")
         body += page.table(tables.Table("Prompts, left to right", ["column", "prompt"], [list(c) for c in columns]))
         if skipped:
             body += page.paragraph(f"Not varied, because the model's prompts have no such attribute: "

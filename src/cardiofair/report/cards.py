@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.report.tables import (
     Table,
     mask_fidelity_table,
@@ -89,8 +90,7 @@ def model_card(model_dir: Path | None, info: Mapping[str, Any] | None, *, weight
                               "3 RV blood pool)"),
         ("prompt attributes", f"{', '.join(schema.get('attributes', []))} (age in {schema.get('age_bin_width', 10)}-year "
                               "bins), e.g. \"Female, age in 60s, normal BMI, heart failure\""),
-        ("default sampling", f"{sampling.get('sampler')}, {sampling.get('steps')} steps, guidance "
-                             f"{sampling.get('guidance_scale')}, ControlNet scale {sampling.get('controlnet_scale')}"),
+        ("default sampling", SamplerSettings(**sampling).describe() if sampling else NOT_GIVEN),
     ]
     trained = [
         ("training dataset", training.get("dataset", NOT_GIVEN)),
