@@ -46,8 +46,7 @@ def main() -> None:
         seconds = [explorer.draw(mask, values, seed, sampler, spacing).seconds for seed in range(1, args.pairs + 1)]
     print(f"cores {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"model {explorer.generator.info.get('preset')} at {explorer.size} px, {sampler.sampler} {sampler.steps} "
-          f"steps, guidance {sampler.guidance_scale:g}")
+    print(f"model {explorer.generator.info.get('preset')} at {explorer.size} px, {sampler.describe()}")
     print(f"start-up (model and dataset loaded): {started:.2f} s")
     print(f"one pair: median {statistics.median(seconds):.3f} s, slowest {max(seconds):.3f} s over {args.pairs} "
           "requests")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -144,22 +145,23 @@ def matmul_gflops(seconds: float = 2.0) -> float:
 def naive_preset(preset: Preset) -> Preset:
     """The preset as diffusers' defaults would build it: plain pixel space (no unshuffling, so
     the UNet runs at full resolution), a cross-attention block at every resolution and
-    diffusers' head setting, sampled with DDIM 50 steps."""
+    diffusers' head setting, sampled with DDIM 50 steps, guided at every step."""
     unet = dict(preset.unet)
     levels = len(unet["block_out_channels"])
     unet.update(down_block_types=("CrossAttnDownBlock2D",) * levels, up_block_types=("CrossAttnUpBlock2D",) * levels,
                 attention_head_dim=NAIVE_HEAD_DIM)
-    sampling = dataclasses.replace(preset.sampling, sampler="ddim", steps=50)
+    sampling = dataclasses.replace(preset.sampling, sampler="ddim", steps=50, guidance_start=0.0)
     return dataclasses.replace(preset, name=f"{preset.name}-naive", unet=unet, sampling=sampling,
                                pixel_unshuffle=1, condition_unshuffle=1, controlnet_embedding=(16,))
 
 
 def before_preset(preset: Preset) -> Preset:
-    """The preset as it was before the folded mask joined the UNet's input and the pooled prompt
-    its timestep embedding: the mask through the ControlNet alone, the prompt through
-    cross-attention alone."""
+    """The preset as it was before the folded mask joined the UNet's input, the pooled prompt
+    its timestep embedding and guidance left the noisiest steps: the mask through the ControlNet
+    alone, the prompt through cross-attention alone, guidance at every step."""
     unet = {key: value for key, value in preset.unet.items() if key != "addition_embed_type"}
-    return dataclasses.replace(preset, name=f"{preset.name}-before", mask_in_input=False, unet=unet)
+    return dataclasses.replace(preset, name=f"{preset.name}-before", mask_in_input=False, unet=unet,
+                               sampling=dataclasses.replace(preset.sampling, guidance_start=0.0))
 
 
 def grammar_prompts() -> list[str]:
@@ -259,7 +261,8 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
     def draw(steps: int) -> None:
         pipeline(setup.masks, setup.prompts, [torch.Generator().manual_seed(i) for i in range(batch)],
                  num_inference_steps=steps, guidance_scale=settings.guidance_scale,
-                 controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=preset.condition_mode)
+                 controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=preset.condition_mode,
+                 guidance_start=settings.guidance_start)
 
     rss_setup = max_rss_mb()
     ceiling = matmul_gflops()
@@ -294,13 +297,17 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
         controlnet_flops, controlnet_attention = count_flops(controlnet)
         unet_flops, unet_attention = count_flops(unet)
     step_flops = controlnet_flops + unet_flops
+    # One pass per step, two where guided: the steps before guidance_start run the conditional pass alone.
+    first_guided = math.ceil(settings.guidance_start * settings.steps) if guided else settings.steps
+    image_flops = step_flops / pair * (2 * settings.steps - first_guided)
     return {"sampler": settings.sampler, "steps": settings.steps, "guidance_scale": settings.guidance_scale,
+            "guidance_start": settings.guidance_start,
             "batch": batch, "timed_steps": timed_steps, "extrapolated": timed_steps < settings.steps,
             "seconds_per_batch": seconds, "images_per_s": batch / seconds,
             "gflop_per_step": {"unet": unet_flops / 1e9, "controlnet": controlnet_flops / 1e9,
                                "attention": (unet_attention + controlnet_attention) / 1e9, "total": step_flops / 1e9},
-            "gflop_per_image": step_flops * settings.steps / 1e9,
-            "achieved_gflops": step_flops * settings.steps * batch / seconds / 1e9, "matmul_gflops": ceiling,
+            "gflop_per_image": image_flops / 1e9,
+            "achieved_gflops": image_flops * batch / seconds / 1e9, "matmul_gflops": ceiling,
             "rss_setup_mb": rss_setup, "peak_rss_mb": peak, "parameters_m": setup.parameters_m()}
 
 
@@ -369,7 +376,9 @@ def report(figures: dict[str, Any], preset: Preset) -> list[str]:
         return f"x{a / b:.1f}" if b else "-"
 
     def sampler(s: dict[str, Any]) -> str:
-        return f"{s['sampler']} {s['steps']}, g={s['guidance_scale']:g}"
+        # The share of steps left unguided, after a slash: "dpm++ 8, g=3/.25".
+        start = f"/{s['guidance_start']:g}".replace("/0.", "/.") if s.get("guidance_start") else ""
+        return f"{s['sampler']} {s['steps']}, g={s['guidance_scale']:g}{start}"
 
     lines = [row("", "default", "naive", "gain"),
              row("UNet + ControlNet parameters [M]",
@@ -388,7 +397,7 @@ def report(figures: dict[str, Any], preset: Preset) -> list[str]:
                 ),
              row("  achieved GFLOP/s", f"{d_train['achieved_gflops']:.1f}", f"{n_train['achieved_gflops']:.1f}"),
              row("  peak RSS [MB] (measured batch)", f"{d_train['peak_rss_mb']:.0f}", f"{n_train['peak_rss_mb']:.0f}"),
-             "sampling (guided: cond + uncond in one batch)",
+             "sampling (guided: cond + uncond in one batch; g=G/S: guidance G, the first share S of the steps unguided)",
              row("  sampler", sampler(d_sample), sampler(n_sample)),
              row("  batch measured", str(d_sample["batch"]), str(n_sample["batch"])),
              row("  steps timed", str(d_sample["timed_steps"]), str(n_sample["timed_steps"])),
