@@ -11,7 +11,7 @@ def _pair(synthetic, reference):
 
 def quality_report():
     cell_realism = {"n_synthetic": 7, "n_real_held_out": 3, "n_real_train": 9,
-                    "status": "too few images for a stable distance: 3 real held-out (need 20)"}
+                    "status": "too few images for a stable figure: 3 real held-out (need 20)"}
     mask_scope = {"synthetic": {k: 0.9117 for k in DICE}, "real_reference": {k: 0.9822 for k in DICE},
                   "n_synthetic": 7, "n_real_test": 3, "status": "ok"}
     prompt_scope = {"synthetic": {"sex": 0.6543, "age": 0.2611, "bmi": 0.5, "diagnosis": 0.9876},

@@ -63,8 +63,8 @@ def test_the_verdict_names_distance_mask_fidelity_and_too_few_images():
     sentences = quality_verdict(far)
     assert "3.6 times" in sentences[0] and "ES LV myocardium 0.544 (real 0.869)" in sentences[1]
     few = quality_report()
-    few["realism"]["overall"] = {"status": "too few images for a stable distance: 48 synthetic (need 100)"}
-    assert quality_verdict(few) == ["Realism was not measured: too few images for a stable distance: 48 synthetic "
+    few["realism"]["overall"] = {"status": "too few images for a stable figure: 48 synthetic (need 100)"}
+    assert quality_verdict(few) == ["Realism was not measured: too few images for a stable figure: 48 synthetic "
                                     "(need 100)."]
 
 

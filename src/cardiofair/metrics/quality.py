@@ -225,7 +225,7 @@ def _too_few(counts: dict[str, int], minimum: int) -> str:
     short = {k: v for k, v in counts.items() if v < minimum}
     if not short:
         return "ok"
-    return "too few images for a stable distance: " + ", ".join(f"{v} {k}" for k, v in short.items()) + \
+    return "too few images for a stable figure: " + ", ".join(f"{v} {k}" for k, v in short.items()) + \
         f" (need {minimum})"
 
 

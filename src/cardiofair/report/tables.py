@@ -299,11 +299,11 @@ def mask_geometry_table(quality: Mapping[str, Any]) -> Table:
     return Table("Synthetic masks per cell: are they hearts of their cell, and new ones?", header, rows, notes)
 
 
-TOO_FEW = "too few images for a stable distance: "
+TOO_FEW = "too few images for a stable figure: "
 
 
 def _shortfalls(messages: list[str]) -> str:
-    # The evaluation words each shortfall as "too few images for a stable distance: 9 real
+    # The evaluation words each shortfall as "too few images for a stable figure: 9 real
     # held-out (need 20)"; one cell has up to three, so they are merged into one line.
     counts, need, other = [], "", []
     for message in dict.fromkeys(messages):
