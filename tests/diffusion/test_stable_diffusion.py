@@ -20,6 +20,7 @@ from cardiofair.diffusion.stable_diffusion import (
     write_random_stable_diffusion,
 )
 from cardiofair.diffusion.train import TrainSettings, train
+from cardiofair.errors import SettingsError
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_controlnet_on_stable_diffusion_trains_and_samples(sd_folder, dataset, t
                              generator.defaults.override(steps=2))
     np.testing.assert_allclose(images, again, atol=1e-6)
     # diffusers' pipeline guides every step; a setting it cannot honour is refused, not ignored.
-    with pytest.raises(ValueError, match="guidance_start"):
+    with pytest.raises(SettingsError, match="guidance_start must be 0 for a Stable Diffusion model"):
         generator.sample(masks, ["Female"] * 2, [0, 1], generator.defaults.override(steps=2, guidance_start=0.5))
 
 

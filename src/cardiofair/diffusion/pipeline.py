@@ -26,6 +26,7 @@ from transformers import CLIPTextModel, PreTrainedTokenizerFast
 from cardiofair.diffusion.conditioning import control_image, join_mask, mask_condition
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.tokenizer import tokenize
+from cardiofair.errors import SettingsError
 
 SAMPLERS = {
     "ddim": (DDIMScheduler, {}),
@@ -176,8 +177,8 @@ def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str
                         controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=condition_mode,
                         guidance_start=settings.guidance_start)
     if settings.guidance_start > 0:
-        raise ValueError("guidance_start is not supported by the Stable Diffusion pipeline (diffusers' "
-                         "StableDiffusionControlNetPipeline guides every step); leave it at 0")
+        raise SettingsError("guidance_start", "must be 0 for a Stable Diffusion model: diffusers' "
+                            "StableDiffusionControlNetPipeline guides every step")
     condition = mask_condition(masks, condition_mode)
     images = pipeline(prompt=list(prompts), image=condition, height=masks.shape[-2], width=masks.shape[-1],
                       num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,

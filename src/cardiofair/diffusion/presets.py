@@ -153,7 +153,7 @@ PRESETS: dict[str, Preset] = {
         # Guidance over every step trades prompt for realism (FD-cardiofair over the default
         # study's 331 records 32 / 35 / 39 at guidance 2 / 2.5 / 3). Left out of the two noisiest
         # of the eight steps (Kynkaanniemi et al. 2024), where it pulls every image of a prompt
-        # towards one body, it costs none: guidance 3 from the third step gives FD-cardiofair
+        # towards one body, it no longer does: guidance 3 from the third step gives FD-cardiofair
         # 28.1 / 26.4 / 26.2 against 34.1 / 32.4 / 32.2 with guidance 2.5 on all steps, for the
         # default model and two other training seeds, prompt fidelity within .02 (sex .70 / .69 /
         # .72, BMI .60 / .67 / .61), Dice within .005, in 0.9x the time. Eight DPM++ steps draw
