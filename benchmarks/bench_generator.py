@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import random
@@ -298,7 +297,7 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
         unet_flops, unet_attention = count_flops(unet)
     step_flops = controlnet_flops + unet_flops
     # One pass per step, two where guided: the steps before guidance_start run the conditional pass alone.
-    first_guided = math.ceil(settings.guidance_start * settings.steps) if guided else settings.steps
+    first_guided = settings.unguided_steps if guided else settings.steps
     image_flops = step_flops / pair * (2 * settings.steps - first_guided)
     return {"sampler": settings.sampler, "steps": settings.steps, "guidance_scale": settings.guidance_scale,
             "guidance_start": settings.guidance_start,
@@ -376,9 +375,9 @@ def report(figures: dict[str, Any], preset: Preset) -> list[str]:
         return f"x{a / b:.1f}" if b else "-"
 
     def sampler(s: dict[str, Any]) -> str:
-        # The share of steps left unguided, after a slash: "dpm++ 8, g=3/.25".
+        # The share of steps left unguided, after a slash, within the 16-character column: "dpm++ 8 g3.5/.25".
         start = f"/{s['guidance_start']:g}".replace("/0.", "/.") if s.get("guidance_start") else ""
-        return f"{s['sampler']} {s['steps']}, g={s['guidance_scale']:g}{start}"
+        return f"{s['sampler']} {s['steps']} g{s['guidance_scale']:g}{start}"
 
     lines = [row("", "default", "naive", "gain"),
              row("UNet + ControlNet parameters [M]",
@@ -397,7 +396,7 @@ def report(figures: dict[str, Any], preset: Preset) -> list[str]:
                 ),
              row("  achieved GFLOP/s", f"{d_train['achieved_gflops']:.1f}", f"{n_train['achieved_gflops']:.1f}"),
              row("  peak RSS [MB] (measured batch)", f"{d_train['peak_rss_mb']:.0f}", f"{n_train['peak_rss_mb']:.0f}"),
-             "sampling (guided: cond + uncond in one batch; g=G/S: guidance G, the first share S of the steps unguided)",
+             "sampling (guided: cond + uncond in one batch; gG/S: guidance G, the first share S of the steps unguided)",
              row("  sampler", sampler(d_sample), sampler(n_sample)),
              row("  batch measured", str(d_sample["batch"]), str(n_sample["batch"])),
              row("  steps timed", str(d_sample["timed_steps"]), str(n_sample["timed_steps"])),

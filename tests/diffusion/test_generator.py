@@ -111,6 +111,7 @@ def test_guidance_left_out_of_the_noisiest_steps_runs_one_pass_there(generator, 
         hook.remove()
     # Two unguided steps with the conditional pass alone, then two with both passes in one batch.
     assert batches == [2, 2, 4, 4]
+    assert guided.override(guidance_start=0.5).unguided_steps == batches.count(2)
     assert not np.allclose(late, generator.sample(masks, [PROMPT] * 2, [4, 4], guided), atol=1e-5)
     # With no step left to guide, it draws what no guidance draws.
     np.testing.assert_array_equal(generator.sample(masks, [PROMPT] * 2, [4, 4], guided.override(guidance_start=0.9)),

@@ -60,9 +60,15 @@ class SamplerSettings:
         if not 0.0 <= self.guidance_start < 1.0:
             raise ValueError(f"guidance_start must be in [0, 1), got {self.guidance_start}")
 
+    @property
+    def unguided_steps(self) -> int:
+        """How many of the first (noisiest) steps run without guidance: the pipeline guides step
+        i (from 0) when i >= guidance_start * steps."""
+        return math.ceil(self.guidance_start * self.steps)
+
     def describe(self) -> str:
         """For readers: e.g. "dpm++, 8 steps, guidance 3 from step 3, ControlNet scale 1"."""
-        first = math.ceil(self.guidance_start * self.steps)
+        first = self.unguided_steps
         start = f" from step {first + 1}" if first and self.guidance_scale > 1.0 else ""
         return (f"{self.sampler}, {self.steps} steps, guidance {self.guidance_scale:g}{start}, "
                 f"ControlNet scale {self.controlnet_scale:g}")
