@@ -149,18 +149,18 @@ def naive_preset(preset: Preset) -> Preset:
     levels = len(unet["block_out_channels"])
     unet.update(down_block_types=("CrossAttnDownBlock2D",) * levels, up_block_types=("CrossAttnUpBlock2D",) * levels,
                 attention_head_dim=NAIVE_HEAD_DIM)
-    sampling = dataclasses.replace(preset.sampling, sampler="ddim", steps=50, guidance_start=0.0)
+    sampling = dataclasses.replace(preset.sampling, sampler="ddim", steps=50, guidance_start=0.0, autoguidance=1.0)
     return dataclasses.replace(preset, name=f"{preset.name}-naive", unet=unet, sampling=sampling,
                                pixel_unshuffle=1, condition_unshuffle=1, controlnet_embedding=(16,))
 
 
 def before_preset(preset: Preset) -> Preset:
     """The preset as it was before the folded mask joined the UNet's input, the pooled prompt
-    its timestep embedding and guidance left the noisiest steps: the mask through the ControlNet
-    alone, the prompt through cross-attention alone, guidance at every step."""
+    its timestep embedding, guidance left the noisiest steps and autoguidance joined it: the mask
+    through the ControlNet alone, the prompt through cross-attention alone, guidance at every step."""
     unet = {key: value for key, value in preset.unet.items() if key != "addition_embed_type"}
     return dataclasses.replace(preset, name=f"{preset.name}-before", mask_in_input=False, unet=unet,
-                               sampling=dataclasses.replace(preset.sampling, guidance_start=0.0))
+                               sampling=dataclasses.replace(preset.sampling, guidance_start=0.0, autoguidance=1.0))
 
 
 def grammar_prompts() -> list[str]:
@@ -252,16 +252,20 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
     models = setup.models
     for model in models.named().values():
         model.eval()
+    # The guide has the model's architecture, so its pass costs what the model's does: the
+    # untrained models stand in for it.
+    guide = {"unet": models.unet, "controlnet": models.controlnet, "text_encoder": models.text_encoder}
     pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, setup.tokenizer,
                                  make_sampler(settings.sampler, build_noise_scheduler(preset)),
                                  pixel_unshuffle=preset.pixel_unshuffle,
-                                 condition_unshuffle=preset.condition_unshuffle, mask_in_input=preset.mask_in_input)
+                                 condition_unshuffle=preset.condition_unshuffle, mask_in_input=preset.mask_in_input,
+                                 guide=guide if settings.autoguidance > 1.0 else None)
 
     def draw(steps: int) -> None:
         pipeline(setup.masks, setup.prompts, [torch.Generator().manual_seed(i) for i in range(batch)],
                  num_inference_steps=steps, guidance_scale=settings.guidance_scale,
                  controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=preset.condition_mode,
-                 guidance_start=settings.guidance_start)
+                 guidance_start=settings.guidance_start, autoguidance=settings.autoguidance)
 
     rss_setup = max_rss_mb()
     ceiling = matmul_gflops()
@@ -296,11 +300,9 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
         controlnet_flops, controlnet_attention = count_flops(controlnet)
         unet_flops, unet_attention = count_flops(unet)
     step_flops = controlnet_flops + unet_flops
-    # One pass per step, two where guided: the steps before guidance_start run the conditional pass alone.
-    first_guided = settings.unguided_steps if guided else settings.steps
-    image_flops = step_flops / pair * (2 * settings.steps - first_guided)
+    image_flops = step_flops / pair * settings.passes
     return {"sampler": settings.sampler, "steps": settings.steps, "guidance_scale": settings.guidance_scale,
-            "guidance_start": settings.guidance_start,
+            "guidance_start": settings.guidance_start, "autoguidance": settings.autoguidance,
             "batch": batch, "timed_steps": timed_steps, "extrapolated": timed_steps < settings.steps,
             "seconds_per_batch": seconds, "images_per_s": batch / seconds,
             "gflop_per_step": {"unet": unet_flops / 1e9, "controlnet": controlnet_flops / 1e9,
@@ -369,15 +371,17 @@ def report(figures: dict[str, Any], preset: Preset) -> list[str]:
     n_sample_mark = "~" if n_sample["extrapolated"] else ""
 
     def row(label: str, default: str, naive: str, ratio: str = "") -> str:
-        return f"{label:<44}{default:>16}{naive:>16}{ratio:>14}"
+        return f"{label:<44}{default:>22}{naive:>22}{ratio:>14}"
 
     def ratio(a: float, b: float) -> str:
         return f"x{a / b:.1f}" if b else "-"
 
     def sampler(s: dict[str, Any]) -> str:
-        # The share of steps left unguided, after a slash, within the 16-character column: "dpm++ 8 g3.5/.25".
+        # Autoguidance after the guidance scale, the share of steps left unguided after a slash,
+        # within the 22-character column: "dpm++ 8 g2.5a1.5/.25".
+        auto = f"a{s['autoguidance']:g}" if s.get("autoguidance", 1.0) > 1.0 else ""
         start = f"/{s['guidance_start']:g}".replace("/0.", "/.") if s.get("guidance_start") else ""
-        return f"{s['sampler']} {s['steps']} g{s['guidance_scale']:g}{start}"
+        return f"{s['sampler']} {s['steps']} g{s['guidance_scale']:g}{auto}{start}"
 
     lines = [row("", "default", "naive", "gain"),
              row("UNet + ControlNet parameters [M]",
@@ -396,7 +400,8 @@ def report(figures: dict[str, Any], preset: Preset) -> list[str]:
                 ),
              row("  achieved GFLOP/s", f"{d_train['achieved_gflops']:.1f}", f"{n_train['achieved_gflops']:.1f}"),
              row("  peak RSS [MB] (measured batch)", f"{d_train['peak_rss_mb']:.0f}", f"{n_train['peak_rss_mb']:.0f}"),
-             "sampling (guided: cond + uncond in one batch; gG/S: guidance G, the first share S of the steps unguided)",
+             "sampling (guided: cond + uncond in one batch; gGaA/S: guidance G, autoguidance A, the first share S of the steps "
+             "unguided)",
              row("  sampler", sampler(d_sample), sampler(n_sample)),
              row("  batch measured", str(d_sample["batch"]), str(n_sample["batch"])),
              row("  steps timed", str(d_sample["timed_steps"]), str(n_sample["timed_steps"])),

@@ -189,6 +189,8 @@ class TrainOptions:
                                         "preset's)")
     checkpoint_every: int | None = option(None, "steps between checkpoints (default: the preset's)")
     validate_every: int | None = option(None, "steps between validation sample grids (default: the preset's)")
+    guide_at: float | None = option(None, "share of the steps after which the averaged weights are kept as the "
+                                    "model's guide for autoguidance (default: the preset's; embedded presets only)")
     seed: int = option(0, "random seed")
     num_processes: int = option(1, "train with N processes through Accelerate")
 
@@ -301,15 +303,20 @@ class SamplerOptions:
                                             "model's)")
     guidance_start: float | None = option(None, "share of the denoising steps, noisiest first, drawn without guidance "
                                           "(default: the model's; 0 guides every step)")
+    autoguidance: float | None = option(None, "autoguidance scale: how far the guided steps are steered away from the "
+                                        "model's guide, a shorter-trained copy of itself (1 = off; default: the "
+                                        "model's)")
 
     def __post_init__(self) -> None:
         if self.guidance_start is not None and not 0.0 <= self.guidance_start < 1.0:
             raise SettingsError("guidance_start", f"must be in [0, 1), got {self.guidance_start}")
+        if self.autoguidance is not None and self.autoguidance < 1.0:
+            raise SettingsError("autoguidance", f"must be at least 1 (1 = off), got {self.autoguidance}")
 
     def sampler_overrides(self) -> dict[str, Any]:
         """The sampler values this run sets (None keeps the model's)."""
         return {k: getattr(self, k) for k in ("sampler", "steps", "guidance_scale", "controlnet_scale",
-                                              "guidance_start")}
+                                              "guidance_start", "autoguidance")}
 
 
 @dataclass(frozen=True)

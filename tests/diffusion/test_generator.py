@@ -23,6 +23,7 @@ from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.conditioning import control_image, mask_condition
 from cardiofair.diffusion.train import Models, TrainSettings, diffusion_loss, load_models, train
+from cardiofair.errors import SettingsError
 from cardiofair.settings import TrainOptions
 
 PROMPT = "Female, age in 60s, normal BMI, heart failure"
@@ -112,6 +113,7 @@ def test_guidance_left_out_of_the_noisiest_steps_runs_one_pass_there(generator, 
     # Two unguided steps with the conditional pass alone, then two with both passes in one batch.
     assert batches == [2, 2, 4, 4]
     assert guided.override(guidance_start=0.5).unguided_steps == batches.count(2)
+    assert guided.override(guidance_start=0.5).passes == sum(batches) // 2
     assert not np.allclose(late, generator.sample(masks, [PROMPT] * 2, [4, 4], guided), atol=1e-5)
     # With no step left to guide, it draws what no guidance draws.
     np.testing.assert_array_equal(generator.sample(masks, [PROMPT] * 2, [4, 4], guided.override(guidance_start=0.9)),
@@ -371,3 +373,45 @@ def test_a_unet_that_reads_the_mask_in_its_input_and_the_prompt_in_its_timestep(
     staged = TrainSettings.for_preset(variant, max_steps=2, stages=(("base", 0.5), ("control", 0.5)))
     assert np.isfinite(TrainedGenerator(train(dataset, tmp_path / "staged", staged, progress_bar=False))
                        .sample(masks, [PROMPT] * 2, [0, 1])).all()
+
+
+def test_autoguidance_steers_by_the_weights_kept_on_the_way(dataset, tmp_path, masks):
+    """The guide is the run's own averaged weights at its guide step (a run stopped there holds
+    the same), keeping it leaves training untouched, and each guided step adds one guide pass."""
+    settings = _settings(max_steps=4, lr_schedule="constant_with_warmup", warmup_steps=1, guide_at=0.5)
+    guided = train(dataset, tmp_path / "guided", settings, progress_bar=False)
+    plain = train(dataset, tmp_path / "plain", replace(settings, guide_at=None), progress_bar=False)
+    short = train(dataset, tmp_path / "short", replace(settings, max_steps=2, guide_at=None), progress_bar=False)
+    assert settings.guide_step == 2
+    for name in ("guide_unet", "guide_controlnet", "guide_text_encoder"):
+        assert (guided / name).is_dir() and not (plain / name).exists()
+    final = _weights(plain)
+    assert all(torch.equal(v, final[k]) for k, v in _weights(guided).items())
+    kept = {f"{n}.{k}": v for n in ("unet", "controlnet", "text_encoder")
+            for k, v in load_models(guided / "training" / "guide", [n])[n].state_dict().items()}
+    assert kept.keys() == _weights(short).keys()
+    assert all(torch.equal(kept[k], v) for k, v in _weights(short).items())
+    assert not all(torch.equal(kept[k], v) for k, v in final.items())
+
+    generator = TrainedGenerator(guided)
+    assert generator.pipeline.has_guide and not TrainedGenerator(plain).pipeline.has_guide
+    sampler = SamplerSettings(sampler="dpm++", steps=4, guidance_scale=3.0, guidance_start=0.5)
+    batches = []
+    hook = generator.pipeline.guide_unet.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    try:
+        steered = generator.sample(masks, [PROMPT] * 2, [4, 4], sampler.override(autoguidance=2.0))
+    finally:
+        hook.remove()
+    assert batches == [2, 2]  # the conditional batch, on the two guided steps only
+    assert sampler.override(autoguidance=2.0).passes == 4 + 2 + 2
+    off = generator.sample(masks, [PROMPT] * 2, [4, 4], sampler)
+    assert not np.allclose(steered, off, atol=1e-5)
+    np.testing.assert_array_equal(off, TrainedGenerator(plain).sample(masks, [PROMPT] * 2, [4, 4], sampler))
+    assert sampler.override(autoguidance=2.0).describe() == \
+        "dpm++, 4 steps, guidance 3 and autoguidance 2 from step 3, ControlNet scale 1"
+    with pytest.raises(SettingsError, match="autoguidance needs a model trained with a guide"):
+        TrainedGenerator(plain).sample(masks, [PROMPT] * 2, [4, 4], sampler.override(autoguidance=2.0))
+    with pytest.raises(ValueError, match="autoguidance"):
+        sampler.override(autoguidance=0.5)
+    with pytest.raises(SettingsError, match="guide_at"):
+        replace(settings, guide_at=1.0)

@@ -65,6 +65,8 @@ def test_controlnet_on_stable_diffusion_trains_and_samples(sd_folder, dataset, t
     # diffusers' pipeline guides every step; a setting it cannot honour is refused, not ignored.
     with pytest.raises(SettingsError, match="guidance_start must be 0 for a Stable Diffusion model"):
         generator.sample(masks, ["Female"] * 2, [0, 1], generator.defaults.override(steps=2, guidance_start=0.5))
+    with pytest.raises(SettingsError, match="autoguidance must be 1 for a Stable Diffusion model"):
+        generator.sample(masks, ["Female"] * 2, [0, 1], generator.defaults.override(steps=2, autoguidance=2.0))
 
 
 def test_decoder_stage_unlocks_only_the_unet_decoder(sd_folder, dataset, tmp_path):
@@ -76,9 +78,11 @@ def test_decoder_stage_unlocks_only_the_unet_decoder(sd_folder, dataset, tmp_pat
     assert changed and all(k.startswith(("up_blocks", "conv_norm_out", "conv_out")) for k in changed)
 
 
-def test_base_stage_is_refused_for_stable_diffusion(sd_folder, dataset, tmp_path):
+def test_base_stage_and_a_guide_are_refused_for_stable_diffusion(sd_folder, dataset, tmp_path):
     with pytest.raises(ValueError, match="trains the stages"):
         train(dataset, tmp_path / "m", _settings(sd_folder, stages=(("base", 1.0),)), progress_bar=False)
+    with pytest.raises(SettingsError, match="guide_at preset sd21 samples with diffusers' Stable Diffusion pipeline"):
+        train(dataset, tmp_path / "g", _settings(sd_folder, guide_at=0.5), progress_bar=False)
 
 
 def test_missing_weights_say_what_to_put_where(tmp_path):

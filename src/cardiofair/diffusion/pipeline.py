@@ -2,8 +2,9 @@
 
 The UNet denoises (pixels, or a VAE's latents), the text encoder reads the prompt through
 cross-attention, the ControlNet reads the mask. Classifier-free guidance runs the conditional
-and unconditional passes in one batch. Each image has its own generator, so a record's sample
-depends on its seed, not on which batch it was drawn in.
+and unconditional passes in one batch; autoguidance adds a pass of the model's guide, a
+shorter-trained copy of its UNet, ControlNet and text encoder. Each image has its own generator,
+so a record's sample depends on its seed, not on which batch it was drawn in.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def predict(unet: UNet2DConditionModel, controlnet: ControlNetModel, sample: tor
 class CardiacControlNetPipeline(DiffusionPipeline):
     """Text- and mask-conditioned sampling of (ED, ES) short-axis slice pairs."""
 
-    # Pixel-space models have no VAE; latent ones do.
-    _optional_components = ["vae"]
+    # Pixel-space models have no VAE; latent ones do. A model trained without a guide has none.
+    _optional_components = ["vae", "guide_unet", "guide_controlnet", "guide_text_encoder"]
 
     def __init__(
         self,
@@ -76,17 +77,27 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         pixel_unshuffle: int = 1,
         condition_unshuffle: int = 1,
         mask_in_input: bool = False,
+        guide_unet: UNet2DConditionModel | None = None,
+        guide_controlnet: ControlNetModel | None = None,
+        guide_text_encoder: CLIPTextModel | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
-                              scheduler=scheduler, vae=vae)
+                              scheduler=scheduler, vae=vae, guide_unet=guide_unet, guide_controlnet=guide_controlnet,
+                              guide_text_encoder=guide_text_encoder)
         self.register_to_config(pixel_unshuffle=pixel_unshuffle, condition_unshuffle=condition_unshuffle,
                                 mask_in_input=mask_in_input)
 
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+    @property
+    def has_guide(self) -> bool:
+        """Whether the model carries a guide for autoguidance."""
+        return self.guide_unet is not None
+
+    def encode_prompts(self, prompts: Sequence[str], text_encoder: CLIPTextModel | None = None) -> torch.Tensor:
         """Text-encoder hidden states for cross-attention; ``""`` is the unconditional prompt."""
-        ids = tokenize(self.tokenizer, prompts).to(self.text_encoder.device)
-        return self.text_encoder(ids).last_hidden_state
+        text_encoder = text_encoder or self.text_encoder
+        ids = tokenize(self.tokenizer, prompts).to(text_encoder.device)
+        return text_encoder(ids).last_hidden_state
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """Shape of the denoised tensor for an image of this size (pixels, folded pixels or latents)."""
@@ -108,16 +119,22 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         condition_mode: str = "onehot",
         show_progress: bool = False,
         guidance_start: float = 0.0,
+        autoguidance: float = 1.0,
     ) -> torch.Tensor:
         """Sample one image per (mask, prompt, generator); returns (B, 2, H, W) in [0, 1].
-        Guidance applies from step ``guidance_start * num_inference_steps`` on (0: every step)."""
+        Guidance (and autoguidance by the model's guide) applies from step
+        ``guidance_start * num_inference_steps`` on (0: every step)."""
         batch = masks.shape[0]
         if not (len(prompts) == len(generators) == batch):
             raise ValueError(f"got {batch} masks, {len(prompts)} prompts and {len(generators)} generators")
+        if autoguidance > 1.0 and not self.has_guide:
+            raise SettingsError("autoguidance", "needs a model trained with a guide (`cardiofair train --guide-at`); "
+                                "this one has none: use --autoguidance 1")
         device = self.unet.device
-        guided = guidance_scale > 1.0
+        unconditional_pass, guide_pass = guidance_scale > 1.0, autoguidance > 1.0
         condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
-        embeddings = self.encode_prompts(list(prompts) + ([""] * batch if guided else []))
+        embeddings = self.encode_prompts(list(prompts) + ([""] * batch if unconditional_pass else []))
+        guide_embeddings = self.encode_prompts(prompts, self.guide_text_encoder) if guide_pass else None
         shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
         sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
         sample = sample * self.scheduler.init_noise_sigma
@@ -128,15 +145,23 @@ class CardiacControlNetPipeline(DiffusionPipeline):
             # Guidance at the noisiest steps, where the image's layout is decided, pulls every
             # image of a prompt towards one layout (Kynkaanniemi et al. 2024); left out there,
             # those steps also cost one pass instead of two.
-            guide = guided and step >= first_guided
-            model_input = self.scheduler.scale_model_input(torch.cat([sample, sample]) if guide else sample, t)
-            prediction = predict(self.unet, self.controlnet, model_input, t,
-                                 embeddings if guide else embeddings[:batch],
-                                 torch.cat([condition, condition]) if guide else condition,
+            steered = step >= first_guided
+            both = unconditional_pass and steered
+            model_input = self.scheduler.scale_model_input(sample, t)
+            prediction = predict(self.unet, self.controlnet, torch.cat([model_input, model_input]) if both else model_input,
+                                 t, embeddings if both else embeddings[:batch],
+                                 torch.cat([condition, condition]) if both else condition,
                                  self.config.mask_in_input, controlnet_conditioning_scale)
-            if guide:
-                conditional, unconditional = prediction.chunk(2)
-                prediction = unconditional + guidance_scale * (conditional - unconditional)
+            conditional = prediction[:batch]
+            if both:
+                prediction = prediction[batch:] + guidance_scale * (conditional - prediction[batch:])
+            if guide_pass and steered:
+                # Steered away from where a shorter-trained copy of the model errs: the blur it
+                # has not yet trained away (Karras et al. 2024, "Guiding a diffusion model with a
+                # bad version of itself").
+                guide = predict(self.guide_unet, self.guide_controlnet, model_input, t, guide_embeddings, condition,
+                                self.config.mask_in_input, controlnet_conditioning_scale)
+                prediction = prediction + (autoguidance - 1.0) * (conditional - guide)
             sample = self.scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
@@ -156,16 +181,18 @@ def stable_diffusion_pipeline_class() -> type[DiffusionPipeline]:
 def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: ControlNetModel, text_encoder,
                       tokenizer, scheduler: SchedulerMixin, vae: AutoencoderKL | None = None,
                       pixel_unshuffle: int = 1, condition_unshuffle: int = 1,
-                      mask_in_input: bool = False) -> DiffusionPipeline:
-    """The sampling pipeline of a model family: cardiofair's own for the embedded presets,
-    diffusers' ``StableDiffusionControlNetPipeline`` for Stable Diffusion."""
+                      mask_in_input: bool = False, guide: dict[str, torch.nn.Module] | None = None) -> DiffusionPipeline:
+    """The sampling pipeline of a model family: cardiofair's own for the embedded presets (with
+    the ``guide``'s unet, controlnet and text_encoder for autoguidance, when given), diffusers'
+    ``StableDiffusionControlNetPipeline`` for Stable Diffusion."""
     if family == "stable-diffusion":
         return stable_diffusion_pipeline_class()(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                                  controlnet=controlnet, scheduler=scheduler, safety_checker=None,
                                                  feature_extractor=None, requires_safety_checker=False)
     return CardiacControlNetPipeline(unet=unet, controlnet=controlnet, text_encoder=text_encoder, tokenizer=tokenizer,
                                      scheduler=scheduler, vae=vae, pixel_unshuffle=pixel_unshuffle,
-                                     condition_unshuffle=condition_unshuffle, mask_in_input=mask_in_input)
+                                     condition_unshuffle=condition_unshuffle, mask_in_input=mask_in_input,
+                                     **{f"guide_{name}": model for name, model in (guide or {}).items()})
 
 
 def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str],
@@ -175,10 +202,13 @@ def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str
         return pipeline(masks, prompts, generators, num_inference_steps=settings.steps,
                         guidance_scale=settings.guidance_scale,
                         controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=condition_mode,
-                        guidance_start=settings.guidance_start)
+                        guidance_start=settings.guidance_start, autoguidance=settings.autoguidance)
     if settings.guidance_start > 0:
         raise SettingsError("guidance_start", "must be 0 for a Stable Diffusion model: diffusers' "
                             "StableDiffusionControlNetPipeline guides every step")
+    if settings.autoguidance > 1.0:
+        raise SettingsError("autoguidance", "must be 1 for a Stable Diffusion model: diffusers' "
+                            "StableDiffusionControlNetPipeline has no guide model")
     condition = mask_condition(masks, condition_mode)
     images = pipeline(prompt=list(prompts), image=condition, height=masks.shape[-2], width=masks.shape[-1],
                       num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,

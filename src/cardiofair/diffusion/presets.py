@@ -43,22 +43,39 @@ class TrainingDefaults:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
+    # The share of training after which the averaged weights are kept as the model's guide for
+    # autoguidance (Karras et al. 2024): a shorter-trained copy of itself, whose errors the
+    # finished model is steered away from. None keeps no guide.
+    guide_at: float | None = None
+
+
+def guide_step(guide_at: float | None, max_steps: int) -> int | None:
+    """The training step whose averaged weights are kept as the guide (None: no guide)."""
+    return None if guide_at is None else max(1, round(guide_at * max_steps))
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
     """How images are drawn: scheduler, steps, guidance scale (and the share of the noisiest
-    steps drawn without it) and ControlNet strength."""
+    steps drawn without it), autoguidance by the model's guide, and ControlNet strength."""
 
     sampler: str = "dpm++"
     steps: int = 12
     guidance_scale: float = 2.0
     controlnet_scale: float = 1.0
     guidance_start: float = 0.0
+    autoguidance: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.guidance_start < 1.0:
             raise ValueError(f"guidance_start must be in [0, 1), got {self.guidance_start}")
+        if self.autoguidance < 1.0:
+            raise ValueError(f"autoguidance must be at least 1 (1 = off), got {self.autoguidance}")
+
+    @property
+    def guided(self) -> bool:
+        """Whether any step is steered (by the unconditional prediction, the guide, or both)."""
+        return self.guidance_scale > 1.0 or self.autoguidance > 1.0
 
     @property
     def unguided_steps(self) -> int:
@@ -66,11 +83,20 @@ class SamplerSettings:
         i (from 0) when i >= guidance_start * steps."""
         return math.ceil(self.guidance_start * self.steps)
 
+    @property
+    def passes(self) -> int:
+        """Model passes per image: the conditional one on every step, then on each steered step
+        one more for classifier-free guidance and one (the guide's) for autoguidance."""
+        extra = (self.guidance_scale > 1.0) + (self.autoguidance > 1.0)
+        return self.steps + extra * (self.steps - self.unguided_steps)
+
     def describe(self) -> str:
-        """For readers: e.g. "dpm++, 8 steps, guidance 3 from step 3, ControlNet scale 1"."""
+        """For readers: e.g. "dpm++, 8 steps, guidance 2.5 and autoguidance 1.5 from step 3,
+        ControlNet scale 1"."""
         first = self.unguided_steps
-        start = f" from step {first + 1}" if first and self.guidance_scale > 1.0 else ""
-        return (f"{self.sampler}, {self.steps} steps, guidance {self.guidance_scale:g}{start}, "
+        start = f" from step {first + 1}" if first and self.guided else ""
+        auto = f" and autoguidance {self.autoguidance:g}" if self.autoguidance > 1.0 else ""
+        return (f"{self.sampler}, {self.steps} steps, guidance {self.guidance_scale:g}{auto}{start}, "
                 f"ControlNet scale {self.controlnet_scale:g}")
 
     def override(self, **values: Any) -> "SamplerSettings":
@@ -155,7 +181,7 @@ PRESETS: dict[str, Preset] = {
         # 340 of 16 keep the default study within its time budget (DEVELOPERS.md).
         training=TrainingDefaults(max_steps=340, batch_size=16, learning_rate=1e-3,
                                   lr_schedule="constant_with_warmup", warmup_steps=40, checkpoint_every=100,
-                                  validate_every=340),
+                                  validate_every=340, guide_at=0.3),
         # Guidance over every step trades prompt for realism (FD-cardiofair over the default
         # study's 331 records 32 / 35 / 39 at guidance 2 / 2.5 / 3). Left out of the two noisiest
         # of the eight steps (Kynkaanniemi et al. 2024), where it pulls every image of a prompt
@@ -166,7 +192,14 @@ PRESETS: dict[str, Preset] = {
         # study's images (0.89x real) and moved it in 5 of 32 counterfactual pairs (7 real); 3.5
         # keeps both (.68, 7 of 32). Eight DPM++ steps draw what ten do (FD 34.1 against 34.0;
         # six: 34.7) in 0.8x the time.
-        sampling=SamplerSettings(sampler="dpm++", steps=8, guidance_scale=3.5, guidance_start=0.25),
+        # Autoguidance (Karras et al. 2024) on the same steps, by the model's own weights after 30%
+        # of training (free: kept on the way), sharpens what the finished model draws blurred, the
+        # body around the heart above all: FD-cardiofair 21.9 against 29.2 with guidance 3.5 alone
+        # (23.1 against 28.3 for a model of another training seed), sex read .73 against .73 (.72
+        # against .70), Dice within .005, for 1.4x the sampling passes. Guidance 2.5 beside it:
+        # 3.5 gave 26.1, 3 23.1; autoguidance 2 gave 31.0, on every step 29.0.
+        sampling=SamplerSettings(sampler="dpm++", steps=8, guidance_scale=2.5, guidance_start=0.25,
+                                 autoguidance=1.5),
     ),
     "tiny": Preset(
         name="tiny",

@@ -110,5 +110,6 @@ class TrainedGenerator:
         """Provenance columns describing this model and sampler, for synthetic records."""
         return {"model_id": self.model_dir.name, "model_hash": self.hash, "sampler": settings.sampler,
                 "sampler_steps": settings.steps, "guidance_scale": settings.guidance_scale,
-                "controlnet_scale": settings.controlnet_scale, "guidance_start": settings.guidance_start}
+                "controlnet_scale": settings.controlnet_scale, "guidance_start": settings.guidance_start,
+                "autoguidance": settings.autoguidance}
 

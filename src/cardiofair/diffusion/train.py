@@ -51,12 +51,14 @@ from cardiofair.diffusion.conditioning import condition_channels, control_image
 from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler, predict
 from cardiofair.diffusion.presets import (
     Preset,
+    SamplerSettings,
     TrainingDefaults,
     build_controlnet,
     build_noise_scheduler,
     build_text_encoder,
     build_unet,
     get_preset,
+    guide_step,
 )
 from cardiofair.diffusion.sample import MODEL_CARD
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
@@ -78,6 +80,7 @@ STAGES = tuple(STAGE_MODULES)
 STABLE_DIFFUSION_STAGES = ("control", "decoder")
 UNET_DECODER = ("up_blocks", "conv_norm_out", "conv_out")
 MODEL_CLASSES = {"unet": UNet2DConditionModel, "controlnet": ControlNetModel, "text_encoder": CLIPTextModel}
+GUIDE = "guide"
 VALIDATION_RECORDS = 8
 
 
@@ -114,6 +117,13 @@ class TrainSettings(TrainingDefaults):
             raise SettingsError("prompt_dropout", "must be in [0, 1)")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise SettingsError("mixed_precision", "must be no, fp16 or bf16")
+        if self.guide_at is not None and not 0.0 < self.guide_at < 1.0:
+            raise SettingsError("guide_at", f"must be in (0, 1), a share of the training steps, got {self.guide_at}")
+
+    @property
+    def guide_step(self) -> int | None:
+        """The step whose averaged weights are kept as the guide (None: no guide)."""
+        return guide_step(self.guide_at, self.max_steps)
 
     @property
     def saved_modules(self) -> tuple[str, ...]:
@@ -225,6 +235,17 @@ def load_models(folder: Path, names: Sequence[str] = tuple(MODEL_CLASSES)) -> di
 def save_models(models: Models, folder: Path, names: Sequence[str] = tuple(MODEL_CLASSES)) -> None:
     for name in names:
         models.named()[name].save_pretrained(folder / name, safe_serialization=True)
+
+
+def load_guide(training_dir: Path) -> dict[str, torch.nn.Module] | None:
+    """The guide kept during training (``training/guide``), or None when the run kept none (yet)."""
+    folder = training_dir / GUIDE
+    return load_models(folder) if folder.is_dir() else None
+
+
+def guided_sampling(preset: Preset, guide: dict[str, torch.nn.Module] | None) -> SamplerSettings:
+    """The preset's sampling, without autoguidance when there is no guide to steer by."""
+    return preset.sampling if guide is not None else replace(preset.sampling, autoguidance=1.0)
 
 
 def stage_parameters(models: Models, stage: str) -> dict[str, list[torch.nn.Parameter]]:
@@ -437,6 +458,9 @@ def train(
         if preset.condition_mode != "grey-rgb":
             raise SettingsError(None, f"preset {preset.name} reads the mask as an RGB image: condition mode "
                                 "grey-rgb only")
+        if settings.guide_at is not None:
+            raise SettingsError("guide_at", f"preset {preset.name} samples with diffusers' Stable Diffusion "
+                                "pipeline, which has no guide model: leave it out")
     mixed_precision = settings.mixed_precision if torch.cuda.is_available() else "no"
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation, mixed_precision=mixed_precision)
     main_process = accelerator.is_main_process
@@ -502,11 +526,15 @@ def train(
                                 "lr": run.lr_scheduler.get_last_lr()[0], "elapsed_s": round(progress.elapsed_s, 2)})
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.4f}")
+                if main_process and progress.global_step == settings.guide_step:
+                    with averaged_weights(run.groups, run.emas):
+                        save_models(models, training_dir / GUIDE)
                 if main_process and progress.stage_step % settings.checkpoint_every == 0 and progress.stage_step < stage_steps:
                     _checkpoint(checkpoints, models, run, progress, settings, history)
                 if main_process and progress.global_step % settings.validate_every == 0:
                     with averaged_weights(run.groups, run.emas), accelerator.autocast():
-                        _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
+                        _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step,
+                                  load_guide(training_dir))
                 accelerator.wait_for_everyone()
                 if stop.requested:
                     if main_process:
@@ -523,14 +551,17 @@ def train(
 
     if main_process:
         _checkpoint(checkpoints, models, None, progress, settings, history)
+        # Kept only if the run reached its guide step (a minutes budget may stop it sooner).
+        guide = load_guide(training_dir) if settings.guide_step is not None else None
         with accelerator.autocast():  # frozen half-precision models beside a float32 ControlNet
-            _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step)
+            _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step, guide)
         _write_loss_curve(training_dir, history)
         pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                      make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
-                                     preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input)
+                                     preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input, guide)
         pipeline.save_pretrained(out, safe_serialization=True)
-        _write_model_card(out, preset, settings, data, progress, dataset, accelerator.num_processes)
+        _write_model_card(out, preset, settings, data, progress, dataset, accelerator.num_processes,
+                          guided_sampling(preset, guide))
     accelerator.wait_for_everyone()
     return out
 
@@ -607,14 +638,15 @@ def validation_indices(prompts: Sequence[str], count: int = VALIDATION_RECORDS) 
 
 
 def _validate(training_dir: Path, models: Models, tokenizer, noise_scheduler, data: TrainingData, preset: Preset,
-              step: int) -> None:
+              step: int, guide: dict[str, torch.nn.Module] | None) -> None:
     index = validation_indices(data.prompts)
     pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                  make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
-                                 preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input)
+                                 preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input, guide)
     pipeline.set_progress_bar_config(disable=True)
     samples = draw(pipeline, data.masks[index], [data.prompts[i] for i in index],
-                   [torch.Generator().manual_seed(i) for i in range(len(index))], preset.sampling, preset.condition_mode)
+                   [torch.Generator().manual_seed(i) for i in range(len(index))], guided_sampling(preset, guide),
+                   preset.condition_mode)
     real = (data.images[index] + 1.0) / 2.0
     rows = []
     for k, i in enumerate(index):
@@ -654,7 +686,7 @@ def _write_loss_curve(training_dir: Path, history: list[dict]) -> None:
 
 
 def _write_model_card(out: Path, preset: Preset, settings: TrainSettings, data: TrainingData, progress: Progress,
-                      dataset: str | os.PathLike, processes: int) -> None:
+                      dataset: str | os.PathLike, processes: int, sampling: SamplerSettings) -> None:
     counts = cell_counts(data.manifest, DEFAULT_SCHEMA)
     info = {
         "cardiofair_version": __version__,
@@ -665,7 +697,7 @@ def _write_model_card(out: Path, preset: Preset, settings: TrainSettings, data: 
         "size": preset.size,
         "condition_mode": preset.condition_mode,
         "prompt_schema": DEFAULT_SCHEMA.to_dict(),
-        "sampling": asdict(preset.sampling),
+        "sampling": asdict(sampling),
         "training": {
             "dataset": str(dataset),
             "n_records": len(data.prompts),

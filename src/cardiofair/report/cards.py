@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from cardiofair.diffusion.presets import SamplerSettings
+from cardiofair.diffusion.presets import SamplerSettings, guide_step
 from cardiofair.report.tables import (
     Table,
     mask_fidelity_table,
@@ -54,6 +54,17 @@ def quality_markdown(quality: Mapping[str, Any] | None, source: str, checks: Seq
     tables = (realism_table, mask_fidelity_table, prompt_fidelity_table, privacy_table)
     return f"From `{source}`.\n\n" + "".join(f"> **Check.** {c}\n\n" for c in checks) + \
         "\n".join(markdown_table(t(quality)) for t in tables)
+
+
+def _guide(settings: Mapping[str, Any], training: Mapping[str, Any]) -> str:
+    """Which weights the model keeps as its guide for autoguidance."""
+    share, total = settings.get("guide_at"), settings.get("max_steps")
+    if share is None or not total:
+        return "none"
+    step = guide_step(share, int(total))
+    if int(training.get("steps") or 0) < step:
+        return f"none (training stopped before step {step})"
+    return f"its averaged weights after step {step} of {total} ({share:.0%} of training)"
 
 
 def _architecture(info: Mapping[str, Any]) -> str:
@@ -104,6 +115,7 @@ def model_card(model_dir: Path | None, info: Mapping[str, Any] | None, *, weight
                       f"{settings.get('ema_decay')}"),
         ("prompt dropout (for guidance) / rare-prompt weight cap", f"{settings.get('prompt_dropout')} / "
                                                                    f"{settings.get('balance_cap')}"),
+        ("guide for autoguidance", _guide(settings, training)),
         ("seed", settings.get("seed", NOT_GIVEN)),
     ]
     cells = pd.DataFrame(info.get("training_cells") or [])

@@ -428,7 +428,8 @@ PLAN_COLUMNS = ("cell", "real_count", "requested_count", "synthetic_count", "tar
                 "low_support", "unseen", "capped")
 PROVENANCE_COLUMNS = {"model_id": "model", "model_hash": "model weights hash", "sampler": "sampler",
                       "sampler_steps": "sampler steps", "guidance_scale": "guidance scale",
-                      "guidance_start": "unguided share of steps", "controlnet_scale": "ControlNet scale",
+                      "guidance_start": "unguided share of steps", "autoguidance": "autoguidance",
+                      "controlnet_scale": "ControlNet scale",
                       "mask_policy": "mask policy"}
 
 
