@@ -197,7 +197,9 @@ PRESETS: dict[str, Preset] = {
         # body around the heart above all: FD-cardiofair 21.9 against 29.2 with guidance 3.5 alone
         # (23.1 against 28.3 for a model of another training seed), sex read .73 against .73 (.72
         # against .70), Dice within .005, for 1.4x the sampling passes. Guidance 2.5 beside it:
-        # 3.5 gave 26.1, 3 23.1; autoguidance 2 gave 31.0, on every step 29.0.
+        # 3.5 gave 26.1, 3 23.1; autoguidance 2 gave 31.0, on every step 29.0. On the phenotype
+        # scenario's study it costs some sex: FD 21.7 against 27.0, sex read .64 against .68 (real
+        # images of the same cells .74); a guide after 60% of training did no better (.63-.65).
         sampling=SamplerSettings(sampler="dpm++", steps=8, guidance_scale=2.5, guidance_start=0.25,
                                  autoguidance=1.5),
     ),
