@@ -58,7 +58,7 @@ def test_draw_returns_a_pair_of_the_models_size_identical_for_a_seed_changed_by_
     assert _pixels(ed).shape == _pixels(es).shape == (16, 16)
     assert _pixels(overlay).shape == (16, 32, 3)
     assert prompt == "Female, age in 60s, normal BMI, heart failure"
-    assert drawn_with.startswith("seed 3, dpm++, 4 steps, guidance 2, ControlNet scale 1; drawn in ")
+    assert drawn_with.startswith("seed 3, dpm++, 4 steps, guidance 2 and autoguidance 1.5, ControlNet scale 1; drawn in ")
     again = _draw(client, train_record)
     assert np.array_equal(_pixels(again[0]), _pixels(ed)) and np.array_equal(_pixels(again[1]), _pixels(es))
     male = _draw(client, train_record, values=["Male", *PROMPT_VALUES[1:]])

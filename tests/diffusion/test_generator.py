@@ -178,6 +178,10 @@ def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    # The guide (kept at step 2, before the interruption) is the same too.
+    assert settings.guide_step == 2
+    guides = [TrainedGenerator(tmp_path / run).pipeline.guide_unet.state_dict() for run in ("straight", "resumed")]
+    assert all(torch.equal(guides[0][k], guides[1][k]) for k in guides[0])
 
 
 def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(dataset, tmp_path, monkeypatch):
@@ -185,7 +189,7 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(dataset, tmp
     settings = _settings(max_steps=4, checkpoint_every=2)
     real_save = train_module.save_models
 
-    def crashing_save(models, folder, names):
+    def crashing_save(models, folder, names=tuple(train_module.MODEL_CLASSES)):
         if folder.name.startswith(".step-000004"):
             (folder / "unet").mkdir()
             (folder / "unet" / "half.safetensors").write_bytes(b"\0" * 10)

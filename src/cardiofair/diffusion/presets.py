@@ -221,8 +221,10 @@ PRESETS: dict[str, Preset] = {
         controlnet_embedding=(8,),
         text_encoder=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
         noise_scheduler={**_NOISE, "prediction_type": "sample"},
-        training=TrainingDefaults(max_steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, validate_every=2),
-        sampling=SamplerSettings(steps=3),
+        # Tests train and draw as the cpu preset does: with a guide kept halfway and autoguidance.
+        training=TrainingDefaults(max_steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, validate_every=2,
+                                  guide_at=0.5),
+        sampling=SamplerSettings(steps=3, autoguidance=1.5),
     ),
 }
 

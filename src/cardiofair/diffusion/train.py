@@ -528,7 +528,7 @@ def train(
                 bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.4f}")
                 if main_process and progress.global_step == settings.guide_step:
                     with averaged_weights(run.groups, run.emas):
-                        save_models(models, training_dir / GUIDE)
+                        _keep_guide(models, training_dir)
                 if main_process and progress.stage_step % settings.checkpoint_every == 0 and progress.stage_step < stage_steps:
                     _checkpoint(checkpoints, models, run, progress, settings, history)
                 if main_process and progress.global_step % settings.validate_every == 0:
@@ -601,6 +601,16 @@ def _checkpoint(root: Path, models: Models, run: "StageRun | None", progress: Pr
             {"progress": asdict(progress), "settings": asdict(settings), "history": history}))
 
     write_checkpoint(root, progress.global_step, write)
+
+
+def _keep_guide(models: Models, training_dir: Path) -> None:
+    # Written beside, then moved into place: a crash mid-write leaves no half guide behind, and
+    # the resumed run (from a checkpoint before this step) writes it again.
+    partial = training_dir / f".{GUIDE}-partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_models(models, partial)
+    shutil.rmtree(training_dir / GUIDE, ignore_errors=True)
+    partial.rename(training_dir / GUIDE)
 
 
 def _restore_stage_state(folder: Path, optimiser, lr_scheduler, emas: dict[str, EMAModel]) -> None:
