@@ -144,11 +144,12 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             # Guidance at the noisiest steps, where the image's layout is decided, pulls every
             # image of a prompt towards one layout (Kynkaanniemi et al. 2024); left out there,
-            # those steps also cost one pass instead of two.
+            # those steps also cost one pass instead of two or three.
             steered = step >= first_guided
             both = unconditional_pass and steered
             model_input = self.scheduler.scale_model_input(sample, t)
-            prediction = predict(self.unet, self.controlnet, torch.cat([model_input, model_input]) if both else model_input,
+            prediction = predict(self.unet, self.controlnet,
+                                 torch.cat([model_input, model_input]) if both else model_input,
                                  t, embeddings if both else embeddings[:batch],
                                  torch.cat([condition, condition]) if both else condition,
                                  self.config.mask_in_input, controlnet_conditioning_scale)
