@@ -43,9 +43,9 @@ def train_record(app_dataset):
     return str(manifest.loc[manifest["split"] == "train", "record_id"].iloc[0])
 
 
-def _draw(client, record=None, upload=None, values=PROMPT_VALUES, seed=3):
+def _draw(client, record=None, upload=None, values=PROMPT_VALUES, seed=3, autoguidance=1.5):
     source = FROM_UPLOAD if upload else FROM_DATASET
-    return client.predict(source, record, handle_file(upload) if upload else None, *values, seed, 2.0, 4,
+    return client.predict(source, record, handle_file(upload) if upload else None, *values, seed, 2.0, 4, autoguidance,
                           api_name="/draw")
 
 
@@ -66,6 +66,9 @@ def test_draw_returns_a_pair_of_the_models_size_identical_for_a_seed_changed_by_
     assert not np.array_equal(_pixels(male[0]), _pixels(ed))
     other_seed = _draw(client, train_record, seed=4)
     assert not np.array_equal(_pixels(other_seed[0]), _pixels(ed))
+    unsteered = _draw(client, train_record, autoguidance=1.0)
+    assert unsteered[4].startswith("seed 3, dpm++, 4 steps, guidance 2, ControlNet scale 1; drawn in ")
+    assert not np.array_equal(_pixels(unsteered[0]), _pixels(ed))
     # The judges of the quality results read every drawn pair.
     assert readout.startswith("judge reads: ") and "Dice to mask: LV" in readout
 
@@ -97,14 +100,14 @@ def test_a_drawn_heart_is_the_one_generate_draws_for_that_cell_and_seed(client, 
     masks = {}
     for sex in ("Female", "Male"):
         values = [sex, *PROMPT_VALUES[1:]]
-        *_, files = client.predict(FROM_DRAWN, None, None, *values, 3, 2.0, 4, api_name="/draw")
+        *_, files = client.predict(FROM_DRAWN, None, None, *values, 3, 2.0, 4, 1.5, api_name="/draw")
         masks[sex], _, _ = read_pair_nifti(next(f for f in files if "mask" in f.rsplit("/", 1)[-1]))
         expected, _ = draw_record_mask(model, dict(zip(("sex", "age", "bmi", "diagnosis"), values)), 3)
         assert np.array_equal(masks[sex], expected)
     # The prompt's sex reaches the heart: the shape model draws a woman's and a man's differently.
     assert not np.array_equal(masks["Female"], masks["Male"])
     with pytest.raises(AppError, match="draws a heart for a stated sex: choose it .*Female, Male"):
-        client.predict(FROM_DRAWN, None, None, "unknown", *PROMPT_VALUES[1:], 3, 2.0, 4, api_name="/draw")
+        client.predict(FROM_DRAWN, None, None, "unknown", *PROMPT_VALUES[1:], 3, 2.0, 4, 1.5, api_name="/draw")
 
 
 def test_a_mask_generator_of_another_size_than_the_model_is_refused(app_model, split_phantom, tmp_path, capsys):
@@ -156,7 +159,7 @@ def test_an_unknown_record_is_a_message_not_a_crash(client):
 
 
 def test_counterfactuals_sweep_each_value_with_the_judges_readout_under_each_image(client, train_record):
-    gallery, table = client.predict(FROM_DATASET, train_record, None, *PROMPT_VALUES, 3, 2.0, 4, "sex",
+    gallery, table = client.predict(FROM_DATASET, train_record, None, *PROMPT_VALUES, 3, 2.0, 4, 1.5, "sex",
                                      api_name="/counterfactuals")
     assert [item["caption"].split(": judge reads ")[0] for item in gallery] == ["Female", "Male"]
     # Under each image, the judge's reading of the swept attribute; the whole read-out in the table.
@@ -166,7 +169,7 @@ def test_counterfactuals_sweep_each_value_with_the_judges_readout_under_each_ima
                                                  "Male, age in 60s, normal BMI, heart failure"]
     pictures = [_pixels(item["image"]) for item in gallery]
     assert pictures[0].shape == (16, 32, 3) and not np.array_equal(pictures[0], pictures[1])
-    gallery, table = client.predict(FROM_DATASET, train_record, None, *PROMPT_VALUES, 3, 2.0, 4, "age",
+    gallery, table = client.predict(FROM_DATASET, train_record, None, *PROMPT_VALUES, 3, 2.0, 4, 1.5, "age",
                                     api_name="/counterfactuals")
     decades = [row[0] for row in table["data"]]
     assert len(decades) >= 3 and decades == sorted(decades) and all(d.endswith("0s") for d in decades)

@@ -288,13 +288,15 @@ class Explorer:
                   if a in self.schema.attributes}
         return prompt_from_attributes(chosen, self.schema)
 
-    def sampler(self, steps: int | None = None, guidance_scale: float | None = None) -> SamplerSettings:
-        """The model's sampler with the page's steps and guidance scale."""
+    def sampler(self, steps: int | None = None, guidance_scale: float | None = None,
+                autoguidance: float | None = None) -> SamplerSettings:
+        """The model's sampler with the page's steps, guidance and autoguidance scales."""
         if steps is not None and int(steps) < 1:
             raise AppError(f"sampler steps must be at least 1, got {steps}")
         return self.generator.defaults.override(
             steps=None if steps is None else int(steps),
-            guidance_scale=None if guidance_scale is None else float(guidance_scale))
+            guidance_scale=None if guidance_scale is None else float(guidance_scale),
+            autoguidance=None if autoguidance is None else float(autoguidance))
 
     def draw(self, mask: np.ndarray, values: dict[str, str | None], seed: int, sampler: SamplerSettings,
              spacing_mm: float = 1.0) -> Drawing:

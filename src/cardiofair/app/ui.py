@@ -96,6 +96,10 @@ def build(explorer: Explorer) -> gr.Blocks:
                     guidance = gr.Slider(1.0, 10.0, value=defaults.guidance_scale, step=0.5,
                                          label="guidance scale (1 = no guidance)")
                     steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="sampler steps")
+                    # Only a model trained with a guide can be steered by it.
+                    autoguidance = gr.Slider(1.0, 3.0, value=defaults.autoguidance, step=0.1,
+                                             label="autoguidance scale (1 = off)",
+                                             visible=explorer.generator.pipeline.has_guide)
                     draw_button = gr.Button("Draw", variant="primary", elem_id="draw-button")
                 with gr.Column(scale=2):
                     with gr.Row():
@@ -168,9 +172,10 @@ def build(explorer: Explorer) -> gr.Blocks:
             (``common`` below, in order)."""
             source_value, record_value, upload_value, *rest = inputs
             values = dict(zip(attributes, rest))
-            seed_value, guidance_value, steps_value = rest[len(attributes):len(attributes) + 3]
+            seed_value, guidance_value, steps_value, autoguidance_value = rest[len(attributes):len(attributes) + 4]
             mask, spacing = mask_of(source_value, record_value, upload_value, values, int(seed_value or 0))
-            return mask, spacing, values, int(seed_value or 0), explorer.sampler(steps_value, guidance_value)
+            return mask, spacing, values, int(seed_value or 0), explorer.sampler(steps_value, guidance_value,
+                                                                                 autoguidance_value)
 
         # gradio hands its progress tracker only to a positional parameter before the inputs.
         @_shown_to_user
@@ -202,7 +207,7 @@ def build(explorer: Explorer) -> gr.Blocks:
                                   "what the judges read": readouts})
             return gallery, table
 
-        common = [source, record, upload, *controls, seed, guidance, steps]
+        common = [source, record, upload, *controls, seed, guidance, steps, autoguidance]
         source.change(choose_source, source, [cell, record, upload], api_name=False)
         cell.change(choose_cell, cell, record, api_name=False)
         record.change(choose_record, record, controls, api_name=False)
