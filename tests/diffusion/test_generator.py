@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from diffusers import ControlNetModel
 from PIL import Image
 
 from cardiofair.cli import main
@@ -373,10 +374,27 @@ def test_a_unet_that_reads_the_mask_in_its_input_and_the_prompt_in_its_timestep(
     off = generator.defaults.override(controlnet_scale=0.0)
     assert np.abs(generator.sample(masks, [PROMPT] * 2, [5, 5], off) -
                   generator.sample(masks[::-1].copy(), [PROMPT] * 2, [5, 5], off)).max() > 1e-5
-    # The paper's two stages: the UNet learns the mask from its input first, then the ControlNet.
+    # The paper's two stages: the UNet learns the mask from its input first, without running the
+    # ControlNet it does not train, then the ControlNet.
+    controlnet_passes, passes_per_step = [0], []
+    real_forward, real_loss = ControlNetModel.forward, train_module.diffusion_loss
+
+    def counted_forward(self, *args, **kwargs):
+        controlnet_passes[0] += 1
+        return real_forward(self, *args, **kwargs)
+
+    def counted_loss(*args, **kwargs):
+        before = controlnet_passes[0]
+        loss = real_loss(*args, **kwargs)
+        passes_per_step.append(controlnet_passes[0] - before)
+        return loss
+
+    monkeypatch.setattr(ControlNetModel, "forward", counted_forward)
+    monkeypatch.setattr(train_module, "diffusion_loss", counted_loss)
     staged = TrainSettings.for_preset(variant, max_steps=2, stages=(("base", 0.5), ("control", 0.5)))
     assert np.isfinite(TrainedGenerator(train(dataset, tmp_path / "staged", staged, progress_bar=False))
                        .sample(masks, [PROMPT] * 2, [0, 1])).all()
+    assert passes_per_step == [0, 1]
 
 
 def test_autoguidance_steers_by_the_weights_kept_on_the_way(dataset, tmp_path, masks):

@@ -44,16 +44,17 @@ def make_sampler(name: str, training_scheduler: SchedulerMixin) -> SchedulerMixi
     return cls.from_config(training_scheduler.config, **overrides)
 
 
-def predict(unet: UNet2DConditionModel, controlnet: ControlNetModel, sample: torch.Tensor, t: torch.Tensor,
+def predict(unet: UNet2DConditionModel, controlnet: ControlNetModel | None, sample: torch.Tensor, t: torch.Tensor,
             embeddings: torch.Tensor, condition: torch.Tensor | None, mask_in_input: bool = False,
             conditioning_scale: float = 1.0) -> torch.Tensor:
     """The UNet's prediction for a noisy sample, with the ControlNet's residuals when a mask
-    condition is given (and the mask joined to the input of both when the preset asks). Training
-    and sampling both call this, so the model is trained on exactly what it is sampled with."""
-    if condition is None:
-        return unet(sample, t, encoder_hidden_states=embeddings).sample
-    if mask_in_input:
+    condition and a ControlNet are given (and the mask joined to the input of both when the preset
+    asks). Training and sampling both call this, so the model is trained on exactly what it is
+    sampled with."""
+    if mask_in_input and condition is not None:
         sample = join_mask(sample, condition)
+    if condition is None or controlnet is None:
+        return unet(sample, t, encoder_hidden_states=embeddings).sample
     down, mid = controlnet(sample, t, encoder_hidden_states=embeddings, controlnet_cond=condition,
                            conditioning_scale=conditioning_scale, return_dict=False)
     return unet(sample, t, encoder_hidden_states=embeddings, down_block_additional_residuals=down,

@@ -186,7 +186,8 @@ def step_generator(seed: int, step: int, process: int) -> torch.Generator:
 @dataclass
 class Models:
     unet: UNet2DConditionModel
-    controlnet: ControlNetModel
+    # None in the base stage's view of the models, which leaves the ControlNet out.
+    controlnet: ControlNetModel | None
     text_encoder: CLIPTextModel
     vae: AutoencoderKL | None = None
 
@@ -407,15 +408,17 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
     # Everything random in a step comes from this generator: resuming replays it exactly.
     generator = step_generator(settings.seed, step, accelerator.process_index)
     # Only the base stage of a UNet that does not read the mask learns without it; every other
-    # stage trains the ControlNet.
-    index, ids, condition = batches.draw(generator,
-                                         conditioned="controlnet" in run.groups or batches.preset.mask_in_input)
+    # stage trains the ControlNet. The base stage leaves the ControlNet out: its zero-initialised
+    # residuals would add nothing but a forward and backward pass through a copy of the encoder.
+    trains_controlnet = "controlnet" in run.groups
+    models = run.models if trains_controlnet else replace(run.models, controlnet=None)
+    index, ids, condition = batches.draw(generator, conditioned=trains_controlnet or batches.preset.mask_in_input)
     device = accelerator.device
     target = model_input(batches.data.images[index].to(device), batches.preset, run.models.vae, generator)
     with accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
         with accelerator.autocast():
             embeddings = run.models.text_encoder(ids.to(device)).last_hidden_state
-            loss = diffusion_loss(run.models, noise_scheduler, target, embeddings,
+            loss = diffusion_loss(models, noise_scheduler, target, embeddings,
                                   None if condition is None else condition.to(device), generator, settings.min_snr_gamma,
                                   batches.preset.mask_in_input)
         accelerator.backward(loss)
