@@ -346,6 +346,32 @@ def test_the_image_prediction_loss_is_zero_for_a_model_that_returns_the_clean_im
     assert 0.25 <= weighted.item() <= 0.25 * 5.0
 
 
+def test_training_draws_timesteps_from_the_presets_floor_on(dataset, tmp_path, monkeypatch):
+    """The cpu preset trains only where its sampler works (t >= 100); a floor of 0 draws the
+    whole schedule, and a floor the schedule does not reach is refused before training."""
+    assert get_preset("cpu").training.min_timestep == 100
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample")
+    drawn = []
+
+    class Recorder:
+        def __call__(self, noisy, t, encoder_hidden_states):
+            drawn.append(t.clone())
+            return type("Out", (), {"sample": noisy})()
+
+    models = Models(unet=Recorder(), controlnet=None, text_encoder=None)
+    images = torch.zeros(256, 2, 4, 4)
+    for floor in (0, 900):
+        diffusion_loss(models, scheduler, images, None, None, torch.Generator().manual_seed(0), 5.0, min_timestep=floor)
+    assert drawn[0].min() < 50 and drawn[0].max() >= 950
+    assert drawn[1].min() >= 900 and drawn[1].max() >= 990
+    with pytest.raises(SettingsError, match="min_timestep"):
+        _settings(min_timestep=-1)
+    with pytest.raises(SettingsError, match="below the noise schedule's 1000"):
+        train(dataset, tmp_path / "m", _settings(min_timestep=1000), progress_bar=False)
+
+
 def test_the_same_configuration_trains_the_same_model(dataset, tmp_path):
     """A fixed number of steps and seeded batches: two runs give the same weights, bit for bit,
     and so the same figures downstream; another seed gives another model."""

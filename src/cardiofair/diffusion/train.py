@@ -117,6 +117,8 @@ class TrainSettings(TrainingDefaults):
             raise SettingsError("prompt_dropout", "must be in [0, 1)")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise SettingsError("mixed_precision", "must be no, fp16 or bf16")
+        if self.min_timestep < 0:
+            raise SettingsError("min_timestep", f"must be at least 0, got {self.min_timestep}")
         if self.guide_at is not None and not 0.0 < self.guide_at < 1.0:
             raise SettingsError("guide_at", f"must be in (0, 1), a share of the training steps, got {self.guide_at}")
 
@@ -263,12 +265,14 @@ def stage_parameters(models: Models, stage: str) -> dict[str, list[torch.nn.Para
 
 def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tensor, embeddings: torch.Tensor,
                    condition: torch.Tensor | None, generator: torch.Generator, min_snr_gamma: float | None,
-                   mask_in_input: bool = False) -> torch.Tensor:
-    """The denoising loss of one batch, min-SNR weighted (Hang et al. 2023) when asked: it stops
-    the many low-noise timesteps from dominating, which speeds up convergence several-fold."""
+                   mask_in_input: bool = False, min_timestep: int = 0) -> torch.Tensor:
+    """The denoising loss of one batch at timesteps from ``min_timestep`` on, min-SNR weighted
+    (Hang et al. 2023) when asked: it stops the many low-noise timesteps from dominating, which
+    speeds up convergence several-fold."""
     batch = images.shape[0]
     noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(images.device)
+    t = torch.randint(min_timestep, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(
+        images.device)
     noisy = scheduler.add_noise(images, noise, t)
     prediction = predict(models.unet, models.controlnet, noisy, t, embeddings, condition, mask_in_input)
     snr = compute_snr(scheduler, t)
@@ -420,7 +424,7 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
             embeddings = run.models.text_encoder(ids.to(device)).last_hidden_state
             loss = diffusion_loss(models, noise_scheduler, target, embeddings,
                                   None if condition is None else condition.to(device), generator, settings.min_snr_gamma,
-                                  batches.preset.mask_in_input)
+                                  batches.preset.mask_in_input, settings.min_timestep)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             accelerator.clip_grad_norm_([p for params in run.groups.values() for p in params], 1.0)
@@ -491,6 +495,9 @@ def train(
         progress, history = Progress(**state["progress"]), state["history"]
     tokenizer_dir = out / "tokenizer" if resume and preset.family == "embedded" else None
     models, tokenizer, noise_scheduler = starting_point(preset, settings, data.prompts, tokenizer_dir)
+    if settings.min_timestep >= noise_scheduler.config.num_train_timesteps:
+        raise SettingsError("min_timestep", f"must be below the noise schedule's "
+                            f"{noise_scheduler.config.num_train_timesteps} timesteps, got {settings.min_timestep}")
     if resume:
         models = Models(**{**models.named(), **saved, "vae": models.vae})
     elif main_process:

@@ -115,6 +115,8 @@ def model_card(model_dir: Path | None, info: Mapping[str, Any] | None, *, weight
                       f"{settings.get('ema_decay')}"),
         ("prompt dropout (for guidance) / rare-prompt weight cap", f"{settings.get('prompt_dropout')} / "
                                                                    f"{settings.get('balance_cap')}"),
+        ("training timesteps / min-SNR gamma", f"from {settings.get('min_timestep', 0)} on / "
+                                               f"{settings.get('min_snr_gamma')}"),
         ("guide for autoguidance", _guide(settings, training)),
         ("seed", settings.get("seed", NOT_GIVEN)),
     ]
