@@ -346,7 +346,7 @@ def test_the_image_prediction_loss_is_zero_for_a_model_that_returns_the_clean_im
     assert 0.25 <= weighted.item() <= 0.25 * 5.0
 
 
-def test_training_draws_timesteps_from_the_presets_floor_on(dataset, tmp_path, monkeypatch):
+def test_training_draws_timesteps_from_the_presets_floor_on(dataset, tmp_path):
     """The cpu preset trains only where its sampler works (t >= 100); a floor of 0 draws the
     whole schedule, and a floor the schedule does not reach is refused before training."""
     assert get_preset("cpu").training.min_timestep == 100
