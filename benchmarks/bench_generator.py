@@ -6,8 +6,8 @@ a preset at its default settings (``cpu`` unless ``--preset``), the same figures
 configuration (diffusers' defaults: attention at every resolution with ``attention_head_dim=8``,
 DDIM 50 steps), the ratios between the two, and the FLOPs per image against a 2048x2048 fp32
 matmul measured in the same process, so that the distance to the hardware ceiling is a number.
-A last table puts the preset beside its earlier design (the mask through the ControlNet alone,
-the prompt through cross-attention alone), before and after, measured in the same run.
+A last table puts the preset beside its earlier design (the highest-resolution blocks half as
+wide), before and after, measured in the same run.
 Weights are random: speed does not depend on them. It is not a test.
 
 Each measurement runs in a fresh subprocess (the script calls itself with ``--only``), so that
@@ -155,12 +155,11 @@ def naive_preset(preset: Preset) -> Preset:
 
 
 def before_preset(preset: Preset) -> Preset:
-    """The preset as it was before the folded mask joined the UNet's input, the pooled prompt
-    its timestep embedding, guidance left the noisiest steps and autoguidance joined it: the mask
-    through the ControlNet alone, the prompt through cross-attention alone, guidance at every step."""
-    unet = {key: value for key, value in preset.unet.items() if key != "addition_embed_type"}
-    return dataclasses.replace(preset, name=f"{preset.name}-before", mask_in_input=False, unet=unet,
-                               sampling=dataclasses.replace(preset.sampling, guidance_start=0.0, autoguidance=1.0))
+    """The preset as it was before its first (highest-resolution) blocks were widened to the
+X
+    widths = tuple(preset.unet["block_out_channels"])
+    return dataclasses.replace(preset, name=f"{preset.name}-before",
+                               unet={**preset.unet, "block_out_channels": (widths[0] // 2, *widths[1:])})
 
 
 def grammar_prompts() -> list[str]:

@@ -159,9 +159,15 @@ PRESETS: dict[str, Preset] = {
         # same cells .64), diagnosis .63 against .59 (.67). Its training steps cost what the
         # earlier design's did (100 steps, timed in turn: 62 and 79 s against 70 s; DEVELOPERS.md).
         mask_in_input=True,
+        # The 16x16 blocks are as wide as the others: each of their positions draws a 4x4 patch of
+        # both frames (32 values), and at 64 channels they drew it blurred. At 128, FD-cardiofair
+        # of the default study fell from 9.3 / 9.4 (two sampling seeds) to 6.6 / 6.1 / 4.8 (three;
+        # real reference 1.7), 7.5 and 8.6 for models of two other training seeds (the last reads
+        # sex at 0.88x real), Dice as before or better, for 1.5x the training time; 96 wide gave
+        # 7.5, batch 12 at 128 wide 6.7 / 7.4 (DEVELOPERS.md).
         unet=dict(
             addition_embed_type="text",
-            block_out_channels=(64, 128, 128),
+            block_out_channels=(128, 128, 128),
             layers_per_block=1,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
