@@ -156,7 +156,7 @@ def naive_preset(preset: Preset) -> Preset:
 
 def before_preset(preset: Preset) -> Preset:
     """The preset as it was before its first (highest-resolution) blocks were widened to the
-X
+    others' width: half as wide (64 channels for ``cpu``)."""
     widths = tuple(preset.unet["block_out_channels"])
     return dataclasses.replace(preset, name=f"{preset.name}-before",
                                unet={**preset.unet, "block_out_channels": (widths[0] // 2, *widths[1:])})
