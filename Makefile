@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,app]'
 	touch $@
 
-# The embedded default study on the phantom cohort (about 9 minutes on 2 cores); running it
+# The embedded default study on the phantom cohort (7-10 minutes on 2 cores); running it
 # again continues an interrupted study and skips finished stages. Report: runs/phantom-default/report.html
 demo: install
 	$(BIN)/cardiofair run
