@@ -163,8 +163,8 @@ PRESETS: dict[str, Preset] = {
         # both frames (32 values), and at 64 channels they drew it blurred. At 128, FD-cardiofair
         # of the default study fell from 9.3 / 9.4 (two sampling seeds) to 6.6 / 6.1 / 4.8 (three;
         # real reference 1.7), 7.5 and 8.6 for models of two other training seeds (the last reads
-        # sex at 0.88x real), Dice as before or better, for 1.5x the training time; 96 wide gave
-        # 7.5, batch 12 at 128 wide 6.7 / 7.4 (DEVELOPERS.md).
+        # sex at 0.88x real), Dice as before or better, for 1.74x the FLOPs and 1.33x the training
+        # time of the study; 96 wide gave 7.5, batch 12 at 128 wide 6.7 / 7.4 (DEVELOPERS.md).
         unet=dict(
             addition_embed_type="text",
             block_out_channels=(128, 128, 128),
