@@ -378,12 +378,13 @@ class QualitySettings:
                              "fewer say 'too few images' with the counts")
     seed: int = option(0, "random seed")
     kernel_subsets: int = 50
+    fd_draws: int = 20
     ms_ssim_pairs: int = 300
     closest_pairs: int = 8
     counterfactual_pairs: int = option(32, "real test masks drawn under two prompts per attribute (prompt effects)")
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "steps", "classifier_steps")
+        _at_least(self, 1, "steps", "classifier_steps", "fd_draws")
         _at_least(self, 2, "min_images")
 
 

@@ -22,7 +22,14 @@ from cardiofair.data.records import DatasetWriter, Record, load_dataset, read_ma
 from cardiofair.data.split import write_splits
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
 from cardiofair.data.records import ImageSet
-from cardiofair.metrics.quality import QualitySettings, evaluate_synthetic, matched_by_cell, same_cell_reference
+from cardiofair.metrics.quality import (
+    Features,
+    QualitySettings,
+    evaluate_synthetic,
+    matched_by_cell,
+    realism_scope,
+    same_cell_reference,
+)
 from cardiofair.metrics.realism import (
     frechet_distance,
     kernel_distance,
@@ -115,6 +122,31 @@ def test_matching_by_cell_gives_both_sets_the_same_mix():
     assert left_out == []
     share = pd.Series(weights).groupby(train).sum()
     assert share["a"] == pytest.approx(4) and share["b"] == pytest.approx(5) and share["c"] == 0
+
+
+def test_the_realism_distance_is_the_mean_over_draws_of_the_compared_images():
+    rng = np.random.default_rng(0)
+    features = lambda n, shift: Features(rng.normal(shift, 1.0, (n, 4)), rng.normal(shift, 1.0, (n, 6)),
+                                         np.zeros((n, 1)))
+    train, synthetic, held_out = features(400, 0.0), features(90, 0.5), features(60, 0.0)
+    images = lambda n: rng.random((n, 2, 8, 8)).astype(np.float32)
+    settings = QualitySettings(min_images=20, fd_draws=6, ms_ssim_pairs=5, kernel_subsets=3)
+    scope = realism_scope(train, synthetic, held_out, images(90), images(60), settings, seed=0)
+    # The larger set is subsampled to the smaller one's size in each draw, differently each time.
+    redrawn = np.random.default_rng(0)
+    draws = [(np.sort(redrawn.choice(90, 60, replace=False)), np.sort(redrawn.choice(60, 60, replace=False)))
+             for _ in range(6)]
+    one_by_one = [frechet_distance(train.encoder, synthetic.encoder[s]) for s, _ in draws]
+    assert scope["n_compared"] == 60 and scope["fd_draws"] == 6
+    assert scope["fd"]["synthetic"] == pytest.approx(np.mean(one_by_one))
+    assert scope["fd_std"]["synthetic"] == pytest.approx(np.std(one_by_one)) and np.std(one_by_one) > 0
+    # Every draw holds all of the smaller set: its distance does not move between draws.
+    assert scope["fd_std"]["real_reference"] == pytest.approx(0.0, abs=1e-9)
+    assert scope["fd"]["synthetic"] > scope["fd"]["real_reference"]
+    # Given draws (the cell-matched ones) are used as they are, and counted by their size.
+    given = realism_scope(train, synthetic, held_out, images(90), images(60), settings, seed=0, draws=draws[:2])
+    assert given["fd_draws"] == 2 and given["n_synthetic"] == 60
+    assert given["fd"]["synthetic"] == pytest.approx(np.mean(one_by_one[:2]))
 
 
 # --- the command ------------------------------------------------------------------------------

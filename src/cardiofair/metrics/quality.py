@@ -6,7 +6,8 @@ References, all from the real dataset's own split (the generator and the evaluat
 ``train`` only):
 
 - realism: distances from the real training set to the synthetic set and to the same number
-  of real held-out images (``val`` + ``test``); diversity within each of those two sets;
+  of real held-out images (``val`` + ``test``), Fréchet distances averaged over draws of the
+  compared images; diversity within each of those two sets;
 - mask fidelity: the segmenter on real ``test`` images with their own masks (and, as a floor,
   with masks shuffled between subjects);
 - prompt fidelity: the attribute classifier on real images of the synthetic set's cells,
@@ -46,7 +47,7 @@ import os
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -231,26 +232,42 @@ def _too_few(counts: dict[str, int], minimum: int) -> str:
 
 def realism_scope(train: Features, synthetic: Features, held_out: Features, synthetic_images: np.ndarray,
                   held_out_images: np.ndarray, settings: QualitySettings, seed: int,
-                  train_weights: np.ndarray | None = None) -> dict[str, Any]:
+                  train_weights: np.ndarray | None = None,
+                  draws: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """Distances from the training set to the synthetic set and to real held-out images, at
     the same sample size, and diversity within each. ``train_weights`` give the training set
-    the compared sets' subgroup mix."""
+    the compared sets' subgroup mix. The Fréchet distances are means over ``settings.fd_draws``
+    draws of the compared rows, ``draws`` when given (synthetic rows, held-out rows, each pair
+    of one size), else random subsets of the smaller set's size."""
     effective_train = len(train.encoder) if train_weights is None else int((train_weights > 0).sum())
-    counts = {"synthetic": len(synthetic.encoder), "real held-out": len(held_out.encoder), "real train": effective_train}
+    counts = {"synthetic": len(synthetic.encoder) if draws is None else len(draws[0][0]),
+              "real held-out": len(held_out.encoder) if draws is None else len(draws[0][1]),
+              "real train": effective_train}
     status = _too_few(counts, settings.min_images)
     scope: dict[str, Any] = {"n_synthetic": counts["synthetic"], "n_real_held_out": counts["real held-out"],
                              "n_real_train": counts["real train"], "status": status}
     if status != "ok":
         return scope
-    rng = np.random.default_rng(seed)
     n = min(counts["synthetic"], counts["real held-out"])
-    pick_synthetic, pick_real = _subsample(counts["synthetic"], n, rng), _subsample(counts["real held-out"], n, rng)
+    if draws is None:
+        rng = np.random.default_rng(seed)
+        draws = [(_subsample(counts["synthetic"], n, rng), _subsample(counts["real held-out"], n, rng))
+                 for _ in range(settings.fd_draws)]
+    # Which images a draw happens to hold moves FD-cardiofair by about 0.6 at 133 images a side
+    # (s.d. over draws of one synthetic set), as much as a change to the generator does; the
+    # mean over draws uses every image while both sides keep the same size, hence the same bias.
+    for key, field_name in (("fd", "encoder"), ("fd_image_mask", "joint")):
+        values = {"synthetic": [frechet_distance(getattr(train, field_name), getattr(synthetic, field_name)[s],
+                                                 train_weights) for s, _ in draws],
+                  "real_reference": [frechet_distance(getattr(train, field_name), getattr(held_out, field_name)[h],
+                                                      train_weights) for _, h in draws]}
+        scope[key] = {name: float(np.mean(v)) for name, v in values.items()}
+        scope[f"{key}_std"] = {name: float(np.std(v)) for name, v in values.items()}
+    pick_synthetic, pick_real = draws[0]
     compared = {"synthetic": synthetic.take(pick_synthetic), "real_reference": held_out.take(pick_real)}
     subset = min(100, n, counts["real train"])
     scope["n_compared"] = n
-    scope["fd"] = {name: frechet_distance(train.encoder, f.encoder, train_weights) for name, f in compared.items()}
-    scope["fd_image_mask"] = {name: frechet_distance(train.joint, f.joint, train_weights)
-                              for name, f in compared.items()}
+    scope["fd_draws"] = len(draws)
     kd = {name: kernel_distance(train.encoder, f.encoder, settings.kernel_subsets, subset, seed, train_weights)
           for name, f in compared.items()}
     scope["kd"] = {name: value[0] for name, value in kd.items()}
@@ -416,11 +433,13 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                                  features["held_out"].take(held), synthetic.images[syn], held_out.images[held],
                                  settings, settings.seed)
 
-        syn, held, train_weights, unmatched = matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"],
-                                                              settings.seed)
-        overall_realism = {**realism_scope(features["train"], features["synthetic"].take(syn),
-                                           features["held_out"].take(held), synthetic.images[syn],
-                                           held_out.images[held], settings, settings.seed, train_weights),
+        matched = [matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"], settings.seed + k)
+                   for k in range(settings.fd_draws)]
+        # Every draw has the same count per cell, hence the same training-set weights.
+        train_weights, unmatched = matched[0][2], matched[0][3]
+        overall_realism = {**realism_scope(features["train"], features["synthetic"], features["held_out"],
+                                           synthetic.images, held_out.images, settings, settings.seed, train_weights,
+                                           draws=[(syn, held) for syn, held, _, _ in matched]),
                            "matched_by_cell": True, "cells_without_real_held_out": unmatched}
 
         synthetic_dice = dice_table(evaluators.segment(synthetic.images), synthetic.masks)
@@ -595,7 +614,7 @@ def quality_summary_text(report: dict[str, Any]) -> str:
     realism = report["realism"]["overall"]
     if realism["status"] == "ok":
         n = realism["n_compared"]
-        for label, key, scale in ((f"FD-cardiofair (n={n})", "fd", 1.0), ("FD-cardiofair image+mask", "fd_image_mask", 1.0),
+        for label, key, scale in ((f"FD-cardiofair (n={n}, {realism['fd_draws']} draws)", "fd", 1.0), ("FD-cardiofair image+mask", "fd_image_mask", 1.0),
                                   ("KD-cardiofair x1000", "kd", 1000.0),
                                   ("MS-SSIM within set (lower = more diverse)", "ms_ssim", 1.0)):
             syn, ref = _pair(realism, key)

@@ -111,18 +111,22 @@ def realism_table(quality: Mapping[str, Any]) -> Table:
     if scope.get("status") != "ok":
         return Table(caption, header, [], [f"Not measured: {scope.get('status')}"])
     n = scope.get("n_compared")
-    kd_syn, kd_ref = _pair(scope, "kd_std")
+
+    def spread(key: str, scale: float = 1.0) -> list[str]:
+        return [number(v, scale=scale) if s is None else f"{number(v, scale=scale)} +/- {number(s, scale=scale)}"
+                for v, s in zip(_pair(scope, key), _pair(scope, f"{key}_std"))]
+
+    draws = f"mean +/- s.d. over {scope['fd_draws']} draws of the compared images" if scope.get("fd_draws") else ""
     rows = [
-        [f"FD-cardiofair (n={n} per set)", *map(number, _pair(scope, "fd"))],
-        ["FD-cardiofair, image + mask geometry", *map(number, _pair(scope, "fd_image_mask"))],
-        ["KD-cardiofair x 1000 (+/- s.d. over subsets)",
-         *(f"{number(v, scale=1000)} +/- {number(s, scale=1000)}" for v, s in zip(_pair(scope, "kd"), (kd_syn, kd_ref)))],
+        [f"FD-cardiofair (n={n} per set{', ' + draws if draws else ''})", *spread("fd")],
+        ["FD-cardiofair, image + mask geometry", *spread("fd_image_mask")],
+        ["KD-cardiofair x 1000 (+/- s.d. over subsets)", *spread("kd", 1000.0)],
         ["MS-SSIM within the set (lower = more diverse)", *map(number, _pair(scope, "ms_ssim"))],
     ]
     notes = []
     if scope.get("matched_by_cell"):
-        notes.append(f"Both sets were drawn to the same count in every subgroup cell ({n} images each) and the "
-                     "training set weighted to that mix, so the distance does not reward or punish the subgroup mix.")
+        notes.append(f"Each draw takes both sets to the same count in every subgroup cell ({n} images each) and the "
+                     "training set is weighted to that mix, so the distance does not reward or punish the subgroup mix.")
     if scope.get("cells_without_real_held_out"):
         notes.append("Cells without real held-out images (left out of the overall figure): "
                      + ", ".join(scope["cells_without_real_held_out"]))
