@@ -188,10 +188,11 @@ PRESETS: dict[str, Preset] = {
         # the time of 240 of 32 and gave FD-cardiofair 32 against 39, myocardium Dice .91 against
         # .89 (480 of 16: 30 and .92 in 1.24x the time; judged as the default study judges).
         # 680 steps of 16 (twice the earlier 340): FD-cardiofair of the default study (mean of 20
-        # draws; real reference 1.71) 4.0 / 4.5 over two sampling seeds and 5.4 for a model of
-        # another training seed, against 5.6 / 5.8 at 340 steps; women in their 60s and 70s are read
-        # as women as often as real ones (.55 / .64 against .56 / .51; at 340 steps .40 / .40), every
-        # Dice at least 0.98x real. Not monotonic on the way: 500 and 560 steps gave 7.6 and 7.0 (at a
+        # draws; real reference 1.71) 4.1 / 5.3 / 4.9 for models of three training seeds, drawn in
+        # six steps (2.4x / 3.1x / 2.9x), against 5.6 / 6.5 (3.3x / 3.8x) for two at 340 steps;
+        # women in their 60s and 70s are read as women at least 0.86x as often as real ones (.48-.55
+        # and .52-.64 against .56 and .51; at 340 steps .40-.48 and .40-.52), every Dice at least
+        # 0.98x real. Not monotonic on the way: 500 and 560 steps gave 7.6 and 7.0 (at a
         # constant rate the model swings between checkpoints), 12 or 8 pairs a step 6.1 and 6.2, a
         # cosine decay over 340 steps 9.2. The six sampler steps below pay for part of the time.
         # Six DPM++ steps never go below timestep 167, eight 125, where min-SNR weighting had put a
