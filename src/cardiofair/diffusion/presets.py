@@ -192,9 +192,14 @@ PRESETS: dict[str, Preset] = {
         # six steps (2.4x / 3.1x / 2.9x), against 5.6 / 6.5 (3.3x / 3.8x) for two at 340 steps;
         # women in their 60s and 70s are read as women at least 0.86x as often as real ones (.48-.55
         # and .52-.64 against .56 and .51; at 340 steps .40-.48 and .40-.52), every Dice at least
-        # 0.98x real. Not monotonic on the way: 500 and 560 steps gave 7.6 and 7.0 (at a
-        # constant rate the model swings between checkpoints), 12 or 8 pairs a step 6.1 and 6.2, a
-        # cosine decay over 340 steps 9.2. The six sampler steps below pay for part of the time.
+        # 0.98x real. On an Intel Xeon host (other float rounding, so other models) training seeds
+        # 0 and 1 gave 4.5 and 5.4 against a real reference of 2.1 (2.2x and 2.6x). Not monotonic
+        # on the way: 500 and 560 steps gave 7.6 and 7.0 (at a constant rate the model swings
+        # between checkpoints), 12 or 8 pairs a step 6.1 and 6.2, a cosine decay over 340 steps
+        # 9.2. The six sampler steps below pay for part of the time.
+        # Neither settling the end of the run nor averaging longer steadied it: the rate falling
+        # linearly to zero over the last 136 steps gave 5.1 / 6.0 (training seeds 0 / 1), an EMA
+        # over about the last 130 steps instead of 75 (diffusers' warm-up, power 3/4) 4.9 / 4.8.
         # Six DPM++ steps never go below timestep 167, eight 125, where min-SNR weighting had put a
         # fifth of the loss (t < 100). Trained from t = 100 on, FD-cardiofair over three training
         # seeds fell from 15.5 / 13.8 / 17.8 to 9.9 / 13.0 / 15.6; twenty sampler steps (down to
@@ -224,7 +229,13 @@ PRESETS: dict[str, Preset] = {
         # images of the same cells .74); a guide after 60% of training did no better (.63-.65).
         # Trained from timestep 100 on (above), guidance 2 beside it keeps the ES RV Dice at 0.95x
         # real (.933 against .929 with 2.5) for FD-cardiofair 10.4 against 9.9, sex read .72
-        # against .74 (real images of the same cells .68).
+        # against .74 (real images of the same cells .68). For the 680-step models guidance 1.5
+        # draws closer to real images (FD-cardiofair, mean of 20 draws, 3.8 against 4.1; on an
+        # Intel Xeon host, whose float rounding trains other models, 4.1 against 4.5 and 4.7
+        # against 5.4 for two training seeds) but there moves the judge's sex reading in 5 of 32
+        # counterfactual pairs instead of 6 for both (real cues 5) and reads rare women's sex up
+        # to .03 less often (women in their 60s .35 against .38, real .39): 2 keeps the margin on
+        # the sex targets.
         sampling=SamplerSettings(sampler="dpm++", steps=6, guidance_scale=2.0, guidance_start=0.25,
                                  autoguidance=1.5),
     ),
