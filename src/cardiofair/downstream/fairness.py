@@ -56,7 +56,7 @@ from cardiofair.metrics.group_metrics import (
 from cardiofair.options import plain
 from cardiofair.plan import read_plan
 from cardiofair.prompts import UNKNOWN
-from cardiofair.threads import side_by_side
+from cardiofair.threads import one_thread_per_worker, side_by_side
 from cardiofair.settings import REFERENCE_ARM, SYNTHETIC_ARMS, FairnessSettings, arm_dose, arm_name
 
 REPORT_SCHEMA = "cardiofair.fairness/1"
@@ -173,6 +173,7 @@ _SHARED: dict[str, Any] = {}
 
 
 def _share(shared: dict[str, Any]) -> None:
+    one_thread_per_worker()
     _SHARED.update(shared)
 
 
@@ -189,8 +190,10 @@ def evaluate_runs(predictions: list[pd.DataFrame], shared: dict[str, Any], progr
 
     The group tables are fairlearn MetricFrames, pandas work that holds the GIL, so threads would
     run them one at a time: they run in up to ``workers`` processes (default one per core, at most
-    8). The default study's 50 runs took 29 s in two processes, and the stage 161 s against 173 s
-    in one. Each result is the same computation wherever it runs."""
+    8), each on one thread (:func:`~cardiofair.threads.one_thread_per_worker`): the default
+    study's 50 runs took 13.3 s in two processes, 22.5 s when each also ran numpy's BLAS on two
+    threads, 26 s in one process (Intel Xeon host, 2 cores). Each result is the same computation
+    wherever it runs."""
     workers = max(1, min(workers or os.cpu_count() or 1, 8, len(predictions)))
     results = []
     with ExitStack() as stack:
