@@ -191,9 +191,8 @@ def evaluate_runs(predictions: list[pd.DataFrame], shared: dict[str, Any], progr
     The group tables are fairlearn MetricFrames, pandas work that holds the GIL, so threads would
     run them one at a time: they run in up to ``workers`` processes (default one per core, at most
     8), each on one thread (:func:`~cardiofair.threads.one_thread_per_worker`): the default
-    study's 50 runs took 13.3 s in two processes, 22.5 s when each also ran numpy's BLAS on two
-    threads, 26 s in one process (Intel Xeon host, 2 cores). Each result is the same computation
-    wherever it runs."""
+    study's 50 runs took 13.3 s in two processes and 26 s in one (Intel Xeon host, 2 cores).
+    Each result is the same computation wherever it runs."""
     workers = max(1, min(workers or os.cpu_count() or 1, 8, len(predictions)))
     results = []
     with ExitStack() as stack:
