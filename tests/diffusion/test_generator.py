@@ -463,3 +463,19 @@ def test_autoguidance_steers_by_the_weights_kept_on_the_way(dataset, tmp_path, m
         sampler.override(autoguidance=0.5)
     with pytest.raises(SettingsError, match="guide_at"):
         replace(settings, guide_at=1.0)
+
+
+def test_a_controlnet_after_a_base_stage_starts_from_the_trained_encoder(dataset, tmp_path):
+    """The ControlNet recipe: a copy of the encoder as trained, not as initialised. With the
+    ControlNet's rate at zero its weights stay what the copy gave it."""
+    out = train(dataset, tmp_path / "staged", _settings(max_steps=4, stages=(("base", 0.5), ("control", 0.5)),
+                                                        controlnet_lr_scale=0.0, learning_rate=3e-2),
+                progress_bar=False)
+    models = load_models(out, ("unet", "controlnet"))
+    unet, controlnet = models["unet"].state_dict(), models["controlnet"].state_dict()
+    encoder = [name for name in controlnet if name.startswith(("down_blocks.", "mid_block.", "conv_in."))]
+    assert encoder and all(torch.equal(controlnet[name], unet[name]) for name in encoder)
+    untrained = train_module.build_models(get_preset("tiny"), 64, 16, 0).unet.state_dict()
+    assert not all(torch.equal(untrained[name], unet[name]) for name in encoder)
+    # Its own parts are not the UNet's: the zero convolutions still add nothing.
+    assert all(not value.any() for name, value in controlnet.items() if name.startswith("controlnet_down_blocks"))

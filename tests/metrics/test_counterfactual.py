@@ -16,7 +16,7 @@ from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.generate import generate
-from cardiofair.metrics.counterfactual import generator_effects, pair_readings, phantom_effects
+from cardiofair.metrics.counterfactual import draw_pairs, pair_readings, phantom_effects, read_pairs
 from cardiofair.metrics.evaluators import attribute_table
 from cardiofair.settings import GenerateSettings, PlanSettings
 
@@ -77,7 +77,7 @@ def test_same_prompt_and_seed_twice_never_moves_the_reading(judged, tiny, split1
     assert pair_readings(evaluators, "sex", ("Female", "Male"), first, second)["moved"] == 0.0
     # Two prompts per attribute, one seed per mask, every other word the record's own.
     attributes = attribute_table(pd.DataFrame([r.meta for r in records]))
-    effects = generator_effects(generator, evaluators, masks, attributes, 3)
+    effects = read_pairs(evaluators, draw_pairs(generator, evaluators.classes, masks, attributes, 3))
     assert {e["n_pairs"] for e in effects.values() if e["status"] == "ok"} == {6}
 
 
@@ -99,6 +99,12 @@ def test_evaluate_synthetic_writes_prompt_effects_and_refuses_a_model_that_learn
     assert sex["synthetic"]["status"] == "ok" and sex["synthetic"]["n_pairs"] == 4
     assert 0.0 <= sex["synthetic"]["moved"] <= 1.0 and sex["real_reference"]["n_pairs"] == 4
     assert "lie in the heart" in effects["attributes"]["diagnosis"]["real_reference"]["status"]
+    # The pairs are drawn while the judges train, and on their own once the judges are cached;
+    # cached judges read exactly as freshly trained ones.
+    assert main([*args, "--model", str(tiny), "--out", str(tmp_path / "cached")]) == 0
+    assert "evaluators: cached" in capsys.readouterr().out
+    again = json.loads((tmp_path / "cached" / "synthetic_quality.json").read_text())["prompt_effects"]
+    assert again == effects
 
     # A model trained before the split learned test subjects: its drawings would show them.
     unsplit = tmp_path / "unsplit"

@@ -75,6 +75,8 @@ STAGE_MODULES = {
     "joint": ("unet", "text_encoder", "controlnet"),
 }
 STAGES = tuple(STAGE_MODULES)
+# What diffusers' ControlNetModel.from_unet copies from the UNet.
+ENCODER_PARTS = ("conv_in", "time_proj", "time_embedding", "class_embedding", "add_embedding", "down_blocks", "mid_block")
 # Stable Diffusion's UNet and text encoder were trained on billions of images: only the control
 # path (and optionally the UNet decoder) is adapted, as in the paper.
 STABLE_DIFFUSION_STAGES = ("control", "decoder")
@@ -515,6 +517,8 @@ def train(
 
     for stage_index in range(progress.stage_index, len(budgets)):
         stage, stage_steps, stage_minutes = budgets[stage_index]
+        if stage_index != progress.stage_index or checkpoint is None:
+            _copy_trained_encoder(models, [name for name, _, _ in budgets[:stage_index]], stage)
         run = start_stage(accelerator, models, stage, settings, stage_steps,
                           checkpoint if stage_index == progress.stage_index else None)
         if checkpoint is None or stage_index != progress.stage_index:
@@ -611,6 +615,20 @@ def _checkpoint(root: Path, models: Models, run: "StageRun | None", progress: Pr
             {"progress": asdict(progress), "settings": asdict(settings), "history": history}))
 
     write_checkpoint(root, progress.global_step, write)
+
+
+def _copy_trained_encoder(models: Models, earlier: Sequence[str], stage: str) -> None:
+    """A ControlNet starts as a copy of the UNet's encoder (Zhang et al. 2023): when the stage
+    that first trains it follows a base stage, it copies the encoder as trained so far rather
+    than as initialised; its mask embedding and zero convolutions are its own and stay as they are."""
+    trained_unet = any("unet" in STAGE_MODULES[name] for name in earlier)
+    trained_controlnet = any("controlnet" in STAGE_MODULES[name] for name in earlier)
+    if "controlnet" not in STAGE_MODULES[stage] or not trained_unet or trained_controlnet:
+        return
+    for part in ENCODER_PARTS:
+        source, target = getattr(models.unet, part, None), getattr(models.controlnet, part, None)
+        if source is not None and target is not None:
+            target.load_state_dict(source.state_dict())
 
 
 def _keep_guide(models: Models, training_dir: Path) -> None:

@@ -25,8 +25,9 @@ For each attribute, over its pairs (version a, version b):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,11 +60,10 @@ def pair_readings(evaluators: Evaluators, attribute: str, values: tuple[str, str
             "probability_shift": float(np.mean((p_first[:, a] - p_second[:, a] + p_second[:, b] - p_first[:, b]) / 2))}
 
 
-def _unreadable(evaluators: Evaluators, attribute: str, values: tuple[str, str]) -> str | None:
-    classes = evaluators.classes.get(attribute)
-    if classes is None:
+def _unreadable(classes: Mapping[str, Sequence[str]], attribute: str, values: tuple[str, str]) -> str | None:
+    if attribute not in classes:
         return f"the judge does not read {attribute} (it had fewer than two known values in the training split)"
-    missing = [v for v in values if v not in classes]
+    missing = [v for v in values if v not in classes[attribute]]
     return f"the judge never saw {attribute} {', '.join(missing)} in the training split" if missing else None
 
 
@@ -75,34 +75,52 @@ def choose_pairs(attributes: pd.DataFrame, count: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(complete, min(count, len(complete)), replace=False))
 
 
-def generator_effects(generator: Any, evaluators: Evaluators, masks: np.ndarray, attributes: pd.DataFrame,
-                      seed: int, progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Per attribute, the judge's readings of each mask drawn by ``generator`` (a
-    :class:`~cardiofair.diffusion.sample.TrainedGenerator`) as both of its values, the rest of
-    the prompt being the record's own and the seed shared by both versions."""
+@dataclass
+class DrawnPairs:
+    """Per attribute, the generator's two versions of the same masks (``values[0]``'s, then
+    ``values[1]``'s), or why it was not drawn. Drawing needs no trained judge, only the classes it
+    will read, so it can run while the judge trains."""
+
+    versions: dict[str, tuple[np.ndarray, np.ndarray]]
+    skipped: dict[str, str]
+
+
+def draw_pairs(generator: Any, classes: Mapping[str, Sequence[str]], masks: np.ndarray, attributes: pd.DataFrame,
+               seed: int, progress: bool = False) -> DrawnPairs:
+    """Each mask drawn by ``generator`` (a :class:`~cardiofair.diffusion.sample.TrainedGenerator`)
+    as both values of every attribute the judge reads (``classes``), the rest of the prompt being
+    the record's own and the seed shared by both versions."""
     info = generator.info.get("prompt_schema")
     schema = PromptSchema.from_dict(info) if info else DEFAULT_SCHEMA
     base = attributes[[a for a in schema.attributes if a in attributes.columns]].to_dict("records")
-    effects, wanted = {}, {}
+    skipped, wanted = {}, {}
     for attribute, values in ATTRIBUTE_PAIRS.items():
-        reason = _unreadable(evaluators, attribute, values)
+        reason = _unreadable(classes, attribute, values)
         if attribute not in schema.attributes:
             reason = f"the generator's prompts have no {attribute}"
         if reason or not len(masks):
-            effects[attribute] = {"values": list(values), "n_pairs": 0, "status": reason or "no test masks"}
+            skipped[attribute] = reason or "no test masks"
             continue
         wanted[attribute] = [[(i, prompt_from_attributes({**row, attribute: value}, schema)) for i, row in
                               enumerate(base)] for value in values]
     # A record's own prompt is one version of several attributes' pairs: each (mask, prompt) is
     # drawn once, with the mask's seed, and shared.
     unique = list(dict.fromkeys(key for versions in wanted.values() for keys in versions for key in keys))
+    drawn = {}
     if unique:
         images = generator.sample(masks[[i for i, _ in unique]], [p for _, p in unique],
                                   [seed * 100003 + i for i, _ in unique], progress=progress)
         drawn = dict(zip(unique, images))
-        for attribute, (first, second) in wanted.items():
-            effects[attribute] = pair_readings(evaluators, attribute, ATTRIBUTE_PAIRS[attribute],
-                                               np.stack([drawn[k] for k in first]), np.stack([drawn[k] for k in second]))
+    return DrawnPairs({attribute: tuple(np.stack([drawn[k] for k in keys]) for keys in versions)
+                       for attribute, versions in wanted.items()}, skipped)
+
+
+def read_pairs(evaluators: Evaluators, pairs: DrawnPairs) -> dict[str, dict[str, Any]]:
+    """Per attribute, how the judge's reading moves between the drawn versions (:func:`pair_readings`)."""
+    effects = {attribute: {"values": list(ATTRIBUTE_PAIRS[attribute]), "n_pairs": 0, "status": reason}
+               for attribute, reason in pairs.skipped.items()}
+    for attribute, (first, second) in pairs.versions.items():
+        effects[attribute] = pair_readings(evaluators, attribute, ATTRIBUTE_PAIRS[attribute], first, second)
     return {attribute: effects[attribute] for attribute in ATTRIBUTE_PAIRS}
 
 
@@ -113,7 +131,7 @@ def phantom_effects(real_root: Path, rows: pd.DataFrame, evaluators: Evaluators)
     model = phantom_model(real_root)
     effects: dict[str, dict[str, Any]] = {}
     for attribute, values in ATTRIBUTE_PAIRS.items():
-        reason = _unreadable(evaluators, attribute, values)
+        reason = _unreadable(evaluators.classes, attribute, values)
         if model is None:
             reason = "the real dataset is not the phantom: no subject can be drawn both ways"
         elif attribute not in ("sex", "bmi"):
@@ -138,19 +156,16 @@ def _phantom_versions(model: PhantomModel, rows: pd.DataFrame, cue: Mapping[str,
     return np.stack(images)
 
 
-def prompt_effects(evaluators: Evaluators, real_root: Path, test_rows: pd.DataFrame, test_masks: np.ndarray,
-                   test_attributes: pd.DataFrame, generator: Any | None, count: int, seed: int,
-                   progress: bool = False) -> dict[str, Any]:
+def prompt_effects(evaluators: Evaluators, real_root: Path, rows: pd.DataFrame, drawn: DrawnPairs | None,
+                   seed: int) -> dict[str, Any]:
     """The ``prompt_effects`` section of ``synthetic_quality.json``: per attribute, the generator's
-    pairs (``synthetic``) beside the phantom's (``real_reference``), on the same ``count`` real
-    test masks."""
-    picked = choose_pairs(test_attributes, count, seed)
-    rows, masks, attributes = test_rows.iloc[picked], test_masks[picked], test_attributes.iloc[picked]
-    if generator is None:
+    pairs (``drawn`` on the masks of the real test records ``rows``; None: no generator given)
+    beside the phantom's (``real_reference``) on the same records."""
+    if drawn is None:
         synthetic = {a: {"values": list(v), "n_pairs": 0, "status": "no generator given (--model)"}
                      for a, v in ATTRIBUTE_PAIRS.items()}
     else:
-        synthetic = generator_effects(generator, evaluators, masks, attributes.reset_index(drop=True), seed, progress)
+        synthetic = read_pairs(evaluators, drawn)
     reference = phantom_effects(real_root, rows, evaluators)
-    return {"pairs": len(picked), "seed": seed,
+    return {"pairs": len(rows), "seed": seed,
             "attributes": {a: {"synthetic": synthetic[a], "real_reference": reference[a]} for a in ATTRIBUTE_PAIRS}}

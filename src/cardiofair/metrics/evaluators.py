@@ -209,12 +209,23 @@ class Evaluators:
         segmenter.load_state_dict(load_file(str(folder / "segmenter.safetensors")))
         classifier = AttributeNet({name: len(values) for name, values in info["classes"].items()})
         classifier.load_state_dict(load_file(str(folder / "classifier.safetensors")))
-        return cls(segmenter.eval(), classifier.eval(), info["classes"], info["validation"])
+        # In the layout they were trained in, so that cached evaluators compute exactly what
+        # freshly trained ones do (a plain layout rounds convolutions differently).
+        return cls(segmenter.to(memory_format=torch.channels_last).eval(),
+                   classifier.to(memory_format=torch.channels_last).eval(), info["classes"], info["validation"])
 
 
 def attribute_table(manifest: pd.DataFrame) -> pd.DataFrame:
     """The binned prompt attributes of each record (from metadata, or the prompt when synthetic)."""
     return with_cells(manifest).reset_index(drop=True)
+
+
+def judged_classes(train_attributes: pd.DataFrame) -> dict[str, list[str]]:
+    """The classes the attribute judge learns: per prompt attribute, the known values of the
+    training records, where there are at least two."""
+    classes = {name: sorted(v for v in train_attributes[name].unique() if v != "unknown")
+               for name in ATTRIBUTE_COLUMNS if name in train_attributes}
+    return {name: values for name, values in classes.items() if len(values) >= 2}
 
 
 def _fit(network: nn.Module, loss: Callable[[torch.Generator], torch.Tensor], steps: int, label: str,
@@ -238,18 +249,17 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
                      val_images: np.ndarray, val_masks: np.ndarray, val_attributes: pd.DataFrame,
                      steps: int = 400, classifier_steps: int = 700, batch: int = 32, segmenter_batch: int = 16,
                      seed: int = 0, augmentation: Augmentation = Augmentation(),
-                     progress: bool = False) -> Evaluators:
+                     progress: bool = False, beside: Callable[[], None] | None = None) -> Evaluators:
     """Train both evaluators on real training records degraded by ``augmentation`` (``batch``
     pairs per classifier step, ``segmenter_batch`` pairs, i.e. twice as many frames, per
-    segmenter step); score them on real (clean) validation records.
+    segmenter step); score them on real (clean) validation records. ``beside``, other work
+    that does not need them, runs on the core the shorter training leaves free.
 
     Attributes whose value is ``unknown`` are not learned for that record.
     """
     from cardiofair.metrics.fidelity import balanced_accuracy, dice_table
 
-    classes = {name: sorted(v for v in train_attributes[name].unique() if v != "unknown")
-               for name in ATTRIBUTE_COLUMNS if name in train_attributes}
-    classes = {name: values for name, values in classes.items() if len(values) >= 2}
+    classes = judged_classes(train_attributes)
     targets = {name: torch.tensor([values.index(v) if v in values else -100 for v in train_attributes[name]])
                for name, values in classes.items()}
     images = torch.from_numpy(np.ascontiguousarray(train_images, dtype=np.float32))
@@ -275,11 +285,15 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
 
     fits = [(segmenter, segmenter_loss, steps, "training segmenter"),
             (classifier, classifier_loss, classifier_steps, "training attribute classifier")]
-    def fit(job: tuple[int, tuple]) -> None:
+    def fit(job: tuple[int, tuple] | None) -> None:
+        if job is None:
+            beside()
+            return
         number, (network, loss, count, label) = job
         _fit(network, loss, count, label, progress, torch.Generator().manual_seed(seed + number), number)
 
-    side_by_side(fit, list(enumerate(fits)))
+    # On two cores both trainings start at once and ``beside`` follows the one that ends first.
+    side_by_side(fit, [*enumerate(fits), *[None] * (beside is not None)])
     evaluators = Evaluators(segmenter.eval(), classifier.eval(), classes)
     dice = dice_table(evaluators.segment(val_images), val_masks).mean()
     predicted = evaluators.classify(val_images)

@@ -58,8 +58,15 @@ from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load
 from cardiofair.data.split import SPLITS, check_splits, learned_held_out
 from cardiofair.errors import CardiofairError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
-from cardiofair.metrics.counterfactual import prompt_effects
-from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Augmentation, Evaluators, attribute_table, train_evaluators
+from cardiofair.metrics.counterfactual import DrawnPairs, choose_pairs, draw_pairs, prompt_effects
+from cardiofair.metrics.evaluators import (
+    ATTRIBUTE_COLUMNS,
+    Augmentation,
+    Evaluators,
+    attribute_table,
+    judged_classes,
+    train_evaluators,
+)
 from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
 from cardiofair.metrics.masks import mask_quality
@@ -72,6 +79,7 @@ from cardiofair.metrics.realism import (
 )
 from cardiofair.prompts import UNKNOWN
 from cardiofair.settings import QualitySettings
+from cardiofair.threads import side_by_side
 
 SCHEMA_VERSION = 1
 FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
@@ -146,11 +154,16 @@ def default_cache() -> Path:
 
 
 def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cache: Path | None = None,
-                      log: Callable[[str], None] = print, progress: bool = False) -> tuple[Evaluators, Path]:
-    """Load the evaluators trained on this exact training split, or train and cache them."""
+                      log: Callable[[str], None] = print, progress: bool = False,
+                      beside: Callable[[], None] | None = None) -> tuple[Evaluators, Path]:
+    """Load the evaluators trained on this exact training split, or train and cache them.
+    ``beside``, work that does not need them, runs on one torch thread either way: beside their
+    training, or on its own when they were cached, so that its results do not depend on the cache."""
     folder = (cache or default_cache()) / training_hash(real, settings)
     if (folder / "evaluators.json").is_file():
         log(f"evaluators: cached in {folder}")
+        if beside is not None:
+            side_by_side(lambda job: job(), [beside])
         return Evaluators.load(folder), folder
     log(f"evaluators: training on {len(real['train'])} real training records "
         f"({settings.steps} segmenter + {settings.classifier_steps} classifier steps)")
@@ -158,8 +171,7 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     evaluators = train_evaluators(train.images, train.masks, attribute_table(train.rows), val.images, val.masks,
                                   attribute_table(val.rows), steps=settings.steps, classifier_steps=settings.classifier_steps,
                                   batch=settings.batch, segmenter_batch=settings.segmenter_batch, seed=settings.seed,
-                                  augmentation=Augmentation(),
-                                  progress=progress)
+                                  augmentation=Augmentation(), progress=progress, beside=beside)
     # Saved under a temporary name first, so a crash never leaves a half-written cache entry
     # that a later call would trust.
     staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
@@ -411,8 +423,20 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         check_compatible(real["train"], synthetic)
         # Loaded first, so a wrong --model fails before the evaluators train.
         generator = _load_generator(model_dir, real)
+        test_attributes = attribute_table(real["test"].rows)
+        picked = choose_pairs(test_attributes, settings.counterfactual_pairs, settings.seed)
+        drawn: list[DrawnPairs] = []
+        if generator is not None:
+            log(f"drawing prompt-effect pairs on {len(picked)} real test masks per attribute")
+
+        def draw() -> None:
+            drawn.append(draw_pairs(generator, judged_classes(attribute_table(real["train"].rows)),
+                                    real["test"].masks[picked], test_attributes.iloc[picked].reset_index(drop=True),
+                                    settings.seed, progress))
+
         evaluators, evaluator_folder = cached_evaluators(
-            real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress)
+            real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
+            beside=draw if generator is not None else None)
         held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
                             np.concatenate([real["val"].images, real["test"].images]),
                             np.concatenate([real["val"].masks, real["test"].masks]))
@@ -500,7 +524,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
             draws.to_numpy() if len(draws) else None, phantom, progress)
         chance = {name: 1.0 / len(values) for name, values in evaluators.classes.items()}
         unread = _unmeasured_attributes(attribute_table(real["train"].rows), evaluators.classes)
-        log(f"measuring prompt effects on {settings.counterfactual_pairs} real test masks per attribute"
+        log(f"measuring prompt effects on {len(picked)} real test masks per attribute"
             + ("" if generator else " (no --model: the phantom reference only)"))
         report = {
             "schema": SCHEMA_VERSION,
@@ -528,9 +552,8 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                         "cells": {cell: privacy(cell) for cell in cells},
                         "closest_pairs": closest},
             "mask_geometry": mask_section,
-            "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows, real["test"].masks,
-                                             attribute_table(real["test"].rows), generator, settings.counterfactual_pairs,
-                                             settings.seed, progress),
+            "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows.iloc[picked],
+                                             drawn[0] if drawn else None, settings.seed),
         }
         report = json_ready(report)
         atomic_write(staging.tmp / "synthetic_quality.json", json.dumps(report, indent=2) + "\n")
