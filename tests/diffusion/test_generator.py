@@ -23,6 +23,7 @@ from cardiofair.diffusion import presets
 from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.conditioning import control_image, mask_condition
+from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
 from cardiofair.diffusion.train import Models, TrainSettings, diffusion_loss, load_models, train
 from cardiofair.errors import SettingsError
 from cardiofair.settings import TrainOptions
@@ -479,3 +480,15 @@ def test_a_controlnet_after_a_base_stage_starts_from_the_trained_encoder(dataset
     assert not all(torch.equal(untrained[name], unet[name]) for name in encoder)
     # Its own parts are not the UNet's: the zero convolutions still add nothing.
     assert all(not value.any() for name, value in controlnet.items() if name.startswith("controlnet_down_blocks"))
+
+
+def test_the_first_steps_draw_the_early_batch(dataset, tmp_path):
+    settings = _settings(batch_size=4, early_batch_size=2, early_steps=3)
+    preset = get_preset("tiny")
+    data = train_module.TrainingData.from_dataset(dataset, preset)
+    batches = train_module.BatchSource(data, build_prompt_tokenizer(data.prompts), preset, settings)
+    sizes = [len(batches.draw(torch.Generator().manual_seed(0), True, step)[0]) for step in range(5)]
+    assert sizes == [2, 2, 2, 4, 4]
+    assert "batch 4, 2 for the first 3 steps" in train_module.describe_budget(settings)
+    out = train(dataset, tmp_path / "early", replace(settings, max_steps=4), progress_bar=False)
+    assert TrainedGenerator(out).sample(np.stack([r.mask for r in load_dataset(dataset)[:1]]), [PROMPT], [0]).shape[0] == 1

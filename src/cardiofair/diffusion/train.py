@@ -115,6 +115,8 @@ class TrainSettings(TrainingDefaults):
                 raise SettingsError("stages", "fractions must be positive")
         if self.max_steps < 1 or self.batch_size < 1:
             raise SettingsError(None, "max_steps and batch_size must be at least 1")
+        if self.early_batch_size is not None and self.early_batch_size < 1:
+            raise SettingsError("early_batch_size", f"must be at least 1, got {self.early_batch_size}")
         if not 0.0 <= self.prompt_dropout < 1.0:
             raise SettingsError("prompt_dropout", "must be in [0, 1)")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -397,9 +399,14 @@ class BatchSource:
         self.prompt_ids = tokenize(tokenizer, data.prompts)
         self.empty_ids = tokenize(tokenizer, [""])[0]
 
-    def draw(self, generator: torch.Generator, conditioned: bool):
-        """(image indices, token ids, mask conditioning image or None)."""
-        size = self.settings.batch_size
+    def size(self, step: int) -> int:
+        """Records drawn at ``step`` (from 0)."""
+        early = self.settings.early_batch_size
+        return early if early is not None and step < self.settings.early_steps else self.settings.batch_size
+
+    def draw(self, generator: torch.Generator, conditioned: bool, step: int):
+        """(image indices, token ids, mask conditioning image or None) of training step ``step``."""
+        size = self.size(step)
         index = torch.multinomial(self.weights, size, replacement=True, generator=generator)
         ids = self.prompt_ids[index].clone()
         ids[torch.rand(size, generator=generator) < self.settings.prompt_dropout] = self.empty_ids
@@ -418,7 +425,7 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
     # residuals would add nothing but a forward and backward pass through a copy of the encoder.
     trains_controlnet = "controlnet" in run.groups
     models = run.models if trains_controlnet else replace(run.models, controlnet=None)
-    index, ids, condition = batches.draw(generator, conditioned=trains_controlnet or batches.preset.mask_in_input)
+    index, ids, condition = batches.draw(generator, trains_controlnet or batches.preset.mask_in_input, step)
     device = accelerator.device
     target = model_input(batches.data.images[index].to(device), batches.preset, run.models.vae, generator)
     with accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
@@ -759,7 +766,9 @@ def describe_budget(settings: TrainSettings) -> str:
     """One line on how a run will spend its steps and minutes."""
     parts = [f"{stage}: {steps} steps" + (f" / {minutes:.1f} min" if minutes else "")
              for stage, steps, minutes in settings.stage_budgets()]
-    return "; ".join(parts) + f" (batch {settings.batch_size}, lr {settings.learning_rate:g})"
+    early = (f", {settings.early_batch_size} for the first {settings.early_steps} steps"
+             if settings.early_batch_size is not None and settings.early_steps else "")
+    return "; ".join(parts) + f" (batch {settings.batch_size}{early}, lr {settings.learning_rate:g})"
 
 
 
