@@ -76,7 +76,8 @@ STAGE_MODULES = {
 }
 STAGES = tuple(STAGE_MODULES)
 # What diffusers' ControlNetModel.from_unet copies from the UNet.
-ENCODER_PARTS = ("conv_in", "time_proj", "time_embedding", "class_embedding", "add_embedding", "down_blocks", "mid_block")
+ENCODER_PARTS = ("conv_in", "time_proj", "time_embedding", "class_embedding", "add_embedding", "down_blocks",
+                 "mid_block")
 # Stable Diffusion's UNet and text encoder were trained on billions of images: only the control
 # path (and optionally the UNet decoder) is adapted, as in the paper.
 STABLE_DIFFUSION_STAGES = ("control", "decoder")
