@@ -207,7 +207,8 @@ def measure_train(preset: Preset, batch: int, warmup: int, steps: int) -> dict[s
     """Steps/s of the joint stage exactly as train() runs it (``training_step``: balanced batch,
     prompt dropout, text encoder, loss, backward, clipping, AdamW, EMA of every model)."""
     setup = Setup.build(preset, batch)
-    settings = TrainSettings.for_preset(preset, batch_size=batch, stages=(("joint", 1.0),))
+    # Every timed step draws ``batch`` pairs, the smaller early batch of the preset's first steps included.
+    settings = TrainSettings.for_preset(preset, batch_size=batch, early_batch_size=None, stages=(("joint", 1.0),))
     accelerator = Accelerator(cpu=True)
     images = torch.rand(batch, 2, preset.size, preset.size) * 2.0 - 1.0
     data = TrainingData(images=images, masks=setup.masks, prompts=setup.prompts, manifest=None)

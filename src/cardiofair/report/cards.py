@@ -111,8 +111,10 @@ def model_card(model_dir: Path | None, info: Mapping[str, Any] | None, *, weight
         ("torch", training.get("torch", NOT_GIVEN)),
         ("stages", ", ".join(f"{name} {share}" for name, share in settings.get("stages", [])) or NOT_GIVEN),
         ("optimiser", f"AdamW, learning rate {settings.get('learning_rate')} ({settings.get('lr_schedule')}, "
-                      f"{settings.get('warmup_steps')} warm-up steps), batch {settings.get('batch_size')}, EMA "
-                      f"{settings.get('ema_decay')}"),
+                      f"{settings.get('warmup_steps')} warm-up steps), batch {settings.get('batch_size')}"
+                      + (f" ({settings['early_batch_size']} in the first {settings.get('early_steps')} steps)"
+                         if settings.get("early_batch_size") and settings.get("early_steps") else "")
+                      + f", EMA {settings.get('ema_decay')}"),
         ("prompt dropout (for guidance) / rare-prompt weight cap", f"{settings.get('prompt_dropout')} / "
                                                                    f"{settings.get('balance_cap')}"),
         ("training timesteps / min-SNR gamma", f"from {settings.get('min_timestep', 0)} on / "
