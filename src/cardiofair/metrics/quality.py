@@ -79,7 +79,7 @@ from cardiofair.metrics.realism import (
 )
 from cardiofair.prompts import UNKNOWN
 from cardiofair.settings import QualitySettings
-from cardiofair.threads import side_by_side
+from cardiofair.threads import one_thread_each
 
 SCHEMA_VERSION = 1
 FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
@@ -163,7 +163,8 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     if (folder / "evaluators.json").is_file():
         log(f"evaluators: cached in {folder}")
         if beside is not None:
-            side_by_side(lambda job: job(), [beside])
+            with one_thread_each():
+                beside()
         return Evaluators.load(folder), folder
     log(f"evaluators: training on {len(real['train'])} real training records "
         f"({settings.steps} segmenter + {settings.classifier_steps} classifier steps)")
