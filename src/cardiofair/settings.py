@@ -50,7 +50,7 @@ ARMS = ("real", "real+synthetic", "synthetic", "reweight", "oversample", "thresh
         "synthetic-pretrain")
 SYNTHETIC_ARMS = ("real+synthetic", "synthetic", "synthetic-pretrain")
 # Run when named in fairness.arms: each costs as much as another arm (synthetic-pretrain twice),
-# and the default study has a time budget (DEVELOPERS.md).
+# and the default study has a time budget (CONTRIBUTING.md, time budget of the default study).
 OPT_IN_ARMS = ("group-dro", "synthetic-pretrain")
 # Arms that need a ceiling: fresh subjects from the cohort's phantom model, or held-back real ones.
 PHANTOM_ARMS = ("oracle",)
@@ -127,7 +127,7 @@ class SplitSettings:
     val: float = option(0.1, "validation fraction of subjects")
     seed: int = option(0, "random seed")
     # A real cohort has no ground truth to draw a perfect generator's records from; holding back
-    # real subjects of the thin cell makes one (the scarcity protocol, README).
+    # real subjects of the thin cell makes one (the scarcity protocol, docs/data.md).
     scarcity: dict[str, str] | None = option(None, "hold back training subjects of one cell from every model and "
                                              "the planner; the fairness stage trains its oracle arm on them, e.g. "
                                              "'sex=Female,diagnosis=heart failure,keep=0.2' keeps a fifth of them")

@@ -161,14 +161,14 @@ PRESETS: dict[str, Preset] = {
         # embedding reaches the 16x16 blocks, which have no attention, and the BMI class (a body
         # outline and fat drawn from the prompt alone) is read .62 against .54 (real images of the
         # same cells .64), diagnosis .63 against .59 (.67). Its training steps cost what the
-        # earlier design's did (100 steps, timed in turn: 62 and 79 s against 70 s; DEVELOPERS.md).
+        # earlier design's did (100 steps, timed in turn: 62 and 79 s against 70 s; docs/measurements.md).
         mask_in_input=True,
         # The 16x16 blocks are as wide as the others: each of their positions draws a 4x4 patch of
         # both frames (32 values), and at 64 channels they drew it blurred. At 128, FD-cardiofair
         # of the default study fell from 9.3 / 9.4 (two sampling seeds) to 6.6 / 6.1 / 4.8 (three;
         # real reference 1.7), 7.5 and 8.6 for models of two other training seeds (the last reads
         # sex at 0.88x real), Dice as before or better, for 1.74x the FLOPs and 1.33x the training
-        # time of the study; 96 wide gave 7.5, batch 12 at 128 wide 6.7 / 7.4 (DEVELOPERS.md).
+        # time of the study; 96 wide gave 7.5, batch 12 at 128 wide 6.7 / 7.4 (docs/measurements.md).
         unet=dict(
             addition_embed_type="text",
             block_out_channels=(128, 128, 128),
