@@ -1,9 +1,16 @@
-"""Work side by side, one job per core: small networks in threads, process pools one thread each.
+"""How cardiofair uses the cores: a thread policy for sharing the machine, and work side by side,
+one job per core (small networks in threads, process pools one thread each).
+
+The thread policy (:data:`THREAD_POLICY`) is set when cardiofair is imported, before torch
+loads, and every process cardiofair starts inherits it. It changes how an idle thread waits,
+never how many threads there are or how work is split: the thread count stays torch's default
+(one per core) or what the user sets (``OMP_NUM_THREADS``), never read from the machine's load.
+The variables a user may set are in the README (Sharing the machine).
 
 A small CNN keeps a core only partly busy, and torch's intra-op threads pay for themselves only
 on large tensors: two trainings at once, each on one thread, finished two 3-epoch fairness
 trainings in 3.8 s against 5.5 s one after the other on one thread, and 53 s on two threads
-beside other work (2-core machine, DEVELOPERS.md). Each training's result depends on its own
+beside other work (2-core machine, CONTRIBUTING.md#threads). Each training's result depends on its own
 seed and generator, so the figures do not depend on how many run at once.
 """
 
@@ -11,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -18,8 +26,36 @@ from typing import Callable, Iterable, Iterator, TypeVar
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
+# How torch's threads wait, read once by its OpenMP runtime (libgomp, which ATen, MKL and oneDNN
+# share) when torch loads. By default a thread that reaches the end of a parallel region spins for
+# about 3 ms, waiting for its sibling; beside one busy process on 2 cores the sibling is often
+# descheduled, and the generator's training step took 3.8 times its alone time (8.6 times on
+# another host, issue 31). Passive threads sleep instead: beside a busy process a step took 1.3
+# times the passive alone time, at the price of a wake-up per parallel region, 1.3 to 1.4 times
+# the spinning step alone on a 2-core virtual machine (CONTRIBUTING.md#threads). It changes when a
+# thread waits, never how work is split, so the figures stay the same.
+THREAD_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
+# The variables by which a user chooses how libgomp waits; one set leaves the choice to them.
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
-@contextmanager
+
+def apply_thread_policy() -> dict[str, str]:
+    """Set :data:`THREAD_POLICY` in this process's environment unless the user chose how threads
+    wait (:data:`WAIT_VARIABLES`), before torch loads; child processes (accelerate's launcher,
+    process pools, the app's server) inherit it. Returns the waiting variables in force.
+
+    Runs when :mod:`cardiofair` is imported. If torch was imported first its runtime has read the
+    environment already, so the policy cannot take effect in this process: that is said once."""
+    if not any(name in os.environ for name in WAIT_VARIABLES):
+        os.environ.update(THREAD_POLICY)
+        if "torch" in sys.modules:
+            warnings.warn("torch was imported before cardiofair, so " + " ".join(f"{k}={v}" for k, v in
+                          THREAD_POLICY.items()) + " cannot take effect in this process: beside other busy "
+                          "processes its training and sampling may run several times slower. Import cardiofair "
+                          "first, or set it in the environment.", RuntimeWarning, stacklevel=3)
+    return {name: os.environ[name] for name in WAIT_VARIABLES if name in os.environ}
+
+
 def one_thread_each() -> Iterator[None]:
     """torch on one intra-op thread for the duration (the work runs side by side instead)."""
     import torch

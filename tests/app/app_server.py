@@ -1,6 +1,5 @@
 """Start `cardiofair app` as a user does, in its own process, and stop it as Ctrl-C does."""
 
-import os
 import signal
 import socket
 import subprocess
@@ -8,6 +7,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from thread_policy import policy_env
 
 # The app's test modules skip, saying so, where the app extra is not installed.
 NO_APP_EXTRA = "the app extra is not installed: pip install 'cardiofair[app]'"
@@ -32,7 +33,8 @@ def free_port() -> int:
 def start_app(arguments: list[str], log: Path) -> RunningApp:
     """`cardiofair app ARGUMENTS --port FREE`, returned once it says where it listens."""
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # Without the thread policy in the environment: the server must set it itself (issue 31).
+    env = policy_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     with log.open("w") as output:
         process = subprocess.Popen([sys.executable, "-m", "cardiofair", "app", *arguments, "--port", str(port)],
                                    stdout=output, stderr=subprocess.STDOUT, env=env)

@@ -16,6 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from app_server import NO_APP_EXTRA, free_port, start_app, stop_app
+from thread_policy import spin_counts
 
 pytest.importorskip("gradio", reason=NO_APP_EXTRA)
 
@@ -214,6 +215,8 @@ def test_the_server_binds_to_localhost_writes_nothing_into_model_or_dataset_and_
     returncode, log = stop_app(server)
     assert returncode == 0 and log.rstrip().endswith("cardiofair app: stopped"), log
     assert "Traceback" not in log
+    # Its torch threads wait passively, as every cardiofair process's do (issue 31).
+    assert spin_counts(log) == ["0"]
     # The port is free again.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", server.port))

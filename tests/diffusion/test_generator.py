@@ -27,6 +27,7 @@ from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
 from cardiofair.diffusion.train import Models, TrainSettings, diffusion_loss, load_models, train
 from cardiofair.errors import SettingsError
 from cardiofair.settings import TrainOptions
+from thread_policy import policy_env, spin_counts
 
 PROMPT = "Female, age in 60s, normal BMI, heart failure"
 
@@ -281,10 +282,13 @@ def test_two_processes_through_accelerate(dataset, tmp_path):
     out = tmp_path / "ddp"
     result = subprocess.run([sys.executable, "-m", "cardiofair", "train", str(dataset), "--preset", "tiny", "--out",
                              str(out), "--max-steps", "2", "--num-processes", "2", "--quiet"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=policy_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "cardiofair.json").is_file()
     assert "distributed" in json.loads((out / "cardiofair.json").read_text())["training"]
+    # The command and both training processes wait passively (issue 31).
+    counts = spin_counts(result.stderr)
+    assert len(counts) >= 3 and set(counts) == {"0"}, counts
 
 
 def test_grey_level_mask_conditioning_is_configurable(dataset, tmp_path, masks):
