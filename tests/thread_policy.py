@@ -9,8 +9,8 @@ from cardiofair.threads import WAIT_VARIABLES
 
 def spin_counts(output: str) -> list[str]:
     """The spin count each OpenMP runtime in ``output`` read at start (``OMP_DISPLAY_ENV=VERBOSE``):
-    0 for passive waiting; libgomp names the policy PASSIVE when it is unset too, so the spin count
-    is the one reading that tells them apart."""
+    how long an idle thread spins before it sleeps (0: at once). libgomp names the policy PASSIVE
+    when it is unset too, so the spin count is the one reading that tells them apart."""
     return re.findall(r"GOMP_SPINCOUNT = '(\d+)'", output)
 
 
