@@ -29,12 +29,12 @@ Result = TypeVar("Result")
 # How torch's threads wait, read once by its OpenMP runtime (libgomp, which ATen, MKL and oneDNN
 # share) when torch loads. By default a thread that reaches the end of a parallel region spins for
 # about 3 ms (300,000 turns) waiting for its sibling; beside one busy process on 2 cores the
-# sibling is often descheduled, and the generator's training step took 3.8 times its alone time
+# sibling is often descheduled, and the generator's training step took 4.2 times its alone time
 # (8.6 times on another host, issue 31). 2,000 turns (about 20 us here) still bridge the gap
 # between two parallel regions of a step, so alone a step is as fast as before, and beside a busy
-# process it took 2.4 times the alone time instead of 3.8. Sleeping at once (OMP_WAIT_POLICY=
-# PASSIVE) took 1.3 times its alone time beside it, but a wake-up per region made the step 1.3-1.4
-# times slower alone (CONTRIBUTING.md#threads). How a thread waits never changes how work is split,
+# process it took 2.3 times the alone time. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) took 1.3
+# times its alone time beside it, but a wake-up per region made the step 1.4 times slower alone
+# (CONTRIBUTING.md#threads). How a thread waits never changes how work is split,
 # so the figures stay the same.
 THREAD_POLICY = {"GOMP_SPINCOUNT": "2000"}
 # The variables by which a user chooses how libgomp waits; one set leaves the choice to them.
@@ -58,6 +58,7 @@ def apply_thread_policy() -> dict[str, str]:
     return {name: os.environ[name] for name in WAIT_VARIABLES if name in os.environ}
 
 
+@contextmanager
 def one_thread_each() -> Iterator[None]:
     """torch on one intra-op thread for the duration (the work runs side by side instead)."""
     import torch
