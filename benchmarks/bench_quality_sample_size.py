@@ -8,7 +8,7 @@ and the spread (standard deviation over draws) per n, as `cardiofair quality` wo
 (evaluators trained on the training split, features standardised on it). The threshold it
 prints is the smallest n above the feature dimension (below it a set's covariance is singular)
 whose spread is at most one FD-cardiofair unit; it is the default of `quality.min_images`
-(README, "cardiofair quality").
+(docs/quality.md, "How many images a distance needs").
 
 Prints figures; it is not a test. Run: python benchmarks/bench_quality_sample_size.py [--n 2400]
 """
