@@ -1,5 +1,12 @@
 """How cardiofair uses the cores: a thread policy for sharing the machine, and work side by side,
-one job per core (small networks in threads, process pools one thread each).
+one job per core (a batch in a part per thread, small networks in threads, process pools one
+thread each).
+
+On the CPU the generator's training step, its sampling and the judges' reading split each batch
+into one part per torch thread (:func:`batch_parts`), each part on one thread. torch would
+otherwise split every operation between its threads, which then meet at the end of each of
+thousands of operations a step; beside a busy process a thread that waits there for a
+descheduled sibling wastes its core. The parts meet once per step.
 
 The thread policy (:data:`THREAD_POLICY`) is set when cardiofair is imported, before torch
 loads, and every process cardiofair starts inherits it. It changes how an idle thread waits,
@@ -21,7 +28,10 @@ import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -91,3 +101,43 @@ def side_by_side(work: Callable[[Job], Result], jobs: Iterable[Job], workers: in
     workers = max(1, min(workers or os.cpu_count() or 1, 8, len(jobs) or 1))
     with one_thread_each(), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(work, jobs))
+
+
+def batch_parts(size: int, device: torch.device | str) -> list[torch.Tensor]:
+    """The rows of a batch of ``size`` split into one part per torch thread on the CPU (the cores,
+    or ``OMP_NUM_THREADS``), each to run on one thread beside the others; one part on a GPU.
+
+    torch splits each operation of a network between its threads, so its threads meet at the end
+    of every one of a training step's thousands of operations; beside one busy process on 2 cores
+    a sibling is often descheduled there, and the step took 2.3 times its alone time. A part per
+    thread meets once per step: 1.45 times, and alone no slower (CONTRIBUTING.md#threads). The
+    parts follow the thread count, which configuration fixes, never the machine's load; inside
+    :func:`side_by_side` (one thread) a batch stays whole."""
+    import torch
+
+    parts = 1 if torch.device(device).type != "cpu" else max(1, min(torch.get_num_threads(), size))
+    return list(torch.arange(size).tensor_split(parts))
+
+
+def each_part(work: Callable[[torch.Tensor], Result], parts: list[torch.Tensor]) -> list[Result]:
+    """``work`` of each part of a batch (:func:`batch_parts`), in order: side by side, on one thread
+    each, when there are several parts."""
+    if len(parts) == 1:
+        return [work(parts[0])]
+    import torch
+
+    return side_by_side(work, parts, workers=torch.get_num_threads())
+
+
+def in_batches(work: Callable[[torch.Tensor], Result], size: int, batch: int,
+               device: torch.device | str = "cpu") -> list[Result]:
+    """Inference: ``work`` of the rows of ``size`` inputs in batches of ``batch``, each batch in its
+    parts (:func:`batch_parts`), in order, without gradients (a mode each thread holds for itself)."""
+    import torch
+
+    def infer(rows: torch.Tensor) -> Result:
+        with torch.no_grad():
+            return work(rows)
+
+    return each_part(infer, [part + start for start in range(0, size, batch)
+                             for part in batch_parts(min(batch, size - start), device)])

@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from diffusers import ControlNetModel
 from PIL import Image
+from transformers import AutoTokenizer
 
 from cardiofair.cli import main
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
@@ -24,10 +26,10 @@ from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.conditioning import control_image, mask_condition
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
-from cardiofair.diffusion.train import Models, TrainSettings, diffusion_loss, load_models, train
+from cardiofair.diffusion.train import Models, TrainSettings, build_models, diffusion_loss, load_models, train
 from cardiofair.errors import SettingsError
 from cardiofair.settings import TrainOptions
-from cardiofair.threads import THREAD_POLICY
+from cardiofair.threads import THREAD_POLICY, one_thread_each
 from thread_policy import policy_env, spin_counts
 
 PROMPT = "Female, age in 60s, normal BMI, heart failure"
@@ -106,12 +108,63 @@ def test_prompt_conditioning_changes_the_output(generator, masks):
     assert not np.allclose(a, b, atol=1e-4)
 
 
+@pytest.fixture
+def two_threads():
+    """torch on two threads, whatever the machine's cores: a batch then runs in two parts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_batch_drawn_in_parts_is_the_batch_drawn_whole(generator, masks, two_threads):
+    """On the CPU each thread denoises its own part of the batch (issue 31): every pass sees one
+    image, and the images are the whole batch's but for float rounding."""
+    passes = []
+    hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
+    try:
+        parted = generator.sample(masks, [PROMPT, "Male, age in 40s, obese BMI, healthy"], [3, 4])
+    finally:
+        hook.remove()
+    assert len(passes) == 2 * generator.defaults.steps  # each part its own denoising loop
+    passes.clear()
+    hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
+    try:
+        with one_thread_each():
+            whole = generator.sample(masks, [PROMPT, "Male, age in 40s, obese BMI, healthy"], [3, 4])
+    finally:
+        hook.remove()
+    assert len(passes) == generator.defaults.steps
+    np.testing.assert_allclose(parted, whole, atol=1e-5)
+    assert np.abs(parted[0] - parted[1]).max() > 1e-3  # two different images, not one copied
+
+
+def test_a_training_step_in_parts_follows_the_whole_batch(dataset, tmp_path, two_threads):
+    """Each thread's part of the batch gives its share of the gradient: the first step's loss is
+    the whole batch's, and the weights move the same way as when the batch runs whole."""
+    settings = _settings(max_steps=2, ema_decay=None)
+    parted = train(dataset, tmp_path / "parted", settings, progress_bar=False)
+    with one_thread_each():
+        whole = train(dataset, tmp_path / "whole", settings, progress_bar=False)
+    losses = {name: pd.read_csv(folder / "training" / "loss.csv")["loss"].to_numpy()
+              for name, folder in (("parted", parted), ("whole", whole))}
+    assert losses["parted"][0] == pytest.approx(losses["whole"][0], rel=1e-5)
+    tokenizer = AutoTokenizer.from_pretrained(whole / "tokenizer")
+    untrained = build_models(get_preset("tiny"), len(tokenizer.get_vocab()), tokenizer.model_max_length, settings.seed)
+    start = {f"{n}.{k}": v.flatten() for n, m in untrained.named().items() for k, v in m.state_dict().items()}
+    moved = {name: torch.cat([(v.flatten() - start[k]) for k, v in sorted(_weights(folder).items())])
+             for name, folder in (("parted", parted), ("whole", whole))}
+    assert moved["whole"].abs().max() > 0
+    assert torch.nn.functional.cosine_similarity(moved["parted"], moved["whole"], dim=0) > 0.99
+
+
 def test_guidance_left_out_of_the_noisiest_steps_runs_one_pass_there(generator, masks):
     batches = []
     hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
     guided = SamplerSettings(sampler="dpm++", steps=4, guidance_scale=3.0)
     try:
-        late = generator.sample(masks, [PROMPT] * 2, [4, 4], guided.override(guidance_start=0.5))
+        with one_thread_each():  # the batch whole, not in a part per thread
+            late = generator.sample(masks, [PROMPT] * 2, [4, 4], guided.override(guidance_start=0.5))
     finally:
         hook.remove()
     # Two unguided steps with the conditional pass alone, then two with both passes in one batch.
@@ -161,19 +214,19 @@ def test_resume_continues_exactly(dataset, tmp_path, monkeypatch):
     settings = _settings(max_steps=4, stages=(("base", 0.5), ("control", 0.5)), checkpoint_every=100)
     train(dataset, tmp_path / "straight", settings, progress_bar=False)
 
-    real_loss = train_module.diffusion_loss
+    real_step = train_module.training_step
     calls = {"n": 0}
 
-    def interrupted_loss(*args, **kwargs):
+    def interrupted_step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:  # during the first step of the control stage
             os.kill(os.getpid(), signal.SIGINT)
-        return real_loss(*args, **kwargs)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "diffusion_loss", interrupted_loss)
+    monkeypatch.setattr(train_module, "training_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         train(dataset, tmp_path / "resumed", settings, progress_bar=False)
-    monkeypatch.setattr(train_module, "diffusion_loss", real_loss)
+    monkeypatch.setattr(train_module, "training_step", real_step)
     assert latest_checkpoint(tmp_path / "resumed" / "training" / "checkpoints").name == "step-000003"
     assert not (tmp_path / "resumed" / "cardiofair.json").exists()
     train(dataset, tmp_path / "resumed", settings, resume=True, progress_bar=False)
@@ -409,23 +462,24 @@ def test_a_unet_that_reads_the_mask_in_its_input_and_the_prompt_in_its_timestep(
     # The paper's two stages: the UNet learns the mask from its input first, without running the
     # ControlNet it does not train, then the ControlNet.
     controlnet_passes, passes_per_step = [0], []
-    real_forward, real_loss = ControlNetModel.forward, train_module.diffusion_loss
+    real_forward, real_step = ControlNetModel.forward, train_module.training_step
 
     def counted_forward(self, *args, **kwargs):
         controlnet_passes[0] += 1
         return real_forward(self, *args, **kwargs)
 
-    def counted_loss(*args, **kwargs):
+    def counted_step(*args, **kwargs):
         before = controlnet_passes[0]
-        loss = real_loss(*args, **kwargs)
+        loss = real_step(*args, **kwargs)
         passes_per_step.append(controlnet_passes[0] - before)
         return loss
 
     monkeypatch.setattr(ControlNetModel, "forward", counted_forward)
-    monkeypatch.setattr(train_module, "diffusion_loss", counted_loss)
+    monkeypatch.setattr(train_module, "training_step", counted_step)
     staged = TrainSettings.for_preset(variant, max_steps=2, stages=(("base", 0.5), ("control", 0.5)))
-    assert np.isfinite(TrainedGenerator(train(dataset, tmp_path / "staged", staged, progress_bar=False))
-                       .sample(masks, [PROMPT] * 2, [0, 1])).all()
+    with one_thread_each():  # each step's batch whole, in one pass
+        assert np.isfinite(TrainedGenerator(train(dataset, tmp_path / "staged", staged, progress_bar=False))
+                           .sample(masks, [PROMPT] * 2, [0, 1])).all()
     assert passes_per_step == [0, 1]
 
 
@@ -453,7 +507,8 @@ def test_autoguidance_steers_by_the_weights_kept_on_the_way(dataset, tmp_path, m
     batches = []
     hook = generator.pipeline.guide_unet.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
     try:
-        steered = generator.sample(masks, [PROMPT] * 2, [4, 4], sampler.override(autoguidance=2.0))
+        with one_thread_each():  # the batch whole, not in a part per thread
+            steered = generator.sample(masks, [PROMPT] * 2, [4, 4], sampler.override(autoguidance=2.0))
     finally:
         hook.remove()
     assert batches == [2, 2]  # the conditional batch, on the two guided steps only

@@ -9,6 +9,7 @@ so a record's sample depends on its seed, not on which batch it was drawn in.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -28,6 +29,7 @@ from cardiofair.diffusion.conditioning import control_image, join_mask, mask_con
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.tokenizer import tokenize
 from cardiofair.errors import SettingsError
+from cardiofair.threads import batch_parts, each_part
 
 SAMPLERS = {
     "ddim": (DDIMScheduler, {}),
@@ -131,6 +133,25 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         if autoguidance > 1.0 and not self.has_guide:
             raise SettingsError("autoguidance", "needs a model trained with a guide (`cardiofair train --guide-at`); "
                                 "this one has none: use --autoguidance 1")
+        rows = batch_parts(batch, self.unet.device)
+        settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                        controlnet_conditioning_scale=controlnet_conditioning_scale, condition_mode=condition_mode,
+                        show_progress=show_progress, guidance_start=guidance_start, autoguidance=autoguidance)
+        if len(rows) == 1:
+            return self.denoise(masks, prompts, generators, self.scheduler, **settings)
+        # Each part denoises on its own thread with its own copy of the (stateful) scheduler;
+        # every image has its own generator, so the parts draw what the whole batch would.
+        return torch.cat(each_part(lambda part: self.denoise(
+            masks[part], [prompts[i] for i in part], [generators[i] for i in part], copy.deepcopy(self.scheduler),
+            **settings), rows))
+
+    @torch.no_grad()
+    def denoise(self, masks: torch.Tensor, prompts: Sequence[str], generators: Sequence[torch.Generator],
+                scheduler: SchedulerMixin, num_inference_steps: int, guidance_scale: float,
+                controlnet_conditioning_scale: float, condition_mode: str, show_progress: bool,
+                guidance_start: float, autoguidance: float) -> torch.Tensor:
+        """The sampling loop of :meth:`__call__` for one part of its batch, with ``scheduler``."""
+        batch = masks.shape[0]
         device = self.unet.device
         unconditional_pass, guide_pass = guidance_scale > 1.0, autoguidance > 1.0
         condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
@@ -138,17 +159,17 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         guide_embeddings = self.encode_prompts(prompts, self.guide_text_encoder) if guide_pass else None
         shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
         sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
-        sample = sample * self.scheduler.init_noise_sigma
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        sample = sample * scheduler.init_noise_sigma
+        scheduler.set_timesteps(num_inference_steps, device=device)
         self.set_progress_bar_config(disable=not show_progress, leave=False)
-        first_guided = guidance_start * len(self.scheduler.timesteps)
-        for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        first_guided = guidance_start * len(scheduler.timesteps)
+        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
             # Guidance at the noisiest steps, where the image's layout is decided, pulls every
             # image of a prompt towards one layout (Kynkaanniemi et al. 2024); left out there,
             # those steps also cost one pass instead of two or three.
             steered = step >= first_guided
             both = unconditional_pass and steered
-            model_input = self.scheduler.scale_model_input(sample, t)
+            model_input = scheduler.scale_model_input(sample, t)
             prediction = predict(self.unet, self.controlnet,
                                  torch.cat([model_input, model_input]) if both else model_input,
                                  t, embeddings if both else embeddings[:batch],
@@ -164,7 +185,7 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                 guide = predict(self.guide_unet, self.guide_controlnet, model_input, t, guide_embeddings, condition,
                                 self.config.mask_in_input, controlnet_conditioning_scale)
                 prediction = prediction + (autoguidance - 1.0) * (conditional - guide)
-            sample = self.scheduler.step(prediction, t, sample).prev_sample
+            sample = scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
         elif self.config.pixel_unshuffle > 1:

@@ -67,6 +67,7 @@ from cardiofair.io import atomic_write
 from cardiofair.prompts import DEFAULT_SCHEMA, is_missing
 from cardiofair.settings import TrainOptions
 from cardiofair.stages import TRAIN
+from cardiofair.threads import batch_parts, each_part, one_thread_each
 
 STAGE_MODULES = {
     "base": ("unet", "text_encoder"),
@@ -274,10 +275,25 @@ def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tenso
     """The denoising loss of one batch at timesteps from ``min_timestep`` on, min-SNR weighted
     (Hang et al. 2023) when asked: it stops the many low-noise timesteps from dominating, which
     speeds up convergence several-fold."""
-    batch = images.shape[0]
+    noise, t = draw_noise(scheduler, images, generator, min_timestep)
+    return image_losses(models, scheduler, images, noise, t, embeddings, condition, min_snr_gamma,
+                        mask_in_input).mean()
+
+
+def draw_noise(scheduler: DDPMScheduler, images: torch.Tensor, generator: torch.Generator,
+               min_timestep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise and the timestep of each image of a batch, drawn for the whole batch at once, so
+    they do not depend on how the batch is split between threads."""
     noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
-    t = torch.randint(min_timestep, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(
+    t = torch.randint(min_timestep, scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator).to(
         images.device)
+    return noise, t
+
+
+def image_losses(models: Models, scheduler: DDPMScheduler, images: torch.Tensor, noise: torch.Tensor,
+                 t: torch.Tensor, embeddings: torch.Tensor, condition: torch.Tensor | None,
+                 min_snr_gamma: float | None, mask_in_input: bool = False) -> torch.Tensor:
+    """Each image's weighted denoising loss (:func:`diffusion_loss` is their mean)."""
     noisy = scheduler.add_noise(images, noise, t)
     prediction = predict(models.unet, models.controlnet, noisy, t, embeddings, condition, mask_in_input)
     snr = compute_snr(scheduler, t)
@@ -292,15 +308,14 @@ def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tenso
         target, factor = scheduler.get_velocity(images, noise, t), snr + 1.0
     per_image = ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
     if min_snr_gamma is None:
-        return per_image.mean()
+        return per_image
     weight = snr.clamp(max=min_snr_gamma)
     if kind == "sample":
         # Image prediction weighted by min(SNR, gamma) alone all but ignores the noisiest steps,
         # where the body outline, fat and breasts (the BMI and sex cues outside the heart) are
         # decided: BMI was read at chance (.25) from such a model, .51 with the floor.
         weight = weight.clamp(min=1.0)
-    weight = weight / factor
-    return (weight * per_image).mean()
+    return weight / factor * per_image
 
 
 def model_input(images: torch.Tensor, preset: Preset, vae: AutoencoderKL | None, generator: torch.Generator) -> torch.Tensor:
@@ -429,20 +444,47 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
     index, ids, condition = batches.draw(generator, trains_controlnet or batches.preset.mask_in_input, step)
     device = accelerator.device
     target = model_input(batches.data.images[index].to(device), batches.preset, run.models.vae, generator)
-    with accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
-        with accelerator.autocast():
-            embeddings = run.models.text_encoder(ids.to(device)).last_hidden_state
-            loss = diffusion_loss(models, noise_scheduler, target, embeddings,
-                                  None if condition is None else condition.to(device), generator, settings.min_snr_gamma,
-                                  batches.preset.mask_in_input, settings.min_timestep)
-        accelerator.backward(loss)
+    noise, t = draw_noise(noise_scheduler, target, generator, settings.min_timestep)
+    ids, condition = ids.to(device), None if condition is None else condition.to(device)
+    parameters = [p for params in run.groups.values() for p in params]
+
+    def part_loss(rows: torch.Tensor) -> torch.Tensor:
+        # The batch mean, summed over the parts: each part's share of it.
+        embeddings = run.models.text_encoder(ids[rows]).last_hidden_state
+        return image_losses(models, noise_scheduler, target[rows], noise[rows], t[rows], embeddings,
+                            None if condition is None else condition[rows], settings.min_snr_gamma,
+                            batches.preset.mask_in_input).sum() / target.shape[0]
+
+    def part_gradients(rows: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        loss = part_loss(rows)
+        return loss.detach(), torch.autograd.grad(loss / settings.gradient_accumulation, parameters,
+                                                  allow_unused=True)
+
+    rows = batch_parts(target.shape[0], device)
+    split = accelerator.num_processes == 1 and len(rows) > 1
+    with one_thread_each() if split else contextlib.nullcontext(), \
+            accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
+        if split:
+            parts = each_part(part_gradients, rows)
+            loss = sum(part for part, _ in parts)
+            # Summed in the parts' order, so the step does not depend on which thread finished first.
+            for parameter, gradients in zip(parameters, zip(*(grads for _, grads in parts))):
+                present = [g for g in gradients if g is not None]
+                if present:
+                    total = torch.stack(present).sum(dim=0) if len(present) > 1 else present[0]
+                    parameter.grad = total if parameter.grad is None else parameter.grad + total
+        else:
+            # Several processes synchronise gradients through their wrapped models' backward hooks.
+            with accelerator.autocast():
+                loss = part_loss(torch.arange(target.shape[0], device=device))
+            accelerator.backward(loss)
         if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_([p for params in run.groups.values() for p in params], 1.0)
+            accelerator.clip_grad_norm_(parameters, 1.0)
         run.optimiser.step()
         run.lr_scheduler.step()
         run.optimiser.zero_grad(set_to_none=True)
-    for name, ema in run.emas.items():
-        ema.step(run.groups[name])
+        for name, ema in run.emas.items():
+            ema.step(run.groups[name])
     return accelerator.gather(loss.detach().reshape(1)).mean().item()
 
 

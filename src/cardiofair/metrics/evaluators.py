@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cardiofair.data.summary import with_cells
-from cardiofair.threads import side_by_side
+from cardiofair.threads import in_batches, side_by_side
 
 ATTRIBUTE_COLUMNS = ("sex", "age", "bmi", "diagnosis")
 
@@ -153,21 +153,17 @@ class Evaluators:
     def segment(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
         """(N, 2, H, W) images in [0, 1] -> (N, 2, H, W) predicted labels."""
         frames = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).reshape(-1, 1, *images.shape[2:])
-        with torch.no_grad():
-            labels = torch.cat([self.segmenter(frames[i:i + batch]).argmax(1) for i in range(0, len(frames), batch)])
-        return labels.reshape(images.shape).numpy().astype(np.uint8)
+        labels = in_batches(lambda rows: self.segmenter(frames[rows]).argmax(1), len(frames), batch)
+        return torch.cat(labels).reshape(images.shape).numpy().astype(np.uint8)
 
     def probabilities(self, images: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
         """Per attribute, the (N, classes) probabilities of (N, 2, H, W) images, classes in the
         order of ``self.classes``."""
         pairs = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.classes}
-        with torch.no_grad():
-            for i in range(0, len(pairs), batch):
-                for name, logits in self.classifier(pairs[i:i + batch]).items():
-                    chunks[name].append(logits.softmax(1))
-        return {name: torch.cat(parts).numpy() if parts else np.zeros((0, len(self.classes[name])))
-                for name, parts in chunks.items()}
+        chunks = in_batches(lambda rows: {name: logits.softmax(1) for name, logits in
+                                          self.classifier(pairs[rows]).items()}, len(pairs), batch)
+        return {name: torch.cat([chunk[name] for chunk in chunks]).numpy() if chunks else
+                np.zeros((0, len(self.classes[name]))) for name in self.classes}
 
     def classify(self, images: np.ndarray, batch: int = 256) -> pd.DataFrame:
         """Predicted attribute classes of (N, 2, H, W) images, one column per attribute."""
@@ -180,15 +176,16 @@ class Evaluators:
         its first block (texture: noise, blur, contrast), to which the last block is deliberately
         blind. The space of FD-/KD-cardiofair and of the encoder-space privacy distances."""
         pairs = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-        chunks = []
-        with torch.no_grad():
-            for i in range(0, len(pairs), batch):
-                hidden, first = pairs[i:i + batch], None
-                for layer in self.classifier.features:
-                    hidden = layer(hidden)
-                    if first is None and isinstance(layer, nn.Sequential):
-                        first = hidden
-                chunks.append(torch.cat([hidden, first.mean((2, 3)), first.std((2, 3))], 1))
+
+        def features_of(rows: torch.Tensor) -> torch.Tensor:
+            hidden, first = pairs[rows], None
+            for layer in self.classifier.features:
+                hidden = layer(hidden)
+                if first is None and isinstance(layer, nn.Sequential):
+                    first = hidden
+            return torch.cat([hidden, first.mean((2, 3)), first.std((2, 3))], 1)
+
+        chunks = in_batches(features_of, len(pairs), batch)
         return torch.cat(chunks).numpy().astype(np.float64)
 
     def save(self, folder: str | os.PathLike) -> Path:
