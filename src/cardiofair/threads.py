@@ -105,34 +105,35 @@ def side_by_side(work: Callable[[Job], Result], jobs: Iterable[Job], workers: in
 
 def batch_parts(size: int, device: torch.device | str) -> list[torch.Tensor]:
     """The rows of a batch of ``size`` split into one part per torch thread on the CPU (the cores,
-    or ``OMP_NUM_THREADS``), each to run on one thread beside the others; one part on a GPU.
+    or ``OMP_NUM_THREADS``), to run side by side with :func:`each_part`; one part on a GPU.
 
     torch splits each operation of a network between its threads, so its threads meet at the end
     of every one of a training step's thousands of operations; beside one busy process on 2 cores
     a sibling is often descheduled there, and the step took 2.3 times its alone time. A part per
-    thread meets once per step: 1.45 times, and alone no slower (CONTRIBUTING.md#threads). The
-    parts follow the thread count, which configuration fixes, never the machine's load; inside
-    :func:`side_by_side` (one thread) a batch stays whole."""
+    thread meets once per step (CONTRIBUTING.md#threads). The parts follow the thread count,
+    which configuration fixes, never the machine's load; inside :func:`side_by_side` (one thread)
+    a batch stays whole."""
     import torch
 
     parts = 1 if torch.device(device).type != "cpu" else max(1, min(torch.get_num_threads(), size))
     return list(torch.arange(size).tensor_split(parts))
 
 
-def each_part(work: Callable[[torch.Tensor], Result], parts: list[torch.Tensor]) -> list[Result]:
-    """``work`` of each part of a batch (:func:`batch_parts`), in order: side by side, on one thread
-    each, when there are several parts."""
-    if len(parts) == 1:
-        return [work(parts[0])]
+def each_part(work: Callable[[Job], Result], parts: list[Job], device: torch.device | str) -> list[Result]:
+    """``work`` of each part (:func:`batch_parts`), in order: on the CPU side by side, one torch
+    thread each (a lone part too, which would otherwise stall on every operation beside busy
+    work); on a GPU one after the other."""
     import torch
 
+    if torch.device(device).type != "cpu":
+        return [work(part) for part in parts]
     return side_by_side(work, parts, workers=torch.get_num_threads())
 
 
 def in_batches(work: Callable[[torch.Tensor], Result], size: int, batch: int,
                device: torch.device | str = "cpu") -> list[Result]:
     """Inference: ``work`` of the rows of ``size`` inputs in batches of ``batch``, each batch in its
-    parts (:func:`batch_parts`), in order, without gradients (a mode each thread holds for itself)."""
+    parts (:func:`each_part`), in order, without gradients (a mode each thread holds for itself)."""
     import torch
 
     def infer(rows: torch.Tensor) -> Result:
@@ -140,4 +141,4 @@ def in_batches(work: Callable[[torch.Tensor], Result], size: int, batch: int,
             return work(rows)
 
     return each_part(infer, [part + start for start in range(0, size, batch)
-                             for part in batch_parts(min(batch, size - start), device)])
+                             for part in batch_parts(min(batch, size - start), device)], device)

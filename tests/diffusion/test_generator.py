@@ -1,5 +1,6 @@
 """The generator on tiny real diffusers models: seconds per test, no mocks."""
 
+import contextlib
 import json
 import os
 from dataclasses import replace
@@ -118,23 +119,23 @@ def two_threads():
 
 
 def test_a_batch_drawn_in_parts_is_the_batch_drawn_whole(generator, masks, two_threads):
-    """On the CPU each thread denoises its own part of the batch (issue 31): every pass sees one
-    image, and the images are the whole batch's but for float rounding."""
-    passes = []
-    hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
-    try:
-        parted = generator.sample(masks, [PROMPT, "Male, age in 40s, obese BMI, healthy"], [3, 4])
-    finally:
-        hook.remove()
-    assert len(passes) == 2 * generator.defaults.steps  # each part its own denoising loop
-    passes.clear()
-    hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
-    try:
-        with one_thread_each():
-            whole = generator.sample(masks, [PROMPT, "Male, age in 40s, obese BMI, healthy"], [3, 4])
-    finally:
-        hook.remove()
-    assert len(passes) == generator.defaults.steps
+    """On the CPU each thread runs its own part of every denoising pass (issue 31): each pass of
+    the whole batch runs as two halves, and the images are the whole batch's but for rounding."""
+    prompts = [PROMPT, "Male, age in 40s, obese BMI, healthy"]
+
+    def drawn(one_thread):
+        rows = []
+        hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+        try:
+            with one_thread_each() if one_thread else contextlib.nullcontext():
+                return generator.sample(masks, prompts, [3, 4]), rows
+        finally:
+            hook.remove()
+
+    parted, parted_rows = drawn(one_thread=False)
+    whole, whole_rows = drawn(one_thread=True)
+    assert len(whole_rows) == generator.defaults.steps
+    assert sorted(parted_rows) == sorted(n // 2 for n in whole_rows for _ in range(2))
     np.testing.assert_allclose(parted, whole, atol=1e-5)
     assert np.abs(parted[0] - parted[1]).max() > 1e-3  # two different images, not one copied
 

@@ -9,7 +9,6 @@ so a record's sample depends on its seed, not on which batch it was drawn in.
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
@@ -133,25 +132,6 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         if autoguidance > 1.0 and not self.has_guide:
             raise SettingsError("autoguidance", "needs a model trained with a guide (`cardiofair train --guide-at`); "
                                 "this one has none: use --autoguidance 1")
-        rows = batch_parts(batch, self.unet.device)
-        settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        controlnet_conditioning_scale=controlnet_conditioning_scale, condition_mode=condition_mode,
-                        show_progress=show_progress, guidance_start=guidance_start, autoguidance=autoguidance)
-        if len(rows) == 1:
-            return self.denoise(masks, prompts, generators, self.scheduler, **settings)
-        # Each part denoises on its own thread with its own copy of the (stateful) scheduler;
-        # every image has its own generator, so the parts draw what the whole batch would.
-        return torch.cat(each_part(lambda part: self.denoise(
-            masks[part], [prompts[i] for i in part], [generators[i] for i in part], copy.deepcopy(self.scheduler),
-            **settings), rows))
-
-    @torch.no_grad()
-    def denoise(self, masks: torch.Tensor, prompts: Sequence[str], generators: Sequence[torch.Generator],
-                scheduler: SchedulerMixin, num_inference_steps: int, guidance_scale: float,
-                controlnet_conditioning_scale: float, condition_mode: str, show_progress: bool,
-                guidance_start: float, autoguidance: float) -> torch.Tensor:
-        """The sampling loop of :meth:`__call__` for one part of its batch, with ``scheduler``."""
-        batch = masks.shape[0]
         device = self.unet.device
         unconditional_pass, guide_pass = guidance_scale > 1.0, autoguidance > 1.0
         condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
@@ -159,38 +139,58 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         guide_embeddings = self.encode_prompts(prompts, self.guide_text_encoder) if guide_pass else None
         shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
         sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
-        sample = sample * scheduler.init_noise_sigma
-        scheduler.set_timesteps(num_inference_steps, device=device)
+        sample = sample * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
         self.set_progress_bar_config(disable=not show_progress, leave=False)
-        first_guided = guidance_start * len(scheduler.timesteps)
-        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
+        first_guided = guidance_start * len(self.scheduler.timesteps)
+        for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             # Guidance at the noisiest steps, where the image's layout is decided, pulls every
             # image of a prompt towards one layout (Kynkaanniemi et al. 2024); left out there,
             # those steps also cost one pass instead of two or three.
             steered = step >= first_guided
             both = unconditional_pass and steered
-            model_input = scheduler.scale_model_input(sample, t)
-            prediction = predict(self.unet, self.controlnet,
-                                 torch.cat([model_input, model_input]) if both else model_input,
-                                 t, embeddings if both else embeddings[:batch],
-                                 torch.cat([condition, condition]) if both else condition,
-                                 self.config.mask_in_input, controlnet_conditioning_scale)
-            conditional = prediction[:batch]
-            if both:
-                prediction = prediction[batch:] + guidance_scale * (conditional - prediction[batch:])
+            model_input = self.scheduler.scale_model_input(sample, t)
+            passes = [(self.unet, self.controlnet, torch.cat([model_input, model_input]) if both else model_input,
+                       embeddings if both else embeddings[:batch],
+                       torch.cat([condition, condition]) if both else condition)]
             if guide_pass and steered:
                 # Steered away from where a shorter-trained copy of the model errs: the blur it
                 # has not yet trained away (Karras et al. 2024, "Guiding a diffusion model with a
                 # bad version of itself").
-                guide = predict(self.guide_unet, self.guide_controlnet, model_input, t, guide_embeddings, condition,
-                                self.config.mask_in_input, controlnet_conditioning_scale)
-                prediction = prediction + (autoguidance - 1.0) * (conditional - guide)
-            sample = scheduler.step(prediction, t, sample).prev_sample
+                passes.append((self.guide_unet, self.guide_controlnet, model_input, guide_embeddings, condition))
+            prediction, *guide = self.predict_passes(passes, t, controlnet_conditioning_scale)
+            conditional = prediction[:batch]
+            if both:
+                prediction = prediction[batch:] + guidance_scale * (conditional - prediction[batch:])
+            if guide:
+                prediction = prediction + (autoguidance - 1.0) * (conditional - guide[0])
+            sample = self.scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
         elif self.config.pixel_unshuffle > 1:
             sample = torch.nn.functional.pixel_shuffle(sample, self.config.pixel_unshuffle)
         return ((sample.clamp(-1.0, 1.0) + 1.0) / 2.0).float().cpu()
+
+    def predict_passes(self, passes: list[tuple], t: torch.Tensor, conditioning_scale: float) -> list[torch.Tensor]:
+        """The predictions of one denoising step's passes, each (unet, controlnet, sample,
+        embeddings, condition). On the CPU their rows run in parts, one part per thread
+        (:func:`cardiofair.threads.batch_parts`): the threads meet once per step instead of at
+        each of the step's operations."""
+        device = self.unet.device
+        jobs = [(index, rows) for index, (_, _, sample, _, _) in enumerate(passes)
+                for rows in batch_parts(sample.shape[0], device)]
+
+        def run(job: tuple[int, torch.Tensor]) -> torch.Tensor:
+            unet, controlnet, sample, embeddings, condition = passes[job[0]]
+            rows = job[1]
+            with torch.no_grad():  # a mode each thread holds for itself
+                return predict(unet, controlnet, sample[rows], t, embeddings[rows],
+                               None if condition is None else condition[rows], self.config.mask_in_input,
+                               conditioning_scale)
+
+        outputs = each_part(run, jobs, device)
+        return [torch.cat([out for (index, _), out in zip(jobs, outputs) if index == number])
+                for number in range(len(passes))]
 
 
 def stable_diffusion_pipeline_class() -> type[DiffusionPipeline]:

@@ -460,31 +460,34 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
         return loss.detach(), torch.autograd.grad(loss / settings.gradient_accumulation, parameters,
                                                   allow_unused=True)
 
-    rows = batch_parts(target.shape[0], device)
-    split = accelerator.num_processes == 1 and len(rows) > 1
-    with one_thread_each() if split else contextlib.nullcontext(), \
-            accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
+    # On one CPU process each thread runs a part of the batch (cardiofair.threads.batch_parts),
+    # and the optimiser's elementwise work runs on one thread after them; several processes
+    # synchronise gradients through their wrapped models' backward hooks, and a GPU runs the
+    # batch whole.
+    split = accelerator.num_processes == 1 and device.type == "cpu"
+    with accelerator.accumulate(*(run.models.named()[name] for name in run.groups)):
         if split:
-            parts = each_part(part_gradients, rows)
+            parts = each_part(part_gradients, batch_parts(target.shape[0], device), device)
             loss = sum(part for part, _ in parts)
-            # Summed in the parts' order, so the step does not depend on which thread finished first.
-            for parameter, gradients in zip(parameters, zip(*(grads for _, grads in parts))):
-                present = [g for g in gradients if g is not None]
-                if present:
-                    total = torch.stack(present).sum(dim=0) if len(present) > 1 else present[0]
-                    parameter.grad = total if parameter.grad is None else parameter.grad + total
         else:
-            # Several processes synchronise gradients through their wrapped models' backward hooks.
             with accelerator.autocast():
                 loss = part_loss(torch.arange(target.shape[0], device=device))
             accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(parameters, 1.0)
-        run.optimiser.step()
-        run.lr_scheduler.step()
-        run.optimiser.zero_grad(set_to_none=True)
-        for name, ema in run.emas.items():
-            ema.step(run.groups[name])
+        with one_thread_each() if split else contextlib.nullcontext():
+            if split:
+                # Summed in the parts' order, so the step does not depend on which thread finished first.
+                for parameter, gradients in zip(parameters, zip(*(grads for _, grads in parts))):
+                    present = [g for g in gradients if g is not None]
+                    if present:
+                        total = torch.stack(present).sum(dim=0) if len(present) > 1 else present[0]
+                        parameter.grad = total if parameter.grad is None else parameter.grad + total
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(parameters, 1.0)
+            run.optimiser.step()
+            run.lr_scheduler.step()
+            run.optimiser.zero_grad(set_to_none=True)
+            for name, ema in run.emas.items():
+                ema.step(run.groups[name])
     return accelerator.gather(loss.detach().reshape(1)).mean().item()
 
 
