@@ -216,3 +216,15 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
     assert "Bias scenario of the phantom cohort: representation. Female heart failure is rare." in section
     assert "Female|40s (0 pos., 5 neg.)" in section
     assert "oversample: +0.040, 40% of the oracle arm's +0.100 [10%, 70%]" in section
+
+
+def test_every_arm_and_dose_has_its_own_colour_in_every_figure():
+    """Ten bars in the default study's figures (seven arms, three at half the dose) and up to
+    nine arms: each its own colour, a dose its arm's colour lighter below 1 and darker above."""
+    from cardiofair.report.figures import arm_colour
+    from cardiofair.settings import ARMS, DOSED_ARMS, arm_name
+
+    names = [*ARMS, *(arm_name(arm, dose) for arm in DOSED_ARMS for dose in (0.5, 2.0))]
+    assert len({arm_colour(name) for name in names}) == len(names)
+    for arm in DOSED_ARMS:
+        assert sum(arm_colour(arm_name(arm, 0.5))) > sum(arm_colour(arm)) > sum(arm_colour(arm_name(arm, 2.0)))

@@ -18,9 +18,12 @@ from matplotlib.patches import Patch
 from cardiofair.data.preview import LABEL_COLOURS, mask_overlay, preview_picture
 from cardiofair.data.records import FRAMES, LABELS, ImageSet, Record
 from cardiofair.prompts import BMI_CLASSES, UNKNOWN
+from cardiofair.settings import ARMS, arm_dose
 
 DPI = 110
-ARM_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+# One colour per arm, the same in every figure (oracle is oracle's colour beside any other arms).
+ARM_COLOURS = dict(zip(ARMS, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
+                              "#8c8c8c", "#ccb974")))
 METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "true_positive_rate": "true positive rate (sensitivity)"}
 
 
@@ -135,6 +138,18 @@ def counterfactual_grid(source: Record, images: np.ndarray, titles: Sequence[str
 # --- fairness -----------------------------------------------------------------------------------
 
 
+def arm_colour(name: str) -> tuple[float, float, float]:
+    """An arm's colour (RGB in [0, 1]); a dosed arm (``oracle@0.5``) in its arm's colour, lighter
+    below the planned dose and darker above it, so that each arm and dose has its own."""
+    arm, dose = arm_dose(name)
+    colour = np.array([int(ARM_COLOURS[arm][i:i + 2], 16) / 255.0 for i in (1, 3, 5)])
+    if dose < 1.0:
+        colour = 1.0 - (1.0 - colour) * (0.3 + 0.7 * dose)
+    elif dose > 1.0:
+        colour = colour * max(0.4, 1.0 - 0.3 * (dose - 1.0))
+    return tuple(float(c) for c in colour)
+
+
 def group_bars(series: Sequence[tuple[str, pd.DataFrame]], metric: str, interval: str) -> bytes:
     """Grouped bars of one per-group metric: a panel per attribute (title, the table of
     :func:`cardiofair.report.tables.group_series`), a bar per arm, error bars from ``low`` to
@@ -156,7 +171,7 @@ def group_bars(series: Sequence[tuple[str, pd.DataFrame]], metric: str, interval
             errors = np.vstack([means - low, high - means])
             errors[~np.isfinite(errors)] = 0.0
             ax.bar(x, np.nan_to_num(means), width, yerr=np.clip(errors, 0.0, None), capsize=2,
-                   color=ARM_COLOURS[a % len(ARM_COLOURS)], label=arm, error_kw={"elinewidth": 1})
+                   color=arm_colour(arm), label=arm, error_kw={"elinewidth": 1})
             for xi, value in zip(x, means):
                 if not np.isfinite(value):
                     ax.text(xi, 0.03, "undefined", rotation=90, ha="center", va="bottom", fontsize=7, color="0.3")
@@ -169,7 +184,7 @@ def group_bars(series: Sequence[tuple[str, pd.DataFrame]], metric: str, interval
         ax.set_title(f"by {attribute.replace('&', ' x ')}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    handles = [Patch(facecolor=ARM_COLOURS[a % len(ARM_COLOURS)], label=arm) for a, arm in enumerate(arms)]
+    handles = [Patch(facecolor=arm_colour(arm), label=arm) for arm in arms]
     figure.legend(handles=handles, ncol=len(arms), loc="outside lower center", frameon=False, title="arm")
     figure.suptitle(f"{name.capitalize()} per test group and arm; error bars: {interval}", fontsize=11)
     return png(figure)
@@ -184,7 +199,7 @@ def dose_response(series: pd.DataFrame, measure: str) -> bytes:
         offset = (a - (series["arm"].nunique() - 1) / 2) * 0.04
         errors = np.vstack([rows["difference"] - rows["low"], rows["high"] - rows["difference"]])
         ax.errorbar(rows["dose"] + offset, rows["difference"], yerr=np.clip(np.nan_to_num(errors), 0.0, None),
-                    marker="o", capsize=3, color=ARM_COLOURS[a % len(ARM_COLOURS)], label=arm)
+                    marker="o", capsize=3, color=arm_colour(arm), label=arm)
     ax.axhline(0.0, color="0.4", linewidth=0.8)
     ax.set_xticks(sorted(series["dose"].unique()))
     ax.set_xlabel("dose (multiple of the planned records per cell; 0 = real only)")
