@@ -263,9 +263,7 @@ def measure_sample(preset: Preset, batch: int, timed_steps: int) -> dict[str, An
 
     def draw(steps: int) -> None:
         pipeline(setup.masks, setup.prompts, [torch.Generator().manual_seed(i) for i in range(batch)],
-                 num_inference_steps=steps, guidance_scale=settings.guidance_scale,
-                 controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=preset.condition_mode,
-                 guidance_start=settings.guidance_start, autoguidance=settings.autoguidance)
+                 settings.override(steps=steps), preset.condition_mode)
 
     rss_setup = max_rss_mb()
     ceiling = matmul_gflops()

@@ -292,6 +292,15 @@ class MaskSettings:
         _at_least(self, 1, "components")
 
 
+def check_sampling(guidance_start: float | None, autoguidance: float | None) -> None:
+    """The ranges of the sampler's settings, wherever they are given (a run's options or a
+    model's own sampling); None is a value left to the model."""
+    if guidance_start is not None and not 0.0 <= guidance_start < 1.0:
+        raise SettingsError("guidance_start", f"must be in [0, 1), got {guidance_start}")
+    if autoguidance is not None and autoguidance < 1.0:
+        raise SettingsError("autoguidance", f"must be at least 1 (1 = off), got {autoguidance}")
+
+
 @dataclass(frozen=True)
 class SamplerOptions:
     """How images are drawn, where a run departs from the model's own sampling defaults."""
@@ -308,10 +317,7 @@ class SamplerOptions:
                                         "model's)")
 
     def __post_init__(self) -> None:
-        if self.guidance_start is not None and not 0.0 <= self.guidance_start < 1.0:
-            raise SettingsError("guidance_start", f"must be in [0, 1), got {self.guidance_start}")
-        if self.autoguidance is not None and self.autoguidance < 1.0:
-            raise SettingsError("autoguidance", f"must be at least 1 (1 = off), got {self.autoguidance}")
+        check_sampling(self.guidance_start, self.autoguidance)
 
     def sampler_overrides(self) -> dict[str, Any]:
         """The sampler values this run sets (None keeps the model's)."""

@@ -110,39 +110,29 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         return self.unet.config.out_channels, height // factor, width // factor
 
     @torch.no_grad()
-    def __call__(
-        self,
-        masks: torch.Tensor,
-        prompts: Sequence[str],
-        generators: Sequence[torch.Generator],
-        num_inference_steps: int = 15,
-        guidance_scale: float = 3.0,
-        controlnet_conditioning_scale: float = 1.0,
-        condition_mode: str = "onehot",
-        show_progress: bool = False,
-        guidance_start: float = 0.0,
-        autoguidance: float = 1.0,
-    ) -> torch.Tensor:
-        """Sample one image per (mask, prompt, generator); returns (B, 2, H, W) in [0, 1].
-        Guidance (and autoguidance by the model's guide) applies from step
-        ``guidance_start * num_inference_steps`` on (0: every step)."""
+    def __call__(self, masks: torch.Tensor, prompts: Sequence[str], generators: Sequence[torch.Generator],
+                 settings: SamplerSettings, condition_mode: str, show_progress: bool = False) -> torch.Tensor:
+        """Sample one image per (mask, prompt, generator) with the sampler ``settings`` as given
+        (their defaults live in :class:`SamplerSettings` and each preset, not here); returns
+        (B, 2, H, W) in [0, 1]. Guidance (and autoguidance by the model's guide) applies from step
+        ``guidance_start * steps`` on (0: every step)."""
         batch = masks.shape[0]
         if not (len(prompts) == len(generators) == batch):
             raise ValueError(f"got {batch} masks, {len(prompts)} prompts and {len(generators)} generators")
-        if autoguidance > 1.0 and not self.has_guide:
+        if settings.autoguidance > 1.0 and not self.has_guide:
             raise SettingsError("autoguidance", "needs a model trained with a guide (`cardiofair train --guide-at`); "
                                 "this one has none: use --autoguidance 1")
         device = self.unet.device
-        unconditional_pass, guide_pass = guidance_scale > 1.0, autoguidance > 1.0
+        unconditional_pass, guide_pass = settings.guidance_scale > 1.0, settings.autoguidance > 1.0
         condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
         embeddings = self.encode_prompts(list(prompts) + ([""] * batch if unconditional_pass else []))
         guide_embeddings = self.encode_prompts(prompts, self.guide_text_encoder) if guide_pass else None
         shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
         sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
         sample = sample * self.scheduler.init_noise_sigma
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(settings.steps, device=device)
         self.set_progress_bar_config(disable=not show_progress, leave=False)
-        first_guided = guidance_start * len(self.scheduler.timesteps)
+        first_guided = settings.guidance_start * len(self.scheduler.timesteps)
         for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             # Guidance at the noisiest steps, where the image's layout is decided, pulls every
             # image of a prompt towards one layout (Kynkaanniemi et al. 2024); left out there,
@@ -158,12 +148,12 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                 # has not yet trained away (Karras et al. 2024, "Guiding a diffusion model with a
                 # bad version of itself").
                 passes.append((self.guide_unet, self.guide_controlnet, model_input, guide_embeddings, condition))
-            prediction, *guide = self.predict_passes(passes, t, controlnet_conditioning_scale)
+            prediction, *guide = self.predict_passes(passes, t, settings.controlnet_scale)
             conditional = prediction[:batch]
             if both:
-                prediction = prediction[batch:] + guidance_scale * (conditional - prediction[batch:])
+                prediction = prediction[batch:] + settings.guidance_scale * (conditional - prediction[batch:])
             if guide:
-                prediction = prediction + (autoguidance - 1.0) * (conditional - guide[0])
+                prediction = prediction + (settings.autoguidance - 1.0) * (conditional - guide[0])
             sample = self.scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
@@ -222,10 +212,7 @@ def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str
          generators: Sequence[torch.Generator], settings: SamplerSettings, condition_mode: str) -> torch.Tensor:
     """(B, 2, H, W) (ED, ES) images in [0, 1] from either pipeline family."""
     if isinstance(pipeline, CardiacControlNetPipeline):
-        return pipeline(masks, prompts, generators, num_inference_steps=settings.steps,
-                        guidance_scale=settings.guidance_scale,
-                        controlnet_conditioning_scale=settings.controlnet_scale, condition_mode=condition_mode,
-                        guidance_start=settings.guidance_start, autoguidance=settings.autoguidance)
+        return pipeline(masks, prompts, generators, settings, condition_mode)
     if settings.guidance_start > 0:
         raise SettingsError("guidance_start", "must be 0 for a Stable Diffusion model: diffusers' "
                             "StableDiffusionControlNetPipeline guides every step")

@@ -18,6 +18,7 @@ from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from cardiofair.diffusion.conditioning import condition_channels
+from cardiofair.settings import check_sampling
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,7 @@ class SamplerSettings:
     autoguidance: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.guidance_start < 1.0:
-            raise ValueError(f"guidance_start must be in [0, 1), got {self.guidance_start}")
-        if self.autoguidance < 1.0:
-            raise ValueError(f"autoguidance must be at least 1 (1 = off), got {self.autoguidance}")
+        check_sampling(self.guidance_start, self.autoguidance)
 
     @property
     def guided(self) -> bool:
