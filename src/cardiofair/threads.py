@@ -103,9 +103,10 @@ def side_by_side(work: Callable[[Job], Result], jobs: Iterable[Job], workers: in
         return list(pool.map(work, jobs))
 
 
-def batch_parts(size: int, device: torch.device | str) -> list[torch.Tensor]:
+def batch_parts(size: int, device: torch.device | str, threads: int | None = None) -> list[torch.Tensor]:
     """The rows of a batch of ``size`` split into one part per torch thread on the CPU (the cores,
-    or ``OMP_NUM_THREADS``), to run side by side with :func:`each_part`; one part on a GPU.
+    or ``OMP_NUM_THREADS``; ``threads`` when the caller read them before going to one thread), to
+    run side by side with :func:`each_part`; one part on a GPU.
 
     torch splits each operation of a network between its threads, so its threads meet at the end
     of every one of a training step's thousands of operations; beside one busy process on 2 cores
@@ -115,19 +116,20 @@ def batch_parts(size: int, device: torch.device | str) -> list[torch.Tensor]:
     a batch stays whole."""
     import torch
 
-    parts = 1 if torch.device(device).type != "cpu" else max(1, min(torch.get_num_threads(), size))
+    parts = 1 if torch.device(device).type != "cpu" else max(1, min(threads or torch.get_num_threads(), size))
     return list(torch.arange(size).tensor_split(parts))
 
 
-def each_part(work: Callable[[Job], Result], parts: list[Job], device: torch.device | str) -> list[Result]:
-    """``work`` of each part (:func:`batch_parts`), in order: on the CPU side by side, one torch
-    thread each (a lone part too, which would otherwise stall on every operation beside busy
-    work); on a GPU one after the other."""
+def each_part(work: Callable[[Job], Result], parts: list[Job], device: torch.device | str,
+              threads: int | None = None) -> list[Result]:
+    """``work`` of each part (:func:`batch_parts`), in order: on the CPU side by side in up to
+    ``threads`` threads (default torch's count), one torch thread each (a lone part too, which
+    would otherwise stall on every operation beside busy work); on a GPU one after the other."""
     import torch
 
     if torch.device(device).type != "cpu":
         return [work(part) for part in parts]
-    return side_by_side(work, parts, workers=torch.get_num_threads())
+    return side_by_side(work, parts, workers=threads or torch.get_num_threads())
 
 
 def in_batches(work: Callable[[torch.Tensor], Result], size: int, batch: int,

@@ -9,6 +9,7 @@ so a record's sample depends on its seed, not on which batch it was drawn in.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -28,7 +29,7 @@ from cardiofair.diffusion.conditioning import control_image, join_mask, mask_con
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.tokenizer import tokenize
 from cardiofair.errors import SettingsError
-from cardiofair.threads import batch_parts, each_part
+from cardiofair.threads import batch_parts, each_part, one_thread_each
 
 SAMPLERS = {
     "ddim": (DDIMScheduler, {}),
@@ -122,6 +123,17 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         if settings.autoguidance > 1.0 and not self.has_guide:
             raise SettingsError("autoguidance", "needs a model trained with a guide (`cardiofair train --guide-at`); "
                                 "this one has none: use --autoguidance 1")
+        # The model passes run in a part per thread (predict_passes); what lies between them (the
+        # prompts' encoding, the scheduler's update) runs on one thread, which a busy process
+        # beside it cannot stall at every operation. Neither changes the images' bits.
+        threads = torch.get_num_threads()
+        with one_thread_each() if self.unet.device.type == "cpu" else contextlib.nullcontext():
+            return self.denoise(masks, prompts, generators, settings, condition_mode, show_progress, threads)
+
+    def denoise(self, masks: torch.Tensor, prompts: Sequence[str], generators: Sequence[torch.Generator],
+                settings: SamplerSettings, condition_mode: str, show_progress: bool, threads: int) -> torch.Tensor:
+        """:meth:`__call__`'s denoising loop, its passes in parts for ``threads`` threads."""
+        batch = masks.shape[0]
         device = self.unet.device
         unconditional_pass, guide_pass = settings.guidance_scale > 1.0, settings.autoguidance > 1.0
         condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
@@ -148,7 +160,7 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                 # has not yet trained away (Karras et al. 2024, "Guiding a diffusion model with a
                 # bad version of itself").
                 passes.append((self.guide_unet, self.guide_controlnet, model_input, guide_embeddings, condition))
-            prediction, *guide = self.predict_passes(passes, t, settings.controlnet_scale)
+            prediction, *guide = self.predict_passes(passes, t, settings.controlnet_scale, threads)
             conditional = prediction[:batch]
             if both:
                 prediction = prediction[batch:] + settings.guidance_scale * (conditional - prediction[batch:])
@@ -161,14 +173,15 @@ class CardiacControlNetPipeline(DiffusionPipeline):
             sample = torch.nn.functional.pixel_shuffle(sample, self.config.pixel_unshuffle)
         return ((sample.clamp(-1.0, 1.0) + 1.0) / 2.0).float().cpu()
 
-    def predict_passes(self, passes: list[tuple], t: torch.Tensor, conditioning_scale: float) -> list[torch.Tensor]:
+    def predict_passes(self, passes: list[tuple], t: torch.Tensor, conditioning_scale: float,
+                       threads: int | None = None) -> list[torch.Tensor]:
         """The predictions of one denoising step's passes, each (unet, controlnet, sample,
         embeddings, condition). On the CPU their rows run in parts, one part per thread
         (:func:`cardiofair.threads.batch_parts`): the threads meet once per step instead of at
         each of the step's operations."""
         device = self.unet.device
         jobs = [(index, rows) for index, (_, _, sample, _, _) in enumerate(passes)
-                for rows in batch_parts(sample.shape[0], device)]
+                for rows in batch_parts(sample.shape[0], device, threads)]
 
         def run(job: tuple[int, torch.Tensor]) -> torch.Tensor:
             unet, controlnet, sample, embeddings, condition = passes[job[0]]
@@ -178,7 +191,7 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                                None if condition is None else condition[rows], self.config.mask_in_input,
                                conditioning_scale)
 
-        outputs = each_part(run, jobs, device)
+        outputs = each_part(run, jobs, device, threads)
         return [torch.cat([out for (index, _), out in zip(jobs, outputs) if index == number])
                 for number in range(len(passes))]
 
