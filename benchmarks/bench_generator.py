@@ -42,20 +42,12 @@ from torch.utils.flop_counter import (
 )
 
 from cardiofair.diffusion.conditioning import control_image, join_mask
+from cardiofair.diffusion.loss import diffusion_loss, model_input
+from cardiofair.diffusion.models import Models, build_models
 from cardiofair.diffusion.pipeline import assemble_pipeline, make_sampler
 from cardiofair.diffusion.presets import PRESETS, Preset, build_noise_scheduler, get_preset
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
-from cardiofair.diffusion.train import (
-    BatchSource,
-    Models,
-    TrainingData,
-    TrainSettings,
-    build_models,
-    diffusion_loss,
-    model_input,
-    start_stage,
-    training_step,
-)
+from cardiofair.diffusion.train import BatchSource, TrainingData, TrainSettings, start_stage, training_step
 from cardiofair.prompts import BMI_CLASSES, SEXES, build_prompt
 
 PARTS = ("default-train", "default-sample", "before-train", "before-sample", "naive-train", "naive-sample")

@@ -34,6 +34,7 @@ def measure_training(args: argparse.Namespace, name: str) -> dict:
     import torch
     from accelerate import Accelerator
 
+    from cardiofair.diffusion.models import starting_point
     from cardiofair.diffusion.presets import get_preset
     from cardiofair.diffusion.train import (
         BatchSource,
@@ -41,7 +42,6 @@ def measure_training(args: argparse.Namespace, name: str) -> dict:
         TrainSettings,
         place_models,
         start_stage,
-        starting_point,
         training_step,
     )
 
@@ -50,7 +50,8 @@ def measure_training(args: argparse.Namespace, name: str) -> dict:
                                         max_steps=args.steps + args.warmup, **SETTINGS[name])
     accelerator = Accelerator(mixed_precision=settings.mixed_precision)
     data = TrainingData.from_dataset(args.work / "data", preset)
-    models, tokenizer, noise_scheduler = starting_point(preset, settings, data.prompts, None)
+    models, tokenizer, noise_scheduler = starting_point(preset, data.prompts, None, settings.seed, settings.weights,
+                                                        settings.sd_config)
     place_models(models, settings, accelerator)
     batches = BatchSource(data, tokenizer, preset, settings)
     run = start_stage(accelerator, models, settings.stages[0][0], settings, settings.max_steps)
@@ -73,13 +74,14 @@ def measure_sampling(args: argparse.Namespace) -> dict:
     """Sampling speed of the SD ControlNet pipeline in fp16: DDIM 20 steps, guidance 4."""
     import torch
 
+    from cardiofair.diffusion.models import starting_point
     from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler
     from cardiofair.diffusion.presets import get_preset
-    from cardiofair.diffusion.train import TrainingData, TrainSettings, starting_point
+    from cardiofair.diffusion.train import TrainingData, TrainSettings
 
     preset = get_preset(args.preset)
     settings = TrainSettings.for_preset(preset, weights=str(args.weights))
-    models, tokenizer, scheduler = starting_point(preset, settings, [], None)
+    models, tokenizer, scheduler = starting_point(preset, [], None, settings.seed, settings.weights, settings.sd_config)
     pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                  make_sampler(preset.sampling.sampler, scheduler), models.vae).to("cuda", torch.float16)
     pipeline.set_progress_bar_config(disable=True)

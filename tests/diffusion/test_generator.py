@@ -27,7 +27,10 @@ from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.conditioning import control_image, mask_condition
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
-from cardiofair.diffusion.train import Models, TrainSettings, build_models, diffusion_loss, load_models, train
+from cardiofair.diffusion.loss import diffusion_loss
+from cardiofair.diffusion.models import MODEL_CLASSES, Models, build_models, load_models
+from cardiofair.diffusion.train import TrainSettings, train
+from cardiofair.diffusion.validation import validation_indices
 from cardiofair.errors import SettingsError
 from cardiofair.settings import TrainOptions
 from cardiofair.threads import THREAD_POLICY, one_thread_each
@@ -194,7 +197,7 @@ def test_the_saved_model_draws_what_the_trained_model_drew(dataset, model, gener
     steps = json.loads((model / "cardiofair.json").read_text())["training"]["steps"]
     grid = np.asarray(Image.open(model / "training" / "validation" / f"step-{steps:06d}.png"))[:, :, 0]
     data = train_module.TrainingData.from_dataset(dataset, get_preset("tiny"))
-    index = train_module.validation_indices(data.prompts)
+    index = validation_indices(data.prompts)
     drawn = generator.sample(data.masks[index].numpy(), [data.prompts[i] for i in index], list(range(len(index))))
     size = data.masks.shape[-1]
     for k in range(len(index)):
@@ -247,7 +250,7 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_good_one(dataset, tmp
     settings = _settings(max_steps=4, checkpoint_every=2)
     real_save = train_module.save_models
 
-    def crashing_save(models, folder, names=tuple(train_module.MODEL_CLASSES)):
+    def crashing_save(models, folder, names=tuple(MODEL_CLASSES)):
         if folder.name.startswith(".step-000004"):
             (folder / "unet").mkdir()
             (folder / "unet" / "half.safetensors").write_bytes(b"\0" * 10)
@@ -537,7 +540,7 @@ def test_a_controlnet_after_a_base_stage_starts_from_the_trained_encoder(dataset
     unet, controlnet = models["unet"].state_dict(), models["controlnet"].state_dict()
     encoder = [name for name in controlnet if name.startswith(("down_blocks.", "mid_block.", "conv_in."))]
     assert encoder and all(torch.equal(controlnet[name], unet[name]) for name in encoder)
-    untrained = train_module.build_models(get_preset("tiny"), 64, 16, 0).unet.state_dict()
+    untrained = build_models(get_preset("tiny"), 64, 16, 0).unet.state_dict()
     assert not all(torch.equal(untrained[name], unet[name]) for name in encoder)
     # Its own parts are not the UNet's: the zero convolutions still add nothing.
     assert all(not value.any() for name, value in controlnet.items() if name.startswith("controlnet_down_blocks"))

@@ -10,6 +10,9 @@ Every step draws its batch, noise, timesteps and prompt dropout from a generator
 (seed, step, process): a run resumed from a checkpoint continues exactly as if never stopped.
 Prompts are sampled with weights inverse to their frequency, capped (the paper's balanced
 sampler), so rare subgroups are seen often enough to be learned.
+
+What the loop calls lives beside it: the models in ``models``, the loss in ``loss``, the
+validation grids and loss curve in ``validation``, the model card in ``card``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -28,64 +30,49 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import EMAModel
 from tqdm import tqdm
-from transformers import AutoTokenizer, CLIPTextModel
 
-from cardiofair import __version__
-from cardiofair.data.preview import mask_overlay, png_bytes
 from cardiofair.data.records import load_images, read_manifest
-from cardiofair.data.split import subject_hashes, training_rows
-from cardiofair.data.summary import cell_counts
+from cardiofair.data.split import training_rows
 from cardiofair.diffusion import quiet_model_loading
+from cardiofair.diffusion.card import write_model_card
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
 from cardiofair.diffusion.conditioning import condition_channels, control_image
-from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler, predict
-from cardiofair.diffusion.presets import (
-    Preset,
-    SamplerSettings,
-    TrainingDefaults,
-    build_controlnet,
-    build_noise_scheduler,
-    build_text_encoder,
-    build_unet,
-    get_preset,
-    guide_step,
+from cardiofair.diffusion.loss import draw_noise, image_losses, model_input
+from cardiofair.diffusion.models import (
+    MODEL_CLASSES,
+    STABLE_DIFFUSION_STAGES,
+    STAGE_MODULES,
+    STAGES,
+    Models,
+    copy_trained_encoder,
+    guided_sampling,
+    keep_guide,
+    load_guide,
+    load_models,
+    save_models,
+    stage_parameters,
+    starting_point,
 )
+from cardiofair.diffusion.pipeline import assemble_pipeline, make_sampler
+from cardiofair.diffusion.presets import Preset, TrainingDefaults, get_preset, guide_step
 from cardiofair.diffusion.sample import MODEL_CARD
-from cardiofair.diffusion.tokenizer import build_prompt_tokenizer, tokenize
+from cardiofair.diffusion.tokenizer import tokenize
+from cardiofair.diffusion.validation import validate, write_loss_curve
 from cardiofair.errors import CardiofairError, InputError, OutputExistsError, SettingsError
-from cardiofair.io import atomic_write
-from cardiofair.prompts import DEFAULT_SCHEMA, is_missing
+from cardiofair.prompts import is_missing
 from cardiofair.settings import TrainOptions
 from cardiofair.stages import TRAIN
 from cardiofair.threads import batch_parts, each_part, one_thread_each
-
-STAGE_MODULES = {
-    "base": ("unet", "text_encoder"),
-    "control": ("controlnet",),
-    "decoder": ("controlnet", "unet"),
-    "joint": ("unet", "text_encoder", "controlnet"),
-}
-STAGES = tuple(STAGE_MODULES)
-# What diffusers' ControlNetModel.from_unet copies from the UNet.
-ENCODER_PARTS = ("conv_in", "time_proj", "time_embedding", "class_embedding", "add_embedding", "down_blocks",
-                 "mid_block")
-# Stable Diffusion's UNet and text encoder were trained on billions of images: only the control
-# path (and optionally the UNet decoder) is adapted, as in the paper.
-STABLE_DIFFUSION_STAGES = ("control", "decoder")
-UNET_DECODER = ("up_blocks", "conv_norm_out", "conv_out")
-MODEL_CLASSES = {"unet": UNet2DConditionModel, "controlnet": ControlNetModel, "text_encoder": CLIPTextModel}
-GUIDE = "guide"
-VALIDATION_RECORDS = 8
 
 
 @dataclass(frozen=True)
@@ -186,148 +173,6 @@ def step_generator(seed: int, step: int, process: int) -> torch.Generator:
     """The generator of one training step on one process."""
     state = np.random.SeedSequence([seed, step, process]).generate_state(2)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-# --- the models being trained --------------------------------------------------------------------
-
-
-@dataclass
-class Models:
-    unet: UNet2DConditionModel
-    # None in the base stage's view of the models, which leaves the ControlNet out.
-    controlnet: ControlNetModel | None
-    text_encoder: CLIPTextModel
-    vae: AutoencoderKL | None = None
-
-    def named(self) -> dict[str, torch.nn.Module]:
-        """The models a checkpoint can hold (the VAE is never trained here)."""
-        return {"unet": self.unet, "controlnet": self.controlnet, "text_encoder": self.text_encoder}
-
-
-def build_models(preset: Preset, vocab_size: int, max_length: int, seed: int) -> Models:
-    """Untrained models; the same seed gives the same weights, without touching global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = build_unet(preset)
-        controlnet = build_controlnet(preset, unet)
-        text_encoder = build_text_encoder(preset, vocab_size, max_length)
-    return Models(unet=unet, controlnet=controlnet, text_encoder=text_encoder)
-
-
-def starting_point(preset: Preset, settings: TrainSettings, prompts: Sequence[str], tokenizer_dir: Path | None):
-    """(models, tokenizer, noise scheduler) before any training: built from the preset, or
-    loaded from Stable Diffusion weights with a ControlNet initialised from their UNet."""
-    if preset.family == "stable-diffusion":
-        from cardiofair.diffusion.stable_diffusion import load_stable_diffusion
-
-        if settings.weights is None:
-            raise SettingsError(None, f"preset {preset.name} needs --weights: a local Stable Diffusion folder or "
-                                "file")
-        vae, unet, text_encoder, tokenizer, scheduler = load_stable_diffusion(settings.weights, settings.sd_config)
-        # One stride-2 convolution of the mask embedding per halving by the VAE (three for SD's 8x).
-        halvings = len(vae.config.block_out_channels) - 1
-        embedding = (16, 32, 96, 256, 256)[: halvings + 1]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings.seed)
-            controlnet = build_controlnet(replace(preset, controlnet_embedding=embedding), unet)
-        return Models(unet=unet, controlnet=controlnet, text_encoder=text_encoder, vae=vae), tokenizer, scheduler
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else build_prompt_tokenizer(prompts)
-    models = build_models(preset, len(tokenizer.get_vocab()), tokenizer.model_max_length, settings.seed)
-    return models, tokenizer, build_noise_scheduler(preset)
-
-
-def load_models(folder: Path, names: Sequence[str] = tuple(MODEL_CLASSES)) -> dict[str, torch.nn.Module]:
-    """Models saved by :func:`save_models` (a checkpoint or a model directory)."""
-    return {name: MODEL_CLASSES[name].from_pretrained(folder / name) for name in names}
-
-
-def save_models(models: Models, folder: Path, names: Sequence[str] = tuple(MODEL_CLASSES)) -> None:
-    for name in names:
-        models.named()[name].save_pretrained(folder / name, safe_serialization=True)
-
-
-def load_guide(training_dir: Path) -> dict[str, torch.nn.Module] | None:
-    """The guide kept during training (``training/guide``), or None when the run kept none (yet)."""
-    folder = training_dir / GUIDE
-    return load_models(folder) if folder.is_dir() else None
-
-
-def guided_sampling(preset: Preset, guide: dict[str, torch.nn.Module] | None) -> SamplerSettings:
-    """The preset's sampling, without autoguidance when there is no guide to steer by."""
-    return preset.sampling if guide is not None else replace(preset.sampling, autoguidance=1.0)
-
-
-def stage_parameters(models: Models, stage: str) -> dict[str, list[torch.nn.Parameter]]:
-    """The parameters a stage trains, per model."""
-    groups = {}
-    for name in STAGE_MODULES[stage]:
-        module = models.named()[name]
-        if stage == "decoder" and name == "unet":
-            groups[name] = [p for n, p in module.named_parameters() if n.startswith(UNET_DECODER)]
-        else:
-            groups[name] = list(module.parameters())
-    return groups
-
-
-def diffusion_loss(models: Models, scheduler: DDPMScheduler, images: torch.Tensor, embeddings: torch.Tensor,
-                   condition: torch.Tensor | None, generator: torch.Generator, min_snr_gamma: float | None,
-                   mask_in_input: bool = False, min_timestep: int = 0) -> torch.Tensor:
-    """The denoising loss of one batch at timesteps from ``min_timestep`` on, min-SNR weighted
-    (Hang et al. 2023) when asked: it stops the many low-noise timesteps from dominating, which
-    speeds up convergence several-fold."""
-    noise, t = draw_noise(scheduler, images, generator, min_timestep)
-    return image_losses(models, scheduler, images, noise, t, embeddings, condition, min_snr_gamma,
-                        mask_in_input).mean()
-
-
-def draw_noise(scheduler: DDPMScheduler, images: torch.Tensor, generator: torch.Generator,
-               min_timestep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The noise and the timestep of each image of a batch, drawn for the whole batch at once, so
-    they do not depend on how the batch is split between threads."""
-    noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
-    t = torch.randint(min_timestep, scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator).to(
-        images.device)
-    return noise, t
-
-
-def image_losses(models: Models, scheduler: DDPMScheduler, images: torch.Tensor, noise: torch.Tensor,
-                 t: torch.Tensor, embeddings: torch.Tensor, condition: torch.Tensor | None,
-                 min_snr_gamma: float | None, mask_in_input: bool = False) -> torch.Tensor:
-    """Each image's weighted denoising loss (:func:`diffusion_loss` is their mean)."""
-    noisy = scheduler.add_noise(images, noise, t)
-    prediction = predict(models.unet, models.controlnet, noisy, t, embeddings, condition, mask_in_input)
-    snr = compute_snr(scheduler, t)
-    # Each prediction type's error is the image (x0) error times a factor of the SNR; min-SNR
-    # weighs the image error by min(SNR, gamma), so that factor is divided out.
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        target, factor = noise, snr
-    elif kind == "sample":
-        target, factor = images, torch.ones_like(snr)
-    else:
-        target, factor = scheduler.get_velocity(images, noise, t), snr + 1.0
-    per_image = ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
-    if min_snr_gamma is None:
-        return per_image
-    weight = snr.clamp(max=min_snr_gamma)
-    if kind == "sample":
-        # Image prediction weighted by min(SNR, gamma) alone all but ignores the noisiest steps,
-        # where the body outline, fat and breasts (the BMI and sex cues outside the heart) are
-        # decided: BMI was read at chance (.25) from such a model, .51 with the floor.
-        weight = weight.clamp(min=1.0)
-    return weight / factor * per_image
-
-
-def model_input(images: torch.Tensor, preset: Preset, vae: AutoencoderKL | None, generator: torch.Generator) -> torch.Tensor:
-    """What the UNet denoises: the (ED, ES) pair (folded into channels by pixel unshuffling), or
-    (ED, ES, ED) RGB through the VAE's latents."""
-    if preset.image_channels == 3:
-        images = images[:, [0, 1, 0]]
-    if vae is None:
-        return torch.nn.functional.pixel_unshuffle(images, preset.pixel_unshuffle)
-    with torch.no_grad():
-        latents = vae.encode(images.to(vae.dtype)).latent_dist.sample(generator=generator)
-    return latents.float() * vae.config.scaling_factor
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -549,7 +394,8 @@ def train(
                                   f"not {settings.preset!r}")
         progress, history = Progress(**state["progress"]), state["history"]
     tokenizer_dir = out / "tokenizer" if resume and preset.family == "embedded" else None
-    models, tokenizer, noise_scheduler = starting_point(preset, settings, data.prompts, tokenizer_dir)
+    models, tokenizer, noise_scheduler = starting_point(preset, data.prompts, tokenizer_dir, settings.seed,
+                                                        settings.weights, settings.sd_config)
     if settings.min_timestep >= noise_scheduler.config.num_train_timesteps:
         raise SettingsError("min_timestep", f"must be below the noise schedule's "
                             f"{noise_scheduler.config.num_train_timesteps} timesteps, got {settings.min_timestep}")
@@ -571,7 +417,7 @@ def train(
     for stage_index in range(progress.stage_index, len(budgets)):
         stage, stage_steps, stage_minutes = budgets[stage_index]
         if stage_index != progress.stage_index or checkpoint is None:
-            _copy_trained_encoder(models, [name for name, _, _ in budgets[:stage_index]], stage)
+            copy_trained_encoder(models, [name for name, _, _ in budgets[:stage_index]], stage)
         run = start_stage(accelerator, models, stage, settings, stage_steps,
                           checkpoint if stage_index == progress.stage_index else None)
         if checkpoint is None or stage_index != progress.stage_index:
@@ -595,13 +441,13 @@ def train(
                 bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.4f}")
                 if main_process and progress.global_step == settings.guide_step:
                     with averaged_weights(run.groups, run.emas):
-                        _keep_guide(models, training_dir)
+                        keep_guide(models, training_dir)
                 if main_process and progress.stage_step % settings.checkpoint_every == 0 and progress.stage_step < stage_steps:
                     _checkpoint(checkpoints, models, run, progress, settings, history)
                 if main_process and progress.global_step % settings.validate_every == 0:
                     with averaged_weights(run.groups, run.emas), accelerator.autocast():
-                        _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step,
-                                  load_guide(training_dir))
+                        validate(training_dir, models, tokenizer, noise_scheduler, data.images, data.masks,
+                                 data.prompts, preset, progress.global_step, load_guide(training_dir))
                 accelerator.wait_for_everyone()
                 if stop.requested:
                     if main_process:
@@ -621,14 +467,15 @@ def train(
         # Kept only if the run reached its guide step (a minutes budget may stop it sooner).
         guide = load_guide(training_dir) if settings.guide_step is not None else None
         with accelerator.autocast():  # frozen half-precision models beside a float32 ControlNet
-            _validate(training_dir, models, tokenizer, noise_scheduler, data, preset, progress.global_step, guide)
-        _write_loss_curve(training_dir, history)
+            validate(training_dir, models, tokenizer, noise_scheduler, data.images, data.masks, data.prompts, preset,
+                     progress.global_step, guide)
+        write_loss_curve(training_dir, history)
         pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                      make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
                                      preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input, guide)
         pipeline.save_pretrained(out, safe_serialization=True)
-        _write_model_card(out, preset, settings, data, progress, dataset, accelerator.num_processes,
-                          guided_sampling(preset, guide))
+        write_model_card(out, preset, settings, data.manifest, progress.global_step, progress.elapsed_s, dataset,
+                         accelerator.num_processes, guided_sampling(preset, guide))
     accelerator.wait_for_everyone()
     return out
 
@@ -670,30 +517,6 @@ def _checkpoint(root: Path, models: Models, run: "StageRun | None", progress: Pr
     write_checkpoint(root, progress.global_step, write)
 
 
-def _copy_trained_encoder(models: Models, earlier: Sequence[str], stage: str) -> None:
-    """A ControlNet starts as a copy of the UNet's encoder (Zhang et al. 2023): when the stage
-    that first trains it follows a base stage, it copies the encoder as trained so far rather
-    than as initialised; its mask embedding and zero convolutions are its own and stay as they are."""
-    trained_unet = any("unet" in STAGE_MODULES[name] for name in earlier)
-    trained_controlnet = any("controlnet" in STAGE_MODULES[name] for name in earlier)
-    if "controlnet" not in STAGE_MODULES[stage] or not trained_unet or trained_controlnet:
-        return
-    for part in ENCODER_PARTS:
-        source, target = getattr(models.unet, part, None), getattr(models.controlnet, part, None)
-        if source is not None and target is not None:
-            target.load_state_dict(source.state_dict())
-
-
-def _keep_guide(models: Models, training_dir: Path) -> None:
-    # Written beside, then moved into place: a crash mid-write leaves no half guide behind, and
-    # the resumed run (from a checkpoint before this step) writes it again.
-    partial = training_dir / f".{GUIDE}-partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    save_models(models, partial)
-    shutil.rmtree(training_dir / GUIDE, ignore_errors=True)
-    partial.rename(training_dir / GUIDE)
-
-
 def _restore_stage_state(folder: Path, optimiser, lr_scheduler, emas: dict[str, EMAModel]) -> None:
     try:
         optimiser.load_state_dict(load_state(folder, "optimizer"))
@@ -718,96 +541,6 @@ def averaged_weights(groups: dict[str, list[torch.nn.Parameter]], emas: dict[str
             ema.restore(groups[name])
 
 
-def validation_indices(prompts: Sequence[str], count: int = VALIDATION_RECORDS) -> list[int]:
-    """Fixed records for validation grids: the first record of each prompt, rarest prompts first."""
-    counts = Counter(prompts)
-    first = {}
-    for i, prompt in enumerate(prompts):
-        first.setdefault(prompt, i)
-    ordered = sorted(first, key=lambda p: (counts[p], p))
-    return [first[p] for p in ordered[:count]]
-
-
-def _validate(training_dir: Path, models: Models, tokenizer, noise_scheduler, data: TrainingData, preset: Preset,
-              step: int, guide: dict[str, torch.nn.Module] | None) -> None:
-    index = validation_indices(data.prompts)
-    pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
-                                 make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
-                                 preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input, guide)
-    pipeline.set_progress_bar_config(disable=True)
-    samples = draw(pipeline, data.masks[index], [data.prompts[i] for i in index],
-                   [torch.Generator().manual_seed(i) for i in range(len(index))], guided_sampling(preset, guide),
-                   preset.condition_mode)
-    real = (data.images[index] + 1.0) / 2.0
-    rows = []
-    for k, i in enumerate(index):
-        mask = data.masks[i].numpy()
-        tiles = [mask_overlay(real[k, 0].numpy(), mask[0]), mask_overlay(samples[k, 0].numpy(), np.zeros_like(mask[0])),
-                 mask_overlay(samples[k, 1].numpy(), np.zeros_like(mask[1])), mask_overlay(real[k, 0].numpy(),
-                                                                                         np.zeros_like(mask[0]))]
-        rows.append(np.concatenate(tiles, axis=1))
-    folder = training_dir / "validation"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"step-{step:06d}.png").write_bytes(png_bytes(np.concatenate(rows, axis=0)))
-    (folder / "prompts.txt").write_text("".join(f"row {k}: {data.prompts[i]}\n" for k, i in enumerate(index)) +
-                                        "columns: real ED with mask | sample ED | sample ES | real ED\n")
-
-
-def _write_loss_curve(training_dir: Path, history: list[dict]) -> None:
-    frame = pd.DataFrame(history)
-    frame.to_csv(training_dir / "loss.csv", index=False)
-    if frame.empty:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for stage, part in frame.groupby("stage", sort=False):
-        axis.plot(part["step"], part["loss"], lw=0.5, alpha=0.4)
-        axis.plot(part["step"], part["loss"].rolling(25, min_periods=1).mean(), lw=1.5, label=stage)
-    axis.set_xlabel("step")
-    axis.set_ylabel("loss")
-    axis.set_yscale("log")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(training_dir / "loss.png", dpi=120)
-    plt.close(figure)
-
-
-def _write_model_card(out: Path, preset: Preset, settings: TrainSettings, data: TrainingData, progress: Progress,
-                      dataset: str | os.PathLike, processes: int, sampling: SamplerSettings) -> None:
-    counts = cell_counts(data.manifest, DEFAULT_SCHEMA)
-    info = {
-        "cardiofair_version": __version__,
-        "preset": preset.name,
-        "family": preset.family,
-        "image_channels": preset.image_channels,
-        "channel_names": ["ED", "ES"],
-        "size": preset.size,
-        "condition_mode": preset.condition_mode,
-        "prompt_schema": DEFAULT_SCHEMA.to_dict(),
-        "sampling": asdict(sampling),
-        "training": {
-            "dataset": str(dataset),
-            "n_records": len(data.prompts),
-            "steps": progress.global_step,
-            "minutes": round(progress.elapsed_s / 60.0, 2),
-            "settings": asdict(settings),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "distributed": {"processes": processes},
-        },
-        "training_cells": counts.to_dict("records"),
-        # Hashes, not the ids: enough to refuse generating from a split whose validation or test
-        # subjects this model learned, without writing patient identifiers into a shareable model.
-        "training_subject_hashes": subject_hashes(data.manifest["subject_id"]),
-    }
-    atomic_write(out / "cardiofair.json", json.dumps(info, indent=2, default=str) + "\n")
-
-
 def describe_budget(settings: TrainSettings) -> str:
     """One line on how a run will spend its steps and minutes."""
     parts = [f"{stage}: {steps} steps" + (f" / {minutes:.1f} min" if minutes else "")
@@ -815,7 +548,6 @@ def describe_budget(settings: TrainSettings) -> str:
     early = (f", {settings.early_batch_size} for the first {settings.early_steps} steps"
              if settings.early_batch_size is not None and settings.early_steps else "")
     return "; ".join(parts) + f" (batch {settings.batch_size}{early}, lr {settings.learning_rate:g})"
-
 
 
 def run(options: TrainOptions, *, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
