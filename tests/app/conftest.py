@@ -1,28 +1,22 @@
 """A tiny split phantom, a tiny trained generator, a mask generator, a synthetic dataset and the
-quality stage's results on it: the real inputs of `cardiofair app`, made in seconds."""
+quality stage's results on it: the real inputs of `cardiofair app`, made in seconds. The phantom,
+the generator and the synthetic dataset are the suite's shared ``tiny_*`` fixtures."""
 
 import pytest
 
-from cardiofair.data.records import read_manifest
-from cardiofair.data.split import training_rows
-from cardiofair.diffusion.presets import get_preset
-from cardiofair.diffusion.train import TrainSettings, train
-from cardiofair.generate import generate
 from cardiofair.masks import train_mask_model
 from cardiofair.metrics.quality import evaluate_synthetic
-from cardiofair.plan import plan_synthesis
-from cardiofair.settings import GenerateSettings, PlanSettings, QualitySettings
+from cardiofair.settings import QualitySettings
 
 
 @pytest.fixture(scope="session")
-def app_dataset(split_phantom):
-    return split_phantom(60, 16, test=0.2, val=0.2)
+def app_dataset(tiny_real):
+    return tiny_real
 
 
 @pytest.fixture(scope="session")
-def app_model(app_dataset, tmp_path_factory):
-    return train(app_dataset, tmp_path_factory.mktemp("app-model") / "tiny",
-                 TrainSettings.for_preset(get_preset("tiny"), max_steps=2), progress_bar=False)
+def app_model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +27,8 @@ def app_masks(app_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app_synthetic(app_dataset, app_model, tmp_path_factory):
-    settings = PlanSettings(strategy="prevalence", target_prevalence=0.4, attributes=("sex",), min_real_support=1,
-                            max_ratio_overall=0.3)
-    plan = plan_synthesis(training_rows(read_manifest(app_dataset)), settings)
-    return generate(app_model, app_dataset, plan, tmp_path_factory.mktemp("app-syn") / "synthetic",
-                    GenerateSettings(batch_size=16), progress=False)
+def app_synthetic(tiny_synthetic):
+    return tiny_synthetic
 
 
 @pytest.fixture(scope="session")

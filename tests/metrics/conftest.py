@@ -13,7 +13,13 @@ def training_cohort():
 
 
 @pytest.fixture(scope="session")
-def judged(training_cohort):
-    """Evaluators trained on the training cohort, and a real test cohort of another seed."""
+def test_cohort():
+    """A real test cohort of another seed: 120 subjects the evaluators never saw."""
+    return phantom_arrays(120, 2)
+
+
+@pytest.fixture(scope="session")
+def judged(training_cohort, test_cohort):
+    """Evaluators trained on the training cohort, and the real test cohort."""
     evaluators = train_evaluators(*training_cohort, *phantom_arrays(100, 1), steps=300, classifier_steps=400, batch=32)
-    return evaluators, phantom_arrays(120, 2)
+    return evaluators, test_cohort

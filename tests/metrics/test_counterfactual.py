@@ -11,7 +11,7 @@ from cardiofair.plan import plan_synthesis, read_plan, write_plan
 from cardiofair.cli import main
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import load_dataset, read_manifest
-from cardiofair.data.split import assign_splits, training_rows, write_splits
+from cardiofair.data.split import training_rows
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.diffusion.train import TrainSettings, train
@@ -54,17 +54,13 @@ def test_a_dataset_that_is_not_the_phantom_has_no_reference(judged, phantom64, t
 
 
 @pytest.fixture(scope="module")
-def split16(tmp_path_factory):
-    root = tmp_path_factory.mktemp("counterfactual") / "phantom16"
-    prepare_phantom(80, 0, root, settings=PrepareSettings(size=16), progress=False, workers=1)
-    write_splits(root, assign_splits(read_manifest(root), test=0.25, val=0.15, seed=0))
-    return root
+def split16(split_phantom):
+    return split_phantom(80, 16, test=0.25, val=0.15)
 
 
 @pytest.fixture(scope="module")
-def tiny(split16, tmp_path_factory):
-    return train(split16, tmp_path_factory.mktemp("model") / "tiny",
-                 TrainSettings.for_preset(get_preset("tiny"), max_steps=2), progress_bar=False)
+def tiny(split16, tiny_trained):
+    return tiny_trained(split16)
 
 
 def test_same_prompt_and_seed_twice_never_moves_the_reading(judged, tiny, split16):

@@ -68,9 +68,9 @@ def test_real_vs_real_is_closer_than_real_vs_noise_and_than_images_on_shuffled_m
     assert own < frechet_distance(joint(train, train_masks), joint(real, shuffled)) / 2
 
 
-def test_copy_detector_flags_noised_training_images_but_not_new_real_patients(training_cohort):
+def test_copy_detector_flags_noised_training_images_but_not_new_real_patients(training_cohort, test_cohort):
     train_images = training_cohort[0]
-    test_images = phantom_arrays(120, 2)[0]
+    test_images = test_cohort[0]
     other_images = phantom_arrays(100, 3)[0]
     train = flatten_pixels(train_images)
     detector = CopyDetector.fit(nearest_neighbours(flatten_pixels(test_images), train)[0])
