@@ -40,7 +40,7 @@ from cardiofair.data.records import (
     write_record_files,
 )
 from cardiofair.data.split import learned_held_out, training_rows
-from cardiofair.data.summary import summary_text, with_cells
+from cardiofair.data.summary import with_cells
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
@@ -49,7 +49,7 @@ from cardiofair.io import atomic_write
 from cardiofair.masks import read_masks
 from cardiofair.masks.anatomy import nearest_masks
 from cardiofair.masks.shape_model import ShapeModel, draw_valid
-from cardiofair.plan import REQUIRED_PLAN_COLUMNS, dose_count, read_plan
+from cardiofair.plan import REQUIRED_PLAN_COLUMNS, dose_count
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, parse_prompt, prompt_from_attributes
 from cardiofair.settings import DRAWN_MASK_POLICY, MASK_POLICIES, GenerateSettings, SampleSettings
 
@@ -459,17 +459,3 @@ def merge_datasets(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
                     row[column] = f"{folder}/{target.name}"
                 writer.add_rows([row])
         return writer.finish({"source": "cardiofair merge", "real": str(real), "synthetic": str(synthetic)})
-
-
-def run(settings: GenerateSettings, *, model: str | os.PathLike, dataset: str | os.PathLike,
-        plan: str | os.PathLike, out: str | os.PathLike, masks: str | os.PathLike | None = None, resume: bool = True,
-        overwrite: bool = False, progress: bool = True) -> Path:
-    """`cardiofair generate`: every record of the plan CSV at ``plan`` (see :func:`generate`)."""
-    quiet_model_loading()
-    return generate(model, dataset, read_plan(plan), out, settings, overwrite=overwrite, progress=progress,
-                    resume=resume, masks=masks)
-
-
-def summary(out: Path, paths: Any) -> str:
-    """The synthetic dataset's subgroup table."""
-    return summary_text(out)

@@ -34,10 +34,9 @@ from typing import Any
 
 import pandas as pd
 
-from cardiofair.data.diagnoses import HEALTHY
-from cardiofair.data.records import is_synthetic, read_manifest
-from cardiofair.data.split import training_rows
+from cardiofair.data.records import is_synthetic
 from cardiofair.data.summary import with_cells
+from cardiofair.diagnoses import HEALTHY
 from cardiofair.errors import InputError, MissingInputError, OutputExistsError
 from cardiofair.io import atomic_write
 from cardiofair.prompts import (
@@ -393,16 +392,3 @@ def _prevalence_table(plan: pd.DataFrame, attributes: list[str]) -> str:
                                 f"{100.0 * after.at[group, disease] / max(n_after, 1):.1f}")
             rows.append(row)
     return pd.DataFrame(rows).to_string(index=False)
-
-
-def run(settings: PlanSettings, *, dataset: str | os.PathLike, out: str | os.PathLike,
-        overwrite: bool = False) -> pd.DataFrame:
-    """`cardiofair plan`: plan the training split of ``dataset``; write the plan CSV to ``out``."""
-    plan = plan_synthesis(training_rows(read_manifest(dataset)), settings)
-    write_plan(plan, out, overwrite=overwrite)
-    return plan
-
-
-def summary(plan: pd.DataFrame, paths: Any) -> str:
-    """The printed plan and where it was written."""
-    return f"{format_plan(plan)}\n\nplan written to {paths['out']}"

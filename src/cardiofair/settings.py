@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
+from cardiofair.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.errors import SettingsError
 from cardiofair.options import check_choices, option, plain
 from cardiofair.prompts import ATTRIBUTES, PromptSchema

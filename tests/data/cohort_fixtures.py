@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from cardiofair.data.case import ACDC_LABELS, CaseSource
-from cardiofair.data.diagnoses import ACDC_GROUPS
 from cardiofair.data.phantom import PhantomConfig
 from cardiofair.data.phantom_export import write_phantom_ukbb
+from cardiofair.diagnoses import ACDC_GROUPS
 from cardiofair.errors import SubjectError
 
 SHAPE = (48, 40)

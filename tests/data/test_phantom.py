@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, stats
 
-from cardiofair.data.diagnoses import HEART_FAILURE
 from cardiofair.data.phantom import (
     PhantomConfig,
     body_for,
@@ -19,6 +18,7 @@ from cardiofair.data.phantom import (
     render_chest,
 )
 from cardiofair.data.prepare import normalise_intensity
+from cardiofair.diagnoses import HEART_FAILURE
 from cardiofair.threads import one_thread_each
 
 
@@ -241,7 +241,6 @@ def test_sex_is_read_outside_the_heart_and_follows_the_counterfactual_cues(cohor
     """A tiny CNN that never sees the heart reads sex from the chest, and with the mask fixed its
     reading follows the chest a subject is drawn with: the image carries sex the mask does not."""
     records, _, meta = cohort
-    images = np.stack([normalise_intensity(r.image) for r in records])
     masks = np.stack([r.mask for r in records])
     # One region blanked in every image, covering every heart of the cohort: a per-subject hole
     # would show the heart's size, itself a sex cue.

@@ -3,11 +3,11 @@
 import contextlib
 import json
 import os
-from dataclasses import replace
 import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -15,26 +15,27 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 from PIL import Image
+from thread_policy import policy_env, spin_counts
 from transformers import AutoTokenizer
 
 from cardiofair.cli import main
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import load_dataset, read_manifest
+from cardiofair.diffusion import presets
 from cardiofair.diffusion import train as train_module
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint
-from cardiofair.diffusion import presets
-from cardiofair.diffusion.presets import SamplerSettings, get_preset
-from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.conditioning import control_image, mask_condition
-from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
 from cardiofair.diffusion.loss import diffusion_loss
 from cardiofair.diffusion.models import MODEL_CLASSES, Models, build_models, load_models
+from cardiofair.diffusion.presets import SamplerSettings, get_preset
+from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
+from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.diffusion.validation import validation_indices
 from cardiofair.errors import SettingsError
 from cardiofair.settings import TrainOptions
+from cardiofair.stages import train as train_stage
 from cardiofair.threads import THREAD_POLICY, one_thread_each
-from thread_policy import policy_env, spin_counts
 
 PROMPT = "Female, age in 60s, normal BMI, heart failure"
 
@@ -288,14 +289,14 @@ def test_a_study_resumes_only_a_checkpoint_that_is_there(dataset, tmp_path):
     checkpoints = out / "training" / "checkpoints"
     checkpoints.mkdir(parents=True)
     # A checkpoints folder emptied by hand: the stage starts again instead of failing to resume.
-    assert not train_module.continuable(out)
+    assert not train_stage.continuable(out)
     options = TrainOptions(preset="tiny", max_steps=2, checkpoint_every=1)
-    train_module.run(options, dataset=dataset, out=out, resume=True, overwrite=True, progress=False)
-    assert (out / "cardiofair.json").is_file() and not train_module.continuable(out)
+    train_stage.run(options, dataset=dataset, out=out, resume=True, overwrite=True, progress=False)
+    assert (out / "cardiofair.json").is_file() and not train_stage.continuable(out)
     (out / "cardiofair.json").unlink()
-    assert train_module.continuable(out)
+    assert train_stage.continuable(out)
     shutil.rmtree(latest_checkpoint(checkpoints))
-    assert not train_module.continuable(out)
+    assert not train_stage.continuable(out)
 
 
 def test_wrong_image_size_is_a_clear_error(tmp_path):

@@ -13,8 +13,9 @@ from cardiofair.data.records import read_manifest
 from cardiofair.downstream.arms import ARMS
 from cardiofair.downstream.fairness import evaluate_runs
 from cardiofair.metrics.group_metrics import bootstrap_weights
-from cardiofair.settings import OPT_IN_ARMS
 from cardiofair.report.tables import dose_series
+from cardiofair.results import FairnessResult
+from cardiofair.settings import OPT_IN_ARMS
 
 FAST = ["--repeats", "2", "--epochs", "2", "--patience", "1", "--bootstrap", "50", "--quiet"]
 
@@ -142,7 +143,7 @@ def test_doses_scale_the_added_records_of_each_dosed_arm_and_draw_a_dose_respons
         assert {d: n - base for d, n in counts.items()} == {0.5: planned // 2, 1.0: planned, 2.0: 2 * planned}, arm
     # Each arm at a dose is measured against the oracle at that dose.
     assert report["oracle_shares"]["arms"]["oversample@2"]["oracle_arm"] == "oracle@2"
-    series = dose_series(report)
+    series = dose_series(FairnessResult.load(out))
     assert set(series["arm"]) == set(added) and sorted(series["dose"].unique()) == [0.0, 0.5, 1.0, 2.0]
     # A dose the synthetic dataset cannot supply says how many records are missing.
     assert main(["fairness", "--real", str(split_dataset), "--synthetic", str(synthetic), "--arms",

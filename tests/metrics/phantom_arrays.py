@@ -4,7 +4,8 @@ import pandas as pd
 
 from cardiofair.data.phantom import phantom_cohort
 from cardiofair.data.prepare import normalise_intensity
-from cardiofair.metrics.evaluators import attribute_table, stack
+from cardiofair.data.summary import attribute_table
+from cardiofair.metrics.evaluators import stack
 
 
 def phantom_arrays(n, seed):

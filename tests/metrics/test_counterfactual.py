@@ -7,17 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cardiofair.plan import plan_synthesis, read_plan, write_plan
 from cardiofair.cli import main
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import load_dataset, read_manifest
 from cardiofair.data.split import training_rows
+from cardiofair.data.summary import attribute_table
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.generate import generate
 from cardiofair.metrics.counterfactual import draw_pairs, pair_readings, phantom_effects, read_pairs
-from cardiofair.metrics.evaluators import attribute_table
+from cardiofair.plan import plan_synthesis, read_plan, write_plan
 from cardiofair.settings import GenerateSettings, PlanSettings
 
 

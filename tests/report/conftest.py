@@ -2,10 +2,8 @@
 suite's shared ``tiny_*`` fixtures), and evaluation outputs written by hand in the schemas of
 synthetic_quality.json and fairness.json."""
 
-import json
 
 import pytest
-
 from report_fixtures import fairness_report, quality_report
 
 
@@ -32,12 +30,12 @@ def synthetic(tiny_synthetic):
 @pytest.fixture(scope="session")
 def quality(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quality")
-    (folder / "synthetic_quality.json").write_text(json.dumps(quality_report()))
+    quality_report().save(folder)
     return folder
 
 
 @pytest.fixture(scope="session")
 def fairness(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fairness")
-    (folder / "fairness.json").write_text(json.dumps(fairness_report()))
+    fairness_report().save(folder)
     return folder

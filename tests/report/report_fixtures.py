@@ -1,6 +1,8 @@
-"""Evaluation outputs written by hand in the documented schemas: synthetic_quality.json (see
-cardiofair.metrics.quality) and fairness.json (cardiofair.downstream.fairness). Their figures
-are distinctive, so a test can find each one where the report should show it."""
+"""Evaluation results built by hand as the typed results the stages write
+(cardiofair.results: QualityResult, FairnessResult). Their figures are distinctive, so a test
+can find each one where the report should show it."""
+
+from cardiofair.results import FairnessResult, QualityResult
 
 DICE = ("ED_LV", "ED_MYO", "ED_RV", "ES_LV", "ES_MYO", "ES_RV")
 
@@ -20,7 +22,7 @@ def quality_report():
     privacy_scope = {"copy_rate": {"pixel": _pair(0.0561, 0.0572), "encoder": _pair(0.0216, 0.0438)},
                      "median_nn_distance": {"pixel": _pair(0.1437, 0.1385), "encoder": _pair(1.0415, 0.9850)},
                      "n_synthetic": 7, "n_real_val": 3, "status": "ok"}
-    return {
+    return QualityResult(**{
         "schema": 1,
         "real": {"path": "real", "n_train": 36, "n_val": 12, "n_test": 12},
         "synthetic": {"path": "synthetic", "n": 7},
@@ -67,7 +69,7 @@ def quality_report():
             "age": {"synthetic": _effect(["40s", "70s"], 0.125, 0.0625, 0.0456),
                     "real_reference": {"values": ["40s", "70s"], "n_pairs": 0, "status": "the phantom cannot draw "
                                        "one subject both ways with the mask fixed: its age cues lie in the heart"}}}},
-    }
+    })
 
 
 def _effect(values, moved, follows, shift):
@@ -111,11 +113,11 @@ def fairness_report():
                      "attributes": _groups(tpr_female, 0.7)}
     difference = {"difference": 0.0234, "interval": [-0.01, 0.05], "p_value": 0.2, "p_holm": 0.4321, "n_pairs": 2,
                   "reason": None, "bootstrap_interval": [-0.02, 0.06]}
-    return {"schema": "cardiofair.fairness/1", "cardiofair_version": "0.1.0",
+    return FairnessResult(**{"schema": "cardiofair.fairness/1", "cardiofair_version": "0.1.0",
             "settings": {"arms": ["real", "oversample"], "repeats": 2, "positive_diagnosis": "heart failure",
                          "classifier": {"preset": "compact"}},
             "reference_arm": "real", "seeds": [0, 1],
             "data": {"splits": {"test": {"subjects": 38, "positives": 13}}},
             "arms": arms,
             "comparisons": {"oversample": {"overall": {"balanced_accuracy": difference},
-                                           "attributes": {"sex": {"gaps": {"equalized_odds_difference": difference}}}}}}
+                                           "attributes": {"sex": {"gaps": {"equalized_odds_difference": difference}}}}}})

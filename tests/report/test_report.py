@@ -14,6 +14,8 @@ from cardiofair.data.records import read_manifest
 from cardiofair.errors import OutputExistsError
 from cardiofair.report import ReportError, write_report
 from cardiofair.report.tables import group_series, prevalence_grid, prompt_fidelity_table, quality_verdict
+from cardiofair.results import FairnessResult
+from cardiofair.stages.report import generator_facts
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "<script>alert(1)</script> & terms"
@@ -23,7 +25,7 @@ HOSTILE = "<script>alert(1)</script> & terms"
 def full(tmp_path_factory, real, synthetic, model, quality, fairness, plan):
     out = tmp_path_factory.mktemp("full") / "report"
     metadata = {"versions": {"cardiofair": "0.1.0"}, "time per stage (s)": {"train": 12.5}, "<b>seed</b>": 7}
-    path = write_report(out, real=real, synthetic=synthetic, model=model, quality=quality, fairness=fairness,
+    path = write_report(out, real=real, synthetic=synthetic, generator=generator_facts(model), quality=quality, fairness=fairness,
                         plan=plan, metadata=metadata, licence=HOSTILE)
     return path
 
@@ -55,22 +57,22 @@ def test_the_page_says_first_when_the_synthetic_images_are_far_from_real(full):
 
 def test_the_verdict_names_distance_mask_fidelity_and_too_few_images():
     close = quality_report()
-    close["realism"]["overall"]["fd"] = {"synthetic": 0.6, "real_reference": 0.5}
+    close.realism["overall"]["fd"] = {"synthetic": 0.6, "real_reference": 0.5}
     assert quality_verdict(close) == []
     far = quality_report()
-    far["mask_fidelity"]["overall"]["synthetic"]["ES_MYO"] = 0.544
-    far["mask_fidelity"]["overall"]["real_reference"]["ES_MYO"] = 0.869
+    far.mask_fidelity["overall"]["synthetic"]["ES_MYO"] = 0.544
+    far.mask_fidelity["overall"]["real_reference"]["ES_MYO"] = 0.869
     sentences = quality_verdict(far)
     assert "3.6 times" in sentences[0] and "ES LV myocardium 0.544 (real 0.869)" in sentences[1]
     few = quality_report()
-    few["realism"]["overall"] = {"status": "too few images for a stable figure: 48 synthetic (need 100)"}
+    few.realism["overall"] = {"status": "too few images for a stable figure: 48 synthetic (need 100)"}
     assert quality_verdict(few) == ["Realism was not measured: too few images for a stable figure: 48 synthetic "
                                     "(need 100)."]
 
 
 def test_an_attribute_the_cohort_lacks_is_said_to_be_unmeasured():
     quality = quality_report()
-    quality["prompt_fidelity"]["overall"]["not_measured"] = {"sex": "unknown for every real training record"}
+    quality.prompt_fidelity["overall"]["not_measured"] = {"sex": "unknown for every real training record"}
     assert "Not measured: sex (unknown for every real training record)." in prompt_fidelity_table(quality).notes
 
 
@@ -124,7 +126,7 @@ def test_cards_carry_the_evaluation_figures(full, model, synthetic):
 
 
 def test_missing_inputs_are_said_plainly(tmp_path, real):
-    path = write_report(tmp_path / "bare", real=real, synthetic=None, model=None, quality=None, fairness=None)
+    path = write_report(tmp_path / "bare", real=real, synthetic=None, generator=None, quality=None, fairness=None)
     page = parse(path)
     assert tuple(page.sections) == SECTIONS
     for section in SECTIONS:
@@ -138,11 +140,11 @@ def test_missing_inputs_are_said_plainly(tmp_path, real):
 
 def test_rewrite_needs_overwrite_and_gives_the_same_files(tmp_path, real, model):
     out = tmp_path / "again"
-    first = write_report(out, real=real, synthetic=None, model=model, quality=None, fairness=None, seed=3)
+    first = write_report(out, real=real, synthetic=None, generator=generator_facts(model), quality=None, fairness=None, seed=3)
     figures = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
     with pytest.raises(OutputExistsError):
-        write_report(out, real=real, synthetic=None, model=model, quality=None, fairness=None, seed=3)
-    second = write_report(out, real=real, synthetic=None, model=model, quality=None, fairness=None, seed=3,
+        write_report(out, real=real, synthetic=None, generator=generator_facts(model), quality=None, fairness=None, seed=3)
+    second = write_report(out, real=real, synthetic=None, generator=generator_facts(model), quality=None, fairness=None, seed=3,
                           overwrite=True)
     assert first == second
     assert {p.name: p.read_bytes() for p in (out / "figures").iterdir()} == figures
@@ -151,10 +153,10 @@ def test_rewrite_needs_overwrite_and_gives_the_same_files(tmp_path, real, model)
 def test_a_given_input_that_cannot_be_read_is_an_error(tmp_path, real):
     (tmp_path / "unfinished").mkdir()
     with pytest.raises(ReportError, match="fairness.json"):
-        write_report(tmp_path / "out", real=real, synthetic=None, model=None, quality=None,
+        write_report(tmp_path / "out", real=real, synthetic=None, generator=None, quality=None,
                      fairness=tmp_path / "unfinished")
     with pytest.raises(ReportError, match="no synthetic records"):
-        write_report(tmp_path / "out", real=real, synthetic=real, model=None, quality=None, fairness=None)
+        write_report(tmp_path / "out", real=real, synthetic=real, generator=None, quality=None, fairness=None)
     assert not (tmp_path / "out").exists()
 
 
@@ -170,7 +172,7 @@ def test_prevalence_grid_counts_records_and_positives():
 
 
 def test_group_series_reads_means_and_intervals(fairness):
-    report = json.loads((fairness / "fairness.json").read_text())
+    report = FairnessResult.load(fairness)
     series = group_series(report, "sex", "true_positive_rate").set_index(["arm", "group"])
     assert series.loc[("oversample", "Female"), ["mean", "low", "high", "count", "positives"]].tolist() == \
         [0.75, 0.55, 0.85, 20, 4]
@@ -197,19 +199,19 @@ def test_cli_report(tmp_path, real, model, quality, capsys):
 
 def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle_share(real, tmp_path):
     report = fairness_report()
-    report["settings"]["threshold_attribute"] = "sex"
-    report["data"].update(test_set={"source": "fresh phantom subjects", "power": {
+    report.settings["threshold_attribute"] = "sex"
+    report.data.update(test_set={"source": "fresh phantom subjects", "power": {
         "group": "Female", "reference_group": "Male", "positives": {"Female": 500, "Male": 500}, "confidence": 0.95,
         "power": 0.8, "half_width": 0.062, "minimum_detectable_change": 0.0886, "reason": None}},
         mechanism={"scenario": "representation", "description": "Female heart failure is rare."})
-    report["arms"]["real"]["attributes"]["sex&age"].update(min_group_size=10, too_small={
+    report.arms["real"]["attributes"]["sex&age"].update(min_group_size=10, too_small={
         "Female|40s": {"positives": 0, "negatives": 5}})
-    report["oracle_shares"] = {"measure": "TPR Female - Male", "arms": {"oversample": {
-        "share": 0.4, "change": 0.04, "oracle_change": 0.1, "interval": [0.1, 0.7], "reason": None}}}
+    report.oracle_shares.update({"measure": "TPR Female - Male", "arms": {"oversample": {
+        "share": 0.4, "change": 0.04, "oracle_change": 0.1, "interval": [0.1, 0.7], "reason": None}}})
     folder = tmp_path / "fairness"
     folder.mkdir()
-    (folder / "fairness.json").write_text(json.dumps(report))
-    path = write_report(tmp_path / "report", real=real, synthetic=None, model=None, quality=None, fairness=folder)
+    report.save(folder)
+    path = write_report(tmp_path / "report", real=real, synthetic=None, generator=None, quality=None, fairness=folder)
     section = parse(path).sections["fairness"]
     assert section.index("Power: with 500 positives in Female, 500 in Male") < section.index("Overall test-set")
     assert "+-0.062" in section and "smaller than 0.089" in section

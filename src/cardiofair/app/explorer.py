@@ -9,7 +9,6 @@ here writes into the model, dataset or quality folders: drawn pairs go to a temp
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pandas as pd
 from cardiofair.data.preview import mask_overlay, preview_picture
 from cardiofair.data.records import (
     LABELS,
+    STRUCTURES,
     ImageSizeError,
     is_synthetic,
     load_images,
@@ -35,11 +35,11 @@ from cardiofair.data.summary import with_cells
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
-from cardiofair.errors import CardiofairError, InputError, MissingInputError
+from cardiofair.errors import CardiofairError, InputError
 from cardiofair.generate import MAX_MASK_DRAWS, draw_record_mask, synthetic_record
 from cardiofair.masks.shape_model import ShapeModel
 from cardiofair.metrics.evaluators import Evaluators
-from cardiofair.metrics.fidelity import STRUCTURES, dice_table
+from cardiofair.metrics.fidelity import dice_table
 from cardiofair.metrics.privacy import flatten_pixels, nearest_neighbours
 from cardiofair.prompts import (
     BMI_CLASSES,
@@ -49,9 +49,8 @@ from cardiofair.prompts import (
     PromptSchema,
     prompt_from_attributes,
 )
+from cardiofair.results import QualityResult
 
-QUALITY_FILE = "synthetic_quality.json"
-PER_IMAGE_FILE = "synthetic_per_image.csv"
 # How the browse view orders synthetic records: the worst first for fidelity (what needs a
 # look), the closest to a training image first for privacy (what might be a copy).
 SORTS = {
@@ -180,28 +179,24 @@ class Explorer:
         """The quality stage's evaluators and per-image figures, where given; otherwise why not."""
         if self.quality is None:
             return None, "no quality results given (--quality): the judges' read-out is not shown"
-        report_file = self.quality / QUALITY_FILE
-        if not report_file.is_file():
-            raise MissingInputError(f"{self.quality} is not a quality results folder: {report_file} is missing "
-                                    f"(run `cardiofair quality`)")
-        report = json.loads(report_file.read_text())
-        if self.synthetic_rows is not None and (self.quality / PER_IMAGE_FILE).is_file():
-            per_image = pd.read_csv(self.quality / PER_IMAGE_FILE, dtype={"record_id": str, "nn_pixel_record": str})
+        result = QualityResult.load(self.quality)
+        if self.synthetic_rows is not None and (self.quality / QualityResult.PER_IMAGE).is_file():
+            per_image = pd.read_csv(self.quality / QualityResult.PER_IMAGE, dtype={"record_id": str, "nn_pixel_record": str})
             unjudged = set(self.synthetic_rows["record_id"].astype(str)) - set(per_image["record_id"])
             if unjudged:
                 raise AppError(f"{self.quality} judged another synthetic dataset than {self.synthetic}: "
                                f"{len(unjudged)} of its records (e.g. {sorted(unjudged)[0]}) are not in "
-                               f"{PER_IMAGE_FILE}; give the quality results of this synthetic dataset")
+                               f"{QualityResult.PER_IMAGE}; give the quality results of this synthetic dataset")
             self.synthetic_rows = self.synthetic_rows.merge(per_image.drop(columns=["cell"], errors="ignore"),
                                                             on="record_id", how="left")
             self._score_fidelity()
-        named = Path(report["evaluators"]["folder"])
+        named = Path(result.evaluators["folder"])
         # A relative folder is relative to where `cardiofair quality` ran; a study keeps its judges
         # in the run folder beside quality/.
         folder = next((f for f in (named, self.quality.parent / "evaluators" / named.name)
                        if (f / "evaluators.json").is_file()), None)
         if folder is None:
-            return None, f"the judges named by {report_file} are no longer in {named}: run `cardiofair quality` again"
+            return None, f"the judges named by {self.quality / result.FILE} are no longer in {named}: run `cardiofair quality` again"
         return Evaluators.load(folder), f"judges from {folder}"
 
     def _mask_model(self, folder: Path) -> ShapeModel:

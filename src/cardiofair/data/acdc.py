@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cardiofair.data.case import ACDC_LABELS, Case, CaseSource
 from cardiofair.data.cohort import existing_root, frame_number, load_subject, no_subjects, split_name, unique_subjects
-from cardiofair.data.diagnoses import acdc_diagnosis
 from cardiofair.data.records import FRAMES
+from cardiofair.diagnoses import acdc_diagnosis
 from cardiofair.errors import SubjectError
 
 DATASET = "acdc"

@@ -16,8 +16,8 @@ from typing import Mapping
 
 from cardiofair.data.case import ACDC_LABELS, UKBB_LABELS, CaseSource
 from cardiofair.data.cohort import META_KEYS, frame_number, is_missing, read_table, row_meta, subject_source
-from cardiofair.data.diagnoses import free_text_diagnosis
 from cardiofair.data.records import FRAMES, MANIFEST_COLUMNS
+from cardiofair.diagnoses import free_text_diagnosis
 from cardiofair.errors import InputError, SettingsError
 
 DEFAULT_NAME = "cohort.csv"

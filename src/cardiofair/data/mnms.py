@@ -31,8 +31,8 @@ from cardiofair.data.cohort import (
     subject_source,
     unique_subjects,
 )
-from cardiofair.data.diagnoses import mnms2_diagnosis, mnms_diagnosis
 from cardiofair.data.records import FRAMES
+from cardiofair.diagnoses import mnms2_diagnosis, mnms_diagnosis
 from cardiofair.errors import InputError, MissingInputError
 
 MNMS_COLUMNS = {

@@ -75,8 +75,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.records import Record
+from cardiofair.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.prompts import age_bin, bmi_class
 
 # Effective long-axis length (mm) turning a volume into a mid-ventricular cavity radius:

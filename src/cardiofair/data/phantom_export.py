@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cardiofair.data.diagnoses import HEART_FAILURE
 from cardiofair.data.phantom import PhantomConfig, phantom_volume
+from cardiofair.diagnoses import HEART_FAILURE
 
 UKBB_SHAPE = (160, 176)
 UKBB_SPACING = (1.8, 1.8, 10.0)

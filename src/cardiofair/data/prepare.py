@@ -19,15 +19,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import ndimage
 from tqdm import tqdm
 
 from cardiofair import __version__
 from cardiofair.data.case import Case, CaseSource
-from cardiofair.data.phantom import SCENARIOS, PhantomConfig, fresh_subject, phantom_subject, scenario_config
+from cardiofair.data.phantom import SCENARIOS, PhantomConfig, fresh_subject, phantom_subject
 from cardiofair.data.records import DatasetWriter, ImageSet, Record, manifest_row, write_record_files
-from cardiofair.data.summary import summary_text
 from cardiofair.errors import SettingsError, SubjectError
 from cardiofair.prompts import PromptSchema, build_prompt
 from cardiofair.settings import PrepareSettings
@@ -271,41 +269,6 @@ def prepare_sources(sources: Sequence[CaseSource], out: str | os.PathLike, setti
     tasks = [_SourceTask(source, settings) for source in sources]
     run_settings = {**source_settings, "prepare": settings.to_dict()}
     return run_prepare(tasks, out, run_settings, **run_options)
-
-
-def run(settings: PrepareSettings, *, out: str | os.PathLike, overwrite: bool = False,
-        progress: bool = True) -> PrepareResult:
-    """`cardiofair prepare`: the phantom or a real cohort, as a prepared dataset at ``out``."""
-    run_options = {"overwrite": overwrite, "strict": settings.strict, "workers": settings.workers,
-                   "progress": progress}
-    if settings.source == "phantom":
-        return prepare_phantom(settings.n, settings.seed, out, _phantom_config(settings), settings, **run_options)
-    from cardiofair.data.sources import discover
-
-    options = {"metadata": settings.metadata, "columns": settings.columns, "label_order": settings.label_order,
-               "required": settings.require}
-    options = {k: v for k, v in options.items() if v is not None}
-    sources = discover(settings.source, settings.root, **options)
-    source_settings = {"source": settings.source, "root": str(settings.root),
-                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
-    return prepare_sources(sources, out, settings, source_settings, **run_options)
-
-
-def _phantom_config(settings: PrepareSettings) -> PhantomConfig:
-    """The phantom's settings: its scenario's, with its YAML file (if any) over them, at the
-    preparation's size and field of view."""
-    try:
-        loaded = yaml.safe_load(Path(settings.phantom_config).read_text()) if settings.phantom_config else {}
-        return scenario_config(settings.scenario, **{**(loaded or {}), "size": settings.size, "fov_mm": settings.fov_mm})
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise SettingsError("phantom_config", f"{settings.phantom_config}: {error}") from None
-
-
-def summary(result: PrepareResult, paths: Any) -> str:
-    """What was written and excluded, and the dataset's subgroup table."""
-    excluded = f" (reasons in {result.out / 'excluded.csv'})" if result.excluded else ""
-    return (f"wrote {result.n_records} records from {result.n_subjects} subjects to {result.out}; "
-            f"{len(result.excluded)} excluded{excluded}\n\n{summary_text(result.out)}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -26,6 +27,8 @@ from cardiofair.errors import InputError, MissingInputError, SubjectError
 from cardiofair.io import StagingDirectory, atomic_write
 
 LABELS = {0: "background", 1: "LV blood pool", 2: "LV myocardium", 3: "RV blood pool"}
+# The short names tables and Dice columns use for the labelled structures.
+STRUCTURES = {1: "LV", 2: "MYO", 3: "RV"}
 FRAMES = ("ED", "ES")
 
 # The columns every manifest has, in this order; loaders may add more (vendor, centre, ...).
@@ -171,8 +174,7 @@ class DatasetWriter(StagingDirectory):
 
     def finish(self, settings: Mapping[str, Any]) -> Path:
         """Write manifest, exclusions and settings, then move the dataset into place."""
-        ids = [r["record_id"] for r in self.rows]
-        duplicated = sorted({i for i in ids if ids.count(i) > 1})
+        duplicated = sorted(i for i, n in Counter(r["record_id"] for r in self.rows).items() if n > 1)
         if duplicated:
             raise InputError(f"duplicate record ids: {duplicated[:5]}")
         manifest = pd.DataFrame(sorted(self.rows, key=lambda r: r["record_id"]))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -25,8 +25,6 @@ from cardiofair.data.records import is_synthetic, read_manifest
 from cardiofair.data.summary import with_cells
 from cardiofair.errors import InputError, OutputExistsError, SettingsError
 from cardiofair.io import atomic_write
-from cardiofair.prompts import UNKNOWN
-from cardiofair.settings import SplitSettings
 
 SPLITS = ("train", "val", "test")
 HELD_BACK = "held_back"
@@ -166,19 +164,3 @@ def learned_held_out(model: str, learned_hashes: Iterable[str], manifest: pd.Dat
     leaked = learned_held_out_subjects(learned_hashes, manifest)
     return (f"{model} learned {len(leaked)} validation, test or held-back subject(s) (e.g. {leaked[0]})"
             if leaked else None)
-
-
-def run(settings: SplitSettings, *, dataset: str | os.PathLike, overwrite: bool = False) -> pd.DataFrame:
-    """`cardiofair split`: store a split of ``dataset``; return its subjects per split and diagnosis."""
-    manifest = read_manifest(dataset)
-    splits = assign_splits(manifest, test=settings.test, val=settings.val, seed=settings.seed)
-    if settings.scarcity is not None:
-        splits = hold_back(manifest, splits, *settings.scarcity_cell(), seed=settings.seed)
-    write_splits(dataset, splits, overwrite=overwrite)
-    subjects = manifest.assign(split=splits).drop_duplicates("subject_id")
-    return pd.crosstab(subjects["diagnosis"].fillna(UNKNOWN), subjects["split"], margins=True)
-
-
-def summary(table: pd.DataFrame, paths: Any) -> str:
-    """The subjects per split and diagnosis."""
-    return f"{paths['dataset']}: subjects per split and diagnosis\n{table.to_string()}"

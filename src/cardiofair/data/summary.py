@@ -5,14 +5,16 @@ Pandas only (no torch): planning reuses these counts.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from cardiofair.data.diagnoses import HEALTHY
 from cardiofair.data.records import is_synthetic, read_manifest
+from cardiofair.diagnoses import HEALTHY
 from cardiofair.prompts import (
+    ATTRIBUTES,
     DEFAULT_SCHEMA,
     UNKNOWN,
     PromptSchema,
@@ -28,6 +30,25 @@ def with_cells(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) ->
     on the manifest's index; unknown values read :data:`~cardiofair.prompts.UNKNOWN`."""
     cells = [record_cell(row, schema) for row in manifest.to_dict("records")]
     return pd.DataFrame(cells, columns=list(cell_columns(schema)), index=manifest.index)
+
+
+def attribute_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The binned prompt attributes of each record (from metadata, or the prompt when synthetic)."""
+    return with_cells(manifest).reset_index(drop=True)
+
+
+def cell_attributes(rows: pd.DataFrame, attributes: pd.DataFrame) -> list[str]:
+    """The attributes that name synthetic records' planned cells (read from the ``cell`` column
+    the generator writes, given the records' binned ``attributes``); all cell attributes when
+    there is none."""
+    if "cell" in rows.columns:
+        cells = rows["cell"].astype(str).reset_index(drop=True)
+        binned = attributes.reset_index(drop=True)
+        for size in range(len(ATTRIBUTES), 0, -1):
+            for names in itertools.combinations(ATTRIBUTES, size):
+                if (binned[list(names)].agg("|".join, axis=1) == cells).all():
+                    return list(names)
+    return list(ATTRIBUTES)
 
 
 def record_cell(row: dict, schema: PromptSchema = DEFAULT_SCHEMA) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from cardiofair.data.case import UKBB_LABELS, CaseSource
 from cardiofair.data.cohort import existing_root, is_missing, no_subjects, read_table, row_meta, subject_source
-from cardiofair.data.diagnoses import canonical_diagnosis, icd10_diagnosis
+from cardiofair.diagnoses import canonical_diagnosis, icd10_diagnosis
 from cardiofair.errors import MissingInputError, SettingsError
 
 DATASET = "ukbb"

@@ -22,8 +22,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -43,7 +41,6 @@ from tqdm import tqdm
 
 from cardiofair.data.records import load_images, read_manifest
 from cardiofair.data.split import training_rows
-from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.card import write_model_card
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint, load_state, save_state, write_checkpoint
 from cardiofair.diffusion.conditioning import condition_channels, control_image
@@ -65,13 +62,10 @@ from cardiofair.diffusion.models import (
 )
 from cardiofair.diffusion.pipeline import assemble_pipeline, make_sampler
 from cardiofair.diffusion.presets import Preset, TrainingDefaults, get_preset, guide_step
-from cardiofair.diffusion.sample import MODEL_CARD
 from cardiofair.diffusion.tokenizer import tokenize
 from cardiofair.diffusion.validation import validate, write_loss_curve
-from cardiofair.errors import CardiofairError, InputError, OutputExistsError, SettingsError
+from cardiofair.errors import InputError, OutputExistsError, SettingsError
 from cardiofair.prompts import is_missing
-from cardiofair.settings import TrainOptions
-from cardiofair.stages import TRAIN
 from cardiofair.threads import batch_parts, each_part, one_thread_each
 
 
@@ -548,54 +542,3 @@ def describe_budget(settings: TrainSettings) -> str:
     early = (f", {settings.early_batch_size} for the first {settings.early_steps} steps"
              if settings.early_batch_size is not None and settings.early_steps else "")
     return "; ".join(parts) + f" (batch {settings.batch_size}{early}, lr {settings.learning_rate:g})"
-
-
-def run(options: TrainOptions, *, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
-        overwrite: bool = False, progress: bool = True) -> Path:
-    """`cardiofair train`: the preset with the run's options, trained on ``dataset`` into ``out``.
-
-    ``resume`` continues the latest checkpoint; with ``overwrite`` as well, an unfinished run in
-    ``out`` continues and anything else there is replaced (how a study restarts the stage).
-    """
-    if options.num_processes > 1:
-        return _launch_processes(options, dataset, out, resume, overwrite, progress)
-    quiet_model_loading()
-    settings = TrainSettings.for_preset(get_preset(options.preset), **options.overrides())
-    if progress:
-        tqdm.write(f"training preset {options.preset}: {describe_budget(settings)}")
-    if resume and overwrite:
-        resume = continuable(out)
-        overwrite = not resume
-    return train(dataset, out, settings, resume=resume, overwrite=overwrite, progress_bar=progress)
-
-
-def continuable(out: str | os.PathLike) -> bool:
-    """Whether ``out`` holds a training run that checkpointed and did not finish: a checkpoints
-    folder emptied by hand, or whose latest checkpoint is gone, is started again, not resumed."""
-    try:
-        latest_checkpoint(Path(out) / "training" / "checkpoints")
-    except CheckpointError:
-        return False
-    return not (Path(out) / MODEL_CARD).is_file()
-
-
-def _launch_processes(options: TrainOptions, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool,
-                      overwrite: bool, progress: bool) -> Path:
-    """The same training under ``accelerate launch`` with ``options.num_processes`` processes
-    (CPU: gloo), each running the one-process command."""
-    argv = TRAIN.command_line(replace(options, num_processes=1), {"dataset": dataset, "out": out})[1:]
-    argv += ["--resume"] * resume + ["--overwrite"] * overwrite + ["--quiet"] * (not progress)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(options.num_processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if not torch.cuda.is_available():
-        command.append("--cpu")
-    code = subprocess.call(command + ["-m", "cardiofair", *argv])
-    if code:
-        raise CardiofairError(f"training with {options.num_processes} processes failed (exit {code}); its messages "
-                              "are above")
-    return Path(out)
-
-
-def summary(out: Path, paths: Any) -> str:
-    """Where the model and its validation grids are."""
-    return f"model written to {out} (validation grids in {Path(out) / 'training' / 'validation'})"

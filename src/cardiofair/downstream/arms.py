@@ -43,10 +43,10 @@ import pandas as pd
 from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
 from cardiofair.data.split import check_splits
 from cardiofair.data.summary import with_cells
+from cardiofair.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.errors import CardiofairError
 from cardiofair.plan import PlanSettings, dose_count, plan_synthesis
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, is_missing, parse_prompt

@@ -9,7 +9,6 @@ per-group metrics, gaps, intervals and paired comparisons against ``real``.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -23,6 +22,8 @@ from tqdm import tqdm
 
 from cardiofair import __version__
 from cardiofair.data.prepare import phantom_model
+from cardiofair.data.records import read_manifest
+from cardiofair.data.split import HELD_BACK
 from cardiofair.downstream.arms import (
     POST_PROCESSED_ARMS,
     SENSITIVE,
@@ -34,32 +35,25 @@ from cardiofair.downstream.arms import (
     training_set,
     with_records,
 )
-from cardiofair.data.records import read_manifest
-from cardiofair.data.split import HELD_BACK
-from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle
 from cardiofair.downstream.classifier import ClassifierSettings, predict, train_classifier, youden_threshold
-from cardiofair.errors import OutputExistsError, SettingsError
+from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle
+from cardiofair.errors import OutputExistsError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics.group_metrics import (
     RepeatResult,
     bootstrap_weights,
+    detectable_change,
     evaluate_repeat,
     measurable_groupings,
-    detectable_change,
-    oracle_share_lines,
-    power_sentence,
     reference_groups,
     share_of_oracle,
     summarise_arms,
-    too_small_notes,
 )
 from cardiofair.options import plain
-from cardiofair.plan import read_plan
 from cardiofair.prompts import UNKNOWN
-from cardiofair.threads import one_thread_per_worker, side_by_side
+from cardiofair.results import FairnessResult
 from cardiofair.settings import REFERENCE_ARM, SYNTHETIC_ARMS, FairnessSettings, arm_dose, arm_name
-
-REPORT_SCHEMA = "cardiofair.fairness/1"
+from cardiofair.threads import one_thread_per_worker, side_by_side
 
 
 @dataclass
@@ -74,8 +68,8 @@ class RunResult:
 
 def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: FairnessSettings,
                    classifier: ClassifierSettings, synthetic: str | os.PathLike | None = None,
-                   plan: pd.DataFrame | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate every arm x repeat with ``classifier``; write the report to ``out``; return it.
+                   plan: pd.DataFrame | None = None, overwrite: bool = False, progress: bool = True) -> FairnessResult:
+    """Train and evaluate every arm x repeat with ``classifier``; write the result to ``out``; return it.
 
     ``out`` gets ``fairness.json``, ``predictions.csv``, ``groups.csv``, ``groups_by_repeat.csv``,
     ``gaps.csv``, ``comparisons.csv`` and ``training.csv``, all at once: the directory is built
@@ -163,8 +157,9 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     report["data"]["mechanism"] = model.mechanism if model else None
     if "oracle" in results and settings.threshold_attribute in groupings:
         report["oracle_shares"] = _oracle_shares(results, test_set["power"], settings)
-    _write(out, report, _tables(report, runs, results, groups, settings), overwrite)
-    return report
+    result = FairnessResult.from_dict(json_ready(report))
+    _write(out, result, _tables(report, runs, results, groups, settings), overwrite)
+    return result
 
 
 # What every evaluation shares (test groups, bootstrap weights), handed to each worker process
@@ -297,7 +292,7 @@ def _report(cohort: Cohort, runs: dict[str, list[RunResult]], results: dict[str,
     if cells is not None:
         data["planned_cells"] = {"source": str(cells["source"].iloc[0]) if len(cells) else None,
                                  "cells": cells.drop(columns="source").to_dict("records")}
-    return {"schema": REPORT_SCHEMA, "cardiofair_version": __version__, "settings": settings,
+    return {"schema": FairnessResult.SCHEMA, "cardiofair_version": __version__, "settings": settings,
             "reference_arm": REFERENCE_ARM, "seeds": [settings["seed"] + r for r in range(settings["repeats"])], "data": data, "arms": arms,
             "comparisons": comparisons}
 
@@ -366,126 +361,10 @@ def _tables(report: dict, runs: dict[str, list[RunResult]], results: dict[str, l
     }
 
 
-def _write(out: Path, report: dict, tables: dict[str, pd.DataFrame], overwrite: bool) -> None:
+def _write(out: Path, result: FairnessResult, tables: dict[str, pd.DataFrame], overwrite: bool) -> None:
     with StagingDirectory(out, overwrite=overwrite) as staging:
         for name, table in tables.items():
             atomic_write(staging.tmp / name, table.to_csv(index=False))
-        atomic_write(staging.tmp / "fairness.json", json.dumps(json_ready(report), indent=2, allow_nan=False) + "\n")
+        result.save(staging.tmp)
         staging.commit()
 
-
-# --- the printed table --------------------------------------------------------------------------
-
-
-def _cell(entry: dict | None, key: str = "bootstrap_interval", signed: bool = False) -> str:
-    if entry is None:
-        return "-"
-    value = entry.get("mean", entry.get("difference"))
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "undefined"
-    low, high = entry[key]
-    number = f"{value:+.3f}" if signed else f"{value:.3f}"
-    if low is None or high is None or np.isnan(low) or np.isnan(high):
-        return number
-    return f"{number} [{low:+.2f}, {high:+.2f}]" if signed else f"{number} [{low:.2f}, {high:.2f}]"
-
-
-def comparison_table(report: dict) -> str:
-    """The printed summary: per arm, key metrics by the threshold attribute with their test-set
-    bootstrap intervals; then each arm's paired differences against ``real`` with the
-    t-interval over seeds and the Holm-adjusted p-value."""
-    settings = report["settings"]
-    measured = report["arms"][REFERENCE_ARM]["attributes"]
-    # The threshold attribute's groups, or the first grouping this test set could measure.
-    attribute = settings["threshold_attribute"] if settings["threshold_attribute"] in measured else \
-        next(iter(measured), None)
-    intersection = "&".join(settings["intersection"])
-    intersection = intersection if intersection in measured else ""
-    reference = measured[attribute]["reference_group"] if attribute else None
-    groups = list(measured[attribute]["groups"]) if attribute else []
-    test = report["data"]["splits"]["test"]
-    columns = {"balanced acc.": ("overall", "balanced_accuracy"), "AUROC": ("overall", "roc_auc")}
-    columns.update({f"TPR {g}": ("attributes", attribute, "groups", g, "true_positive_rate") for g in groups})
-    signed = {f"TPR {g}-{reference}": ("attributes", attribute, "groups", g, "true_positive_rate_vs_reference")
-              for g in groups if g != reference}
-    columns.update(signed)
-    if attribute:
-        columns[f"eq. odds diff ({attribute})"] = ("attributes", attribute, "gaps", "equalized_odds_difference")
-    if intersection:
-        columns[f"worst-group BA ({intersection})"] = ("attributes", intersection, "gaps", "balanced_accuracy_group_min")
-
-    def lookup(tree: dict, path: tuple[str, ...]) -> dict | None:
-        for key in path:
-            if not isinstance(tree, dict) or key not in tree:
-                return None
-            tree = tree[key]
-        return tree
-
-    first = pd.DataFrame({name: {arm: _cell(lookup(tree, path), signed=name in signed)
-                                 for arm, tree in report["arms"].items()} for name, path in columns.items()})
-    compared = {name: path for name, path in columns.items() if name == "balanced acc." or name in signed
-                or name.startswith(("eq. odds", "worst-group"))}
-    rows = {}
-    for arm, tree in report["comparisons"].items():
-        rows[arm] = {}
-        for name, path in compared.items():
-            entry = lookup(tree, path)
-            text = _cell(entry, "interval", signed=True)
-            if entry is not None and entry.get("p_holm") is not None and not np.isnan(entry["p_holm"]):
-                text += f" p={entry['p_holm']:.3g}"
-            rows[arm][f"d {name}"] = text
-    reference_text = f"; reference group for {attribute}: {reference}" if attribute else ""
-    data = report["data"]
-    mechanism = data.get("mechanism")
-    lines = [f"Test set: {test['subjects']} real subjects, {test['positives']} with {data['positive_diagnosis']} "
-             f"({data['test_set']['source']}); {len(report['seeds'])} repeats (seeds {report['seeds'][0]}.."
-             f"{report['seeds'][-1]}){reference_text}.",
-             power_sentence(data["test_set"]["power"], settings["threshold_attribute"])]
-    if mechanism:
-        lines.append(f"Bias scenario of the phantom: {mechanism['scenario']}. {mechanism['description']}")
-    lines += ["Mean over repeats [95% bootstrap interval over test subjects]:", first.to_string()]
-    lines += [f"Left out: {name} ({reason})" for name, reason in report["data"].get("skipped_groupings", {}).items()]
-    unknown = {name: entry["excluded_unknown"] for name, entry in report["arms"][REFERENCE_ARM]["attributes"].items()
-               if entry["excluded_unknown"]}
-    lines += too_small_notes(report["arms"][REFERENCE_ARM]["attributes"])
-    if unknown:
-        lines.append("Test subjects of unknown attribute, left out of its groups (not of training or overall "
-                     "metrics): " + ", ".join(f"{name} {n}" for name, n in unknown.items()))
-    unadjusted = sorted({f"{group} ({reason})" for run in report["arms"].get("threshold", {}).get("training", [])
-                         for group, reason in run["groups_left_unadjusted"].items()})
-    if unadjusted:
-        lines.append("threshold arm: the plain threshold is kept for " + ", ".join(unadjusted))
-    if report["data"]["excluded_records"]:
-        lines.append(f"{report['data']['excluded_records']} records of other diagnoses left out (fairness.json: "
-                     f"data.excluded_examples)")
-    if rows:
-        lines += ["", f"Paired difference against {REFERENCE_ARM!r} over the same seeds "
-                  "[95% t-interval over seeds], Holm-adjusted p:", pd.DataFrame(rows).T.to_string()]
-    if report.get("oracle_shares"):
-        lines += ["", *oracle_share_lines(report["oracle_shares"])]
-    return "\n".join(lines)
-
-
-def run(settings: FairnessSettings, *, real: str | os.PathLike, out: str | os.PathLike,
-        synthetic: str | os.PathLike | None = None, plan: str | os.PathLike | None = None, overwrite: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """`cardiofair fairness`: the classifier (preset and device as chosen, or picked for the
-    machine) and :func:`run_experiment` with the stage's paths."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    device = ("cuda" if cuda else "cpu") if settings.device == "auto" else settings.device
-    if device == "cuda" and not cuda:
-        raise SettingsError("device", "is cuda, but torch sees no CUDA GPU")
-    preset = ("resnet18" if device == "cuda" else "compact") if settings.preset == "auto" else settings.preset
-    classifier = ClassifierSettings.for_preset(preset, max_epochs=settings.epochs, patience=settings.patience,
-                                               batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-                                               device=device)
-    return run_experiment(real, out, settings, classifier, synthetic=synthetic,
-                          plan=read_plan(plan) if plan else None, overwrite=overwrite, progress=progress)
-
-
-def summary(report: dict[str, Any], paths: Any) -> str:
-    """The printed comparison table and where the full report is."""
-    return (f"{comparison_table(report)}\n\nwrote {Path(paths['out']) / 'fairness.json'} and per-group tables, "
-            f"predictions and learning curves in {paths['out']}")

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cardiofair.data.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.data.phantom import PhantomConfig
 from cardiofair.data.prepare import PhantomModel, draw_fresh
 from cardiofair.data.records import ImageSet
+from cardiofair.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.plan import dose_count
 from cardiofair.prompts import age_bin
 

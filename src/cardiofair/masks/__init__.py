@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,6 @@ from cardiofair.data.records import read_manifest, read_pair_nifti
 from cardiofair.data.split import subject_hashes, training_rows
 from cardiofair.data.summary import cell_counts, with_cells
 from cardiofair.errors import InputError
-from cardiofair.io import StagingDirectory
 from cardiofair.masks.shape_model import ShapeModel, fit_shape_model
 from cardiofair.prompts import DEFAULT_SCHEMA
 from cardiofair.settings import MaskSettings
@@ -61,19 +59,3 @@ def train_mask_model(dataset: str | os.PathLike, settings: MaskSettings = MaskSe
             "training_subject_hashes": subject_hashes(rows["subject_id"])}
     return fit_shape_model(masks, with_cells(rows, DEFAULT_SCHEMA), spacing,
                            settings.components, info, progress=progress)
-
-
-def run(settings: MaskSettings, *, dataset: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False,
-        progress: bool = True) -> Path:
-    """`cardiofair masks`: train the mask generator on ``dataset``'s training split into ``out``."""
-    with StagingDirectory(out, overwrite=overwrite) as staging:
-        train_mask_model(dataset, settings, progress).save(staging.tmp)
-        return staging.commit()
-
-
-def summary(out: Path, paths: Any) -> str:
-    """Where the mask generator is, and how much shape its modes keep."""
-    model = ShapeModel.load(out)
-    return (f"mask generator written to {out}: {model.info['components']} shape modes keep "
-            f"{100 * model.info['explained_variance']:.1f}% of the training masks' variance "
-            f"({model.info['training']['n_records']} training records)")

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import wasserstein_distance
 
-from cardiofair.metrics.fidelity import STRUCTURES
+from cardiofair.data.records import STRUCTURES
 
 # Plausible areas (mm^2) on a mid-ventricular slice, wide enough for every adult heart in
 # ../shared/notes/cardiac-physiology.md: the LV cavity from a small hypertrophic ES cavity

@@ -27,7 +27,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from cardiofair.data.summary import with_cells
 from cardiofair.threads import in_batches, side_by_side
 
 ATTRIBUTE_COLUMNS = ("sex", "age", "bmi", "diagnosis")
@@ -210,11 +209,6 @@ class Evaluators:
         # freshly trained ones do (a plain layout rounds convolutions differently).
         return cls(segmenter.to(memory_format=torch.channels_last).eval(),
                    classifier.to(memory_format=torch.channels_last).eval(), info["classes"], info["validation"])
-
-
-def attribute_table(manifest: pd.DataFrame) -> pd.DataFrame:
-    """The binned prompt attributes of each record (from metadata, or the prompt when synthetic)."""
-    return with_cells(manifest).reset_index(drop=True)
 
 
 def judged_classes(train_attributes: pd.DataFrame) -> dict[str, list[str]]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cardiofair.data.records import STRUCTURES
 from cardiofair.prompts import UNKNOWN
-
-STRUCTURES = {1: "LV", 2: "MYO", 3: "RV"}
 
 
 def dice_table(predicted: np.ndarray, masks: np.ndarray) -> pd.DataFrame:

@@ -19,23 +19,8 @@ References, all from the real dataset's own split (the generator and the evaluat
 - the masks themselves (validity, geometry per cell, novelty; :mod:`cardiofair.metrics.masks`):
   real held-out masks of the cell, and on a phantom cohort fresh subjects of the cell.
 
-``synthetic_quality.json`` schema (NaN is written as null; ``status`` says why a figure is
-missing)::
-
-    {"schema": 1, "real": {...counts}, "synthetic": {...counts}, "evaluators": {...validation},
-     "cell_attributes": [...],
-     "realism":        {"feature_space": str, "overall": SCOPE, "cells": {cell: SCOPE}},
-     "mask_fidelity":  {"overall": SCOPE, "cells": {...}},
-     "prompt_fidelity": {"overall": SCOPE, "cells": {...}},
-     "privacy":        {"threshold": {...}, "overall": SCOPE, "cells": {...}, "closest_pairs": [...]},
-     "mask_geometry":  {"validity": {...}, "novelty": {...}, "cells": {cell: {...}}},
-     "prompt_effects": {"pairs": int, "seed": int, "attributes": {attribute: {"synthetic": EFFECT,
-                                                                             "real_reference": EFFECT}}}}
-
-where each SCOPE holds ``synthetic`` and ``real_reference`` figures side by side, the image
-counts they rest on, and a ``status`` ("ok" or the reason a figure is missing), and each EFFECT
-the counterfactual pairs' ``moved``, ``follows_both`` and ``probability_shift``
-(:mod:`cardiofair.metrics.counterfactual`) with ``values``, ``n_pairs`` and ``status``.
+The result is :class:`cardiofair.results.QualityResult` (``synthetic_quality.json``, its sections
+and where each figure's reference comes from), with per-cell and per-image CSV tables beside it.
 """
 
 from __future__ import annotations
@@ -53,9 +38,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
 from cardiofair.data.preview import mask_overlay, png_bytes
 from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
 from cardiofair.data.split import SPLITS, check_splits, learned_held_out
+from cardiofair.data.summary import attribute_table, cell_attributes
 from cardiofair.errors import CardiofairError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics.counterfactual import DrawnPairs, choose_pairs, draw_pairs, prompt_effects
@@ -63,11 +50,9 @@ from cardiofair.metrics.evaluators import (
     ATTRIBUTE_COLUMNS,
     Augmentation,
     Evaluators,
-    attribute_table,
     judged_classes,
     train_evaluators,
 )
-from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
 from cardiofair.metrics.masks import mask_quality
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
@@ -78,6 +63,7 @@ from cardiofair.metrics.realism import (
     mean_pairwise_ms_ssim,
 )
 from cardiofair.prompts import UNKNOWN
+from cardiofair.results import QualityResult
 from cardiofair.settings import QualitySettings
 from cardiofair.threads import one_thread_each
 
@@ -86,9 +72,6 @@ FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute cla
                  "split (pooled last block, plus first-block channel means and standard deviations for texture), "
                  "standardised with the training set's statistics; not Inception, so not FID")
 EVALUATOR_VERSION = "evaluators-3"
-# Per mask: source (synthetic, real held-out, phantom truth), cell and geometry; the report's
-# histograms are drawn from it.
-MASK_GEOMETRY_FILE = "mask_geometry_per_mask.csv"
 
 
 class QualityError(CardiofairError):
@@ -183,20 +166,6 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
         if not (folder / "evaluators.json").is_file():
             raise
     return evaluators, folder
-
-
-def cell_attributes(rows: pd.DataFrame, attributes: pd.DataFrame) -> list[str]:
-    """The attributes that name synthetic records' planned cells (read from the ``cell`` column
-    the generator writes, given the records' binned ``attributes``); all cell attributes when
-    there is none."""
-    if "cell" in rows.columns:
-        cells = rows["cell"].astype(str).reset_index(drop=True)
-        binned = attributes.reset_index(drop=True)
-        for size in range(len(ATTRIBUTE_COLUMNS), 0, -1):
-            for names in itertools.combinations(ATTRIBUTE_COLUMNS, size):
-                if (binned[list(names)].agg("|".join, axis=1) == cells).all():
-                    return list(names)
-    return list(ATTRIBUTE_COLUMNS)
 
 
 def _cell_keys(image_set: ImageSet, attributes: list[str]) -> pd.Series:
@@ -412,9 +381,9 @@ def _flat_rows(cells: dict[str, dict[str, Any]], attributes: list[str]) -> pd.Da
 def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.PathLike, out: str | os.PathLike,
                        settings: QualitySettings = QualitySettings(), evaluators_dir: str | os.PathLike | None = None,
                        overwrite: bool = False, progress: bool = True,
-                       model_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+                       model_dir: str | os.PathLike | None = None) -> QualityResult:
     """Judge a synthetic dataset against the real one; write ``synthetic_quality.json``, per-cell
-    CSV tables, per-image figures and the closest-pairs picture to ``out``; return the report.
+    CSV tables, per-image figures and the closest-pairs picture to ``out``; return the result.
     With ``model_dir`` (the generator), ``prompt_effects`` also holds its counterfactual pairs."""
     real_root, synthetic_root, out = Path(real_root), Path(synthetic_root), Path(out)
     log = (lambda text: tqdm.write(text)) if progress else (lambda text: None)
@@ -527,7 +496,7 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
         unread = _unmeasured_attributes(attribute_table(real["train"].rows), evaluators.classes)
         log(f"measuring prompt effects on {len(picked)} real test masks per attribute"
             + ("" if generator else " (no --model: the phantom reference only)"))
-        report = {
+        result = QualityResult.from_dict(json_ready({
             "schema": SCHEMA_VERSION,
             "real": {"path": str(real_root), **{f"n_{name}": len(real[name]) for name in real}},
             "synthetic": {"path": str(synthetic_root), "n": len(synthetic)},
@@ -555,11 +524,11 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
             "mask_geometry": mask_section,
             "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows.iloc[picked],
                                              drawn[0] if drawn else None, settings.seed),
-        }
-        report = json_ready(report)
-        atomic_write(staging.tmp / "synthetic_quality.json", json.dumps(report, indent=2) + "\n")
-        for section in ("realism", "mask_fidelity", "prompt_fidelity", "privacy"):
-            _flat_rows(report[section]["cells"], attributes).to_csv(staging.tmp / f"{section}_by_cell.csv", index=False)
+        }))
+        result.save(staging.tmp)
+        for section in result.BY_CELL:
+            _flat_rows(getattr(result, section)["cells"], attributes).to_csv(staging.tmp / result.by_cell_file(section),
+                                                                             index=False)
         per_image = pd.DataFrame({"record_id": synthetic.rows["record_id"], "cell": keys["synthetic"],
                                   **{f"dice_{c}": synthetic_dice[c] for c in synthetic_dice.columns},
                                   **{f"predicted_{c}": synthetic_predicted[c] for c in synthetic_predicted.columns},
@@ -569,13 +538,13 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
                                   "mask_source_pixel_distance": mask_source,
                                   "copy_pixel": detectors["pixel"].flags(distances["synthetic", "pixel"]),
                                   "copy_encoder": detectors["encoder"].flags(distances["synthetic", "encoder"])})
-        per_image.to_csv(staging.tmp / "synthetic_per_image.csv", index=False)
-        mask_table.to_csv(staging.tmp / MASK_GEOMETRY_FILE, index=False)
+        per_image.to_csv(staging.tmp / result.PER_IMAGE, index=False)
+        mask_table.to_csv(staging.tmp / result.MASK_GEOMETRY, index=False)
         if len(pixel_order):
-            atomic_write(staging.tmp / "closest_pairs.png",
+            atomic_write(staging.tmp / result.CLOSEST_PAIRS,
                          _closest_pairs_png(synthetic, real["train"], pixel_order, neighbours["synthetic", "pixel"]))
         staging.commit()
-    return report
+    return result
 
 
 def _load_generator(model_dir: str | os.PathLike | None, real: dict[str, ImageSet]) -> Any:
@@ -620,79 +589,3 @@ def _mask_source_distances(synthetic: ImageSet, train: ImageSet, features: dict[
         if record in position:
             distances[i] = float(np.linalg.norm(features["synthetic"].pixels[i] - features["train"].pixels[position[record]]))
     return distances
-
-
-def _pair(scope: dict[str, Any], key: str, inner: str | None = None) -> tuple[Any, Any]:
-    value = scope.get(key, {})
-    if inner is not None:
-        value = value.get(inner, {})
-    return value.get("synthetic"), value.get("real_reference")
-
-
-def quality_summary_text(report: dict[str, Any]) -> str:
-    """A compact table: each measure on the synthetic set beside its real reference."""
-    def number(value: Any, scale: float = 1.0) -> str:
-        return "n/a" if value is None else f"{value * scale:.3f}"
-
-    lines = [f"{'measure':42s} {'synthetic':>10s} {'real ref':>10s}"]
-    realism = report["realism"]["overall"]
-    if realism["status"] == "ok":
-        n = realism["n_compared"]
-        for label, key, scale in ((f"FD-cardiofair (n={n}, {realism['fd_draws']} draws)", "fd", 1.0), ("FD-cardiofair image+mask", "fd_image_mask", 1.0),
-                                  ("KD-cardiofair x1000", "kd", 1000.0),
-                                  ("MS-SSIM within set (lower = more diverse)", "ms_ssim", 1.0)):
-            syn, ref = _pair(realism, key)
-            lines.append(f"{label:42s} {number(syn, scale):>10s} {number(ref, scale):>10s}")
-    else:
-        lines.append(f"realism: {realism['status']}")
-    mask = report["mask_fidelity"]["overall"]
-    for structure, value in mask["synthetic"].items():
-        lines.append(f"{'Dice ' + structure.replace('_', ' '):42s} {number(value):>10s} "
-                     f"{number(mask['real_reference'].get(structure)):>10s}")
-    prompt = report["prompt_fidelity"]["overall"]
-    for name, value in prompt["synthetic"].items():
-        label = f"prompt {name} balanced acc. (chance {prompt['chance'][name]:.2f})"
-        lines.append(f"{label:42s} {number(value):>10s} {number(prompt['real_reference'].get(name)):>10s}")
-    if "reference" in prompt:
-        lines.append(f"  (prompt reference: {prompt['reference']}; real test, all cells: "
-                     + ", ".join(f"{name} {number(value)}" for name, value in prompt["real_test"].items()) + ")")
-    for name, effect in report["prompt_effects"]["attributes"].items():
-        lines.append(f"{'prompt effect ' + name + ' (share of pairs moved)':42s} "
-                     f"{number(effect['synthetic'].get('moved')):>10s} {number(effect['real_reference'].get('moved')):>10s}")
-    privacy = report["privacy"]["overall"]
-    for space in ("pixel", "encoder"):
-        syn, ref = _pair(privacy, "copy_rate", space)
-        lines.append(f"{'copy rate (' + space + ')':42s} {number(syn):>10s} {number(ref):>10s}")
-    masks = report.get("mask_geometry")
-    if masks:
-        lines.append(f"{'masks passing the anatomical checks':42s} {number(masks['validity']['valid_share']):>10s} "
-                     f"{'':>10s}")
-        novelty = masks["novelty"]
-        lines.append(f"{'mask nearest-training distance, median':42s} "
-                     f"{number(novelty['median_nearest_training_distance']['synthetic']):>10s} "
-                     f"{number(novelty['median_nearest_training_distance']['real_reference']):>10s}")
-        lines.append(f"{'mask copy rate':42s} {number(novelty['copy_rate']['synthetic']):>10s} "
-                     f"{number(novelty['copy_rate']['real_reference']):>10s}")
-        for cell, scope in masks["cells"].items():
-            truth = scope.get("distance_to_phantom_truth")
-            if truth:
-                lines.append(f"{'mask geometry vs phantom truth ' + cell:42s} {number(truth['synthetic']):>10s} "
-                             f"{number(truth['real_reference']):>10s}")
-    cells = report["realism"]["cells"]
-    measured = sum(scope["status"] == "ok" for scope in cells.values())
-    lines.append(f"cells: {len(cells)} synthetic cells, {measured} with enough images for distances "
-                 f"(see realism_by_cell.csv)")
-    return "\n".join(lines)
-
-
-def run(settings: QualitySettings, *, real: str | os.PathLike, synthetic: str | os.PathLike,
-        out: str | os.PathLike, evaluators: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
-        overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """`cardiofair quality`: :func:`evaluate_synthetic` with the stage's paths."""
-    return evaluate_synthetic(real, synthetic, out, settings, evaluators_dir=evaluators, overwrite=overwrite,
-                              progress=progress, model_dir=model)
-
-
-def summary(report: dict[str, Any], paths: Any) -> str:
-    """The compact table and where the full evaluation is."""
-    return f"{quality_summary_text(report)}\nwrote {Path(paths['out']) / 'synthetic_quality.json'}"

@@ -17,26 +17,21 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from safetensors import safe_open
 
 from cardiofair import __version__
-from cardiofair.data.diagnoses import HEART_FAILURE
 from cardiofair.data.records import ImageSet, is_synthetic, load_images, load_record, read_manifest
 from cardiofair.data.split import training_rows
-from cardiofair.data.summary import with_cells
-from cardiofair.diffusion import quiet_model_loading
-from cardiofair.diffusion.sample import TrainedGenerator, model_hash
-from cardiofair.errors import CardiofairError, OutputExistsError
+from cardiofair.data.summary import attribute_table, cell_attributes, with_cells
+from cardiofair.diagnoses import HEART_FAILURE
+from cardiofair.errors import CardiofairError, MissingInputError, OutputExistsError
 from cardiofair.io import StagingDirectory, atomic_write
-from cardiofair.metrics.evaluators import attribute_table
 from cardiofair.metrics.group_metrics import oracle_share_lines, power_sentence, too_small_notes
-from cardiofair.metrics.quality import MASK_GEOMETRY_FILE, cell_attributes
 from cardiofair.plan import read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, prompt_from_attributes
-from cardiofair.report import cards, figures
-from cardiofair.report import tables
+from cardiofair.report import cards, figures, tables
 from cardiofair.report import html as page
-from cardiofair.settings import ReportSettings
+from cardiofair.report.cards import GeneratorFacts
+from cardiofair.results import FairnessResult, QualityResult, ResultError
 
 # The counterfactual row: the same geometry drawn as each of these attribute values in turn
 # (the paper's examples: sex, a young and an old decade, a normal and an obese BMI).
@@ -44,10 +39,7 @@ COUNTERFACTUALS: dict[str, tuple[str, ...]] = {"sex": ("Female", "Male"), "age":
                                                "bmi": ("normal", "obese")}
 EXAMPLES_PER_SIDE = 3
 MAX_EXAMPLE_CELLS = 8
-QUALITY_FILE = "synthetic_quality.json"
-CLOSEST_PAIRS_FILE = "closest_pairs.png"
 MAX_HISTOGRAM_CELLS = 4
-FAIRNESS_FILE = "fairness.json"
 REPORT_FILE = "report.html"
 BAR_METRICS = ("balanced_accuracy", "true_positive_rate")
 
@@ -65,35 +57,24 @@ class Inputs:
     train: pd.DataFrame
     synthetic: Path | None = None
     synthetic_rows: pd.DataFrame | None = None
-    model: Path | None = None
-    model_info: dict[str, Any] | None = None
+    generator: GeneratorFacts | None = None
     quality_dir: Path | None = None
-    quality: dict[str, Any] | None = None
+    quality: QualityResult | None = None
     fairness_dir: Path | None = None
-    fairness: dict[str, Any] | None = None
+    fairness: FairnessResult | None = None
     plan_path: Path | None = None
     plan: pd.DataFrame | None = None
     datasets: list[str] = field(default_factory=list)
 
     def source(self, name: str) -> str:
         """Where an input came from, or the option that would have given it."""
-        paths = {"quality": self.quality_dir and self.quality_dir / QUALITY_FILE, "plan": self.plan_path,
-                 "fairness": self.fairness_dir and self.fairness_dir / FAIRNESS_FILE}
+        paths = {"quality": self.quality_dir and self.quality_dir / QualityResult.FILE, "plan": self.plan_path,
+                 "fairness": self.fairness_dir and self.fairness_dir / FairnessResult.FILE}
         return str(paths[name]) if paths[name] else f"not given: --{name}"
 
 
-def _read_json(folder: Path, name: str, stage: str) -> dict[str, Any]:
-    path = folder / name
-    if not path.is_file():
-        raise ReportError(f"{folder} holds no {name}: is it the output folder of `{stage}`, and did the run finish?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ReportError(f"{path} is not valid JSON ({error}); run `{stage}` again") from None
-
-
-def load_inputs(real: Path, synthetic: Path | None = None, model: Path | None = None, quality: Path | None = None,
-                fairness: Path | None = None, plan: Path | None = None) -> Inputs:
+def load_inputs(real: Path, synthetic: Path | None = None, generator: GeneratorFacts | None = None,
+                quality: Path | None = None, fairness: Path | None = None, plan: Path | None = None) -> Inputs:
     """Load every given input, with a clear error for one that was given but cannot be read
     (a mistyped folder must not turn into a 'missing' section)."""
     manifest = read_manifest(real)
@@ -106,21 +87,21 @@ def load_inputs(real: Path, synthetic: Path | None = None, model: Path | None = 
         if rows.empty:
             raise ReportError(f"{synthetic} holds no synthetic records (is_synthetic is false everywhere)")
         inputs.synthetic, inputs.synthetic_rows = Path(synthetic), rows
-    if model is not None:
-        inputs.model, inputs.model_info = Path(model), TrainedGenerator.read_card(model)
-    if quality is not None:
-        inputs.quality_dir = Path(quality)
-        inputs.quality = _read_json(inputs.quality_dir, QUALITY_FILE, "cardiofair quality")
-    if fairness is not None:
-        inputs.fairness_dir = Path(fairness)
-        inputs.fairness = _read_json(inputs.fairness_dir, FAIRNESS_FILE, "cardiofair fairness")
+    inputs.generator = generator
+    try:
+        if quality is not None:
+            inputs.quality_dir, inputs.quality = Path(quality), QualityResult.load(quality)
+        if fairness is not None:
+            inputs.fairness_dir, inputs.fairness = Path(fairness), FairnessResult.load(fairness)
+    except (ResultError, MissingInputError) as error:
+        raise ReportError(str(error)) from None
     if plan is not None:
         inputs.plan_path, inputs.plan = Path(plan), read_plan(plan)
     return inputs
 
 
 def write_report(out: str | os.PathLike, *, real: str | os.PathLike, synthetic: str | os.PathLike | None,
-                 model: str | os.PathLike | None, quality: str | os.PathLike | None,
+                 generator: GeneratorFacts | None, quality: str | os.PathLike | None,
                  fairness: str | os.PathLike | None, plan: str | os.PathLike | None = None,
                  metadata: Mapping[str, Any] | None = None, licence: str | None = None,
                  counterfactual_prompts: Mapping[str, Sequence[str]] = COUNTERFACTUALS, seed: int = 0,
@@ -137,7 +118,8 @@ def write_report(out: str | os.PathLike, *, real: str | os.PathLike, synthetic: 
     out = Path(out)
     if (out / REPORT_FILE).exists() and not overwrite:
         raise OutputExistsError(f"{out / REPORT_FILE} already exists; pass --overwrite to replace it")
-    inputs = load_inputs(*(None if p is None else Path(p) for p in (real, synthetic, model, quality, fairness, plan)))
+    inputs = load_inputs(Path(real), None if synthetic is None else Path(synthetic), generator,
+                         *(None if p is None else Path(p) for p in (quality, fairness, plan)))
     builder = _Builder(inputs, seed)
     sections = [
         builder.inputs_section(),
@@ -187,12 +169,9 @@ class _Builder:
         self.inputs = inputs
         self.seed = seed
         self.figures: dict[str, bytes] = {}
-        fairness = inputs.fairness or {}
-        data = fairness.get("data") or {}
-        # What the classifier detected: a name for a set of diagnoses, or one diagnosis.
-        self.positive = data.get("positive_diagnosis") or (fairness.get("settings") or {}).get(
-            "positive_diagnosis", HEART_FAILURE)
-        self.positive_set = data.get("positive_diagnoses") or [self.positive]
+        fairness = inputs.fairness
+        self.positive = fairness.positive if fairness else HEART_FAILURE
+        self.positive_set = (fairness and fairness.data.get("positive_diagnoses")) or [self.positive]
 
     def _figure(self, name: str, data: bytes, alt: str, caption: str, pixelated: bool = False) -> str:
         self.figures[name] = data
@@ -205,10 +184,11 @@ class _Builder:
         given = [("real dataset", i.real, f"{len(i.manifest)} real records, {len(i.train)} in the training split"),
                  ("synthetic dataset", i.synthetic,
                   None if i.synthetic_rows is None else f"{len(i.synthetic_rows)} synthetic records"),
-                 ("generator model", i.model, None if i.model_info is None else f"preset {i.model_info.get('preset')}"),
-                 ("synthetic quality", i.quality_dir, None if i.quality is None else QUALITY_FILE),
+                 ("generator model", i.generator and i.generator.folder,
+                  i.generator and f"preset {i.generator.card.get('preset')}"),
+                 ("synthetic quality", i.quality_dir, None if i.quality is None else QualityResult.FILE),
                  ("fairness experiment", i.fairness_dir,
-                  None if i.fairness is None else f"arms: {', '.join(i.fairness.get('arms', {}))}"),
+                  None if i.fairness is None else f"arms: {', '.join(i.fairness.arms)}"),
                  ("synthesis plan", i.plan_path, None if i.plan is None else f"{len(i.plan)} cells")]
         rows = [[name, str(path) if path else "not given", what if path else "its sections say it is missing"]
                 for name, path, what in given]
@@ -222,14 +202,13 @@ class _Builder:
         i = self.inputs
         claims = []
         if i.quality is not None:
-            claims += [("quality", "real dataset", (i.quality.get("real") or {}).get("path"), i.real),
-                       ("quality", "synthetic dataset", (i.quality.get("synthetic") or {}).get("path"), i.synthetic)]
+            claims += [("quality", "real dataset", i.quality.real.get("path"), i.real),
+                       ("quality", "synthetic dataset", i.quality.synthetic.get("path"), i.synthetic)]
         if i.fairness is not None:
-            data = i.fairness.get("data") or {}
-            claims += [("fairness", "real dataset", data.get("real"), i.real),
-                       ("fairness", "synthetic dataset", data.get("synthetic"), i.synthetic)]
-        if i.model_info is not None:
-            claims.append(("model", "real dataset", (i.model_info.get("training") or {}).get("dataset"), i.real))
+            claims += [("fairness", "real dataset", i.fairness.data.get("real"), i.real),
+                       ("fairness", "synthetic dataset", i.fairness.data.get("synthetic"), i.synthetic)]
+        if i.generator is not None:
+            claims.append(("model", "real dataset", (i.generator.card.get("training") or {}).get("dataset"), i.real))
         names = {"quality": "The quality evaluation", "fairness": "The fairness experiment", "model": "The generator"}
         found: dict[str, list[str]] = {}
         for key, what, recorded, given in claims:
@@ -306,14 +285,14 @@ class _Builder:
     def counterfactual_section(self, variations: Mapping[str, Sequence[str]]) -> page.Section:
         title = "One mask, different prompts"
         i = self.inputs
-        if i.model is None or i.model_info is None:
+        if i.generator is None:
             return page.Section("counterfactuals", title, page.missing(
                 "No generator model was given (--model): the counterfactual row needs it to draw images."))
         if not variations:
             return page.Section("counterfactuals", title, page.missing(
                 "The counterfactual row was turned off (no attribute values to draw the mask as)."))
-        schema = PromptSchema.from_dict(i.model_info["prompt_schema"]) if i.model_info.get("prompt_schema") \
-            else DEFAULT_SCHEMA
+        card = i.generator.card
+        schema = PromptSchema.from_dict(card["prompt_schema"]) if card.get("prompt_schema") else DEFAULT_SCHEMA
         binned = with_cells(i.train, schema)
         # Attributes the cohort never records (sex and age in ACDC) are neither in the prompts
         # nor varied; the others must all be known in the record whose mask is drawn.
@@ -327,7 +306,7 @@ class _Builder:
         # One fixed record: the same seed gives the same mask, prompts and images every time.
         index = complete.index[np.random.default_rng(self.seed).integers(len(complete))]
         source = load_record(i.real, i.train.loc[index].to_dict())
-        size = int(i.model_info["size"])
+        size = int(card["size"])
         if source.mask.shape[-1] != size:
             return page.Section("counterfactuals", title, page.missing(
                 f"The model draws {size} px pairs but {i.real} holds {source.mask.shape[-1]} px records."))
@@ -339,13 +318,12 @@ class _Builder:
                 columns += [(f"{attribute}: {v}", prompt_from_attributes({**base, attribute: v}, schema))
                             for v in values]
         prompts = [p for _, p in columns]
-        generator = TrainedGenerator(i.model)
-        images = generator.sample(np.repeat(source.mask[None], len(prompts), axis=0), prompts,
+        images = i.generator.draw(np.repeat(source.mask[None], len(prompts), axis=0), prompts,
                                   [self.seed] * len(prompts))
         body = self._figure("counterfactuals.png", figures.counterfactual_grid(source, images, [t for t, _ in columns]),
                             "one mask drawn under different prompts",
                             f"The mask pair of real training record {source.record_id} drawn with each prompt below, "
-                            f"seed {self.seed} for every image, {generator.defaults.describe()}: only the "
+                            f"seed {self.seed} for every image, {i.generator.sampling}: only the "
                             "prompt differs between columns.")
         body += page.table(tables.Table("Prompts, left to right", ["column", "prompt"], [list(c) for c in columns]))
         if skipped:
@@ -376,9 +354,9 @@ class _Builder:
         if quality is None or self.inputs.quality_dir is None:
             return page.Section("closest-pairs", title, page.missing(
                 "No quality evaluation was given (--quality): the nearest training images were not searched."))
-        picture = self.inputs.quality_dir / CLOSEST_PAIRS_FILE
+        picture = self.inputs.quality_dir / QualityResult.CLOSEST_PAIRS
         if picture.is_file():
-            body = self._figure(CLOSEST_PAIRS_FILE, picture.read_bytes(), "closest synthetic and training pairs",
+            body = self._figure(QualityResult.CLOSEST_PAIRS, picture.read_bytes(), "closest synthetic and training pairs",
                                 "Each row: a synthetic pair (ED, ES), then its nearest real training pair (ED, ES) "
                                 "in pixel space, nearest first. Shown enlarged, pixel for pixel.", pixelated=True)
         else:
@@ -393,12 +371,12 @@ class _Builder:
             return page.Section("masks", title, page.missing(
                 "No quality evaluation was given (--quality): the synthetic masks were not judged."))
         body = page.table(tables.mask_geometry_table(quality))
-        table = self.inputs.quality_dir / MASK_GEOMETRY_FILE
-        if table.is_file() and quality.get("mask_geometry"):
+        table = self.inputs.quality_dir / QualityResult.MASK_GEOMETRY
+        if table.is_file() and quality.mask_geometry:
             per_mask = pd.read_csv(table)
             biggest = per_mask[per_mask["source"] == "synthetic"]["cell"].value_counts().index[:MAX_HISTOGRAM_CELLS]
             body += self._figure("mask-geometry.png", figures.mask_geometry_histograms(
-                per_mask, list(biggest), quality["mask_geometry"]["measures"]), "mask geometry histograms",
+                per_mask, list(biggest), quality.mask_geometry["measures"]), "mask geometry histograms",
                 "Per cell (the ones with most synthetic records): the synthetic masks' geometry beside real held-out "
                 "masks of the cell and, on a phantom cohort, fresh subjects of the cell (the truth).")
         return page.Section("masks", title, body)
@@ -410,9 +388,8 @@ class _Builder:
             return page.Section("fairness", title, page.missing(
                 "No fairness experiment was given (--fairness, the output of `cardiofair fairness`): "
                 "whether a classifier becomes fairer is not measured here."))
-        data, settings = fairness.get("data") or {}, fairness.get("settings") or {}
+        data, settings, seeds = fairness.data, fairness.settings, fairness.seeds
         test = (data.get("splits") or {}).get("test") or {}
-        seeds = fairness.get("seeds") or []
         body = page.paragraph(
             f"From {self.inputs.source('fairness')}. Classifiers detect {self.positive} against healthy on real "
             f"test subjects ({test.get('subjects', '?')} subjects, {test.get('positives', '?')} positive); "
@@ -431,7 +408,7 @@ class _Builder:
         for grouping, reason in (data.get("skipped_groupings") or {}).items():
             body += page.paragraph(f"Left out: {grouping} ({reason}); its groups have no test subjects to compare.",
                                    "note")
-        reference = fairness["arms"].get(fairness.get("reference_arm", "real"), next(iter(fairness["arms"].values())))
+        reference = fairness.reference()
         interval = "95% bootstrap interval over test subjects of the mean over repeats"
         for metric in BAR_METRICS if reference["attributes"] else ():
             # Arms at other doses have their own figure below; the bars compare the arms at the plan's counts.
@@ -447,16 +424,16 @@ class _Builder:
         for note in too_small_notes(reference["attributes"]):
             body += page.paragraph(note + ".", "note")
         body += page.table(tables.gap_table(fairness))
-        if fairness.get("comparisons"):
+        if fairness.comparisons:
             body += page.table(tables.comparison_table(fairness))
         else:
             body += page.missing("Only the reference arm was run: there is nothing to compare it with.")
-        if fairness.get("oracle_shares"):
-            first, *arms = oracle_share_lines(fairness["oracle_shares"])
+        if fairness.oracle_shares:
+            first, *arms = oracle_share_lines(fairness.oracle_shares)
             body += page.paragraph(first + " " + "; ".join(line.strip() for line in arms) + ".")
         doses = tables.dose_series(fairness)
         if len(doses):
-            measure = (fairness.get("oracle_shares") or {}).get("measure", "the TPR gap")
+            measure = fairness.oracle_shares.get("measure", "the TPR gap")
             body += self._figure("dose_response.png", figures.dose_response(doses, measure), "Dose-response",
                                  f"Paired change of {measure} against real, for each arm at each dose (multiples "
                                  "of the planned records per cell); error bars: 95% t-interval over seeds. New "
@@ -464,7 +441,7 @@ class _Builder:
                                  "(oversample) stop.")
         training = [[arm, str(len(tree.get("training", []))),
                      ", ".join(sorted({str(run.get("n_synthetic", 0)) for run in tree.get("training", [])}))]
-                    for arm, tree in fairness["arms"].items()]
+                    for arm, tree in fairness.arms.items()]
         body += page.table(tables.Table(f"Arms (classifier preset {(settings.get('classifier') or {}).get('preset')})",
                                         ["arm", "repeats", "synthetic training records"], training))
         return page.Section("fairness", title, body)
@@ -482,10 +459,8 @@ class _Builder:
     def cards(self, licence: str | None) -> tuple[str, str]:
         """The model card and the datasheet, in Markdown."""
         i = self.inputs
-        parameters = _parameter_counts(i.model) if i.model is not None else {}
         checks = self._mismatches().get("quality", [])
-        model_card = cards.model_card(i.model, i.model_info, weights_hash=model_hash(i.model) if i.model else None,
-                                      parameters=parameters, datasets=i.datasets, quality=i.quality,
+        model_card = cards.model_card(i.generator, datasets=i.datasets, quality=i.quality,
                                       quality_source=i.source("quality"), checks=checks)
         image_size = None
         if i.synthetic is not None and i.synthetic_rows is not None:
@@ -519,40 +494,3 @@ def _nested_table(data: Mapping[str, Any]) -> str:
 
     rows = "".join(f"<tr><th>{page.escape(key)}</th><td>{value(item)}</td></tr>" for key, item in data.items())
     return f"<table><tbody>{rows}</tbody></table>"
-
-
-def _parameter_counts(model_dir: Path) -> dict[str, int]:
-    """Parameters per component, read from the safetensors headers (no weights loaded)."""
-    counts = {}
-    for path in sorted(model_dir.glob("*/*.safetensors")):
-        with safe_open(str(path), framework="numpy") as weights:
-            total = sum(int(np.prod(weights.get_slice(name).get_shape())) for name in weights.keys())
-        counts[path.parent.name] = counts.get(path.parent.name, 0) + total
-    return counts
-
-
-def run(settings: ReportSettings, *, real: str | os.PathLike, out: str | os.PathLike,
-        synthetic: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
-        quality: str | os.PathLike | None = None, fairness: str | os.PathLike | None = None,
-        plan: str | os.PathLike | None = None, metadata: str | os.PathLike | None = None,
-        overwrite: bool = False) -> Path:
-    """`cardiofair report`: :func:`write_report` with the stage's paths and settings."""
-    quiet_model_loading()
-    try:
-        text = Path(metadata).read_text() if metadata else None
-    except OSError as error:
-        raise ReportError(f"--metadata {metadata} cannot be read: {error}") from None
-    try:
-        run_metadata = None if text is None else json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ReportError(f"--metadata {metadata} is not valid JSON: {error}") from None
-    return write_report(out, real=real, synthetic=synthetic, model=model, quality=quality, fairness=fairness,
-                        plan=plan, metadata=run_metadata, licence=settings.licence,
-                        counterfactual_prompts=COUNTERFACTUALS if settings.counterfactuals else {}, seed=settings.seed,
-                        overwrite=overwrite)
-
-
-def summary(page: Path, paths: Any) -> str:
-    """What the report wrote."""
-    out = Path(paths["out"])
-    return f"wrote {page}, {out / 'model_card.md'}, {out / 'datasheet.md'} and {out / 'figures'}"

@@ -7,12 +7,13 @@ be used for. A missing input is written as missing, never left out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
-from cardiofair.diffusion.presets import SamplerSettings, guide_step
 from cardiofair.report.tables import (
     Table,
     mask_fidelity_table,
@@ -23,6 +24,7 @@ from cardiofair.report.tables import (
     realism_table,
     synthetic_cells_table,
 )
+from cardiofair.results import QualityResult
 
 NOT_GIVEN = "not given"
 
@@ -46,7 +48,25 @@ def _facts(rows: Sequence[tuple[str, Any]]) -> str:
     return markdown_table(Table("", ["", ""], [[name, str(value)] for name, value in rows]))
 
 
-def quality_markdown(quality: Mapping[str, Any] | None, source: str, checks: Sequence[str] = ()) -> str:
+@dataclass(frozen=True)
+class GeneratorFacts:
+    """What the report shows of a trained generator and how it draws the counterfactual row.
+    The report stage reads them from the model folder; the report itself loads no model."""
+
+    folder: Path
+    # The model's cardiofair.json: its preset, size, prompt schema, training and sampling.
+    card: Mapping[str, Any]
+    weights_hash: str
+    parameters: Mapping[str, int]
+    # The default sampling, described in words.
+    sampling: str
+    # The training step whose averaged weights are the guide for autoguidance (None: no guide).
+    guide_step: int | None
+    # Images (N, 2, H, W) of mask pairs under prompts, one seed each.
+    draw: Callable[[np.ndarray, Sequence[str], Sequence[int]], np.ndarray]
+
+
+def quality_markdown(quality: QualityResult | None, source: str, checks: Sequence[str] = ()) -> str:
     """The four quality tables of ``synthetic_quality.json``, or a line saying there are none;
     ``checks`` are warnings printed first (e.g. the evaluation was made from other data)."""
     if quality is None:
@@ -56,12 +76,11 @@ def quality_markdown(quality: Mapping[str, Any] | None, source: str, checks: Seq
         "\n".join(markdown_table(t(quality)) for t in tables)
 
 
-def _guide(settings: Mapping[str, Any], training: Mapping[str, Any]) -> str:
+def _guide(generator: GeneratorFacts, settings: Mapping[str, Any], training: Mapping[str, Any]) -> str:
     """Which weights the model keeps as its guide for autoguidance."""
-    share, total = settings.get("guide_at"), settings.get("max_steps")
-    if share is None or not total:
+    share, total, step = settings.get("guide_at"), settings.get("max_steps"), generator.guide_step
+    if share is None or not total or step is None:
         return "none"
-    step = guide_step(share, int(total))
     if int(training.get("steps") or 0) < step:
         return f"none (training stopped before step {step})"
     return f"its averaged weights after step {step} of {total} ({share:.0%} of training)"
@@ -76,32 +95,31 @@ def _architecture(info: Mapping[str, Any]) -> str:
             "from scratch on a word-level tokenizer; nothing pretrained")
 
 
-def model_card(model_dir: Path | None, info: Mapping[str, Any] | None, *, weights_hash: str | None,
-               parameters: Mapping[str, int], datasets: Sequence[str], quality: Mapping[str, Any] | None,
+def model_card(generator: GeneratorFacts | None, *, datasets: Sequence[str], quality: QualityResult | None,
                quality_source: str, checks: Sequence[str] = ()) -> str:
     """The generator's model card: what it is, what it learned from, how it did, what not to use it for."""
-    if model_dir is None or info is None:
+    if generator is None:
         return ("# Model card: cardiofair generator\n\nNo model was given to the report: there is no generator to "
                 "describe. Pass the trained model folder (`--model`).\n")
+    model_dir, info = generator.folder, generator.card
     training = info.get("training") or {}
     settings = training.get("settings") or {}
-    sampling = info.get("sampling") or {}
     schema = info.get("prompt_schema") or {}
     size = info.get("size")
     facts = [
         ("model folder", model_dir),
-        ("weights hash (sha256 of the safetensors, first 16 hex)", weights_hash or NOT_GIVEN),
+        ("weights hash (sha256 of the safetensors, first 16 hex)", generator.weights_hash),
         ("made by", f"cardiofair {info.get('cardiofair_version', '?')}"),
         ("family / preset", f"{info.get('family', 'embedded')} / {info.get('preset', '?')}"),
         ("architecture", _architecture(info)),
-        ("parameters", ", ".join(f"{name} {count:,}" for name, count in parameters.items()) or NOT_GIVEN),
+        ("parameters", ", ".join(f"{name} {count:,}" for name, count in generator.parameters.items()) or NOT_GIVEN),
         ("output", f"{info.get('image_channels', 2)} channels ({', '.join(info.get('channel_names', ['ED', 'ES']))}), "
                    f"{size} x {size} px, intensities in [0, 1]"),
         ("mask conditioning", f"{info.get('condition_mode', '?')} (labels 1 LV blood pool, 2 LV myocardium, "
                               "3 RV blood pool)"),
         ("prompt attributes", f"{', '.join(schema.get('attributes', []))} (age in {schema.get('age_bin_width', 10)}-year "
                               "bins), e.g. \"Female, age in 60s, normal BMI, heart failure\""),
-        ("default sampling", SamplerSettings(**sampling).describe() if sampling else NOT_GIVEN),
+        ("default sampling", generator.sampling or NOT_GIVEN),
     ]
     trained = [
         ("training dataset", training.get("dataset", NOT_GIVEN)),
@@ -119,7 +137,7 @@ def model_card(model_dir: Path | None, info: Mapping[str, Any] | None, *, weight
                                                                    f"{settings.get('balance_cap')}"),
         ("training timesteps / min-SNR gamma", f"from {settings.get('min_timestep', 0)} on / "
                                                f"{settings.get('min_snr_gamma')}"),
-        ("guide for autoguidance", _guide(settings, training)),
+        ("guide for autoguidance", _guide(generator, settings, training)),
         ("seed", settings.get("seed", NOT_GIVEN)),
     ]
     cells = pd.DataFrame(info.get("training_cells") or [])
@@ -166,7 +184,7 @@ def model_card(model_dir: Path | None, info: Mapping[str, Any] | None, *, weight
 def datasheet(synthetic_dir: Path | None, rows: pd.DataFrame | None, *, image_size: int | None, real_dir: Path,
               real_records: int,
               training_records: int, datasets: Sequence[str], plan: pd.DataFrame | None, plan_source: str,
-              quality: Mapping[str, Any] | None, quality_source: str, licence: str | None,
+              quality: QualityResult | None, quality_source: str, licence: str | None,
               checks: Sequence[str] = ()) -> str:
     """The synthetic dataset's datasheet, marked SYNTHETIC: composition, how it was made, the
     source cohort and its licence, quality and privacy, and its proper uses."""

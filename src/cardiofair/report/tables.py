@@ -12,12 +12,13 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from cardiofair.data.records import LABELS
+from cardiofair.data.records import LABELS, STRUCTURES
+from cardiofair.results import FairnessResult, QualityResult
 from cardiofair.settings import arm_dose
 
 MISSING = "n/a"
 # Dice keys of synthetic_quality.json (``ED_LV``) spelled out with the project's label names.
-STRUCTURES = {"LV": LABELS[1], "MYO": LABELS[2], "RV": LABELS[3]}
+STRUCTURE_NAMES = {short: LABELS[label] for label, short in STRUCTURES.items()}
 # Gap measures shown on the page; the ratios and the rest stay in the fairness run's gaps.csv.
 GAP_MEASURES = {
     "equalized_odds_difference": "equalized odds difference",
@@ -70,7 +71,7 @@ def with_interval(entry: Mapping[str, Any] | None, key: str = "bootstrap_interva
 def structure_name(key: str) -> str:
     """``ED_MYO`` -> ``ED LV myocardium``."""
     frame, _, structure = key.partition("_")
-    return f"{frame} {STRUCTURES.get(structure, structure)}"
+    return f"{frame} {STRUCTURE_NAMES.get(structure, structure)}"
 
 
 # --- cohort -------------------------------------------------------------------------------------
@@ -95,18 +96,19 @@ def prevalence_grid(binned: pd.DataFrame, positive: str | Sequence[str], rows: s
 # --- synthetic quality (synthetic_quality.json) -------------------------------------------------
 
 
-def _pair(scope: Mapping[str, Any], key: str, inner: str | None = None) -> tuple[Any, Any]:
+def synthetic_and_reference(scope: Mapping[str, Any], key: str, inner: str | None = None) -> tuple[Any, Any]:
+    """A measure's ``synthetic`` figure and its ``real_reference`` in a quality scope (None where missing)."""
     value = scope.get(key) or {}
     if inner is not None:
         value = value.get(inner) or {}
     return value.get("synthetic"), value.get("real_reference")
 
 
-def realism_table(quality: Mapping[str, Any]) -> Table:
+def realism_table(quality: QualityResult) -> Table:
     """Distances to the real training set: synthetic beside real held-out at the same size."""
-    scope = quality["realism"]["overall"]
+    scope = quality.realism["overall"]
     caption = ("Realism: distance of each set to the real training set in the evaluator's feature space "
-               f"({quality['realism'].get('feature_space', 'feature space not recorded')}). Lower is closer.")
+               f"({quality.realism.get('feature_space', 'feature space not recorded')}). Lower is closer.")
     header = ["measure", "synthetic vs real train", "reference: real held-out (val + test) vs real train"]
     if scope.get("status") != "ok":
         return Table(caption, header, [], [f"Not measured: {scope.get('status')}"])
@@ -114,14 +116,14 @@ def realism_table(quality: Mapping[str, Any]) -> Table:
 
     def spread(key: str, scale: float = 1.0) -> list[str]:
         return [number(v, scale=scale) if s is None else f"{number(v, scale=scale)} +/- {number(s, scale=scale)}"
-                for v, s in zip(_pair(scope, key), _pair(scope, f"{key}_std"))]
+                for v, s in zip(synthetic_and_reference(scope, key), synthetic_and_reference(scope, f"{key}_std"))]
 
     draws = f"mean +/- s.d. over {scope['fd_draws']} draws of the compared images" if scope.get("fd_draws") else ""
     rows = [
         [f"FD-cardiofair (n={n} per set{', ' + draws if draws else ''})", *spread("fd")],
         ["FD-cardiofair, image + mask geometry", *spread("fd_image_mask")],
         ["KD-cardiofair x 1000 (+/- s.d. over subsets)", *spread("kd", 1000.0)],
-        ["MS-SSIM within the set (lower = more diverse)", *map(number, _pair(scope, "ms_ssim"))],
+        ["MS-SSIM within the set (lower = more diverse)", *map(number, synthetic_and_reference(scope, "ms_ssim"))],
     ]
     notes = []
     if scope.get("matched_by_cell"):
@@ -133,9 +135,9 @@ def realism_table(quality: Mapping[str, Any]) -> Table:
     return Table(caption, header, rows, notes)
 
 
-def mask_fidelity_table(quality: Mapping[str, Any]) -> Table:
+def mask_fidelity_table(quality: QualityResult) -> Table:
     """Dice of the in-project segmenter against the conditioning mask, per frame and structure."""
-    scope = quality["mask_fidelity"]["overall"]
+    scope = quality.mask_fidelity["overall"]
     floor = scope.get("shuffled_mask_floor") or {}
     caption = (f"Mask fidelity: Dice between the segmenter's output and the mask (higher is better); synthetic "
                f"n={scope.get('n_synthetic')}, real test n={scope.get('n_real_test')}.")
@@ -148,9 +150,9 @@ def mask_fidelity_table(quality: Mapping[str, Any]) -> Table:
     return Table(caption, header, rows, notes + ([scope["note"]] if scope.get("note") else []))
 
 
-def prompt_fidelity_table(quality: Mapping[str, Any]) -> Table:
+def prompt_fidelity_table(quality: QualityResult) -> Table:
     """Balanced accuracy of the attribute classifiers: prompted attribute vs recorded attribute."""
-    scope = quality["prompt_fidelity"]["overall"]
+    scope = quality.prompt_fidelity["overall"]
     chance = scope.get("chance") or {}
     caption = (f"Prompt fidelity: balanced accuracy of the in-project attribute classifier at reading each "
                f"attribute back from the image; synthetic n={scope.get('n_synthetic')}; reference: "
@@ -173,9 +175,9 @@ def prompt_fidelity_table(quality: Mapping[str, Any]) -> Table:
     return Table(caption, header, rows, notes)
 
 
-def prompt_effects_table(quality: Mapping[str, Any]) -> Table:
+def prompt_effects_table(quality: QualityResult) -> Table:
     """How far changing one word of the prompt moves the judge, beside changing the real cues."""
-    effects = quality.get("prompt_effects") or {}
+    effects = quality.prompt_effects
     caption = (f"Prompt effects: {effects.get('pairs', 'no')} real test masks, each drawn with one seed under two "
                "prompts that differ in one attribute only, read by the attribute classifier; reference: the same "
                "real phantom subjects drawn with the cues of both values outside the heart (same heart, mask, pose "
@@ -200,9 +202,9 @@ def prompt_effects_table(quality: Mapping[str, Any]) -> Table:
     return Table(caption, header, rows, notes)
 
 
-def privacy_table(quality: Mapping[str, Any]) -> Table:
+def privacy_table(quality: QualityResult) -> Table:
     """Copy rates and nearest-neighbour distances to the training set, beside real validation."""
-    privacy = quality["privacy"]
+    privacy = quality.privacy
     scope, thresholds = privacy["overall"], privacy.get("threshold") or {}
     caption = (f"Privacy: nearest real training image of each synthetic image (n={scope.get('n_synthetic')}) and of "
                f"each real validation image (n={scope.get('n_real_val')}, the reference: real patients who are not "
@@ -215,9 +217,9 @@ def privacy_table(quality: Mapping[str, Any]) -> Table:
         threshold = thresholds.get(space, {})
         rows.append([f"copy rate, {space} space (threshold {number(threshold.get('value'))}, the "
                      f"{number(threshold.get('percentile'), 0)}th percentile of {threshold.get('of', 'n/a')})",
-                     *map(percent, _pair(scope, "copy_rate", space))])
+                     *map(percent, synthetic_and_reference(scope, "copy_rate", space))])
         rows.append([f"median nearest-neighbour distance, {space} space",
-                     *map(number, _pair(scope, "median_nn_distance", space))])
+                     *map(number, synthetic_and_reference(scope, "median_nn_distance", space))])
     notes = []
     if "median_distance_to_mask_source" in scope:
         notes.append(f"Median pixel distance of a synthetic image to the training image whose mask it was drawn on: "
@@ -228,9 +230,9 @@ def privacy_table(quality: Mapping[str, Any]) -> Table:
     return Table(caption, header, rows, notes + ([scope["note"]] if scope.get("note") else []))
 
 
-def evaluator_table(quality: Mapping[str, Any]) -> Table:
+def evaluator_table(quality: QualityResult) -> Table:
     """How well the in-project evaluators do on real validation images: the ceiling of every figure."""
-    validation = (quality.get("evaluators") or {}).get("validation") or {}
+    validation = quality.evaluators.get("validation") or {}
     rows = [[f"Dice, {structure_name(key[len('dice_'):])}" if key.startswith("dice_")
              else key.replace("balanced_accuracy_", "balanced accuracy, "), number(value)]
             for key, value in validation.items()]
@@ -238,9 +240,9 @@ def evaluator_table(quality: Mapping[str, Any]) -> Table:
                  ["evaluator figure", "real val"], rows)
 
 
-def closest_pairs_table(quality: Mapping[str, Any]) -> Table:
+def closest_pairs_table(quality: QualityResult) -> Table:
     """The synthetic images nearest to a training image, with their pixel distances."""
-    privacy = quality["privacy"]
+    privacy = quality.privacy
     threshold = (privacy.get("threshold") or {}).get("pixel", {}).get("value")
     rows = [[str(p.get("synthetic")), str(p.get("nearest_training_record")), number(p.get("pixel_distance")),
              "yes" if p.get("flagged_as_copy") else "no"] for p in privacy.get("closest_pairs") or []]
@@ -249,10 +251,10 @@ def closest_pairs_table(quality: Mapping[str, Any]) -> Table:
                  rows)
 
 
-def cells_table(quality: Mapping[str, Any]) -> Table:
+def cells_table(quality: QualityResult) -> Table:
     """Per planned cell: realism, mask fidelity and copy rate, each with its reference."""
-    attributes = quality.get("cell_attributes") or []
-    realism, masks, privacy = (quality[s]["cells"] for s in ("realism", "mask_fidelity", "privacy"))
+    attributes = quality.cell_attributes
+    realism, masks, privacy = (getattr(quality, s)["cells"] for s in ("realism", "mask_fidelity", "privacy"))
     rows = []
     for cell in realism:
         fd = realism[cell]
@@ -261,18 +263,18 @@ def cells_table(quality: Mapping[str, Any]) -> Table:
         mean_dice = [_mean(dice.get("synthetic")), _mean(dice.get("real_reference"))]
         notes = _shortfalls([s for s in (fd.get("status"), dice.get("note"), copy.get("note")) if s and s != "ok"])
         rows.append([cell.replace("|", ", "), str(fd.get("n_synthetic", dice.get("n_synthetic", MISSING))),
-                     " / ".join(map(number, _pair(fd, "fd"))), " / ".join(map(number, mean_dice)),
-                     " / ".join(map(percent, _pair(copy, "copy_rate", "pixel"))), notes])
+                     " / ".join(map(number, synthetic_and_reference(fd, "fd"))), " / ".join(map(number, mean_dice)),
+                     " / ".join(map(percent, synthetic_and_reference(copy, "copy_rate", "pixel"))), notes])
     return Table(f"Per synthetic cell ({', '.join(attributes)}): synthetic / real reference (the per-cell CSV files "
                  "of the evaluation hold every figure)",
                  ["cell", "synthetic images", "FD-cardiofair", "mean Dice (6 structures)", "copy rate (pixel)", "notes"],
                  rows)
 
 
-def mask_geometry_table(quality: Mapping[str, Any]) -> Table:
+def mask_geometry_table(quality: QualityResult) -> Table:
     """The synthetic masks per cell: validity, geometry distance to real held-out masks and (on a
     phantom) to fresh subjects of the cell, beside the distance between two real samples."""
-    masks = quality.get("mask_geometry")
+    masks = quality.mask_geometry
     if not masks:
         return Table("Synthetic masks: not measured (this evaluation predates the mask measures).", [], [])
     validity, novelty = masks["validity"], masks["novelty"]
@@ -284,7 +286,7 @@ def mask_geometry_table(quality: Mapping[str, Any]) -> Table:
         truth = scope.get("distance_to_phantom_truth") or {}
         near = scope.get("median_nearest_training_distance") or {}
         rows.append([cell.replace("|", ", "), str(scope["n_synthetic"]), percent(scope["valid_share"]),
-                     " / ".join(map(number, _pair(scope, "distance_to_real_held_out"))) +
+                     " / ".join(map(number, synthetic_and_reference(scope, "distance_to_real_held_out"))) +
                      f" ({scope['n_real_held_out']} held-out, {scope['n_real_train']} train)",
                      " / ".join(map(number, (truth.get("synthetic"), truth.get("real_reference")))) if truth else MISSING,
                      number(truth.get("ratio"), 2) if truth else MISSING,
@@ -330,22 +332,22 @@ def _mean(values: Mapping[str, float] | None) -> float | None:
 # --- fairness (fairness.json) -------------------------------------------------------------------
 
 
-def overall_fairness_table(fairness: Mapping[str, Any]) -> Table:
+def overall_fairness_table(fairness: FairnessResult) -> Table:
     """Each arm's overall test metrics, mean over repeats with the test-set bootstrap interval."""
     rows = [[arm, *(with_interval(tree["overall"].get(m)) for m in OVERALL_MEASURES)]
-            for arm, tree in fairness["arms"].items()]
+            for arm, tree in fairness.arms.items()]
     return Table("Overall test-set metrics per arm: mean over repeats [95% bootstrap interval over test subjects]",
                  ["arm", *OVERALL_MEASURES.values()], rows)
 
 
-def gap_table(fairness: Mapping[str, Any]) -> Table:
+def gap_table(fairness: FairnessResult) -> Table:
     """Fairness gaps per attribute (rows) and arm (columns)."""
-    arms = list(fairness["arms"])
-    reference = fairness["arms"][fairness.get("reference_arm", arms[0])]
+    arms = list(fairness.arms)
+    reference = fairness.arms[fairness.reference_arm]
     rows = []
     for attribute in reference["attributes"]:
         for measure, label in GAP_MEASURES.items():
-            entries = [fairness["arms"][arm]["attributes"].get(attribute, {}).get("gaps", {}).get(measure)
+            entries = [fairness.arms[arm]["attributes"].get(attribute, {}).get("gaps", {}).get(measure)
                        for arm in arms]
             rows.append([attribute, label, *(with_interval(e) for e in entries)])
     return Table("Fairness gaps by attribute: mean over repeats [95% bootstrap interval over test subjects]; "
@@ -353,13 +355,13 @@ def gap_table(fairness: Mapping[str, Any]) -> Table:
                  ["attribute", "measure", *arms], rows)
 
 
-def comparison_table(fairness: Mapping[str, Any]) -> Table:
+def comparison_table(fairness: FairnessResult) -> Table:
     """Each arm's paired difference against the reference arm over the same seeds."""
-    reference_arm = fairness.get("reference_arm", "real")
-    comparisons = fairness.get("comparisons") or {}
+    reference_arm = fairness.reference_arm
+    comparisons = fairness.comparisons
     arms = list(comparisons)
     paths = [("overall", m, OVERALL_MEASURES[m]) for m in ("balanced_accuracy", "roc_auc")]
-    attributes = fairness["arms"][reference_arm]["attributes"] if reference_arm in fairness["arms"] else {}
+    attributes = fairness.arms[reference_arm]["attributes"] if reference_arm in fairness.arms else {}
     paths += [(a, m, label) for a in attributes for m, label in GAP_MEASURES.items()]
 
     def entry(arm: str, attribute: str, measure: str) -> Mapping[str, Any] | None:
@@ -385,11 +387,11 @@ def comparison_table(fairness: Mapping[str, Any]) -> Table:
                  [f"note {number}: {reason}" for reason, number in reasons.items()])
 
 
-def group_series(fairness: Mapping[str, Any], attribute: str, metric: str) -> pd.DataFrame:
+def group_series(fairness: FairnessResult, attribute: str, metric: str) -> pd.DataFrame:
     """Per arm and group of one attribute: mean, bootstrap interval, test count and positives,
     and the reason where the metric is undefined (the bar charts' data)."""
     rows = []
-    for arm, tree in fairness["arms"].items():
+    for arm, tree in fairness.arms.items():
         for group, measures in tree["attributes"].get(attribute, {}).get("groups", {}).items():
             entry = measures.get(metric) or {}
             low, high = (entry.get("bootstrap_interval") or [None, None])[:2]
@@ -399,18 +401,18 @@ def group_series(fairness: Mapping[str, Any], attribute: str, metric: str) -> pd
     return pd.DataFrame(rows, columns=["arm", "group", "mean", "low", "high", "count", "positives", "reason"])
 
 
-def dose_series(fairness: Mapping[str, Any]) -> pd.DataFrame:
+def dose_series(fairness: FairnessResult) -> pd.DataFrame:
     """The dose-response figure's data: per dosed arm and dose, the paired change of the main gap
     (``oracle_shares``' measure, else the threshold attribute's first non-reference group's TPR
     gap) against ``real`` with its t-interval over seeds; dose 0 is ``real`` itself (no change).
     Empty when no arm ran at a dose other than 1."""
-    comparisons = fairness.get("comparisons") or {}
+    comparisons = fairness.comparisons
     if not any(arm_dose(arm)[1] != 1.0 for arm in comparisons):
         return pd.DataFrame(columns=["arm", "dose", "difference", "low", "high"])
-    path = (fairness.get("oracle_shares") or {}).get("path")
+    path = fairness.oracle_shares.get("path")
     if path is None:
-        power = ((fairness.get("data") or {}).get("test_set") or {}).get("power") or {}
-        path = ["attributes", fairness["settings"]["threshold_attribute"], "groups", power.get("group"),
+        power = (fairness.data.get("test_set") or {}).get("power") or {}
+        path = ["attributes", fairness.settings["threshold_attribute"], "groups", power.get("group"),
                 "true_positive_rate_vs_reference"]
     dosed = {arm_dose(arm)[0] for arm in comparisons if arm_dose(arm)[1] != 1.0}
     rows = [{"arm": arm, "dose": 0.0, "difference": 0.0, "low": 0.0, "high": 0.0} for arm in sorted(dosed)]
@@ -486,21 +488,21 @@ FAR_DISTANCE_RATIO = 3.0
 FAR_DICE_SHARE = 0.8
 
 
-def quality_verdict(quality: Mapping[str, Any]) -> list[str]:
+def quality_verdict(quality: QualityResult) -> list[str]:
     """Plain sentences on how far the synthetic images are from real ones, for the top of the
     report: a distance many times its real reference, mask fidelity well below it, or too few
     images to tell. Empty when the evaluation shows none of these."""
     sentences = []
-    realism = quality["realism"]["overall"]
+    realism = quality.realism["overall"]
     if realism.get("status") != "ok":
         sentences.append(f"Realism was not measured: {realism.get('status')}.")
     else:
-        synthetic, reference = _pair(realism, "fd")
+        synthetic, reference = synthetic_and_reference(realism, "fd")
         if synthetic is not None and reference and synthetic > FAR_DISTANCE_RATIO * reference:
             sentences.append(f"FD-cardiofair of the synthetic images is {synthetic / reference:.1f} times that of real "
                              f"held-out images ({number(synthetic)} against {number(reference)}): they are told apart "
                              "from real images easily.")
-    masks = quality["mask_fidelity"]["overall"]
+    masks = quality.mask_fidelity["overall"]
     low = [f"{structure_name(key)} {number(value)} (real {number(masks['real_reference'][key])})"
            for key, value in (masks.get("synthetic") or {}).items()
            if value is not None and (masks.get("real_reference") or {}).get(key)

@@ -2,10 +2,14 @@
 writes, and the module that runs it.
 
 A stage's name is also its command (``cardiofair plan``), its section of a study file
-(``plan:``), its folder under ``runs/<name>/`` and the last word of its module
-(:mod:`cardiofair.plan`). Every stage module has ``run(settings, *, <paths>, overwrite, ...)``;
-the command line and ``cardiofair run`` both call it through :meth:`Stage.run`, and
-:meth:`Stage.command_line` writes the command that does the same by hand.
+(``plan:``), its folder under ``runs/<name>/`` and its module here (:mod:`cardiofair.stages.plan`).
+Every stage module has ``run(settings, *, <paths>, overwrite, ...)`` returning its ``Result``
+and ``summary(result, paths)``; the command line and ``cardiofair run`` both call them through
+:meth:`Stage.run` and :meth:`Stage.summary`, and :meth:`Stage.command_line` writes the command
+that does the same by hand.
+
+The stages sit on top: they use the library packages (``data``, ``diffusion``, ``masks``,
+``metrics``, ``downstream``, ``report``), which never import a stage.
 
 Pure Python: modules are imported only when a stage runs.
 """
@@ -87,26 +91,26 @@ class Stage:
 _REAL = PathArgument("real", "the real prepared dataset (split with `cardiofair split`)")
 _OUT_DATASET = PathArgument("out", "output dataset directory")
 
-PREPARE = Stage("prepare", PrepareSettings, "cardiofair.data.prepare", (_OUT_DATASET,))
-SPLIT = Stage("split", SplitSettings, "cardiofair.data.split",
+PREPARE = Stage("prepare", PrepareSettings, "cardiofair.stages.prepare", (_OUT_DATASET,))
+SPLIT = Stage("split", SplitSettings, "cardiofair.stages.split",
               (PathArgument("dataset", "prepared real dataset; gets a split column", positional=True),), quiet=False)
-TRAIN = Stage("train", TrainOptions, "cardiofair.diffusion.train",
+TRAIN = Stage("train", TrainOptions, "cardiofair.stages.train",
               (PathArgument("dataset", "prepared dataset directory (its training split)", positional=True),
                PathArgument("out", "model directory to write")), resumes="on request")
-MASKS = Stage("masks", MaskSettings, "cardiofair.masks",
+MASKS = Stage("masks", MaskSettings, "cardiofair.stages.masks",
               (PathArgument("dataset", "prepared dataset directory (its training split)", positional=True),
                PathArgument("out", "mask generator directory to write")))
-PLAN = Stage("plan", PlanSettings, "cardiofair.plan",
+PLAN = Stage("plan", PlanSettings, "cardiofair.stages.plan",
              (PathArgument("dataset", "prepared real dataset (its training split)", positional=True),
               PathArgument("out", "plan CSV to write")), quiet=False)
-GENERATE = Stage("generate", GenerateSettings, "cardiofair.generate",
+GENERATE = Stage("generate", GenerateSettings, "cardiofair.stages.generate",
                  (PathArgument("model", "trained model directory"),
                   PathArgument("dataset", "the prepared real dataset the plan was made from"),
                   PathArgument("plan", "plan CSV"), PathArgument("out", "synthetic dataset directory"),
                   PathArgument("masks", "the mask generator (`cardiofair masks`), for cells whose mask policy is "
                                "synthesized", optional=True)),
                  resumes="always")
-QUALITY = Stage("quality", QualitySettings, "cardiofair.metrics.quality",
+QUALITY = Stage("quality", QualitySettings, "cardiofair.stages.quality",
                 (_REAL, PathArgument("synthetic", "a generated dataset (`cardiofair generate`)"),
                  PathArgument("out", "output directory"),
                  PathArgument("evaluators", "evaluator cache directory; evaluators are kept in a folder named by a "
@@ -115,13 +119,13 @@ QUALITY = Stage("quality", QualitySettings, "cardiofair.metrics.quality",
                  PathArgument("model", "the trained generator (`cardiofair train`): draws real test masks under prompts "
                               "that differ in one attribute (prompt effects); without it only the phantom's reference "
                               "pairs are measured", optional=True)))
-FAIRNESS = Stage("fairness", FairnessSettings, "cardiofair.downstream.fairness",
+FAIRNESS = Stage("fairness", FairnessSettings, "cardiofair.stages.fairness",
                  (_REAL, PathArgument("synthetic", "a generated dataset (`cardiofair generate`) for the real+synthetic "
                                       "and synthetic arms, and whose per-cell counts oversample copies", optional=True),
                   PathArgument("plan", "without --synthetic: the plan CSV whose counts oversample copies (default: "
                                "`cardiofair plan`'s default settings on the training split)", optional=True),
                   PathArgument("out", "output directory")))
-REPORT = Stage("report", ReportSettings, "cardiofair.report",
+REPORT = Stage("report", ReportSettings, "cardiofair.stages.report",
                (_REAL, PathArgument("synthetic", "the generated dataset (`cardiofair generate`)", optional=True),
                 PathArgument("model", "the trained generator (`cardiofair train`); draws the counterfactual row",
                              optional=True),

@@ -1,6 +1,6 @@
 import pytest
 
-from cardiofair.data.diagnoses import (
+from cardiofair.diagnoses import (
     ACDC_GROUPS,
     DIAGNOSES,
     MNMS2_DISEASES,

@@ -1,0 +1,83 @@
+"""`cardiofair report`: the whole study on one page (:func:`cardiofair.report.write_report`).
+
+The stage is where the trained generator is opened: its card, weights hash and parameter counts
+are read here, and the model is loaded only if the page draws its counterfactual row, so that
+the report package itself never imports model code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from safetensors import safe_open
+
+from cardiofair.report import COUNTERFACTUALS, ReportError, write_report
+from cardiofair.report.cards import GeneratorFacts
+from cardiofair.settings import ReportSettings
+
+# The page's path.
+Result = Path
+
+
+def run(settings: ReportSettings, *, real: str | os.PathLike, out: str | os.PathLike,
+        synthetic: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
+        quality: str | os.PathLike | None = None, fairness: str | os.PathLike | None = None,
+        plan: str | os.PathLike | None = None, metadata: str | os.PathLike | None = None,
+        overwrite: bool = False) -> Path:
+    """`cardiofair report`: :func:`write_report` with the stage's paths and settings."""
+    try:
+        text = Path(metadata).read_text() if metadata else None
+    except OSError as error:
+        raise ReportError(f"--metadata {metadata} cannot be read: {error}") from None
+    try:
+        run_metadata = None if text is None else json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportError(f"--metadata {metadata} is not valid JSON: {error}") from None
+    return write_report(out, real=real, synthetic=synthetic, generator=None if model is None else generator_facts(model),
+                        quality=quality, fairness=fairness, plan=plan, metadata=run_metadata, licence=settings.licence,
+                        counterfactual_prompts=COUNTERFACTUALS if settings.counterfactuals else {}, seed=settings.seed,
+                        overwrite=overwrite)
+
+
+def summary(page: Path, paths: Any) -> str:
+    """What the report wrote."""
+    out = Path(paths["out"])
+    return f"wrote {page}, {out / 'model_card.md'}, {out / 'datasheet.md'} and {out / 'figures'}"
+
+
+def generator_facts(model: str | os.PathLike) -> GeneratorFacts:
+    """What the report shows of the trained generator in ``model``; its weights are loaded on
+    the first drawing, not before."""
+    from cardiofair.diffusion import quiet_model_loading
+    from cardiofair.diffusion.presets import SamplerSettings, guide_step
+    from cardiofair.diffusion.sample import TrainedGenerator, model_hash
+
+    quiet_model_loading()
+    folder = Path(model)
+    card = TrainedGenerator.read_card(folder)
+    settings = (card.get("training") or {}).get("settings") or {}
+    share, total = settings.get("guide_at"), settings.get("max_steps")
+    loaded: list[TrainedGenerator] = []
+
+    def draw(masks: np.ndarray, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        if not loaded:
+            loaded.append(TrainedGenerator(folder))
+        return loaded[0].sample(masks, list(prompts), list(seeds))
+
+    return GeneratorFacts(folder, card, model_hash(folder), _parameter_counts(folder),
+                          SamplerSettings(**card["sampling"]).describe() if card.get("sampling") else "",
+                          guide_step(share, int(total)) if share is not None and total else None, draw)
+
+
+def _parameter_counts(model_dir: Path) -> dict[str, int]:
+    """Parameters per component, read from the safetensors headers (no weights loaded)."""
+    counts = {}
+    for path in sorted(model_dir.glob("*/*.safetensors")):
+        with safe_open(str(path), framework="numpy") as weights:
+            total = sum(int(np.prod(weights.get_slice(name).get_shape())) for name in weights.keys())
+        counts[path.parent.name] = counts.get(path.parent.name, 0) + total
+    return counts
