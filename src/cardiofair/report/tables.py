@@ -343,7 +343,7 @@ def overall_fairness_table(fairness: FairnessResult) -> Table:
 def gap_table(fairness: FairnessResult) -> Table:
     """Fairness gaps per attribute (rows) and arm (columns)."""
     arms = list(fairness.arms)
-    reference = fairness.arms[fairness.reference_arm]
+    reference = fairness.reference()
     rows = []
     for attribute in reference["attributes"]:
         for measure, label in GAP_MEASURES.items():
