@@ -16,13 +16,42 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib
 import types
 import typing
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from cardiofair.errors import SettingsError
 
 NONE_WORDS = ("", "none")
+
+
+class Registry(Sequence[str]):
+    """The names of a registry that lives in a module which imports numpy or torch (the arms
+    with their training-set builders, the cohort loaders), read only when a value is checked or
+    the help is shown: the names are declared once, beside what they name, and a study file
+    that does not use them is still checked without numpy."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.module}.{self.name})"
 
 
 def option(default: Any, help: str, *, choices: Sequence[str] | None = None, path: bool = False,
@@ -33,8 +62,10 @@ def option(default: Any, help: str, *, choices: Sequence[str] | None = None, pat
     for a tuple; ``path`` marks an input file or folder (relative paths in a study file are
     relative to the file, and it must exist); ``flags`` replaces the flag spelled from the name.
     """
+    if choices is not None and not isinstance(choices, Registry):
+        choices = tuple(choices)
     return dataclasses.field(default=default, compare=compare, hash=None if compare else False,
-                             metadata={"help": help, "choices": tuple(choices) if choices else None,
+                             metadata={"help": help, "choices": choices,
                                        "path": path, "flags": tuple(flags)})
 
 
@@ -135,16 +166,20 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     explained by the help itself)."""
     for f in options(cls):
         kind, _ = _parts(option_types(cls)[f.name])
-        help_text = f.metadata["help"] + ("" if f.default is None else f" (default {_default_text(f.default)})")
+        choices = f.metadata["choices"]
+        scalar_choices = choices if typing.get_origin(kind) not in (tuple, dict) else None
+        lazy = isinstance(choices, Registry)
+        # argparse lists plain choices in the metavar when the flag is added; a registry's are
+        # listed in the help, which argparse formats only when it is shown.
+        help_text = (f.metadata["help"] + (": one of %(choices)s" if scalar_choices and lazy else "")
+                     + ("" if f.default is None else f" (default {_default_text(f.default)})"))
         names = f.metadata["flags"] or (flag(f.name),)
         if kind is bool:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=help_text)
             continue
-        choices = f.metadata["choices"]
-        scalar_choices = choices if typing.get_origin(kind) not in (tuple, dict) else None
         parser.add_argument(*names, dest=f.name, type=_text_parser(kind, choices), default=f.default,
-                            choices=scalar_choices, metavar=None if scalar_choices else f.name.upper(),
+                            choices=scalar_choices, metavar=None if scalar_choices and not lazy else f.name.upper(),
                             help=help_text)
 
 
