@@ -5,6 +5,7 @@ mirrors from torch-importing modules agree with those modules."""
 import argparse
 import importlib
 import inspect
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,9 @@ import pytest
 
 from cardiofair.cli import build_parser
 from cardiofair.config import StudyConfig, load_config
+from cardiofair.errors import SettingsError
 from cardiofair.options import flag, options
+from cardiofair.settings import FairnessSettings
 from cardiofair.stages import STAGES
 
 # What a command reads and how it runs, not what it computes: paths, and the run controls.
@@ -94,3 +97,15 @@ def test_a_study_file_is_checked_and_the_commands_built_without_torch(tmp_path):
             "load_config(None); build_parser(); print('torch' in sys.modules, 'pandas' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_the_arms_are_read_from_their_registry_only_when_a_study_names_them():
+    code = ("import sys; from cardiofair.settings import FairnessSettings; FairnessSettings(); "
+            "print('cardiofair.downstream.arms' in sys.modules); FairnessSettings(arms=('real', 'oracle')); "
+            "print('cardiofair.downstream.arms' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]
+    from cardiofair.downstream.arms import ARMS
+
+    with pytest.raises(SettingsError, match=re.escape(f"must be one of {list(ARMS)}, got 'bogus'")):
+        FairnessSettings(arms=("real", "bogus"))

@@ -127,7 +127,7 @@ class FairnessResult(_JsonResult):
 
     FILE: ClassVar[str] = "fairness.json"
     STAGE: ClassVar[str] = "fairness"
-    SCHEMA: ClassVar[str] = "cardiofair.fairness/1"
+    SCHEMA: ClassVar[str] = "cardiofair.fairness/2"
 
     schema: str
     cardiofair_version: str
@@ -137,7 +137,8 @@ class FairnessResult(_JsonResult):
     seeds: list[int]
     # The cohort: splits, the positive diagnosis, the test set and its power, what was left out.
     data: dict[str, Any]
-    # {arm: {"overall": {...}, "attributes": {attribute: {"groups": ..., "gaps": ...}}, "training": [...]}}
+    # {name: {"arm": arm, "dose": dose, "training": [...], "overall": {...},
+    #         "attributes": {attribute: {"groups": ..., "gaps": ...}}}}, named ARM@DOSE at a dose other than 1
     arms: dict[str, Any]
     # {arm: the same tree of paired differences against the reference arm}
     comparisons: dict[str, Any] = field(default_factory=dict)
@@ -148,6 +149,16 @@ class FairnessResult(_JsonResult):
     def positive(self) -> str:
         """What the classifier detected: a name for a set of diagnoses, or one diagnosis."""
         return self.data.get("positive_diagnosis") or self.settings.get("positive_diagnosis", HEART_FAILURE)
+
+    def __post_init__(self) -> None:
+        undosed = [name for name, entry in self.arms.items() if "arm" not in entry or "dose" not in entry]
+        if undosed:
+            raise ResultError(f"the fairness result's arms {undosed} do not say their arm and dose: it was written by "
+                              f"another version of cardiofair; run `cardiofair {self.STAGE}` again")
+
+    def arm_dose(self, name: str) -> tuple[str, float]:
+        """(the arm, its dose) of the arm called ``name`` in :attr:`arms` and :attr:`comparisons`."""
+        return self.arms[name]["arm"], float(self.arms[name]["dose"])
 
     def reference(self) -> dict[str, Any]:
         """The reference arm's tree (the first arm's when the reference arm is absent)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from cardiofair.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.errors import SettingsError
-from cardiofair.options import check_choices, option, plain
+from cardiofair.options import Registry, check_choices, option, plain
 from cardiofair.prompts import ATTRIBUTES, PromptSchema
 
 SENSITIVE_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "diagnosis")
@@ -45,18 +45,10 @@ MASK_POLICIES = ("copy", "matched", "random", "synthesized")
 DRAWN_MASK_POLICY = "synthesized"
 # generate and sample
 SAMPLERS = ("ddim", "dpm++", "unipc")  # mirrors diffusion.pipeline.SAMPLERS
-# fairness
-ARMS = ("real", "real+synthetic", "synthetic", "reweight", "oversample", "threshold", "oracle", "group-dro",
-        "synthetic-pretrain")
-SYNTHETIC_ARMS = ("real+synthetic", "synthetic", "synthetic-pretrain")
-# Run when named in fairness.arms: each costs as much as another arm (synthetic-pretrain twice),
-# and the default study has a time budget (CONTRIBUTING.md, time budget of the default study).
-OPT_IN_ARMS = ("group-dro", "synthetic-pretrain")
-# Arms that need a ceiling: fresh subjects from the cohort's phantom model, or held-back real ones.
-PHANTOM_ARMS = ("oracle",)
+# fairness: the arms are declared with their training sets, in cardiofair.downstream.arms.
+ARMS = Registry("cardiofair.downstream.arms", "ARMS")
+# Every arm is compared with it.
 REFERENCE_ARM = "real"
-# Arms that add records per planned cell, and so can add more or fewer (fairness.doses).
-DOSED_ARMS = ("real+synthetic", "oversample", "oracle")
 CLASSIFIER_PRESETS = ("auto", "compact", "resnet18")  # auto + mirrors downstream.classifier.PRESETS
 DEVICES = ("auto", "cpu", "cuda")
 # The positive class "every diagnosis but healthy": the task with the most subjects in a
@@ -399,8 +391,9 @@ class FairnessSettings:
     """`cardiofair fairness`: which arms, how often, which groups, and the classifier."""
 
     arms: tuple[str, ...] | None = option(None, "comma-separated arms, including real (default: every arm the data "
-                                          "allow but group-dro and synthetic-pretrain: the synthetic ones with "
-                                          "--synthetic, oracle on a phantom cohort or a scarcity split)",
+                                          "allow but the opt-in ones, group DRO and synthetic pretraining: the "
+                                          "synthetic ones with --synthetic, the oracle on a phantom cohort or a "
+                                          "scarcity split)",
                                           choices=ARMS)
     repeats: int = option(5, "seeds per arm, SEED..SEED+R-1, the same for every arm")
     attributes: tuple[str, ...] = option(("sex", "age", "bmi"), "sensitive attributes to report; one no test "
@@ -437,9 +430,9 @@ class FairnessSettings:
                                  "figures and max-min gaps; smaller groups are listed with their counts")
     # New anatomy helps where duplicates do not only at a dose and in a mechanism (design notes):
     # one dose cannot tell a useless generator from one given too little to do.
-    doses: tuple[float, ...] = option((1.0,), "multiples of the planned counts at which the real+synthetic, "
-                                      "oversample and oracle arms run, e.g. 0.5,1,2,4; a dose other than 1 adds "
-                                      "those arms as ARM@DOSE (the synthetic dataset must hold the largest dose: "
+    doses: tuple[float, ...] = option((1.0,), "multiples of the planned counts at which each arm that adds "
+                                      "records per planned cell runs (real+synthetic, oversample, oracle), e.g. "
+                                      "0.5,1,2,4; a dose other than 1 adds those arms as ARM@DOSE (the synthetic dataset must hold the largest dose: "
                                       "`cardiofair generate --dose`)")
     seed: int = option(0, "first repeat's seed; also the bootstrap's")
 
@@ -479,28 +472,6 @@ class FairnessSettings:
     def seeds(self) -> list[int]:
         """The seed of each repeat, shared by every arm."""
         return [self.seed + r for r in range(self.repeats)]
-
-    def dosed_arms(self, arms: tuple[str, ...]) -> tuple[str, ...]:
-        """``arms`` followed by each dosed arm among them at every dose other than 1, named
-        ``ARM@DOSE``."""
-        return arms + tuple(arm_name(a, d) for d in self.doses if d != 1.0 for a in arms if a in DOSED_ARMS)
-
-    def chosen_arms(self, synthetic: bool, oracle: bool = False) -> tuple[str, ...]:
-        """The arms to run: as given, else every arm the data allow (no synthetic arms without
-        a synthetic dataset, no oracle without a phantom model or held-back subjects)."""
-        return self.arms or tuple(a for a in ARMS if (synthetic or a not in SYNTHETIC_ARMS)
-                                  and (oracle or a not in PHANTOM_ARMS) and a not in OPT_IN_ARMS)
-
-
-def arm_name(arm: str, dose: float) -> str:
-    """An arm at a dose: ``oracle@2``; at dose 1 the arm's own name."""
-    return arm if dose == 1.0 else f"{arm}@{dose:g}"
-
-
-def arm_dose(name: str) -> tuple[str, float]:
-    """(arm, dose) of a name made by :func:`arm_name`."""
-    arm, _, dose = name.partition("@")
-    return arm, float(dose) if dose else 1.0
 
 
 @dataclass(frozen=True)

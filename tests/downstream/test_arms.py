@@ -8,14 +8,9 @@ from downstream_fixtures import blank_attribute, rows_of, write_synthetic
 
 from cardiofair.data.records import read_manifest
 from cardiofair.data.split import SplitError
-from cardiofair.downstream.arms import (
-    ExperimentError,
-    equalized_odds_thresholds,
-    load_cohort,
-    planned_cells,
-    positive_class,
-    training_set,
-)
+from cardiofair.downstream.arms import ARMS, ORACLE, Arm, arm_doses, training_set
+from cardiofair.downstream.cohort import ExperimentError, load_cohort, planned_cells, positive_class
+from cardiofair.downstream.threshold import equalized_odds_thresholds
 
 
 def test_an_unsplit_dataset_is_refused_with_the_command_to_fix_it(dataset_copy):
@@ -104,6 +99,33 @@ def test_training_sets_of_the_arms(split_dataset, synthetic_dataset):
     again = training_set("oversample", cohort, 0, cells)
     assert np.array_equal(again.rows, oversample.rows)
     assert not np.array_equal(training_set("oversample", cohort, 1, cells).rows, oversample.rows)
+
+
+def test_every_registered_arm_builds_from_the_split_or_post_processes(split_dataset, synthetic_dataset):
+    """What the registry promises of each arm, so that a new one is checked by being added."""
+    cohort = load_cohort(split_dataset, synthetic_dataset)
+    cells = planned_cells(cohort)
+    for arm in ARMS.values():
+        if arm.build is None:
+            assert arm.post_process is not None and arm.trainings == 0
+            with pytest.raises(ExperimentError, match="post-processes"):
+                training_set(arm, cohort, 0, cells)
+        elif ORACLE in arm.needs:
+            with pytest.raises(ExperimentError, match="fresh subjects"):
+                training_set(arm, cohort, 0, cells)
+        else:
+            chosen = training_set(arm, cohort, 0, cells)
+            # Nothing outside the training split and the synthetic records reaches training.
+            assert set(cohort.table["role"].iloc[chosen.rows]) <= {"train", "synthetic"}, arm.name
+            assert chosen.info["n_records"] == len(chosen.rows) > 0 and arm.trainings >= 1
+    with pytest.raises(ValueError, match="either"):
+        Arm("both", "#000000", ARMS["real"].build, ARMS["threshold"].post_process)
+
+
+def test_a_dosed_arm_runs_at_every_dose_under_its_own_name():
+    runs = arm_doses((ARMS["real"], ARMS["reweight"], ARMS["oracle"]), (0.5, 1.0, 2.0))
+    assert [run.name for run in runs] == ["real", "reweight", "oracle", "oracle@0.5", "oracle@2"]
+    assert [(run.arm.name, run.dose) for run in runs[-2:]] == [("oracle", 0.5), ("oracle", 2.0)]
 
 
 def test_arms_needing_synthetic_data_say_so(split_dataset):

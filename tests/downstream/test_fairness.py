@@ -15,7 +15,6 @@ from cardiofair.downstream.fairness import evaluate_runs
 from cardiofair.metrics.group_metrics import bootstrap_weights
 from cardiofair.report.tables import dose_series
 from cardiofair.results import FairnessResult
-from cardiofair.settings import OPT_IN_ARMS
 
 FAST = ["--repeats", "2", "--epochs", "2", "--patience", "1", "--bootstrap", "50", "--quiet"]
 
@@ -34,7 +33,7 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
     assert "Paired difference against 'real'" in printed and "TPR Female-Male" in printed
     assert "Too small for sex&age gaps and worst-group figures (fewer than 10 positives or negatives" in printed
     report = json.loads((out / "fairness.json").read_text())
-    default = set(ARMS) - set(OPT_IN_ARMS)
+    default = {arm.name for arm in ARMS.values() if not arm.opt_in}
     assert set(report["arms"]) == default and set(report["comparisons"]) == default - {"real"}
     for arm, entry in report["arms"].items():
         assert [run["seed"] for run in entry["training"]] == [0, 1], arm

@@ -16,7 +16,8 @@ from cardiofair.data import phantom
 from cardiofair.data.records import load_images, read_manifest
 from cardiofair.data.split import hold_back, write_splits
 from cardiofair.data.summary import with_cells
-from cardiofair.downstream.arms import load_cohort, planned_cells
+from cardiofair.downstream.arms import chosen_arms
+from cardiofair.downstream.cohort import load_cohort, planned_cells
 from cardiofair.data.prepare import phantom_model
 from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle, planned_subjects
 from cardiofair.settings import FairnessSettings
@@ -95,8 +96,9 @@ def test_a_cohort_that_is_not_a_phantom_has_no_oracle_and_no_drawn_test_cohort(d
     assert "--scarcity" in main_error(dataset_copy, tmp_path, capsys, "--arms", "real,oracle")
     # By default such a cohort simply has no oracle arm; a phantom, or a split that holds subjects back, has one.
     assert phantom_model(dataset_copy) is None
-    assert "oracle" not in FairnessSettings().chosen_arms(synthetic=True, oracle=False)
-    assert "oracle" in FairnessSettings().chosen_arms(synthetic=False, oracle=True)
+    named = FairnessSettings().arms
+    assert "oracle" not in [arm.name for arm in chosen_arms(named, synthetic=True, oracle=False)]
+    assert "oracle" in [arm.name for arm in chosen_arms(named, synthetic=False, oracle=True)]
 
 
 def main_error(real, tmp_path, capsys, *arguments):

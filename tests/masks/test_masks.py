@@ -152,7 +152,7 @@ def test_a_cell_whose_draws_keep_failing_stops_with_the_rate_and_the_cell(cohort
 
 
 def test_the_fairness_leak_check_reads_a_drawn_masks_nearest_training_record(cohort):
-    from cardiofair.downstream.arms import ExperimentError, check_synthetic
+    from cardiofair.downstream.cohort import ExperimentError, check_synthetic
 
     real = read_manifest(cohort)
     train_record = real.loc[real["split"] == "train", "record_id"].iloc[0]

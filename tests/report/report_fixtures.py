@@ -105,7 +105,7 @@ def _groups(tpr_female, ba_female):
 def fairness_report():
     arms = {}
     for arm, tpr_female in (("real", 0.5), ("oversample", 0.75)):
-        arms[arm] = {"training": [{"n_records": 36, "n_synthetic": 0, "seed": s} for s in (0, 1)],
+        arms[arm] = {"arm": arm, "dose": 1.0, "training": [{"n_records": 36, "n_synthetic": 0, "seed": s} for s in (0, 1)],
                      "overall": {"balanced_accuracy": _summary(0.8123, 0.75, 0.86),
                                  "roc_auc": {**_summary(0.9012), "bootstrap_interval": [None, None]},
                                  "true_positive_rate": _summary(0.7, 0.6, 0.8),
@@ -113,7 +113,7 @@ def fairness_report():
                      "attributes": _groups(tpr_female, 0.7)}
     difference = {"difference": 0.0234, "interval": [-0.01, 0.05], "p_value": 0.2, "p_holm": 0.4321, "n_pairs": 2,
                   "reason": None, "bootstrap_interval": [-0.02, 0.06]}
-    return FairnessResult(**{"schema": "cardiofair.fairness/1", "cardiofair_version": "0.1.0",
+    return FairnessResult(**{"schema": FairnessResult.SCHEMA, "cardiofair_version": "0.1.0",
             "settings": {"arms": ["real", "oversample"], "repeats": 2, "positive_diagnosis": "heart failure",
                          "classifier": {"preset": "compact"}},
             "reference_arm": "real", "seeds": [0, 1],

@@ -223,10 +223,11 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
 def test_every_arm_and_dose_has_its_own_colour_in_every_figure():
     """Ten bars in the default study's figures (seven arms, three at half the dose) and up to
     nine arms: each its own colour, a dose its arm's colour lighter below 1 and darker above."""
+    from cardiofair.downstream.arms import ARMS
     from cardiofair.report.figures import arm_colour
-    from cardiofair.settings import ARMS, DOSED_ARMS, arm_name
 
-    names = [*ARMS, *(arm_name(arm, dose) for arm in DOSED_ARMS for dose in (0.5, 2.0))]
-    assert len({arm_colour(name) for name in names}) == len(names)
-    for arm in DOSED_ARMS:
-        assert sum(arm_colour(arm_name(arm, 0.5))) > sum(arm_colour(arm)) > sum(arm_colour(arm_name(arm, 2.0)))
+    dosed = [arm.name for arm in ARMS.values() if arm.dosed]
+    runs = [*((arm, 1.0) for arm in ARMS), *((arm, dose) for arm in dosed for dose in (0.5, 2.0))]
+    assert len({arm_colour(*run) for run in runs}) == len(runs)
+    for arm in dosed:
+        assert sum(arm_colour(arm, 0.5)) > sum(arm_colour(arm)) > sum(arm_colour(arm, 2.0))

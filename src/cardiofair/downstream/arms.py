@@ -1,7 +1,7 @@
-"""The experiment arms, all built from one fixed real split (no torch).
+"""The experiment arms: one :class:`Arm` object each, in :data:`ARMS` (no torch).
 
 Every arm validates on the same real validation subjects and is tested on the same real test
-subjects; only what it trains on differs:
+subjects (:mod:`cardiofair.downstream.cohort`); only what it trains on differs:
 
 - ``real``: the real training records;
 - ``real+synthetic``: those plus every synthetic record;
@@ -21,284 +21,32 @@ subjects; only what it trains on differs:
 - ``synthetic-pretrain``: pretrained on the synthetic records, then fine-tuned on the real ones
   (RoentGen-v2, 2025, found this beat mixing them).
 
-``real+synthetic``, ``oversample`` and ``oracle`` also run at other doses (``ARM@DOSE``): the
-same per-cell counts times the dose. Synthetic and oracle records carry their rank in their
-cell, and a dose takes the first ``round(dose x planned count)`` of each cell, so every dose's
-records are the first ones of a larger dose's.
-
-Loading refuses what would make a comparison meaningless: an unsplit real dataset, a subject in
-two splits, a synthetic record whose mask came from a validation or test subject, a synthetic
-dataset of another image size or prompt grammar.
+A dosed arm (``real+synthetic``, ``oversample``, ``oracle``) also runs at other doses
+(:class:`ArmDose`): the same per-cell counts times the dose. Adding an arm is one more
+:class:`Arm` in :data:`ARMS` (and its test): the settings, the command line, the fairness stage
+and the report read everything about it from there.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
-from fairlearn.postprocessing import ThresholdOptimizer
-from sklearn.base import BaseEstimator, ClassifierMixin
 
-from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
-from cardiofair.data.split import check_splits
-from cardiofair.data.summary import with_cells
-from cardiofair.diagnoses import HEALTHY, HEART_FAILURE
-from cardiofair.errors import CardiofairError
-from cardiofair.plan import PlanSettings, dose_count, plan_synthesis
-from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, is_missing, parse_prompt
-from cardiofair.settings import ARMS, NON_HEALTHY, SYNTHETIC_ARMS, arm_dose
+from cardiofair.downstream.cohort import SENSITIVE, Cohort, ExperimentError, dose_rows
+from cardiofair.downstream.threshold import equalized_odds_thresholds
+from cardiofair.plan import dose_count
+from cardiofair.settings import REFERENCE_ARM
 
-POST_PROCESSED_ARMS = ("threshold",)
-SENSITIVE = tuple(a for a in DEFAULT_SCHEMA.attributes if a != "diagnosis")
+if TYPE_CHECKING:
+    from cardiofair.settings import FairnessSettings
 
-
-class ExperimentError(CardiofairError):
-    """Inputs that cannot make a fair comparison: leaks, unsplit or mismatched datasets."""
-
-
-@dataclass
-class Cohort:
-    """Every record an experiment uses, with its image, label and binned attributes.
-
-    ``table`` has one row per record (``record_id, subject_id, role, label`` and the binned
-    ``sex, age, bmi, diagnosis``); ``role`` is the split for real records and ``synthetic`` for
-    synthetic ones; ``records`` holds the same records' images and manifest rows (raw metadata)
-    in the same order. ``positive`` are the diagnoses labelled 1, called ``positive_name``.
-    """
-
-    table: pd.DataFrame
-    records: ImageSet
-    positive: tuple[str, ...]
-    positive_name: str
-    excluded: list[dict[str, str]] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def rows(self, role: str) -> np.ndarray:
-        """Positions of the records with this role."""
-        return np.flatnonzero(self.table["role"].to_numpy() == role)
-
-    def subjects(self, role: str) -> pd.DataFrame:
-        """One row per subject of a role (its first record's label and attributes)."""
-        return self.table.iloc[self.rows(role)].drop_duplicates("subject_id").set_index("subject_id")
-
-
-def positive_class(diagnoses: Sequence[str], present: Sequence[str], name: str | None = None) -> tuple[tuple[str, ...], str]:
-    """(the diagnoses labelled positive, what to call them): ``diagnoses`` as given, or with
-    ``non-healthy`` every known diagnosis in ``present`` but healthy; the name defaults to the
-    diagnosis, or the diagnoses joined by "or" ("any disease" for ``non-healthy``)."""
-    if isinstance(diagnoses, str):
-        diagnoses = (diagnoses,)
-    if HEALTHY in diagnoses:
-        raise ExperimentError(f"the positive diagnosis cannot be {HEALTHY!r}")
-    if NON_HEALTHY in diagnoses:
-        chosen = tuple(sorted({d for d in present if d not in (HEALTHY, UNKNOWN)}))
-        return chosen, name or "any disease"
-    return tuple(diagnoses), name or " or ".join(diagnoses)
-
-
-def check_synthetic(real: pd.DataFrame, synthetic: pd.DataFrame, dataset: str | os.PathLike) -> None:
-    """Refuse synthetic records that are not synthetic, share ids with real subjects, or whose
-    mask was lent by a subject outside the real training split (that geometry would carry a
-    validation or test subject into training)."""
-    real_rows = [row["record_id"] for row in synthetic.to_dict("records") if not is_synthetic(row)]
-    if real_rows:
-        raise ExperimentError(f"{dataset} holds records not marked synthetic (e.g. {real_rows[:3]}); pass "
-                              f"a dataset made by `cardiofair generate`")
-    shared = sorted(set(synthetic["subject_id"].astype(str)) & set(real["subject_id"].astype(str)))
-    if shared:
-        raise ExperimentError(f"{dataset}: synthetic subject id(s) {shared[:5]} are real subject ids")
-    if "mask_source" not in synthetic.columns:
-        raise ExperimentError(f"{dataset} has no mask_source column: without it no one can tell whether a "
-                              f"validation or test subject's geometry reached training")
-    split_of = dict(zip(real["subject_id"].astype(str), real["split"].astype(str)))
-    split_of.update(zip(real["record_id"].astype(str), real["split"].astype(str)))
-    problems = []
-    for row in synthetic.to_dict("records"):
-        source = _mask_source_id(row)
-        split = split_of.get(source)
-        if split != "train":
-            where = "an unknown subject" if split is None else f"a {split} subject"
-            problems.append(f"{row['record_id']} (mask from {source}, {where})")
-    if problems:
-        raise ExperimentError(f"{dataset}: {len(problems)} synthetic record(s) take their mask from outside the "
-                              f"real training split, e.g. {problems[:3]}; generate them again from this split")
-
-
-def _mask_source_id(row: dict) -> str:
-    # `generate` names the lending record, or for a drawn mask the training record whose mask lies
-    # nearest; `sample` stores the path of the mask file it read.
-    source = row.get("mask_nearest_record") if row.get("mask_policy") == "synthesized" else row.get("mask_source_record")
-    source = row.get("mask_source") if is_missing(source) else source
-    name = Path(str(source)).name
-    return name[:-len(".nii.gz")] if name.endswith(".nii.gz") else str(source)
-
-
-def load_cohort(real: str | os.PathLike, synthetic: str | os.PathLike | None = None,
-                positive: Sequence[str] = (HEART_FAILURE,), train_prevalence: float | None = None, seed: int = 0,
-                on_record: Callable[[], None] | None = None, positive_name: str | None = None) -> Cohort:
-    """Load a split real dataset (and a synthetic one), after the checks above.
-
-    Records of the ``positive`` diagnoses are labelled 1 (see :func:`positive_class`), healthy
-    ones 0; records of other diagnoses (or unknown) are left out and listed in ``excluded``.
-    With ``train_prevalence``, real training subjects of the larger class are dropped (chosen
-    with ``seed``, once for all arms and repeats) until the positive class has that share of
-    training subjects, as the paper trained at 25 % heart failure; validation and test keep the
-    natural prevalence.
-    """
-    manifest = read_manifest(real)
-    check_splits(manifest, real)
-    roots = [str(real)]
-    frames = [manifest.assign(role=manifest["split"].astype(str), _root=str(real))]
-    if synthetic is not None:
-        synthetic_manifest = read_manifest(synthetic)
-        check_synthetic(manifest, synthetic_manifest, synthetic)
-        roots.append(str(synthetic))
-        frames.append(synthetic_manifest.assign(role="synthetic", _root=str(synthetic)))
-    rows = pd.concat(frames, ignore_index=True)
-    try:
-        cells = with_cells(rows)
-    except ValueError as error:
-        raise ExperimentError(f"a record's attributes or prompt do not follow the prompt grammar: {error}") from None
-    positive, name = positive_class(positive, cells["diagnosis"].unique(), positive_name)
-    labels = cells["diagnosis"].map({**dict.fromkeys(positive, 1), HEALTHY: 0})
-    excluded = [{"record_id": r, "subject_id": s, "reason": f"diagnosis {d!r} is neither {HEALTHY!r} nor {name}"}
-                for r, s, d in zip(rows["record_id"], rows["subject_id"], cells["diagnosis"])
-                if d not in (*positive, HEALTHY)]
-    keep = labels.notna().to_numpy()
-    table = pd.concat([rows[["record_id", "role"]], cells], axis=1)[keep]
-    table = table.assign(label=labels[keep].astype(int), subject_id=rows["subject_id"].astype(str)[keep])
-    info: dict[str, Any] = {}
-    if train_prevalence is not None:
-        table, info["train_prevalence"] = _subsample_training(table, train_prevalence, seed)
-    for role in ("val", "test"):
-        if table.loc[table["role"] == role, "label"].nunique() < 2:
-            raise ExperimentError(f"the {role} split needs subjects with and without {name}")
-    chosen = rows.loc[table.index].drop(columns="role")
-    loaded = {root: load_images(root, chosen[chosen["_root"] == root].drop(columns="_root"), on_record=on_record)
-              for root in roots}
-    try:
-        same_size(loaded)
-    except ImageSizeError as error:
-        raise ExperimentError(str(error)) from None
-    records = ImageSet(pd.concat([s.rows for s in loaded.values()], ignore_index=True),
-                       np.concatenate([s.images for s in loaded.values()]),
-                       np.concatenate([s.masks for s in loaded.values()]))
-    return Cohort(table.reset_index(drop=True), records, positive, name, excluded, info)
-
-
-def _subsample_training(table: pd.DataFrame, prevalence: float, seed: int) -> tuple[pd.DataFrame, dict]:
-    if not 0.0 < prevalence < 1.0:
-        raise ExperimentError(f"the training prevalence must be in (0, 1), got {prevalence}")
-    train = table[table["role"] == "train"].drop_duplicates("subject_id")
-    positives, negatives = train[train["label"] == 1], train[train["label"] == 0]
-    want_negatives = round(len(positives) * (1 - prevalence) / prevalence)
-    want_positives = round(len(negatives) * prevalence / (1 - prevalence))
-    rng = np.random.default_rng(seed)
-    if want_negatives <= len(negatives):
-        dropped = rng.choice(negatives["subject_id"].to_numpy(), len(negatives) - want_negatives, replace=False)
-    else:
-        dropped = rng.choice(positives["subject_id"].to_numpy(), len(positives) - want_positives, replace=False)
-    kept = table[~(table["role"].eq("train") & table["subject_id"].isin(set(dropped)))]
-    left = kept[kept["role"] == "train"].drop_duplicates("subject_id")
-    return kept, {"target": prevalence, "achieved": round(float(left["label"].mean()), 4),
-                  "training_subjects_dropped": int(len(dropped))}
-
-
-def with_records(cohort: Cohort, added: ImageSet, role: str, replace_role: bool = False) -> Cohort:
-    """The cohort with ``added`` records (drawn, not read from a dataset) in ``role``; with
-    ``replace_role`` the cohort's own records of that role are dropped first (a drawn test
-    cohort replaces the split's test subjects)."""
-    cells = with_cells(added.rows)
-    labels = cells["diagnosis"].map({**dict.fromkeys(cohort.positive, 1), HEALTHY: 0})
-    if labels.isna().any():
-        raise ExperimentError(f"drawn {role} subjects have diagnoses {sorted(set(cells['diagnosis'][labels.isna()]))}, "
-                              f"neither {HEALTHY!r} nor {cohort.positive_name}")
-    drawn = pd.concat([added.rows[["record_id"]].assign(role=role), cells], axis=1)
-    drawn = drawn.assign(label=labels.astype(int), subject_id=added.rows["subject_id"].astype(str))
-    keep = cohort.table["role"].to_numpy() != role if replace_role else np.ones(len(cohort.table), bool)
-    records = ImageSet(pd.concat([cohort.records.rows[keep], added.rows], ignore_index=True),
-                       np.concatenate([cohort.records.images[keep], added.images]),
-                       np.concatenate([cohort.records.masks[keep], added.masks]))
-    return replace(cohort, table=pd.concat([cohort.table[keep], drawn], ignore_index=True), records=records)
-
-
-# --- what each arm trains on --------------------------------------------------------------------
-
-
-def planned_cells(cohort: Cohort, plan: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The cells to oversample and how many duplicates each gets (columns: the planned
-    attributes, ``diagnosis``, ``synthetic_count``): the synthetic records per planned cell when
-    the cohort has synthetic records, else the plan's ``synthetic_count``, else what
-    :func:`plan_synthesis` with default settings asks for on the real training records."""
-    rows = dose_rows(cohort, "synthetic", 1.0)
-    if len(rows):
-        synthetic = cohort.table.iloc[rows]
-        if "cell" in cohort.records.rows.columns:
-            synthetic = synthetic.assign(cell=cohort.records.rows["cell"].iloc[rows].to_numpy())
-        attributes = _synthetic_cell_attributes(synthetic)
-        counts = synthetic.groupby([*attributes, "diagnosis"]).size().rename("synthetic_count").reset_index()
-        return counts.assign(source="synthetic dataset")
-    if plan is None:
-        plan = plan_synthesis(cohort.records.rows.iloc[cohort.rows("train")], PlanSettings())
-        source = "plan_synthesis(PlanSettings())"
-    else:
-        source = "plan file"
-    attributes = [a for a in SENSITIVE if any(parse_prompt(p)[a] for p in plan["prompt"])]
-    parsed = pd.DataFrame([parse_prompt(p) for p in plan["prompt"]])
-    counts = parsed[[*attributes, "diagnosis"]].assign(synthetic_count=plan["synthetic_count"].astype(int).to_numpy())
-    return counts.assign(source=source)
-
-
-def _synthetic_cell_attributes(synthetic: pd.DataFrame) -> list[str]:
-    """The attributes a synthetic dataset was planned over, read from its ``cell`` column.
-
-    Generation completes the attributes a plan leaves out, so the prompt alone names all of
-    them; the ``cell`` (planned values joined by ``|``) says which were planned. Values of
-    different attributes never coincide (Female, 60s, normal, heart failure), so each is found
-    by matching against the prompt's attributes."""
-    if "cell" not in synthetic.columns:
-        return list(SENSITIVE)
-    found = set()
-    for row in synthetic.to_dict("records"):
-        values = str(row["cell"]).split("|")
-        names = tuple(a for a in SENSITIVE if row[a] in values)
-        if len(names) + 1 != len(values) or row["diagnosis"] not in values:
-            raise ExperimentError(f"synthetic record {row['record_id']}: cell {row['cell']!r} does not match its prompt")
-        found.add(names)
-    if len(found) != 1:
-        raise ExperimentError(f"the synthetic records were planned over different attributes {sorted(found)}")
-    return list(found.pop())
-
-
-RANK_COLUMNS = ("cell_rank", "planned_count")
-
-
-def dose_rows(cohort: Cohort, role: str, dose: float) -> np.ndarray:
-    """Positions of the ``role`` records (synthetic or oracle) of ``dose``: in every cell, those
-    ranked below ``round(dose x planned count)``. Synthetic records without ranks (made by
-    `cardiofair sample` or an older `generate`) all count as dose 1."""
-    rows = cohort.rows(role)
-    meta = cohort.records.rows.iloc[rows]
-    if not set(RANK_COLUMNS) <= set(meta.columns) or meta[list(RANK_COLUMNS)].isna().all(axis=None):
-        if dose != 1.0:
-            raise ExperimentError(f"dose {dose:g} needs {role} records ranked in their cell (cell_rank, "
-                                  f"planned_count): make the synthetic dataset with `cardiofair generate`")
-        return rows
-    rank, planned = meta["cell_rank"].astype(int).to_numpy(), meta["planned_count"].astype(int).to_numpy()
-    wanted = np.array([dose_count(n, dose) for n in planned])
-    per_cell = pd.DataFrame({"cell": meta["cell"].to_numpy(), "wanted": wanted, "found": rank < wanted})
-    counts = per_cell.groupby("cell").agg(wanted=("wanted", "first"), found=("found", "sum"))
-    missing = int((counts["wanted"] - counts["found"]).sum())
-    if missing:
-        raise ExperimentError(f"dose {dose:g} needs {int(counts['wanted'].sum())} {role} records and the dataset "
-                              f"holds {int(counts['found'].sum())} of them ({missing} missing): run `cardiofair "
-                              f"generate` again with the same plan and seed and --dose {dose:g}, which keeps the "
-                              f"records already made")
-    return rows[rank < wanted]
+# What an arm may need beyond the real split; each is refused with its own reason when absent.
+SYNTHETIC, ORACLE, CELLS = "synthetic", "oracle", "cells"
+# The ceiling every other arm's change is measured against (`oracle_shares`).
+ORACLE_ARM = "oracle"
 
 
 @dataclass
@@ -314,57 +62,52 @@ class TrainingSet:
     pretrain: np.ndarray | None = None
 
 
-def training_set(name: str, cohort: Cohort, seed: int, cells: pd.DataFrame | None = None) -> TrainingSet:
-    """The training records of arm ``name`` (one of :data:`ARMS` other than the post-processed
-    ones, or ``ARM@DOSE``). ``cells`` (from :func:`planned_cells`) defines the cells of
-    ``reweight`` and ``oversample``; ``seed`` draws the oversampled duplicates."""
-    arm, dose = arm_dose(name)
-    real = cohort.rows("train")
-    if arm in SYNTHETIC_ARMS and len(cohort.rows("synthetic")) == 0:
-        raise ExperimentError(f"arm {arm!r} needs a synthetic dataset (--synthetic)")
-    if arm == "real":
-        return _described(cohort, real, None, "uniform")
-    if arm == "real+synthetic":
-        return _described(cohort, np.concatenate([real, dose_rows(cohort, "synthetic", dose)]), None, "uniform")
-    if arm == "synthetic":
-        return _described(cohort, dose_rows(cohort, "synthetic", 1.0), None, "uniform")
-    if arm == "synthetic-pretrain":
-        result = _described(cohort, real, None, "uniform, after pretraining on the synthetic records")
-        result.pretrain = dose_rows(cohort, "synthetic", 1.0)
-        result.info["n_pretrain"] = int(len(result.pretrain))
-        return result
-    if arm == "oracle":
-        if len(cohort.rows("oracle")) == 0:
-            raise ExperimentError("arm 'oracle' needs fresh subjects of the planned cells, drawn from a phantom model")
-        return _described(cohort, np.concatenate([real, dose_rows(cohort, "oracle", dose)]), None, "uniform")
-    if cells is None:
-        raise ExperimentError(f"arm {arm!r} needs the planned cells")
-    columns = [c for c in cells.columns if c in (*SENSITIVE, "diagnosis")]
-    keys = cohort.table.iloc[real][columns].astype(str).agg("|".join, axis=1).to_numpy()
-    if arm == "reweight":
-        frequency = pd.Series(keys).map(pd.Series(keys).value_counts()).to_numpy()
-        return _described(cohort, real, 1.0 / frequency, f"inverse frequency of cell ({', '.join(columns)})")
-    if arm == "group-dro":
-        result = _described(cohort, real, None, f"uniform, group DRO over cells ({', '.join(columns)})")
-        result.groups = keys
-        return result
-    if arm == "oversample":
-        rng = np.random.default_rng(seed)
-        duplicates, unfilled = [], []
-        for cell in cells[cells["synthetic_count"] > 0].to_dict("records"):
-            key = "|".join(str(cell[c]) for c in columns)
-            members = real[keys == key]
-            if len(members) == 0:
-                unfilled.append(key)
-                continue
-            # Cycle through a shuffled order: every member is duplicated as evenly as possible.
-            order = rng.permutation(members)
-            duplicates.append(np.resize(order, dose_count(int(cell["synthetic_count"]), dose)))
-        rows = np.concatenate([real, *duplicates])
-        result = _described(cohort, rows, None, f"uniform, duplicates per cell ({', '.join(columns)})")
-        result.info.update(n_duplicates=int(len(rows) - len(real)), cells_without_real_records=unfilled)
-        return result
-    raise ExperimentError(f"unknown arm {arm!r}; choose from {list(ARMS)}")
+# (cohort, dose, seed, planned cells) -> the arm's training set
+Builder = Callable[[Cohort, float, int, "pd.DataFrame | None"], TrainingSet]
+# (cohort, validation scores, test scores, the model's own threshold, settings, seed) of the
+# reference arm's model -> (test scores, test decisions, what was done)
+PostProcessor = Callable[[Cohort, np.ndarray, np.ndarray, float, "FairnessSettings", int],
+                         tuple[np.ndarray, np.ndarray, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One experiment arm, everything about it in one place.
+
+    An arm either trains (``build`` gives its training set, ``trainings`` classifier trainings
+    per repeat) or post-processes the reference arm's model of the same seed
+    (``post_process``). ``needs`` names what it needs beyond the real split (``synthetic``,
+    ``oracle``, ``cells``: the planned cells); ``dosed`` arms also run at ``fairness.doses``;
+    ``opt_in`` arms run only when named (each costs as much as another arm, and the default
+    study has a time budget); ``colour`` is its colour in every figure.
+    """
+
+    name: str
+    colour: str
+    build: Builder | None = None
+    post_process: PostProcessor | None = None
+    needs: frozenset[str] = field(default_factory=frozenset)
+    dosed: bool = False
+    opt_in: bool = False
+    trainings: int = 1
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.post_process is None):
+            raise ValueError(f"arm {self.name!r} must either build a training set or post-process, not both")
+
+
+@dataclass(frozen=True)
+class ArmDose:
+    """An arm at a dose (multiples of the planned counts): one column of the results, named
+    ``ARM@DOSE`` (the arm's own name at dose 1)."""
+
+    arm: Arm
+    dose: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """How tables and ``fairness.json`` name it: ``oracle@2``, or ``oracle`` at dose 1."""
+        return self.arm.name if self.dose == 1.0 else f"{self.arm.name}@{self.dose:g}"
 
 
 def _described(cohort: Cohort, rows: np.ndarray, weights: np.ndarray | None, sampling: str) -> TrainingSet:
@@ -376,62 +119,137 @@ def _described(cohort: Cohort, rows: np.ndarray, weights: np.ndarray | None, sam
     return TrainingSet(rows, weights, info)
 
 
-# --- post-processing ----------------------------------------------------------------------------
+def _cell_keys(cohort: Cohort, rows: np.ndarray, cells: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The planned cells' columns, and each record's cell key over them."""
+    columns = [c for c in cells.columns if c in (*SENSITIVE, "diagnosis")]
+    return columns, cohort.table.iloc[rows][columns].astype(str).agg("|".join, axis=1).to_numpy()
 
 
-class _ScoreModel(ClassifierMixin, BaseEstimator):
-    """A fitted 'estimator' whose single feature is the classifier's own score, so fairlearn
-    can post-process scores that came from anywhere."""
-
-    def __init__(self) -> None:
-        self.classes_ = np.array([0, 1])
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "_ScoreModel":
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        score = np.asarray(X, dtype=float)[:, 0]
-        return np.column_stack([1 - score, score])
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return (np.asarray(X, dtype=float)[:, 0] >= 0.5).astype(int)
+def _real(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame | None) -> TrainingSet:
+    return _described(cohort, cohort.rows("train"), None, "uniform")
 
 
-def equalized_odds_thresholds(val_scores: np.ndarray, val_labels: np.ndarray, val_groups: pd.Series,
-                              test_scores: np.ndarray, test_groups: pd.Series, fallback_threshold: float,
-                              seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """(decisions, positive probabilities, groups left unadjusted with the reason) for the test
-    subjects, from fairlearn's ``ThresholdOptimizer`` (equalized odds, maximising balanced
-    accuracy) fitted on the validation subjects. Its decisions are randomised between two
-    thresholds per group (``seed`` fixes the draw); its probability of calling a subject positive
-    serves as the score for AUROC. The optimiser needs both classes in a group's validation
-    subjects to place that group's thresholds: a test subject of unknown group, or of a group
-    without them, keeps the plain decision at ``fallback_threshold``."""
-    val_groups, test_groups = val_groups.astype(str).to_numpy(), test_groups.astype(str).to_numpy()
-    val_labels = np.asarray(val_labels)
+def _real_and_synthetic(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame | None) -> TrainingSet:
+    rows = np.concatenate([cohort.rows("train"), dose_rows(cohort, "synthetic", dose)])
+    return _described(cohort, rows, None, "uniform")
 
-    def problem(group: str) -> str | None:
-        classes = set(val_labels[val_groups == group].tolist())
-        if group == UNKNOWN:
-            return "group unknown"
-        if not classes:
-            return "no validation subjects"
-        if classes != {0, 1}:
-            return f"no validation subjects {'with' if classes == {0} else 'without'} the diagnosis"
-        return None
 
-    problems = {group: problem(group) for group in {*val_groups, *test_groups}}
-    unadjusted = {group: problems[group] for group in sorted(set(test_groups)) if problems[group]}
-    fitted = np.array([problems[group] is None for group in val_groups], dtype=bool)
-    adjusted = ~np.isin(test_groups, list(unadjusted))
-    decisions = (np.asarray(test_scores) >= fallback_threshold).astype(int)
-    probabilities = np.asarray(test_scores, dtype=float).copy()
-    if fitted.any() and adjusted.any():
-        optimiser = ThresholdOptimizer(estimator=_ScoreModel(), constraints="equalized_odds",
-                                       objective="balanced_accuracy_score", prefit=True, predict_method="predict_proba")
-        optimiser.fit(np.asarray(val_scores)[fitted, None], val_labels[fitted], sensitive_features=val_groups[fitted])
-        x, groups = np.asarray(test_scores)[adjusted, None], test_groups[adjusted]
-        decisions[adjusted] = optimiser.predict(x, sensitive_features=groups, random_state=seed)
-        # fairlearn has no public method for the randomised decision's probability.
-        probabilities[adjusted] = optimiser._pmf_predict(x, sensitive_features=groups)[:, 1]
-    return decisions, probabilities, unadjusted
+def _synthetic(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame | None) -> TrainingSet:
+    return _described(cohort, dose_rows(cohort, "synthetic", dose), None, "uniform")
+
+
+def _synthetic_pretrain(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame | None) -> TrainingSet:
+    result = _described(cohort, cohort.rows("train"), None, "uniform, after pretraining on the synthetic records")
+    result.pretrain = dose_rows(cohort, "synthetic", dose)
+    result.info["n_pretrain"] = int(len(result.pretrain))
+    return result
+
+
+def _oracle(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame | None) -> TrainingSet:
+    rows = np.concatenate([cohort.rows("train"), dose_rows(cohort, "oracle", dose)])
+    return _described(cohort, rows, None, "uniform")
+
+
+def _reweight(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame) -> TrainingSet:
+    real = cohort.rows("train")
+    columns, keys = _cell_keys(cohort, real, cells)
+    frequency = pd.Series(keys).map(pd.Series(keys).value_counts()).to_numpy()
+    return _described(cohort, real, 1.0 / frequency, f"inverse frequency of cell ({', '.join(columns)})")
+
+
+def _group_dro(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame) -> TrainingSet:
+    real = cohort.rows("train")
+    columns, keys = _cell_keys(cohort, real, cells)
+    result = _described(cohort, real, None, f"uniform, group DRO over cells ({', '.join(columns)})")
+    result.groups = keys
+    return result
+
+
+def _oversample(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame) -> TrainingSet:
+    real = cohort.rows("train")
+    columns, keys = _cell_keys(cohort, real, cells)
+    rng = np.random.default_rng(seed)
+    duplicates, unfilled = [], []
+    for cell in cells[cells["synthetic_count"] > 0].to_dict("records"):
+        key = "|".join(str(cell[c]) for c in columns)
+        members = real[keys == key]
+        if len(members) == 0:
+            unfilled.append(key)
+            continue
+        # Cycle through a shuffled order: every member is duplicated as evenly as possible.
+        order = rng.permutation(members)
+        duplicates.append(np.resize(order, dose_count(int(cell["synthetic_count"]), dose)))
+    rows = np.concatenate([real, *duplicates])
+    result = _described(cohort, rows, None, f"uniform, duplicates per cell ({', '.join(columns)})")
+    result.info.update(n_duplicates=int(len(rows) - len(real)), cells_without_real_records=unfilled)
+    return result
+
+
+def _equalized_odds(cohort: Cohort, val_scores: np.ndarray, test_scores: np.ndarray, threshold: float,
+                    settings: FairnessSettings, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    attribute = settings.threshold_attribute
+    val, test = cohort.subjects("val"), cohort.subjects("test")
+    decisions, probabilities, unadjusted = equalized_odds_thresholds(
+        val_scores, val["label"].to_numpy(), val[attribute], test_scores, test[attribute],
+        fallback_threshold=threshold, seed=seed)
+    info = {"post_processing": f"fairlearn ThresholdOptimizer (equalized_odds, balanced_accuracy_score) by "
+            f"{attribute}, fitted on the validation split to the {REFERENCE_ARM!r} model of the same seed",
+            "groups_left_unadjusted": unadjusted,
+            "unadjusted_test_subjects": int(test[attribute].astype(str).isin(list(unadjusted)).sum())}
+    return probabilities, decisions, info
+
+
+# The order is the tables' and the figures' order; each colour is the arm's in every figure.
+ARMS: dict[str, Arm] = {arm.name: arm for arm in (
+    Arm(REFERENCE_ARM, "#4c72b0", _real),
+    Arm("real+synthetic", "#dd8452", _real_and_synthetic, needs=frozenset({SYNTHETIC}), dosed=True),
+    Arm("synthetic", "#55a868", _synthetic, needs=frozenset({SYNTHETIC})),
+    Arm("reweight", "#c44e52", _reweight, needs=frozenset({CELLS})),
+    Arm("oversample", "#8172b3", _oversample, needs=frozenset({CELLS}), dosed=True),
+    Arm("threshold", "#937860", post_process=_equalized_odds, trainings=0),
+    Arm(ORACLE_ARM, "#da8bc3", _oracle, needs=frozenset({ORACLE, CELLS}), dosed=True),
+    Arm("group-dro", "#8c8c8c", _group_dro, needs=frozenset({CELLS}), opt_in=True),
+    Arm("synthetic-pretrain", "#ccb974", _synthetic_pretrain, needs=frozenset({SYNTHETIC}), opt_in=True,
+        trainings=2),
+)}
+
+
+def get_arm(name: str) -> Arm:
+    """The arm called ``name``; an unknown name is an :class:`ExperimentError` listing the arms."""
+    if name not in ARMS:
+        raise ExperimentError(f"unknown arm {name!r}; choose from {list(ARMS)}")
+    return ARMS[name]
+
+
+def chosen_arms(named: tuple[str, ...] | None, synthetic: bool, oracle: bool) -> tuple[Arm, ...]:
+    """The arms to run: those ``named``, else every arm the data allow (none that needs a
+    synthetic dataset without one, no oracle without a phantom model or held-back subjects) but
+    the opt-in ones."""
+    if named:
+        return tuple(get_arm(name) for name in named)
+    return tuple(arm for arm in ARMS.values() if not arm.opt_in and (synthetic or SYNTHETIC not in arm.needs)
+                 and (oracle or ORACLE not in arm.needs))
+
+
+def arm_doses(arms: tuple[Arm, ...], doses: tuple[float, ...]) -> tuple[ArmDose, ...]:
+    """Every arm at dose 1, then each dosed arm among them at every other dose."""
+    return tuple(ArmDose(arm) for arm in arms) + tuple(ArmDose(arm, d) for d in doses if d != 1.0
+                                                      for arm in arms if arm.dosed)
+
+
+def training_set(arm: str | Arm | ArmDose, cohort: Cohort, seed: int, cells: pd.DataFrame | None = None) -> TrainingSet:
+    """The training records of an arm that trains (by name, or at a dose as :class:`ArmDose`).
+    ``cells`` (from :func:`~cardiofair.downstream.cohort.planned_cells`) defines the cells of the
+    arms that need them; ``seed`` draws the oversampled duplicates."""
+    chosen = arm if isinstance(arm, ArmDose) else ArmDose(get_arm(arm) if isinstance(arm, str) else arm)
+    arm, dose = chosen.arm, chosen.dose
+    if arm.build is None:
+        raise ExperimentError(f"arm {arm.name!r} trains nothing: it post-processes the {REFERENCE_ARM!r} model")
+    if SYNTHETIC in arm.needs and len(cohort.rows("synthetic")) == 0:
+        raise ExperimentError(f"arm {arm.name!r} needs a synthetic dataset (--synthetic)")
+    if ORACLE in arm.needs and len(cohort.rows("oracle")) == 0:
+        raise ExperimentError(f"arm {arm.name!r} needs fresh subjects of the planned cells, drawn from a phantom "
+                              f"model")
+    if CELLS in arm.needs and cells is None:
+        raise ExperimentError(f"arm {arm.name!r} needs the planned cells")
+    return arm.build(cohort, dose, seed, cells)

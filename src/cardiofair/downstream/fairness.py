@@ -25,17 +25,18 @@ from cardiofair.data.prepare import phantom_model
 from cardiofair.data.records import read_manifest
 from cardiofair.data.split import HELD_BACK
 from cardiofair.downstream.arms import (
-    POST_PROCESSED_ARMS,
-    SENSITIVE,
-    Cohort,
-    ExperimentError,
-    equalized_odds_thresholds,
-    load_cohort,
-    planned_cells,
+    CELLS,
+    ORACLE,
+    ORACLE_ARM,
+    SYNTHETIC,
+    Arm,
+    ArmDose,
+    arm_doses,
+    chosen_arms,
     training_set,
-    with_records,
 )
 from cardiofair.downstream.classifier import ClassifierSettings, predict, train_classifier, youden_threshold
+from cardiofair.downstream.cohort import SENSITIVE, Cohort, ExperimentError, load_cohort, planned_cells, with_records
 from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle
 from cardiofair.errors import OutputExistsError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
@@ -52,7 +53,7 @@ from cardiofair.metrics.group_metrics import (
 from cardiofair.options import plain
 from cardiofair.prompts import UNKNOWN
 from cardiofair.results import FairnessResult
-from cardiofair.settings import REFERENCE_ARM, SYNTHETIC_ARMS, FairnessSettings, arm_dose, arm_name
+from cardiofair.settings import REFERENCE_ARM, FairnessSettings
 from cardiofair.threads import one_thread_per_worker, side_by_side
 
 
@@ -83,15 +84,16 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     model = phantom_model(real)
     held_back = HELD_BACK in set(read_manifest(real).get("split", pd.Series(dtype=str)).astype(str))
-    arms = settings.chosen_arms(synthetic is not None, model is not None or held_back)
-    missing = [a for a in arms if a in SYNTHETIC_ARMS] if synthetic is None else []
+    arms = chosen_arms(settings.arms, synthetic is not None, model is not None or held_back)
+    missing = [a.name for a in arms if SYNTHETIC in a.needs] if synthetic is None else []
     if missing:
         raise ExperimentError(f"arm(s) {missing} need a synthetic dataset (--synthetic)")
-    if "oracle" in arms and model is None and not held_back:
-        raise ExperimentError(f"the oracle arm needs what a perfect generator would add: fresh subjects drawn from "
+    oracle = [a.name for a in arms if ORACLE in a.needs]
+    if oracle and model is None and not held_back:
+        raise ExperimentError(f"arm(s) {oracle} need what a perfect generator would add: fresh subjects drawn from "
                               f"a phantom cohort's model, or real subjects held back from the generator, and {real} "
                               f"is not a phantom cohort and holds none back: split it with `cardiofair split "
-                              f"--scarcity` (the scarcity protocol), or leave oracle out of --arms")
+                              f"--scarcity` (the scarcity protocol), or leave them out of --arms")
     with tqdm(unit="record", desc="load", disable=not progress) as loading:
         cohort = load_cohort(real, synthetic, settings.positive_diagnosis, settings.train_prevalence, settings.seed,
                              on_record=loading.update, positive_name=settings.positive_name)
@@ -109,54 +111,54 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     groupings, skipped = measurable_groupings(settings.groupings(), groups, "test subject")
     references = reference_groups(test, cohort.subjects("train"), groupings)
     test_set["power"] = _power(test, settings.threshold_attribute, references)
-    cells = planned_cells(cohort, plan) if {"reweight", "oversample", "oracle", "group-dro"} & set(arms) else None
+    cells = planned_cells(cohort, plan) if any(CELLS in a.needs for a in arms) else None
     oracle_source = None
-    if "oracle" in arms and held_back:
+    if oracle and held_back:
         # The scarcity protocol: the subjects the generator never saw are the perfect generator's records.
         cohort.table.loc[cohort.table["role"] == HELD_BACK, "role"] = "oracle"
         oracle_source = f"{len(cohort.subjects('oracle'))} real training subjects held back by the split (scarcity)"
-    elif "oracle" in arms:
+    elif oracle:
         cohort = with_records(cohort, draw_oracle(model, cells, max(settings.doses)), "oracle")
         oracle_source = "fresh phantom subjects of the planned cells (random stream 'oracle')"
     # Held-back subjects are as many as the split held back: they make no other dose.
-    arms = tuple(a for a in settings.dosed_arms(arms) if not (held_back and arm_dose(a)[0] == "oracle"
-                                                                and arm_dose(a)[1] != 1.0))
-    trained_arms = [a for a in arms if a not in POST_PROCESSED_ARMS]
+    doses = tuple(d for d in arm_doses(arms, settings.doses) if not (held_back and ORACLE in d.arm.needs
+                                                                         and d.dose != 1.0))
+    trained = [d for d in doses if d.arm.build is not None]
     runs: dict[str, list[RunResult]] = {}
-    for arm in trained_arms:
+    for arm in trained:
         # Fails now, before any training, when a dose asks for records the synthetic set lacks.
         training_set(arm, cohort, settings.seed, cells)
-    trainings = len(trained_arms) + ("synthetic-pretrain" in trained_arms)
-    total = trainings * settings.repeats * classifier.max_epochs
-    jobs = [(arm, seed) for arm in trained_arms for seed in settings.seeds]
+    total = sum(d.arm.trainings for d in trained) * settings.repeats * classifier.max_epochs
+    jobs = [(arm, seed) for arm in trained for seed in settings.seeds]
 
-    def train(job: tuple[str, int]) -> RunResult:
+    def train(job: tuple[ArmDose, int]) -> RunResult:
         arm, seed = job
         run = _train_arm(arm, cohort, cells, seed, classifier, bar)
-        bar.update(classifier.max_epochs * (1 + ("n_pretrain" in run.info)) - run.info["epochs_run"])
+        bar.update(classifier.max_epochs * arm.arm.trainings - run.info["epochs_run"])
         return run
 
     with tqdm(total=total, unit="epoch", desc="fairness", disable=not progress) as bar:
         done = side_by_side(train, jobs, workers=None if classifier.device == "cpu" else 1)
     for (arm, _), run in zip(jobs, done):
-        runs.setdefault(arm, []).append(run)
-    if "threshold" in arms:
-        runs["threshold"] = [_post_process(run, cohort, settings, seed)
-                             for run, seed in zip(runs[REFERENCE_ARM], settings.seeds)]
-    runs = {arm: runs[arm] for arm in arms}
+        runs.setdefault(arm.name, []).append(run)
+    for arm in doses:
+        if arm.arm.post_process is not None:
+            runs[arm.name] = [_post_process(arm.arm, run, cohort, settings, seed)
+                              for run, seed in zip(runs[REFERENCE_ARM], settings.seeds)]
+    runs = {arm.name: runs[arm.name] for arm in doses}
     shared = {"groups": groups, "attributes": groupings, "references": references,
               "weights": bootstrap_weights(len(test), settings.bootstrap, settings.seed),
               "min_group_size": settings.min_group_size}
     evaluated = iter(evaluate_runs([run.predictions for arm_runs in runs.values() for run in arm_runs], shared,
                                    progress))
     results = {arm: [next(evaluated) for _ in arm_runs] for arm, arm_runs in runs.items()}
-    resolved = {**plain(settings), "arms": list(arms), "classifier": asdict(classifier)}
-    report = _report(cohort, runs, results, cells, resolved, skipped, real, synthetic)
+    resolved = {**plain(settings), "arms": list(runs), "classifier": asdict(classifier)}
+    report = _report(cohort, doses, runs, results, cells, resolved, skipped, real, synthetic)
     report["data"]["test_set"] = test_set
     report["data"]["oracle_source"] = oracle_source
     report["data"]["mechanism"] = model.mechanism if model else None
-    if "oracle" in results and settings.threshold_attribute in groupings:
-        report["oracle_shares"] = _oracle_shares(results, test_set["power"], settings)
+    if ORACLE_ARM in results and settings.threshold_attribute in groupings:
+        report["oracle_shares"] = _oracle_shares(doses, results, test_set["power"], settings)
     result = FairnessResult.from_dict(json_ready(report))
     _write(out, result, _tables(report, runs, results, groups, settings), overwrite)
     return result
@@ -213,14 +215,14 @@ def _power(test: pd.DataFrame, attribute: str, references: dict[str, str]) -> di
     return detectable_change({str(g): int(n) for g, n in positives.items()}, references[attribute])
 
 
-def _oracle_shares(results: dict[str, list[RepeatResult]], power: dict[str, Any],
+def _oracle_shares(doses: tuple[ArmDose, ...], results: dict[str, list[RepeatResult]], power: dict[str, Any],
                    settings: FairnessSettings) -> dict[str, Any]:
     """Each arm's change of the main gap (the TPR of the group with fewest positives minus the
     reference group's) as a share of the oracle's."""
     path = ("attributes", settings.threshold_attribute, "groups", power["group"], "true_positive_rate_vs_reference")
+    ceiling = {d.dose: d.name for d in doses if d.arm.name == ORACLE_ARM}
     # An arm at a dose is measured against the oracle at that dose: the same records' worth.
-    oracle = {arm: arm_name("oracle", arm_dose(arm)[1]) for arm in results
-              if arm != REFERENCE_ARM and arm_dose(arm)[0] != "oracle"}
+    oracle = {d.name: ceiling.get(d.dose) for d in doses if d.arm.name not in (REFERENCE_ARM, ORACLE_ARM)}
     return {"measure": f"TPR {power['group']} - {power['reference_group']}", "path": list(path),
             "arms": {arm: {**share_of_oracle(results[arm], results[reference], results[REFERENCE_ARM], path,
                                              settings.seed), "oracle_arm": reference}
@@ -234,7 +236,7 @@ def subject_scores(cohort: Cohort, role: str, record_scores: np.ndarray) -> np.n
     return means.reindex(cohort.subjects(role).index).to_numpy()
 
 
-def _train_arm(arm: str, cohort: Cohort, cells: pd.DataFrame | None, seed: int, classifier: ClassifierSettings,
+def _train_arm(arm: ArmDose, cohort: Cohort, cells: pd.DataFrame | None, seed: int, classifier: ClassifierSettings,
                bar: tqdm) -> RunResult:
     chosen = training_set(arm, cohort, seed, cells)
     labels, images = cohort.table["label"].to_numpy(), cohort.records.images
@@ -258,17 +260,10 @@ def _train_arm(arm: str, cohort: Cohort, cells: pd.DataFrame | None, seed: int, 
                      trained.history)
 
 
-def _post_process(run: RunResult, cohort: Cohort, settings: FairnessSettings, seed: int) -> RunResult:
-    attribute = settings.threshold_attribute
-    val, test = cohort.subjects("val"), cohort.subjects("test")
-    decisions, probabilities, unadjusted = equalized_odds_thresholds(
-        run.val_scores, val["label"].to_numpy(), val[attribute], run.predictions["score"].to_numpy(), test[attribute],
-        fallback_threshold=run.info["threshold"], seed=seed)
-    info = {"seed": seed, "post_processing": f"fairlearn ThresholdOptimizer (equalized_odds, balanced_accuracy_score) "
-            f"by {attribute}, fitted on the validation split to the {REFERENCE_ARM!r} model of the same seed",
-            "groups_left_unadjusted": unadjusted,
-            "unadjusted_test_subjects": int(test[attribute].astype(str).isin(list(unadjusted)).sum())}
-    return RunResult(_predictions(cohort, probabilities, decisions), run.val_scores, info)
+def _post_process(arm: Arm, run: RunResult, cohort: Cohort, settings: FairnessSettings, seed: int) -> RunResult:
+    scores, decisions, info = arm.post_process(cohort, run.val_scores, run.predictions["score"].to_numpy(),
+                                               run.info["threshold"], settings, seed)
+    return RunResult(_predictions(cohort, scores, decisions), run.val_scores, {"seed": seed, **info})
 
 
 def _predictions(cohort: Cohort, scores: np.ndarray, decisions: np.ndarray) -> pd.DataFrame:
@@ -277,12 +272,13 @@ def _predictions(cohort: Cohort, scores: np.ndarray, decisions: np.ndarray) -> p
                         index=test.index)
 
 
-def _report(cohort: Cohort, runs: dict[str, list[RunResult]], results: dict[str, list[RepeatResult]],
-            cells: pd.DataFrame | None, settings: dict[str, Any], skipped: dict[str, str], real: str | os.PathLike,
-            synthetic: str | os.PathLike | None) -> dict:
+def _report(cohort: Cohort, doses: tuple[ArmDose, ...], runs: dict[str, list[RunResult]],
+            results: dict[str, list[RepeatResult]], cells: pd.DataFrame | None, settings: dict[str, Any],
+            skipped: dict[str, str], real: str | os.PathLike, synthetic: str | os.PathLike | None) -> dict:
     arms, comparisons = summarise_arms(results, REFERENCE_ARM)
-    for arm, arm_runs in runs.items():
-        arms[arm] = {"training": [run.info for run in arm_runs], **arms[arm]}
+    for arm in doses:
+        arms[arm.name] = {"arm": arm.arm.name, "dose": arm.dose, "training": [run.info for run in runs[arm.name]],
+                          **arms[arm.name]}
     subjects = {role: {"subjects": len(cohort.subjects(role)), "positives": int(cohort.subjects(role)["label"].sum())}
                 for role in ("train", "val", "test", "synthetic", "oracle")}
     data = {"real": str(real), "synthetic": None if synthetic is None else str(synthetic),

@@ -412,7 +412,7 @@ class _Builder:
         interval = "95% bootstrap interval over test subjects of the mean over repeats"
         for metric in BAR_METRICS if reference["attributes"] else ():
             # Arms at other doses have their own figure below; the bars compare the arms at the plan's counts.
-            series = [(a, table[~table["arm"].str.contains("@", regex=False)])
+            series = [(a, table[table["dose"] == 1.0])
                       for a, table in ((a, tables.group_series(fairness, a, metric)) for a in reference["attributes"])]
             name = figures.METRIC_NAMES[metric]
             body += self._figure(f"fairness_{metric}.png", figures.group_bars(series, metric, interval),

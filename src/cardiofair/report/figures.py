@@ -17,13 +17,10 @@ from matplotlib.patches import Patch
 
 from cardiofair.data.preview import LABEL_COLOURS, mask_overlay, preview_picture
 from cardiofair.data.records import FRAMES, LABELS, ImageSet, Record
+from cardiofair.downstream.arms import ARMS
 from cardiofair.prompts import BMI_CLASSES, UNKNOWN
-from cardiofair.settings import ARMS, arm_dose
 
 DPI = 110
-# One colour per arm, the same in every figure (oracle is oracle's colour beside any other arms).
-ARM_COLOURS = dict(zip(ARMS, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
-                              "#8c8c8c", "#ccb974")))
 METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "true_positive_rate": "true positive rate (sensitivity)"}
 
 
@@ -138,11 +135,10 @@ def counterfactual_grid(source: Record, images: np.ndarray, titles: Sequence[str
 # --- fairness -----------------------------------------------------------------------------------
 
 
-def arm_colour(name: str) -> tuple[float, float, float]:
-    """An arm's colour (RGB in [0, 1]); a dosed arm (``oracle@0.5``) in its arm's colour, lighter
+def arm_colour(arm: str, dose: float = 1.0) -> tuple[float, float, float]:
+    """An arm's colour (RGB in [0, 1]), the same in every figure; at a dose its colour lighter
     below the planned dose and darker above it, so that each arm and dose has its own."""
-    arm, dose = arm_dose(name)
-    colour = np.array([int(ARM_COLOURS[arm][i:i + 2], 16) / 255.0 for i in (1, 3, 5)])
+    colour = np.array([int(ARMS[arm].colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5)])
     if dose < 1.0:
         colour = 1.0 - (1.0 - colour) * (0.3 + 0.7 * dose)
     elif dose > 1.0:

@@ -14,7 +14,6 @@ import pandas as pd
 
 from cardiofair.data.records import LABELS, STRUCTURES
 from cardiofair.results import FairnessResult, QualityResult
-from cardiofair.settings import arm_dose
 
 MISSING = "n/a"
 # Dice keys of synthetic_quality.json (``ED_LV``) spelled out with the project's label names.
@@ -395,10 +394,10 @@ def group_series(fairness: FairnessResult, attribute: str, metric: str) -> pd.Da
         for group, measures in tree["attributes"].get(attribute, {}).get("groups", {}).items():
             entry = measures.get(metric) or {}
             low, high = (entry.get("bootstrap_interval") or [None, None])[:2]
-            rows.append({"arm": arm, "group": group, "mean": entry.get("mean"), "low": low, "high": high,
+            rows.append({"arm": arm, "dose": tree["dose"], "group": group, "mean": entry.get("mean"), "low": low, "high": high,
                          "count": (measures.get("count") or {}).get("mean"),
                          "positives": (measures.get("positives") or {}).get("mean"), "reason": entry.get("reason")})
-    return pd.DataFrame(rows, columns=["arm", "group", "mean", "low", "high", "count", "positives", "reason"])
+    return pd.DataFrame(rows, columns=["arm", "dose", "group", "mean", "low", "high", "count", "positives", "reason"])
 
 
 def dose_series(fairness: FairnessResult) -> pd.DataFrame:
@@ -407,17 +406,17 @@ def dose_series(fairness: FairnessResult) -> pd.DataFrame:
     gap) against ``real`` with its t-interval over seeds; dose 0 is ``real`` itself (no change).
     Empty when no arm ran at a dose other than 1."""
     comparisons = fairness.comparisons
-    if not any(arm_dose(arm)[1] != 1.0 for arm in comparisons):
+    if not any(fairness.arm_dose(name)[1] != 1.0 for name in comparisons):
         return pd.DataFrame(columns=["arm", "dose", "difference", "low", "high"])
     path = fairness.oracle_shares.get("path")
     if path is None:
         power = (fairness.data.get("test_set") or {}).get("power") or {}
         path = ["attributes", fairness.settings["threshold_attribute"], "groups", power.get("group"),
                 "true_positive_rate_vs_reference"]
-    dosed = {arm_dose(arm)[0] for arm in comparisons if arm_dose(arm)[1] != 1.0}
+    dosed = {fairness.arm_dose(name)[0] for name in comparisons if fairness.arm_dose(name)[1] != 1.0}
     rows = [{"arm": arm, "dose": 0.0, "difference": 0.0, "low": 0.0, "high": 0.0} for arm in sorted(dosed)]
     for name, tree in comparisons.items():
-        arm, dose = arm_dose(name)
+        arm, dose = fairness.arm_dose(name)
         if arm not in dosed:
             continue
         for key in path:

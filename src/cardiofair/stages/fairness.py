@@ -108,10 +108,12 @@ def summary_table(result: FairnessResult) -> str:
     if unknown:
         lines.append("Test subjects of unknown attribute, left out of its groups (not of training or overall "
                      "metrics): " + ", ".join(f"{name} {n}" for name, n in unknown.items()))
-    unadjusted = sorted({f"{group} ({reason})" for run in result.arms.get("threshold", {}).get("training", [])
-                         for group, reason in run["groups_left_unadjusted"].items()})
-    if unadjusted:
-        lines.append("threshold arm: the plain threshold is kept for " + ", ".join(unadjusted))
+    for name, entry in result.arms.items():
+        # A post-processing arm says which groups it could not adjust (no validation subjects of a class).
+        unadjusted = sorted({f"{group} ({reason})" for run in entry["training"]
+                             for group, reason in run.get("groups_left_unadjusted", {}).items()})
+        if unadjusted:
+            lines.append(f"{name} arm: the plain threshold is kept for " + ", ".join(unadjusted))
     if result.data["excluded_records"]:
         lines.append(f"{result.data['excluded_records']} records of other diagnoses left out (fairness.json: "
                      f"data.excluded_examples)")
