@@ -144,6 +144,8 @@ class FairnessResult(_JsonResult):
     comparisons: dict[str, Any] = field(default_factory=dict)
     # The share of the oracle's change each arm reached ({} without an oracle arm).
     oracle_shares: dict[str, Any] = field(default_factory=dict)
+    # Arms compared with each other: [{"arm": a, "other": b, "comparisons": the tree of a - b}]
+    versus: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def positive(self) -> str:
@@ -159,6 +161,11 @@ class FairnessResult(_JsonResult):
     def arm_dose(self, name: str) -> tuple[str, float]:
         """(the arm, its dose) of the arm called ``name`` in :attr:`arms` and :attr:`comparisons`."""
         return self.arms[name]["arm"], float(self.arms[name]["dose"])
+
+    def versus_trees(self) -> dict[str, dict[str, Any]]:
+        """Each pair of arms compared with each other, named ``ARM - OTHER``: its tree of paired
+        differences."""
+        return {f"{pair['arm']} - {pair['other']}": pair["comparisons"] for pair in self.versus}
 
     def reference(self) -> dict[str, Any]:
         """The reference arm's tree (the first arm's when the reference arm is absent)."""

@@ -434,10 +434,20 @@ class FairnessSettings:
                                       "records per planned cell runs (real+synthetic, oversample, oracle), e.g. "
                                       "0.5,1,2,4; a dose other than 1 adds those arms as ARM@DOSE (the synthetic dataset must hold the largest dose: "
                                       "`cardiofair generate --dose`)")
+    # The user's question is whether the generator beats the one-line alternatives, not only
+    # whether it beats doing nothing.
+    versus: tuple[str, ...] | None = option(None, "arm pairs ARM:OTHER compared with each other over the same seeds "
+                                            "(paired difference, t-interval, Holm-corrected over the pairs), e.g. "
+                                            "real+synthetic:reweight (default: real+synthetic against reweight and "
+                                            "against oversample, where those arms run; 'none' for none)")
     seed: int = option(0, "first repeat's seed; also the bootstrap's")
 
     def __post_init__(self) -> None:
         check_choices(self)
+        for pair in self.versus or ():
+            arm, colon, other = pair.partition(":")
+            if not colon or not arm or not other or ":" in other or arm == other:
+                raise SettingsError("versus", f"must be pairs of two different arms written ARM:OTHER, got {pair!r}")
         if self.arms is not None:
             if REFERENCE_ARM not in self.arms:
                 raise SettingsError("arms", f"must include {REFERENCE_ARM!r}: every arm is compared with it")

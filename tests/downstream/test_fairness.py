@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from downstream_fixtures import blank_attribute, rows_of, write_synthetic
 
 from cardiofair.cli import main
@@ -17,6 +18,12 @@ from cardiofair.report.tables import dose_series
 from cardiofair.results import FairnessResult
 
 FAST = ["--repeats", "2", "--epochs", "2", "--patience", "1", "--bootstrap", "50", "--quiet"]
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
 
 
 def _test_subjects(dataset):
@@ -31,6 +38,8 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Paired difference against 'real'" in printed and "TPR Female-Male" in printed
+    assert printed.startswith("Real+synthetic closed ") and "of the oracle's change of TPR Female - Male; against reweight: " in printed
+    assert "Arm against arm, paired over the same seeds" in printed and "real+synthetic - oversample" in printed
     assert "Too small for sex&age gaps and worst-group figures (fewer than 10 positives or negatives" in printed
     report = json.loads((out / "fairness.json").read_text())
     default = {arm.name for arm in ARMS.values() if not arm.opt_in}
@@ -43,6 +52,22 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
         assert "sex&age" in entry["attributes"]
     comparison = report["comparisons"]["reweight"]["attributes"]["sex"]["gaps"]["equal_opportunity_difference"]
     assert {"difference", "interval", "bootstrap_interval", "p_value", "p_holm", "n_pairs"} <= set(comparison)
+    # Arm against arm, paired over the same seeds: the difference of the two arms' changes against real.
+    assert [(pair["arm"], pair["other"]) for pair in report["versus"]] == [("real+synthetic", "reweight"),
+                                                                          ("real+synthetic", "oversample")]
+    checked = 0
+    for pair in report["versus"]:
+        for path in (("overall", "balanced_accuracy"), ("overall", "roc_auc"),
+                     ("attributes", "sex", "gaps", "equal_opportunity_difference"),
+                     ("attributes", "sex", "groups", "Female", "true_positive_rate_vs_reference")):
+            versus, mine, theirs = (_at(tree, path) for tree in (pair["comparisons"], report["comparisons"][pair["arm"]],
+                                                                 report["comparisons"][pair["other"]]))
+            if mine["difference"] is None or theirs["difference"] is None:
+                continue  # a measure this tiny test set leaves undefined
+            assert versus["difference"] == pytest.approx(mine["difference"] - theirs["difference"], abs=1e-12), path
+            assert versus["n_pairs"] == 2 and 0.0 <= versus["p_value"] <= versus["p_holm"] <= 1.0
+            checked += 1
+    assert checked >= 4
     training = {arm: report["arms"][arm]["training"][0] for arm in ("real", "real+synthetic", "synthetic", "oversample")}
     n_synthetic = len(read_manifest(synthetic_dataset))
     assert training["real+synthetic"]["n_synthetic"] == n_synthetic
@@ -63,7 +88,9 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
                         & (groups["measure"] == "true_positive_rate")]
     assert len(female_tpr) == 1 and {"bootstrap_low", "interval_high", "reason"} <= set(groups.columns)
     assert {"equalized_odds_difference", "balanced_accuracy_group_min"} <= set(pd.read_csv(out / "gaps.csv")["measure"])
-    assert set(pd.read_csv(out / "comparisons.csv")["arm"]) == default - {"real"}
+    compared = pd.read_csv(out / "comparisons.csv")
+    assert set(compared["arm"]) == default - {"real"}
+    assert set(compared.loc[compared["reference"] != "real", "reference"]) == {"reweight", "oversample"}
     by_repeat = pd.read_csv(out / "groups_by_repeat.csv")
     assert {"true_positive_rate", "false_positive_rate", "roc_auc", "selection_rate", "count"} <= set(by_repeat.columns)
     assert set(pd.read_csv(out / "training.csv")["arm"]) == default - {"threshold"}
@@ -192,3 +219,13 @@ def test_runs_evaluated_in_worker_processes_give_what_one_process_gives():
             pd.testing.assert_frame_equal(table, b.tables[name])
     # The runs differ, so equal results are not one run evaluated three times.
     assert alone[0].values != alone[1].values
+
+
+def test_a_comparison_naming_an_arm_that_does_not_run_is_refused_before_training(split_dataset, tmp_path, capsys):
+    argv = ["fairness", "--real", str(split_dataset), "--arms", "real,reweight", "--versus", "reweight:oversample",
+            "--out", str(tmp_path / "f"), *FAST]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert "compares arm(s) ['oversample'] that do not run; the arms that run: ['real', 'reweight']" in error
+    assert main([*argv[:-len(FAST) - 2], "--versus", "reweight", "--out", str(tmp_path / "g"), *FAST]) == 1
+    assert "--versus must be pairs of two different arms written ARM:OTHER, got 'reweight'" in capsys.readouterr().err

@@ -6,19 +6,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 
 from cardiofair import settings
 from cardiofair.cli import main
 from cardiofair.config import load_config
 from cardiofair.data import phantom
+from cardiofair.data.prepare import phantom_model
 from cardiofair.data.records import load_images, read_manifest
 from cardiofair.data.split import hold_back, write_splits
 from cardiofair.data.summary import with_cells
-from cardiofair.downstream.arms import chosen_arms
-from cardiofair.downstream.cohort import load_cohort, planned_cells
-from cardiofair.data.prepare import phantom_model
+from cardiofair.downstream.arms import chosen_arms, training_set
+from cardiofair.downstream.cohort import load_cohort, planned_cells, with_records
 from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle, planned_subjects
 from cardiofair.settings import FairnessSettings
 
@@ -52,6 +52,21 @@ def test_oracle_subjects_are_of_the_planned_cells_and_counts_and_never_prepared_
     assert (with_cells(double.rows).groupby(["sex", "age", "diagnosis"]).size().sort_index()
             == 2 * asked[asked > 0].sort_index()).all()
     assert double.rows["cell_rank"].max() == asked.max() * 2 - 1
+
+
+def test_oracle_only_trains_on_exactly_the_synthetic_arms_count_of_oracle_records_per_cell(split_dataset,
+                                                                                        synthetic_dataset):
+    cohort = load_cohort(split_dataset, synthetic_dataset)
+    cells = planned_cells(cohort)
+    # The oracle drawn at twice the plan, as for a dose of 2: more records than the synthetic arm has.
+    cohort = with_records(cohort, draw_oracle(phantom_model(split_dataset), cells, dose=2.0, workers=1), "oracle")
+    columns = ["sex", "age", "diagnosis"]
+    synthetic = training_set("synthetic", cohort, 0, cells)
+    oracle_only = training_set("oracle-only", cohort, 0, cells)
+    trained_on = cohort.table.iloc[oracle_only.rows]
+    assert set(trained_on["role"]) == {"oracle"} and oracle_only.info["cells_short_of_oracle_records"] == {}
+    assert (trained_on.groupby(columns).size().sort_index()
+            .equals(cohort.table.iloc[synthetic.rows].groupby(columns).size().sort_index()))
 
 
 def test_the_test_cohort_is_balanced_and_apart_from_the_oracle(split_dataset):

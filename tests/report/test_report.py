@@ -207,7 +207,11 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
     report.arms["real"]["attributes"]["sex&age"].update(min_group_size=10, too_small={
         "Female|40s": {"positives": 0, "negatives": 5}})
     report.oracle_shares.update({"measure": "TPR Female - Male", "arms": {"oversample": {
-        "share": 0.4, "change": 0.04, "oracle_change": 0.1, "interval": [0.1, 0.7], "reason": None}}})
+        "share": 0.4, "change": 0.04, "oracle_change": 0.1, "interval": [0.1, 0.7], "reason": None}},
+        "path": ["attributes", "sex", "groups", "Female", "true_positive_rate_vs_reference"]})
+    report.versus.append({"arm": "oversample", "other": "real", "comparisons": {"attributes": {"sex": {"groups": {
+        "Female": {"true_positive_rate_vs_reference": {"difference": 0.0412, "interval": [0.01, 0.07],
+                                                       "p_value": 0.01, "p_holm": 0.02, "reason": None}}}}}}})
     folder = tmp_path / "fairness"
     folder.mkdir()
     report.save(folder)
@@ -218,6 +222,11 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
     assert "Bias scenario of the phantom cohort: representation. Female heart failure is rare." in section
     assert "Female|40s (0 pos., 5 neg.)" in section
     assert "oversample: +0.040, 40% of the oracle arm's +0.100 [10%, 70%]" in section
+    # The first result line answers the user's question; the pair's table follows the comparisons.
+    answer = ("Oversample closed 40% [10%, 70%] of the oracle's change of TPR Female - Male; against real: "
+              "+0.041 [+0.01, +0.07] (paired over the same seeds, 95% t-interval).")
+    assert section.index(answer) < section.index("Power: with 500 positives")
+    assert "Paired difference of one arm minus another" in section and "oversample - real" in section
 
 
 def test_every_arm_and_dose_has_its_own_colour_in_every_figure():

@@ -16,6 +16,9 @@ subjects (:mod:`cardiofair.downstream.cohort`); only what it trains on differs:
   dataset (or the plan) adds, a fresh phantom subject of the same cell
   (:mod:`cardiofair.downstream.fresh`): what a perfect generator would give; on a scarcity
   split, the real subjects the split held back from the generator instead;
+- ``oracle-only``: as many oracle records of each cell as the ``synthetic`` arm trains on, and
+  nothing else: what the synthetic-only arm would reach with perfect records, so that an
+  overshoot of ``synthetic`` can be told from what such records really do;
 - ``group-dro``: the real training records, trained by group DRO over the planned cells
   (Sagawa et al. 2020), the standard in-processing baseline;
 - ``synthetic-pretrain``: pretrained on the synthetic records, then fine-tuned on the real ones
@@ -150,6 +153,23 @@ def _oracle(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame | None) 
     return _described(cohort, rows, None, "uniform")
 
 
+def _oracle_only(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame) -> TrainingSet:
+    synthetic, oracle = dose_rows(cohort, "synthetic", 1.0), cohort.rows("oracle")
+    _, synthetic_keys = _cell_keys(cohort, synthetic, cells)
+    _, oracle_keys = _cell_keys(cohort, oracle, cells)
+    chosen, short = [], {}
+    for key, wanted in pd.Series(synthetic_keys).value_counts(sort=False).items():
+        # Drawn oracle records come in rank order, so the first ones are those of the smallest dose.
+        members = oracle[oracle_keys == key][:wanted]
+        if len(members) < wanted:
+            short[key] = f"{len(members)} of {wanted}"
+        chosen.append(members)
+    result = _described(cohort, np.concatenate(chosen), None, "uniform, the synthetic arm's count of oracle records "
+                        "per cell")
+    result.info["cells_short_of_oracle_records"] = short
+    return result
+
+
 def _reweight(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame) -> TrainingSet:
     real = cohort.rows("train")
     columns, keys = _cell_keys(cohort, real, cells)
@@ -208,6 +228,7 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("oversample", "#8172b3", _oversample, needs=frozenset({CELLS}), dosed=True),
     Arm("threshold", "#937860", post_process=_equalized_odds, trainings=0),
     Arm(ORACLE_ARM, "#da8bc3", _oracle, needs=frozenset({ORACLE, CELLS}), dosed=True),
+    Arm("oracle-only", "#17becf", _oracle_only, needs=frozenset({SYNTHETIC, ORACLE, CELLS}), opt_in=True),
     Arm("group-dro", "#8c8c8c", _group_dro, needs=frozenset({CELLS}), opt_in=True),
     Arm("synthetic-pretrain", "#ccb974", _synthetic_pretrain, needs=frozenset({SYNTHETIC}), opt_in=True,
         trainings=2),
@@ -235,6 +256,22 @@ def arm_doses(arms: tuple[Arm, ...], doses: tuple[float, ...]) -> tuple[ArmDose,
     """Every arm at dose 1, then each dosed arm among them at every other dose."""
     return tuple(ArmDose(arm) for arm in arms) + tuple(ArmDose(arm, d) for d in doses if d != 1.0
                                                       for arm in arms if arm.dosed)
+
+
+# What a user asks first: does the generator beat the one-line alternatives?
+DEFAULT_VERSUS = (("real+synthetic", "reweight"), ("real+synthetic", "oversample"))
+
+
+def versus_pairs(named: tuple[str, ...] | None, ran: list[str]) -> list[tuple[str, str]]:
+    """The (arm, other) pairs to compare with each other: ``named`` as ``ARM:OTHER``, each of whose
+    arms must be among those that ``ran``; by default :data:`DEFAULT_VERSUS` where both ran."""
+    if named is None:
+        return [pair for pair in DEFAULT_VERSUS if set(pair) <= set(ran)]
+    pairs = [(arm, other) for arm, _, other in (pair.partition(":") for pair in named)]
+    missing = sorted({name for pair in pairs for name in pair} - set(ran))
+    if missing:
+        raise ExperimentError(f"fairness.versus compares arm(s) {missing} that do not run; the arms that run: {ran}")
+    return pairs
 
 
 def training_set(arm: str | Arm | ArmDose, cohort: Cohort, seed: int, cells: pd.DataFrame | None = None) -> TrainingSet:

@@ -34,6 +34,7 @@ from cardiofair.downstream.arms import (
     arm_doses,
     chosen_arms,
     training_set,
+    versus_pairs,
 )
 from cardiofair.downstream.classifier import ClassifierSettings, predict, train_classifier, youden_threshold
 from cardiofair.downstream.cohort import SENSITIVE, Cohort, ExperimentError, load_cohort, planned_cells, with_records
@@ -43,6 +44,7 @@ from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics.group_metrics import (
     RepeatResult,
     bootstrap_weights,
+    compare_arms,
     detectable_change,
     evaluate_repeat,
     measurable_groupings,
@@ -123,6 +125,7 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     # Held-back subjects are as many as the split held back: they make no other dose.
     doses = tuple(d for d in arm_doses(arms, settings.doses) if not (held_back and ORACLE in d.arm.needs
                                                                          and d.dose != 1.0))
+    pairs = versus_pairs(settings.versus, [d.name for d in doses])
     trained = [d for d in doses if d.arm.build is not None]
     runs: dict[str, list[RunResult]] = {}
     for arm in trained:
@@ -159,6 +162,8 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     report["data"]["mechanism"] = model.mechanism if model else None
     if ORACLE_ARM in results and settings.threshold_attribute in groupings:
         report["oracle_shares"] = _oracle_shares(doses, results, test_set["power"], settings)
+    report["versus"] = [{"arm": arm, "other": other, "comparisons": tree}
+                        for (arm, other), tree in zip(pairs, compare_arms(results, pairs))]
     result = FairnessResult.from_dict(json_ready(report))
     _write(out, result, _tables(report, runs, results, groups, settings), overwrite)
     return result
@@ -327,9 +332,11 @@ def _tables(report: dict, runs: dict[str, list[RunResult]], results: dict[str, l
         for path, entry in _entries({k: v for k, v in tree.items() if k != "training"}):
             summary_rows.append({"arm": arm, **_where(path), "mean": entry["mean"], **_interval_columns(entry),
                                  "n_defined": entry["n_defined"], "reason": entry["reason"]})
-    for arm, tree in report["comparisons"].items():
+    compared = [(arm, REFERENCE_ARM, tree) for arm, tree in report["comparisons"].items()]
+    compared += [(pair["arm"], pair["other"], pair["comparisons"]) for pair in report.get("versus", [])]
+    for arm, other, tree in compared:
         for path, entry in _entries(tree):
-            comparison_rows.append({"arm": arm, "reference": REFERENCE_ARM, **_where(path),
+            comparison_rows.append({"arm": arm, "reference": other, **_where(path),
                                     "difference": entry["difference"], **_interval_columns(entry),
                                     "p_value": entry["p_value"], "p_holm": entry["p_holm"],
                                     "n_pairs": entry["n_pairs"], "reason": entry["reason"]})

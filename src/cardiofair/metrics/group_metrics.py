@@ -538,38 +538,44 @@ def _nest(tree: dict, path: MeasurePath, value: Any) -> None:
 
 def summarise_arms(results: Mapping[str, Sequence[RepeatResult]], reference: str = "real") -> tuple[dict, dict]:
     """(arms, comparisons) of the report. ``arms[arm]`` nests every measure's summary by its
-    path, with each attribute's ``columns``, ``excluded_unknown`` and ``reference_group``; ``comparisons[arm]`` holds, for each arm other
-    than ``reference``, each compared measure's paired difference against it over the same
-    seeds, its t-interval, the bootstrap interval of the difference of repeat means (same test
-    resamples), and the p-value before and after Holm's correction over the arms compared on
-    that measure."""
+    path, with each attribute's ``columns``, ``excluded_unknown`` and ``reference_group``;
+    ``comparisons[arm]`` is :func:`compare_arms` of each arm other than ``reference`` against it."""
     arms: dict[str, dict] = {}
     for arm, repeats in results.items():
         tree: dict = {"attributes": {name: dict(d) for name, d in repeats[0].descriptions.items()}}
         for path in repeats[0].values:
             _nest(tree, path, summarise_measure(repeats, path))
         arms[arm] = tree
-    comparisons: dict[str, dict] = {}
     if reference not in results:
-        return arms, comparisons
-    base = results[reference]
-    others = [a for a in results if a != reference]
-    for path in compared_paths(base[0].values):
-        entries = {}
-        for arm in others:
-            repeats = results[arm]
-            entry = paired_difference([r.values.get(path, math.nan) for r in repeats],
-                                      [r.values.get(path, math.nan) for r in base])
+        return arms, {}
+    pairs = [(arm, reference) for arm in results if arm != reference]
+    return arms, {arm: tree for (arm, _), tree in zip(pairs, compare_arms(results, pairs))}
+
+
+def compare_arms(results: Mapping[str, Sequence[RepeatResult]], pairs: Sequence[tuple[str, str]]) -> list[dict]:
+    """For each (arm, other) pair, the tree of each compared measure's paired difference arm minus
+    other over the same seeds, its t-interval, the bootstrap interval of the difference of
+    repeat means (same test resamples), and the p-value before and after Holm's correction over
+    the pairs compared on that measure."""
+    trees: list[dict] = [{} for _ in pairs]
+    if not pairs:
+        return trees
+    for path in compared_paths(results[pairs[0][1]][0].values):
+        entries = []
+        for arm, other in pairs:
+            mine, theirs = results[arm], results[other]
+            entry = paired_difference([r.values.get(path, math.nan) for r in mine],
+                                      [r.values.get(path, math.nan) for r in theirs])
             entry["bootstrap_interval"] = [math.nan, math.nan]
-            if all(path in r.draws for r in (*repeats, *base)):
-                mine = _nanmean(np.stack([r.draws[path] for r in repeats]))
-                theirs = _nanmean(np.stack([r.draws[path] for r in base]))
-                entry["bootstrap_interval"] = list(percentile_interval(mine - theirs)[:2])
-            entries[arm] = entry
-        for arm, adjusted in zip(others, holm([entries[a]["p_value"] for a in others])):
-            entries[arm]["p_holm"] = adjusted
-            _nest(comparisons.setdefault(arm, {}), path, entries[arm])
-    return arms, comparisons
+            if all(path in r.draws for r in (*mine, *theirs)):
+                difference = _nanmean(np.stack([r.draws[path] for r in mine])) - \
+                    _nanmean(np.stack([r.draws[path] for r in theirs]))
+                entry["bootstrap_interval"] = list(percentile_interval(difference)[:2])
+            entries.append(entry)
+        for tree, entry, adjusted in zip(trees, entries, holm([e["p_value"] for e in entries])):
+            entry["p_holm"] = adjusted
+            _nest(tree, path, entry)
+    return trees
 
 
 def share_of_oracle(arm: Sequence[RepeatResult], oracle: Sequence[RepeatResult], reference: Sequence[RepeatResult],

@@ -394,6 +394,9 @@ class _Builder:
             f"From {self.inputs.source('fairness')}. Classifiers detect {self.positive} against healthy on real "
             f"test subjects ({test.get('subjects', '?')} subjects, {test.get('positives', '?')} positive); "
             f"{len(seeds)} repeat(s) per arm with seeds {', '.join(map(str, seeds))}, the same for every arm.")
+        answer = tables.headline(fairness)
+        if answer:
+            body += page.paragraph(answer[0].upper() + answer[1:], "answer")
         test_set = data.get("test_set") or {}
         if test_set.get("source"):
             body += page.paragraph(f"Test subjects: {test_set['source']}.")
@@ -428,6 +431,8 @@ class _Builder:
             body += page.table(tables.comparison_table(fairness))
         else:
             body += page.missing("Only the reference arm was run: there is nothing to compare it with.")
+        if fairness.versus:
+            body += page.table(tables.comparison_table(fairness, versus=True))
         if fairness.oracle_shares:
             first, *arms = oracle_share_lines(fairness.oracle_shares)
             body += page.paragraph(first + " " + "; ".join(line.strip() for line in arms) + ".")

@@ -35,6 +35,7 @@ figcaption { font-size: 0.88rem; color: #444; margin-top: 0.3rem; max-width: 70r
 .synthetic { background: #fdecea; border-left: 4px solid #c62828; padding: 0.5rem 0.8rem; font-weight: 600; }
 .verdict { background: #fdecea; border-left: 4px solid #c62828; padding: 0.5rem 0.8rem; }
 .note { font-size: 0.88rem; color: #444; margin: 0.2rem 0; }
+.answer { font-weight: 600; font-size: 1.05rem; }
 pre { background: #f3f4f6; padding: 0.6rem; overflow-x: auto; font-size: 0.82rem; white-space: pre-wrap; }
 details { margin: 0.6rem 0; }
 summary { cursor: pointer; font-weight: 600; }

@@ -354,10 +354,18 @@ def gap_table(fairness: FairnessResult) -> Table:
                  ["attribute", "measure", *arms], rows)
 
 
-def comparison_table(fairness: FairnessResult) -> Table:
-    """Each arm's paired difference against the reference arm over the same seeds."""
+def comparison_table(fairness: FairnessResult, versus: bool = False) -> Table:
+    """Each arm's paired difference against the reference arm over the same seeds; with
+    ``versus``, that of each pair of arms compared with each other (``fairness.versus``)."""
     reference_arm = fairness.reference_arm
-    comparisons = fairness.comparisons
+    if versus:
+        comparisons = fairness.versus_trees()
+        title = "Paired difference of one arm minus another over the same seeds [95% t-interval over seeds], " \
+                "Holm-adjusted p over the pairs"
+    else:
+        comparisons = fairness.comparisons
+        title = f"Paired difference of each arm minus {reference_arm!r} over the same seeds [95% t-interval over " \
+                "seeds], Holm-adjusted p over the arms"
     arms = list(comparisons)
     paths = [("overall", m, OVERALL_MEASURES[m]) for m in ("balanced_accuracy", "roc_auc")]
     attributes = fairness.arms[reference_arm]["attributes"] if reference_arm in fairness.arms else {}
@@ -381,10 +389,50 @@ def comparison_table(fairness: FairnessResult) -> Table:
         return text
 
     rows = [[attribute, label, *(cell(entry(arm, attribute, m)) for arm in arms)] for attribute, m, label in paths]
-    return Table(f"Paired difference of each arm minus {reference_arm!r} over the same seeds [95% t-interval over "
-                 "seeds], Holm-adjusted p over the arms", ["attribute", "measure", *arms], rows,
+    return Table(title, ["attribute", "measure", *arms], rows,
                  [f"note {number}: {reason}" for reason, number in reasons.items()])
 
+
+def main_gap(fairness: FairnessResult) -> tuple[list[str], str] | None:
+    """(path, name) of the gap the study is about: the oracle shares' measure, else the TPR of
+    the threshold attribute's group with fewest positives minus its reference group's."""
+    if fairness.oracle_shares.get("path"):
+        return list(fairness.oracle_shares["path"]), fairness.oracle_shares["measure"]
+    power = (fairness.data.get("test_set") or {}).get("power") or {}
+    if not power.get("group"):
+        return None
+    return (["attributes", fairness.settings["threshold_attribute"], "groups", power["group"],
+             "true_positive_rate_vs_reference"], f"TPR {power['group']} - {power['reference_group']}")
+
+
+def _at(tree: Any, path: Sequence[str]) -> Mapping[str, Any] | None:
+    for key in path:
+        tree = tree.get(key) if isinstance(tree, Mapping) else None
+    return tree
+
+
+def headline(fairness: FairnessResult) -> str | None:
+    """The user's question answered in one line: what the first arm compared with others
+    (real+synthetic by default) did to the main gap, as a share of the oracle's change where
+    there is an oracle, and against each arm it was compared with."""
+    gap = main_gap(fairness)
+    if not fairness.versus or gap is None:
+        return None
+    path, measure = gap
+    arm = fairness.versus[0]["arm"]
+    share = (fairness.oracle_shares.get("arms") or {}).get(arm) or {}
+    if share.get("share") is not None and not math.isnan(share["share"]):
+        low, high = share["interval"]
+        interval = "" if low is None or high is None or math.isnan(low) or math.isnan(high) else \
+            f" [{low:.0%}, {high:.0%}]"
+        first = f"{arm} closed {share['share']:.0%}{interval} of the oracle's change of {measure}"
+    else:
+        change = _at(fairness.comparisons.get(arm), path)
+        first = f"{arm} changed {measure} by {with_interval(change, 'interval', signed=True)} against " \
+                f"{fairness.reference_arm}"
+    against = [f"against {pair['other']}: {with_interval(_at(pair['comparisons'], path), 'interval', signed=True)}"
+               for pair in fairness.versus if pair["arm"] == arm]
+    return "; ".join([first, *against]) + " (paired over the same seeds, 95% t-interval)."
 
 def group_series(fairness: FairnessResult, attribute: str, metric: str) -> pd.DataFrame:
     """Per arm and group of one attribute: mean, bootstrap interval, test count and positives,
@@ -405,22 +453,17 @@ def dose_series(fairness: FairnessResult) -> pd.DataFrame:
     (``oracle_shares``' measure, else the threshold attribute's first non-reference group's TPR
     gap) against ``real`` with its t-interval over seeds; dose 0 is ``real`` itself (no change).
     Empty when no arm ran at a dose other than 1."""
-    comparisons = fairness.comparisons
-    if not any(fairness.arm_dose(name)[1] != 1.0 for name in comparisons):
+    comparisons, gap = fairness.comparisons, main_gap(fairness)
+    if gap is None or not any(fairness.arm_dose(name)[1] != 1.0 for name in comparisons):
         return pd.DataFrame(columns=["arm", "dose", "difference", "low", "high"])
-    path = fairness.oracle_shares.get("path")
-    if path is None:
-        power = (fairness.data.get("test_set") or {}).get("power") or {}
-        path = ["attributes", fairness.settings["threshold_attribute"], "groups", power.get("group"),
-                "true_positive_rate_vs_reference"]
+    path = gap[0]
     dosed = {fairness.arm_dose(name)[0] for name in comparisons if fairness.arm_dose(name)[1] != 1.0}
     rows = [{"arm": arm, "dose": 0.0, "difference": 0.0, "low": 0.0, "high": 0.0} for arm in sorted(dosed)]
     for name, tree in comparisons.items():
         arm, dose = fairness.arm_dose(name)
         if arm not in dosed:
             continue
-        for key in path:
-            tree = tree.get(key) if isinstance(tree, Mapping) else None
+        tree = _at(tree, path)
         if tree:
             low, high = tree["interval"]
             rows.append({"arm": arm, "dose": dose, "difference": tree["difference"], "low": low, "high": high})

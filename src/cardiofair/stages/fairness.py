@@ -15,7 +15,7 @@ from cardiofair.downstream.fairness import run_experiment
 from cardiofair.errors import SettingsError
 from cardiofair.metrics.group_metrics import oracle_share_lines, power_sentence, too_small_notes
 from cardiofair.plan import read_plan
-from cardiofair.report.tables import with_interval
+from cardiofair.report.tables import headline, with_interval
 from cardiofair.results import FairnessResult
 from cardiofair.settings import REFERENCE_ARM, FairnessSettings
 
@@ -82,19 +82,24 @@ def summary_table(result: FairnessResult) -> str:
                                  for arm, tree in result.arms.items()} for name, path in columns.items()})
     compared = {name: path for name, path in columns.items() if name == "balanced acc." or name in signed
                 or name.startswith(("eq. odds", "worst-group"))}
-    rows = {}
-    for arm, tree in result.comparisons.items():
-        rows[arm] = {}
-        for name, path in compared.items():
-            entry = lookup(tree, path)
-            text = with_interval(entry, "interval", signed=True)
-            if entry is not None and entry.get("p_holm") is not None:
-                text += f" p={entry['p_holm']:.3g}"
-            rows[arm][f"d {name}"] = text
+    def differences(trees: dict[str, dict]) -> pd.DataFrame:
+        rows = {}
+        for arm, tree in trees.items():
+            rows[arm] = {}
+            for name, path in compared.items():
+                entry = lookup(tree, path)
+                text = with_interval(entry, "interval", signed=True)
+                if entry is not None and entry.get("p_holm") is not None:
+                    text += f" p={entry['p_holm']:.3g}"
+                rows[arm][f"d {name}"] = text
+        return pd.DataFrame(rows).T
+
     reference_text = f"; reference group for {attribute}: {reference}" if attribute else ""
     data = result.data
     mechanism = data.get("mechanism")
-    lines = [f"Test set: {test['subjects']} real subjects, {test['positives']} with {data['positive_diagnosis']} "
+    answer = headline(result)
+    lines = [answer[0].upper() + answer[1:]] if answer else []
+    lines += [f"Test set: {test['subjects']} real subjects, {test['positives']} with {data['positive_diagnosis']} "
              f"({data['test_set']['source']}); {len(result.seeds)} repeats (seeds {result.seeds[0]}.."
              f"{result.seeds[-1]}){reference_text}.",
              power_sentence(data["test_set"]["power"], settings["threshold_attribute"])]
@@ -117,9 +122,12 @@ def summary_table(result: FairnessResult) -> str:
     if result.data["excluded_records"]:
         lines.append(f"{result.data['excluded_records']} records of other diagnoses left out (fairness.json: "
                      f"data.excluded_examples)")
-    if rows:
+    if result.comparisons:
         lines += ["", f"Paired difference against {REFERENCE_ARM!r} over the same seeds "
-                  "[95% t-interval over seeds], Holm-adjusted p:", pd.DataFrame(rows).T.to_string()]
+                  "[95% t-interval over seeds], Holm-adjusted p:", differences(result.comparisons).to_string()]
+    if result.versus:
+        lines += ["", "Arm against arm, paired over the same seeds [95% t-interval over seeds], Holm-adjusted p over "
+                  "the pairs:", differences(result.versus_trees()).to_string()]
     if result.oracle_shares:
         lines += ["", *oracle_share_lines(result.oracle_shares)]
     return "\n".join(lines)
