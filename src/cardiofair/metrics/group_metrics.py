@@ -495,12 +495,14 @@ def _put(result: RepeatResult, path: MeasurePath, value: float, reason: str | No
 # The measures compared between arms: the headline numbers, not every group's rate (those are
 # in the per-group tables with their intervals).
 COMPARED_OVERALL = ("balanced_accuracy", "roc_auc", "true_positive_rate", "false_positive_rate")
-COMPARED_GROUP = ("true_positive_rate_vs_reference", "false_positive_rate_vs_reference")
+# A group's AUROC is threshold-free: its change is what new data taught the classifier about the
+# group, apart from where the threshold falls (a prior shift moves TPR and FPR together).
+COMPARED_GROUP = ("true_positive_rate_vs_reference", "false_positive_rate_vs_reference", "roc_auc")
 
 
 def compared_paths(paths: Iterable[MeasurePath]) -> list[MeasurePath]:
     """The paths a paired comparison covers: overall metrics, every attribute's gaps, and each
-    group's signed TPR and FPR differences to its reference group."""
+    group's signed TPR and FPR differences to its reference group and its AUROC."""
     return [p for p in paths if (p[0] == "overall" and p[1] in COMPARED_OVERALL) or (len(p) == 4 and p[2] == "gaps")
             or (len(p) == 5 and p[4] in COMPARED_GROUP)]
 

@@ -82,6 +82,7 @@ def summary_table(result: FairnessResult) -> str:
                                  for arm, tree in result.arms.items()} for name, path in columns.items()})
     compared = {name: path for name, path in columns.items() if name == "balanced acc." or name in signed
                 or name.startswith(("eq. odds", "worst-group"))}
+    compared.update({f"AUROC {g}": ("attributes", attribute, "groups", g, "roc_auc") for g in groups if g != reference})
     def differences(trees: dict[str, dict]) -> pd.DataFrame:
         rows = {}
         for arm, tree in trees.items():
