@@ -434,6 +434,10 @@ class FairnessSettings:
                                       "records per planned cell runs (real+synthetic, oversample, oracle), e.g. "
                                       "0.5,1,2,4; a dose other than 1 adds those arms as ARM@DOSE (the synthetic dataset must hold the largest dose: "
                                       "`cardiofair generate --dose`)")
+    # Women's heart failure is called less often partly because it is rarer in training (a prior
+    # shift, which reweighting fixes for free); each group's TPR at the same FPR shows what is left.
+    matched_fpr: float = option(0.1, "the false-positive rate at which each group's TPR is also measured with its "
+                                "own threshold, set on its validation subjects without the diagnosis")
     # The user's question is whether the generator beats the one-line alternatives, not only
     # whether it beats doing nothing.
     versus: tuple[str, ...] | None = option(None, "arm pairs ARM:OTHER compared with each other over the same seeds "
@@ -468,6 +472,8 @@ class FairnessSettings:
                                 f"{self.threshold_attribute!r}")
         if not self.positive_diagnosis or HEALTHY in self.positive_diagnosis:
             raise SettingsError("positive_diagnosis", f"must name at least one diagnosis other than {HEALTHY!r}")
+        if not 0.0 < self.matched_fpr < 1.0:
+            raise SettingsError("matched_fpr", f"must be in (0, 1), got {self.matched_fpr}")
         if self.train_prevalence is not None and not 0.0 < self.train_prevalence < 1.0:
             raise SettingsError("train_prevalence", f"must be in (0, 1), got {self.train_prevalence}")
 

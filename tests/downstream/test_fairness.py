@@ -40,6 +40,7 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
     assert "Paired difference against 'real'" in printed and "TPR Female-Male" in printed
     assert printed.startswith("Real+synthetic closed ") and "of the oracle's change of TPR Female - Male; against reweight: " in printed
     assert "d AUROC Female" in printed  # threshold-free: what the arm taught about the group
+    assert "d TPR at FPR 0.1 Female" in printed  # each group's own threshold: apart from the prior shift
     assert "Arm against arm, paired over the same seeds" in printed and "real+synthetic - oversample" in printed
     assert "Too small for sex&age gaps and worst-group figures (fewer than 10 positives or negatives" in printed
     report = json.loads((out / "fairness.json").read_text())
@@ -61,7 +62,8 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
         for path in (("overall", "balanced_accuracy"), ("overall", "roc_auc"),
                      ("attributes", "sex", "gaps", "equal_opportunity_difference"),
                      ("attributes", "sex", "groups", "Female", "true_positive_rate_vs_reference"),
-                     ("attributes", "sex", "groups", "Female", "roc_auc")):
+                     ("attributes", "sex", "groups", "Female", "roc_auc"),
+                     ("attributes", "sex", "groups", "Female", "true_positive_rate_at_matched_fpr")):
             versus, mine, theirs = (_at(tree, path) for tree in (pair["comparisons"], report["comparisons"][pair["arm"]],
                                                                  report["comparisons"][pair["other"]]))
             if mine["difference"] is None or theirs["difference"] is None:
@@ -71,7 +73,11 @@ def test_evaluate_fairness_writes_the_report_tables_and_predictions(split_datase
             # No p-value where the two arms' differences do not vary (a tiny group's AUROC of 1 in both).
             assert versus["p_value"] is None or 0.0 <= versus["p_value"] <= versus["p_holm"] <= 1.0
             checked += 1
-    assert checked >= 5
+    assert checked >= 6
+    threshold = report["arms"]["threshold"]["attributes"]["sex"]["groups"]["Female"]
+    # Post-processing moves decisions, not the model's scores: at a matched FPR it is the real model.
+    assert threshold["true_positive_rate_at_matched_fpr"] == \
+        report["arms"]["real"]["attributes"]["sex"]["groups"]["Female"]["true_positive_rate_at_matched_fpr"]
     training = {arm: report["arms"][arm]["training"][0] for arm in ("real", "real+synthetic", "synthetic", "oversample")}
     n_synthetic = len(read_manifest(synthetic_dataset))
     assert training["real+synthetic"]["n_synthetic"] == n_synthetic

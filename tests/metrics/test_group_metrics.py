@@ -27,6 +27,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from cardiofair.io import json_ready
 from cardiofair.metrics.group_metrics import (
+    MATCHED_TPR,
     RATE_METRICS,
     bootstrap_weights,
     detectable_change,
@@ -34,6 +35,7 @@ from cardiofair.metrics.group_metrics import (
     gap_values,
     group_table,
     holm,
+    matched_fpr_decisions,
     measurable_groupings,
     paired_difference,
     power_sentence,
@@ -326,3 +328,38 @@ def test_a_share_of_the_oracle_has_an_interval_that_finds_it():
     # An oracle that changes nothing leaves nothing to take a share of.
     flat = share_of_oracle(nothing["arm"], nothing["real"], nothing["real"], path, seed=0)
     assert math.isnan(flat["share"]) and "nothing to take a share of" in flat["reason"]
+
+
+def test_matched_fpr_thresholds_hold_each_groups_false_positive_rate_on_validation():
+    rng = np.random.default_rng(0)
+    scores, labels = rng.random(400), rng.integers(0, 2, 400)
+    groups = np.where(np.arange(400) < 300, "Male", "Female")
+    decisions, reasons = matched_fpr_decisions(scores, labels, groups, scores, groups, fpr=0.1)
+    assert reasons == {}
+    for group in ("Male", "Female"):
+        negatives = (groups == group) & (labels == 0)
+        rate = decisions[negatives].mean()
+        # At most the target, and one more false positive would pass it.
+        assert rate <= 0.1 < rate + 1.5 / negatives.sum()
+    only_positives = np.where(labels == 1, "x", groups)
+    decisions, reasons = matched_fpr_decisions(scores, labels, only_positives, scores, only_positives, fpr=0.1)
+    assert np.isnan(decisions[only_positives == "x"]).all() and "no validation subjects without" in reasons["x"]
+
+
+def test_at_a_matched_fpr_a_prior_shift_leaves_no_gap_where_the_plain_threshold_shows_one():
+    """Women's scores shifted down (what a classifier does that saw their disease rarely) but
+    ranked as well as men's: at one threshold their TPR falls; at each group's own threshold for
+    the same FPR it does not."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    sex = np.where(rng.random(n) < 0.5, "Female", "Male")
+    labels = rng.integers(0, 2, n)
+    scores = 1 / (1 + np.exp(-(3.0 * (labels - 0.5) + rng.normal(0, 1, n) - 1.5 * (sex == "Female"))))
+    val = rng.random(n) < 0.5
+    groups = pd.DataFrame({"sex": sex[~val]})
+    matched = {"sex": matched_fpr_decisions(scores[val], labels[val], sex[val], scores[~val], sex[~val], 0.1)}
+    result = evaluate_repeat(labels[~val], (scores[~val] >= 0.5).astype(int), scores[~val], groups, {"sex": ("sex",)},
+                             references={"sex": "Male"}, matched=matched)
+    plain = result.values[("attributes", "sex", "groups", "Female", "true_positive_rate_vs_reference")]
+    at_fpr = result.values[("attributes", "sex", "groups", "Female", f"{MATCHED_TPR}_vs_reference")]
+    assert plain < -0.2 and abs(at_fpr) < 0.07

@@ -47,6 +47,8 @@ from cardiofair.metrics.group_metrics import (
     compare_arms,
     detectable_change,
     evaluate_repeat,
+    group_labels,
+    matched_fpr_decisions,
     measurable_groupings,
     reference_groups,
     share_of_oracle,
@@ -152,8 +154,9 @@ def run_experiment(real: str | os.PathLike, out: str | os.PathLike, settings: Fa
     shared = {"groups": groups, "attributes": groupings, "references": references,
               "weights": bootstrap_weights(len(test), settings.bootstrap, settings.seed),
               "min_group_size": settings.min_group_size}
+    matched = _matched_decisions(doses, runs, cohort, groupings, settings.matched_fpr)
     evaluated = iter(evaluate_runs([run.predictions for arm_runs in runs.values() for run in arm_runs], shared,
-                                   progress))
+                                   progress, matched=[m for arm_matched in matched.values() for m in arm_matched]))
     results = {arm: [next(evaluated) for _ in arm_runs] for arm, arm_runs in runs.items()}
     resolved = {**plain(settings), "arms": list(runs), "classifier": asdict(classifier)}
     report = _report(cohort, doses, runs, results, cells, resolved, skipped, real, synthetic)
@@ -179,16 +182,19 @@ def _share(shared: dict[str, Any]) -> None:
     _SHARED.update(shared)
 
 
-def _evaluate(predictions: pd.DataFrame, shared: dict[str, Any] | None = None) -> RepeatResult:
+def _evaluate(predictions: pd.DataFrame, matched: dict[str, Any] | None = None,
+              shared: dict[str, Any] | None = None) -> RepeatResult:
     shared = _SHARED if shared is None else shared
     return evaluate_repeat(predictions["label"], predictions["prediction"], predictions["score"], shared["groups"],
-                           shared["attributes"], shared["weights"], shared["min_group_size"], shared["references"])
+                           shared["attributes"], shared["weights"], shared["min_group_size"], shared["references"],
+                           matched)
 
 
 def evaluate_runs(predictions: list[pd.DataFrame], shared: dict[str, Any], progress: bool = False,
-                  workers: int | None = None) -> list[RepeatResult]:
+                  workers: int | None = None, matched: list[dict[str, Any]] | None = None) -> list[RepeatResult]:
     """:func:`evaluate_repeat` of each run's test predictions, in order; ``shared`` holds its other
-    arguments (``groups``, ``attributes``, ``weights``, ``min_group_size``, ``references``).
+    arguments (``groups``, ``attributes``, ``weights``, ``min_group_size``, ``references``) and
+    ``matched`` each run's decisions at a matched false-positive rate per grouping.
 
     The group tables are fairlearn MetricFrames, pandas work that holds the GIL, so threads would
     run them one at a time: they run in up to ``workers`` processes (default one per core, at most
@@ -196,19 +202,38 @@ def evaluate_runs(predictions: list[pd.DataFrame], shared: dict[str, Any], progr
     study's 50 runs took 13.3 s in two processes and 26 s in one (Intel Xeon host, 2 cores).
     Each result is the same computation wherever it runs."""
     workers = max(1, min(workers or os.cpu_count() or 1, 8, len(predictions)))
+    matched = matched or [None] * len(predictions)
     results = []
     with ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=len(predictions), unit="run", desc="fairness metrics",
                                        disable=not progress))
         if workers == 1:
-            done = (_evaluate(p, shared) for p in predictions)
+            done = (_evaluate(p, m, shared) for p, m in zip(predictions, matched))
         else:
             pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=_share, initargs=(shared,)))
-            done = pool.map(_evaluate, predictions)
+            done = pool.map(_evaluate, predictions, matched)
         for result in done:
             results.append(result)
             bar.update()
     return results
+
+
+def _matched_decisions(doses: tuple[ArmDose, ...], runs: dict[str, list[RunResult]], cohort: Cohort,
+                       groupings: dict[str, tuple[str, ...]], fpr: float) -> dict[str, list[dict[str, Any]]]:
+    """Per arm and repeat, per grouping, the test decisions with each group's threshold at ``fpr``
+    on its validation subjects (:func:`matched_fpr_decisions`). A post-processing arm changes
+    decisions, not its model's scores: it takes its reference run's."""
+    val, test = cohort.subjects("val"), cohort.subjects("test")
+    labels = {name: (group_labels(val, columns), group_labels(test, columns)) for name, columns in groupings.items()}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for arm in sorted(doses, key=lambda d: d.arm.post_process is not None):
+        if arm.arm.post_process is not None:
+            found[arm.name] = found[REFERENCE_ARM]
+            continue
+        found[arm.name] = [{name: matched_fpr_decisions(run.val_scores, val["label"], val_groups,
+                                                   run.predictions["score"], test_groups, fpr)
+                       for name, (val_groups, test_groups) in labels.items()} for run in runs[arm.name]]
+    return {arm: found[arm] for arm in runs}
 
 
 def _power(test: pd.DataFrame, attribute: str, references: dict[str, str]) -> dict[str, Any]:

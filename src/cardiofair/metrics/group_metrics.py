@@ -65,6 +65,11 @@ _GAP_SOURCES = {
     "balanced_accuracy": ("balanced_accuracy",),
 }
 CONFIDENCE = 0.95
+# Each group's TPR with its own threshold, set on its validation subjects without the diagnosis
+# so that all groups have the same false-positive rate: what the classifier can do for the group
+# once the threshold no longer favours the majority's prior (issue: a prior shift moves TPR and
+# FPR together, better ranking moves TPR alone).
+MATCHED_TPR = "true_positive_rate_at_matched_fpr"
 
 
 def _roc_auc(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray) -> float:
@@ -234,6 +239,27 @@ def weighted_rates(y_true: np.ndarray, y_pred: np.ndarray, codes: np.ndarray, n_
             "selection_rate": selection}
 
 
+def matched_fpr_decisions(val_scores: np.ndarray, val_labels: np.ndarray, val_groups: Sequence[str],
+                          scores: np.ndarray, groups: Sequence[str], fpr: float) -> tuple[np.ndarray, dict[str, str]]:
+    """Decisions on (``scores``, ``groups``) with one threshold per group, the lowest at which at
+    most ``fpr`` of the group's validation subjects without the diagnosis are called positive;
+    NaN for a group without such validation subjects, listed with the reason."""
+    val_scores, val_labels, val_groups = (np.asarray(a) for a in (val_scores, val_labels, val_groups))
+    scores, groups = np.asarray(scores, dtype=float), np.asarray(groups)
+    decisions = np.full(len(scores), np.nan)
+    reasons = {}
+    for group in np.unique(groups):
+        negatives = np.sort(val_scores[(val_groups == group) & (val_labels == 0)])
+        if len(negatives) == 0:
+            reasons[str(group)] = "no validation subjects without the diagnosis in the group"
+            continue
+        # Called positive above the threshold: at most floor(fpr x n) negatives lie above it.
+        threshold = negatives[len(negatives) - 1 - int(math.floor(fpr * len(negatives)))]
+        here = groups == group
+        decisions[here] = (scores[here] > threshold).astype(float)
+    return decisions, reasons
+
+
 def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) multinomial draw counts: each row is one resample of n subjects with replacement."""
     rng = np.random.default_rng(seed)
@@ -383,12 +409,15 @@ def reference_groups(test: pd.DataFrame, train: pd.DataFrame, attributes: Mappin
 
 def evaluate_repeat(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray, groups: pd.DataFrame,
                     attributes: Mapping[str, Sequence[str]], weights: np.ndarray | None = None,
-                    min_group_size: int = 0, references: Mapping[str, str] | None = None) -> RepeatResult:
+                    min_group_size: int = 0, references: Mapping[str, str] | None = None,
+                    matched: Mapping[str, tuple[np.ndarray, Mapping[str, str]]] | None = None) -> RepeatResult:
     """Overall metrics, and per attribute (or intersection) the group table and the gaps of one
     set of predictions; with ``weights`` (see :func:`bootstrap_weights`) also their bootstrap draws.
     Gaps leave out groups with fewer than ``min_group_size`` positives or negatives. Signed
     differences are taken against ``references`` (per grouping) where given, else against
-    :func:`reference_group`."""
+    :func:`reference_group`. ``matched`` holds per grouping the decisions at a matched
+    false-positive rate and the groups without one (:func:`matched_fpr_decisions`): each group's
+    :data:`MATCHED_TPR`."""
     y_true, y_pred, y_score = (np.asarray(a) for a in (y_true, y_pred, y_score))
     result = RepeatResult({}, {}, {}, {}, {}, {})
     everyone = pd.Series(["all"] * len(y_true), index=groups.index)
@@ -412,7 +441,40 @@ def evaluate_repeat(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray,
             reference = (references or {}).get(prefix[-1])
             _record_groups(result, prefix, table, draws, reference if reference in table.index else None)
             _record_gaps(result, prefix, table, draws, min_group_size)
+            if prefix[-1] in (matched or {}):
+                decisions, reasons = matched[prefix[-1]]
+                _record_matched(result, prefix, table, y_true[keep], np.asarray(decisions)[keep], labels[keep],
+                                reasons, None if weights is None else weights[:, keep])
     return result
+
+
+def _record_matched(result: RepeatResult, prefix: MeasurePath, table: pd.DataFrame, y_true: np.ndarray,
+                    decisions: np.ndarray, labels: pd.Series, reasons: Mapping[str, str],
+                    weights: np.ndarray | None) -> None:
+    codes = pd.Categorical(labels, categories=table.index).codes
+    defined = np.nan_to_num(decisions)
+    point = weighted_rates(y_true, defined, codes, len(table), np.ones((1, len(y_true))))["true_positive_rate"][0]
+    draws = None if weights is None else weighted_rates(y_true, defined, codes, len(table),
+                                                        weights)["true_positive_rate"]
+    reference = result.descriptions[prefix[-1]]["reference_group"]
+    at = {group: i for i, group in enumerate(table.index)}
+    # A group without a threshold has no decisions to count.
+    unset = [at[group] for group in reasons if group in at]
+    point[unset] = math.nan
+    if draws is not None:
+        draws[:, unset] = math.nan
+
+    def why(group: str) -> str | None:
+        return reasons.get(group) or _reason(table, group, "true_positive_rate")
+
+    for group in table.index:
+        _put(result, prefix + ("groups", group, MATCHED_TPR), point[at[group]], why(group),
+             None if draws is None else draws[:, at[group]])
+        if group == reference:
+            continue
+        reason = why(group) or (why(reference) and f"reference group: {why(reference)}")
+        _put(result, prefix + ("groups", group, f"{MATCHED_TPR}_vs_reference"), point[at[group]] - point[at[reference]],
+             reason, None if draws is None else draws[:, at[group]] - draws[:, at[reference]])
 
 
 def _reason(table: pd.DataFrame, group: str, metric: str) -> str | None:
@@ -497,7 +559,8 @@ def _put(result: RepeatResult, path: MeasurePath, value: float, reason: str | No
 COMPARED_OVERALL = ("balanced_accuracy", "roc_auc", "true_positive_rate", "false_positive_rate")
 # A group's AUROC is threshold-free: its change is what new data taught the classifier about the
 # group, apart from where the threshold falls (a prior shift moves TPR and FPR together).
-COMPARED_GROUP = ("true_positive_rate_vs_reference", "false_positive_rate_vs_reference", "roc_auc")
+COMPARED_GROUP = ("true_positive_rate_vs_reference", "false_positive_rate_vs_reference", "roc_auc", MATCHED_TPR,
+                  f"{MATCHED_TPR}_vs_reference")
 
 
 def compared_paths(paths: Iterable[MeasurePath]) -> list[MeasurePath]:

@@ -13,7 +13,7 @@ import pandas as pd
 from cardiofair.downstream.classifier import ClassifierSettings
 from cardiofair.downstream.fairness import run_experiment
 from cardiofair.errors import SettingsError
-from cardiofair.metrics.group_metrics import oracle_share_lines, power_sentence, too_small_notes
+from cardiofair.metrics.group_metrics import MATCHED_TPR, oracle_share_lines, power_sentence, too_small_notes
 from cardiofair.plan import read_plan
 from cardiofair.report.tables import headline, with_interval
 from cardiofair.results import FairnessResult
@@ -82,7 +82,10 @@ def summary_table(result: FairnessResult) -> str:
                                  for arm, tree in result.arms.items()} for name, path in columns.items()})
     compared = {name: path for name, path in columns.items() if name == "balanced acc." or name in signed
                 or name.startswith(("eq. odds", "worst-group"))}
-    compared.update({f"AUROC {g}": ("attributes", attribute, "groups", g, "roc_auc") for g in groups if g != reference})
+    for g in groups:
+        if g != reference:
+            compared[f"AUROC {g}"] = ("attributes", attribute, "groups", g, "roc_auc")
+            compared[f"TPR at FPR {settings['matched_fpr']:g} {g}"] = ("attributes", attribute, "groups", g, MATCHED_TPR)
     def differences(trees: dict[str, dict]) -> pd.DataFrame:
         rows = {}
         for arm, tree in trees.items():
