@@ -75,11 +75,10 @@ def test_every_option_of_every_command_is_documented():
 
 def test_the_values_settings_mirrors_from_torch_modules_agree_with_them():
     from cardiofair import settings
-    from cardiofair.data import manifest, sources
+    from cardiofair.data import manifest
     from cardiofair.diffusion import conditioning, pipeline, presets
     from cardiofair.downstream import classifier
 
-    assert settings.SOURCES == ("phantom", *sources.SOURCES)
     assert settings.LABEL_ORDERS == tuple(manifest.LABEL_ORDERS)
     assert set(settings.PRESETS) == set(presets.PRESETS)
     assert set(settings.STABLE_DIFFUSION_PRESETS) == {n for n, p in presets.PRESETS.items()
@@ -94,3 +93,13 @@ def test_a_study_file_is_checked_and_the_commands_built_without_torch(tmp_path):
             "load_config(None); build_parser(); print('torch' in sys.modules, 'pandas' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_a_source_is_checked_against_the_registry_only_when_one_is_named():
+    from cardiofair.data.sources import SOURCES
+    from cardiofair.settings import PrepareSettings
+
+    for name in SOURCES:
+        assert PrepareSettings(source=name, root=".").source == name
+    with pytest.raises(ValueError, match=r"source must be one of \['phantom', 'ukbb'"):
+        PrepareSettings(source="kaggle", root=".")

@@ -9,7 +9,8 @@ all three. The machinery is :mod:`cardiofair.options`; the stages are listed in
 Pure Python (no numpy, no torch): a study file is checked in well under a second. Where the
 allowed values of an option are defined by a module that imports torch (samplers, presets),
 the tuple below mirrors that module's own constant, and ``tests/test_settings.py`` proves they
-agree.
+agree; a registry (the cohort sources) is read from its module only when a value is checked
+(:class:`cardiofair.options.Registry`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from typing import Any
 
 from cardiofair.diagnoses import HEALTHY, HEART_FAILURE
 from cardiofair.errors import SettingsError
-from cardiofair.options import check_choices, option, plain
+from cardiofair.options import Registry, check_choices, option, plain
 from cardiofair.prompts import ATTRIBUTES, PromptSchema
 
 SENSITIVE_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "diagnosis")
 
 # prepare
-SOURCES = ("phantom", "ukbb", "acdc", "mnms", "mnms2", "manifest")  # mirrors data.sources.SOURCES (+ the phantom)
+# The simulated cohort, drawn by `prepare` itself; the real cohort types are listed, with what each
+# takes, in data/sources.py (SOURCES), read when a value is checked.
+PHANTOM = "phantom"
 SCENARIOS = ("representation", "phenotype", "mixed")  # mirrors data.phantom.SCENARIOS
 LABEL_ORDERS = ("ukbb", "acdc")  # mirrors data.manifest.LABEL_ORDERS
 ALIGNMENTS = ("none", "rv-left")
@@ -76,7 +79,7 @@ class PrepareSettings:
     """`cardiofair prepare`: which cohort, and how records are cut from it. Written to
     ``prepare.json`` with the dataset."""
 
-    source: str = option("phantom", "cohort type", choices=SOURCES)
+    source: str = option(PHANTOM, "cohort type", choices=Registry("cardiofair.data.sources", "SOURCES"))
     n: int = option(500, "phantom: number of subjects")
     seed: int = option(0, "phantom: random seed")
     scenario: str = option("phenotype", "phantom: the bias scenario, i.e. why a classifier misses women's heart "
@@ -102,7 +105,7 @@ class PrepareSettings:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.source != "phantom" and not self.root:
+        if self.source != PHANTOM and not self.root:
             raise SettingsError("root", f"is required for source {self.source!r}: the folder (or, for manifest, the "
                                 "CSV) of your cohort")
         _at_least(self, 1, "n", "slices_per_subject", "workers")

@@ -12,7 +12,7 @@ from cardiofair.data.phantom import PhantomConfig, scenario_config
 from cardiofair.data.prepare import PrepareResult, prepare_phantom, prepare_sources
 from cardiofair.data.summary import summary_text
 from cardiofair.errors import SettingsError
-from cardiofair.settings import PrepareSettings
+from cardiofair.settings import PHANTOM, PrepareSettings
 
 Result = PrepareResult
 
@@ -22,7 +22,7 @@ def run(settings: PrepareSettings, *, out: str | os.PathLike, overwrite: bool = 
     """`cardiofair prepare`: the phantom or a real cohort, as a prepared dataset at ``out``."""
     run_options = {"overwrite": overwrite, "strict": settings.strict, "workers": settings.workers,
                    "progress": progress}
-    if settings.source == "phantom":
+    if settings.source == PHANTOM:
         return prepare_phantom(settings.n, settings.seed, out, _phantom_config(settings), settings, **run_options)
     from cardiofair.data.sources import discover
 
