@@ -93,7 +93,11 @@ class PrepareSettings:
                                             "sex=31-0.0,age_years=21003-2.0,bmi=21001-2.0,icd10=41270'")
     label_order: str | None = option(None, "manifest: the label order of the masks on disk", choices=LABEL_ORDERS)
     require: tuple[str, ...] | None = option(None, "metadata that must be present, comma-separated (default: "
-                                             "diagnosis); subjects missing one are excluded")
+                                             "diagnosis; none for mnms-copy, which records no diagnosis); subjects "
+                                             "missing one are excluded")
+    pixel_spacing_mm: float | None = option(None, "real cohorts: the in-plane pixel spacing in mm of every subject, "
+                                            "over the files' headers (needed where they say 1 x 1 x 1 mm, a "
+                                            "placeholder; default: each header's)")
     size: int = option(64, "output size in pixels")
     fov_mm: float = option(150.0, "field of view in mm, centred on the LV")
     slices_per_subject: int = option(1, "mid-ventricular slice plus neighbours per subject")
@@ -110,8 +114,9 @@ class PrepareSettings:
                                 "CSV) of your cohort")
         _at_least(self, 1, "n", "slices_per_subject", "workers")
         _at_least(self, 8, "size")
-        if self.fov_mm <= 0:
-            raise SettingsError("fov_mm", f"must be positive, got {self.fov_mm}")
+        for name in ("fov_mm", "pixel_spacing_mm"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
         low, high = self.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise SettingsError("percentiles", "must satisfy 0 <= low < high <= 100")

@@ -41,6 +41,8 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
     Source("ukbb", "UK Biobank in the ukbb_cardiac layout, with a metadata CSV", ukbb.discover),
     Source("acdc", "ACDC challenge: patientNNN folders with Info.cfg", acdc.discover),
     Source("mnms", "M&Ms-1: 4D <code>_sa.nii.gz cines with the information CSV", mnms.discover),
+    Source("mnms-copy", "the public copy of part of M&Ms-1: <vendor>/ED_<code>_sa.nii.gz, masks in LABEL_<vendor>/",
+           mnms.discover_copy),
     Source("mnms2", "M&Ms-2: <id>_SA_ED/ES.nii.gz with dataset_information.csv", mnms.discover_mnms2),
     Source("manifest", "an in-house cohort listed in a CSV of image and mask paths", manifest.discover),
 )}

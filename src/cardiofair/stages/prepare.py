@@ -31,7 +31,8 @@ def run(settings: PrepareSettings, *, out: str | os.PathLike, overwrite: bool = 
     options = {k: v for k, v in options.items() if v is not None}
     sources = discover(settings.source, settings.root, **options)
     source_settings = {"source": settings.source, "root": str(settings.root),
-                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
+                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
+                       "pixel_spacing_mm": settings.pixel_spacing_mm}
     return prepare_sources(sources, out, settings, source_settings, **run_options)
 
 
@@ -48,6 +49,8 @@ def _phantom_config(settings: PrepareSettings) -> PhantomConfig:
 def summary(result: PrepareResult, paths: Any) -> str:
     """What was written and excluded, and the dataset's subgroup table."""
     excluded = f" (reasons in {result.out / 'excluded.csv'})" if result.excluded else ""
+    warned = (f"; {len(result.warnings)} warning(s), listed in {result.out / 'prepare.json'}, e.g. "
+              f"{result.warnings[0]}" if result.warnings else "")
     return (f"wrote {result.n_records} records from {result.n_subjects} subjects to {result.out}; "
-            f"{len(result.excluded)} excluded{excluded}\n\n{summary_text(result.out)}")
+            f"{len(result.excluded)} excluded{excluded}{warned}\n\n{summary_text(result.out)}")
 
