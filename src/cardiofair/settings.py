@@ -242,7 +242,8 @@ class PlanSettings:
                            "the positive diagnosis at --target-prevalence in every sensitive group; target: counts "
                            "or proportions per cell from --targets", choices=STRATEGIES)
     attributes: tuple[str, ...] = option(("sex", "age", "bmi"), "sensitive attributes to balance, comma-separated; "
-                                         "one the cohort never records is left out, with the reason")
+                                         "one the cohort never records is left out, with the reason (none left: "
+                                         "the cells are the diagnoses)")
     target_prevalence: float | None = option(None, "prevalence: share of --positive-diagnosis per group")
     positive_diagnosis: str = option(HEART_FAILURE, "prevalence: the diagnosis counted")
     # A CSV path; from Python the table itself (a pandas DataFrame) may be given.
