@@ -256,8 +256,27 @@ def test_an_attribute_no_real_record_has_is_left_out_with_the_reason():
                                                          "obese|healthy": 12, "obese|heart failure": 0}
     assert by_cell(plan).loc["obese|healthy", "prompt"] == "obese BMI, healthy"
     assert "Left out of planning: sex (unknown for every real record)" in format_plan(plan)
-    with pytest.raises(PlanError, match="nothing to plan: sex, age unknown for every real record"):
-        plan_synthesis(manifest, PlanSettings(attributes=("sex", "age")))
+
+
+def test_a_cohort_that_records_no_sensitive_attribute_is_planned_by_diagnosis():
+    # As in the public M&Ms copy with its diagnoses known: no sex, age or BMI.
+    manifest = make_manifest({"Female|60s|normal|healthy": 30, "Female|60s|normal|heart failure": 6})
+    manifest["sex"], manifest["age_years"], manifest["bmi"] = None, None, None
+    targets = pd.DataFrame({"diagnosis": ["heart failure"], "target_count": [20]})
+    plan = plan_synthesis(manifest, PlanSettings(strategy="target", targets=targets))
+    assert plan.attrs["skipped_attributes"] == dict.fromkeys(("sex", "age", "bmi"), "unknown for every real record")
+    assert by_cell(plan)["synthetic_count"].to_dict() == {"healthy": 0, "heart failure": 14}
+    assert by_cell(plan).loc["heart failure", "prompt"] == "heart failure"
+    printed = format_plan(plan)
+    assert "Left out of planning: bmi (unknown for every real record)" in printed
+    assert "cohort   all    36       50  16.7 -> 40.0" in printed  # the cohort as one group
+    # The whole cohort is the one group whose prevalence the strategy reaches: 6 + 4 of 40.
+    plan = plan_synthesis(manifest, PlanSettings(strategy="prevalence", target_prevalence=0.25))
+    assert by_cell(plan)["synthetic_count"].to_dict() == {"healthy": 0, "heart failure": 4}
+    # With no group to balance, equalize has nothing to add.
+    assert plan_synthesis(manifest, PlanSettings())["synthetic_count"].sum() == 0
+    with pytest.raises(PlanError, match=r"column\(s\) \['sex'\], which are not planned"):
+        plan_synthesis(manifest, PlanSettings(strategy="target", targets=targets.assign(sex="Female")))
 
 
 def test_synthetic_records_are_not_support():

@@ -78,11 +78,10 @@ def test_every_option_of_every_command_is_documented():
 
 def test_the_values_settings_mirrors_from_torch_modules_agree_with_them():
     from cardiofair import settings
-    from cardiofair.data import manifest, sources
+    from cardiofair.data import manifest
     from cardiofair.diffusion import conditioning, pipeline, presets
     from cardiofair.downstream import classifier
 
-    assert settings.SOURCES == ("phantom", *sources.SOURCES)
     assert settings.LABEL_ORDERS == tuple(manifest.LABEL_ORDERS)
     assert set(settings.PRESETS) == set(presets.PRESETS)
     assert set(settings.STABLE_DIFFUSION_PRESETS) == {n for n, p in presets.PRESETS.items()
@@ -109,3 +108,13 @@ def test_the_arms_are_read_from_their_registry_only_when_a_study_names_them():
 
     with pytest.raises(SettingsError, match=re.escape(f"must be one of {list(ARMS)}, got 'bogus'")):
         FairnessSettings(arms=("real", "bogus"))
+
+
+def test_a_source_is_checked_against_the_registry_only_when_one_is_named():
+    from cardiofair.data.sources import SOURCES
+    from cardiofair.settings import PrepareSettings
+
+    for name in SOURCES:
+        assert PrepareSettings(source=name, root=".").source == name
+    with pytest.raises(ValueError, match=r"source must be one of \['phantom', 'ukbb'"):
+        PrepareSettings(source="kaggle", root=".")

@@ -28,6 +28,11 @@ class SettingsError(CardiofairError, ValueError):
         self.problem = problem
         super().__init__(f"{key} {problem}" if key else problem)
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its own arguments when a worker process hands it back (the message alone
+        # does not fit __init__).
+        return type(self), (self.key, self.problem)
+
 
 class InputError(CardiofairError, ValueError):
     """An input (a dataset, a table, a file) that cannot be used as given."""
@@ -50,6 +55,10 @@ class SubjectError(Exception):
         self.reason = reason
         where = f" ({self.file})" if self.file else ""
         super().__init__(f"{self.subject_id}{where}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # Workers of `prepare` return it to the main process (see SettingsError.__reduce__).
+        return type(self), (self.subject_id, self.file or None, self.reason)
 
     def as_row(self) -> dict[str, str]:
         return {"subject_id": self.subject_id, "file": self.file, "reason": self.reason}

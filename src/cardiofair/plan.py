@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,21 +65,25 @@ def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: Promp
     """One row per subgroup cell: real, requested, synthetic and final counts, prompt and flags.
 
     ``attrs`` holds the strategy, ``skipped_attributes`` (planned attributes no real record has,
-    left out with the reason: a cohort such as ACDC records no sex or age), ``excluded_unknown``
+    left out with the reason: a cohort such as ACDC records no sex or age; where none is left,
+    the cells are the diagnoses alone), ``excluded_unknown``
     (real records left out for an unknown planned attribute), ``unseen_cells_left_out`` and
     ``capped_overall``. Raises :class:`PlanError` for a schema without the planned attributes,
     and for a ``target`` plan that names a cell outside the dataset's levels or asks for more
     than the caps and support rules allow.
     """
     real = _real_rows(manifest)
-    settings, skipped = _recorded_attributes(real, settings, schema)
-    planning = _planning_schema(settings, schema)
+    attributes, skipped = _recorded_attributes(real, settings, schema)
+    planning = _planning_schema(attributes, schema)
     columns = [a for a in planning.attributes if a != "diagnosis"] + ["diagnosis"]
     known, excluded = _known_real_cells(real, columns, planning)
     if known.empty:
         raise PlanError(f"nothing to plan: no real record has a known {', '.join(columns)}")
     levels = {c: sorted(known[c].unique(), key=lambda v, c=c: _level_key(c, v)) for c in columns}
     observed = known.groupby(columns).size()
+    # Cells of the diagnosis alone (no sensitive attribute) still index as tuples, as the
+    # target table's do.
+    observed.index = pd.MultiIndex.from_frame(observed.index.to_frame(index=False))
     if settings.strategy == "target":
         wanted = _target_table(settings, columns, levels, observed)
         index = observed.index.union(wanted.index)
@@ -125,12 +128,12 @@ def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: Promp
     return plan
 
 
-def _planning_schema(settings: PlanSettings, schema: PromptSchema) -> PromptSchema:
+def _planning_schema(attributes: tuple[str, ...], schema: PromptSchema) -> PromptSchema:
     # The schema's order, not the settings', so that cells and prompts read as everywhere else.
-    missing = [a for a in (*settings.attributes, "diagnosis") if a not in schema.attributes]
+    missing = [a for a in (*attributes, "diagnosis") if a not in schema.attributes]
     if missing:
         raise PlanError(f"planned attribute(s) {missing} are not in the prompt schema {list(schema.attributes)}")
-    kept = tuple(a for a in schema.attributes if a in settings.attributes or a == "diagnosis")
+    kept = tuple(a for a in schema.attributes if a in attributes or a == "diagnosis")
     return PromptSchema(attributes=kept, age_bin_width=schema.age_bin_width)
 
 
@@ -141,17 +144,14 @@ def _real_rows(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def _recorded_attributes(real: pd.DataFrame, settings: PlanSettings,
-                         schema: PromptSchema) -> tuple[PlanSettings, dict[str, str]]:
-    """The settings without the planned attributes that no real record has, and those left out
-    with the reason; an error when none is left."""
+                         schema: PromptSchema) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The planned attributes that some real record has, and those left out with the reason.
+    None may be left (a cohort that records no sensitive attribute): the cells are then the
+    diagnoses, which a target table or the prevalence strategy can still fill."""
     binned = with_cells(real, schema)
     skipped = {a: "unknown for every real record" for a in settings.attributes
                if a in binned.columns and binned[a].eq(UNKNOWN).all()}
-    kept = tuple(a for a in settings.attributes if a not in skipped)
-    if not kept:
-        raise PlanError(f"nothing to plan: {', '.join(settings.attributes)} unknown for every real record; plan over "
-                        f"an attribute the cohort records (--attributes, plan.attributes)")
-    return replace(settings, attributes=kept), skipped
+    return tuple(a for a in settings.attributes if a not in skipped), skipped
 
 
 def _known_real_cells(real: pd.DataFrame, columns: list[str], schema: PromptSchema) -> tuple[pd.DataFrame, int]:
@@ -177,8 +177,10 @@ def _prevalence_request(plan: pd.DataFrame, groups: list[str], settings: PlanSet
     if absent:
         raise PlanError(f"the prevalence strategy needs {absent} among the real diagnoses {diagnoses}")
     is_positive = plan["diagnosis"] == positive
-    n = plan.groupby(groups)["real_count"].transform("sum")
-    positives = plan["real_count"].where(is_positive, 0).groupby([plan[g] for g in groups]).transform("sum")
+    # Without a sensitive attribute the whole cohort is the one group.
+    keys = [plan[g] for g in groups] or [pd.Series(0, index=plan.index)]
+    n = plan["real_count"].groupby(keys).transform("sum")
+    positives = plan["real_count"].where(is_positive, 0).groupby(keys).transform("sum")
     # The fewest added records that bring positives / all to the target: positives where the
     # group is below it, healthy records where it is above.
     add_positive = ((p * n - positives) / (1.0 - p) - _EPS).apply(math.ceil).clip(lower=0)
@@ -379,6 +381,9 @@ def format_plan(plan: pd.DataFrame) -> str:
 
 def _prevalence_table(plan: pd.DataFrame, attributes: list[str]) -> str:
     diseases = sorted((d for d in plan["diagnosis"].unique() if d != HEALTHY), key=lambda d: _level_key("diagnosis", d))
+    if not attributes:
+        # No sensitive attribute planned: the cohort as one group.
+        plan, attributes = plan.assign(cohort="all"), ["cohort"]
     rows = []
     for attribute in attributes:
         before = plan.pivot_table(index=attribute, columns="diagnosis", values="real_count", aggfunc="sum", fill_value=0)

@@ -9,7 +9,8 @@ all three. The machinery is :mod:`cardiofair.options`; the stages are listed in
 Pure Python (no numpy, no torch): a study file is checked in well under a second. Where the
 allowed values of an option are defined by a module that imports torch (samplers, presets),
 the tuple below mirrors that module's own constant, and ``tests/test_settings.py`` proves they
-agree.
+agree; a registry (the cohort sources) is read from its module only when a value is checked
+(:class:`cardiofair.options.Registry`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from cardiofair.prompts import ATTRIBUTES, PromptSchema
 SENSITIVE_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "diagnosis")
 
 # prepare
-SOURCES = ("phantom", "ukbb", "acdc", "mnms", "mnms2", "manifest")  # mirrors data.sources.SOURCES (+ the phantom)
+# The simulated cohort, drawn by `prepare` itself; the real cohort types are listed, with what each
+# takes, in data/sources.py (SOURCES), read when a value is checked.
+PHANTOM = "phantom"
 SCENARIOS = ("representation", "phenotype", "mixed")  # mirrors data.phantom.SCENARIOS
 LABEL_ORDERS = ("ukbb", "acdc")  # mirrors data.manifest.LABEL_ORDERS
 ALIGNMENTS = ("none", "rv-left")
@@ -68,7 +71,7 @@ class PrepareSettings:
     """`cardiofair prepare`: which cohort, and how records are cut from it. Written to
     ``prepare.json`` with the dataset."""
 
-    source: str = option("phantom", "cohort type", choices=SOURCES)
+    source: str = option(PHANTOM, "cohort type", choices=Registry("cardiofair.data.sources", "SOURCES"))
     n: int = option(500, "phantom: number of subjects")
     seed: int = option(0, "phantom: random seed")
     scenario: str = option("phenotype", "phantom: the bias scenario, i.e. why a classifier misses women's heart "
@@ -82,7 +85,11 @@ class PrepareSettings:
                                             "sex=31-0.0,age_years=21003-2.0,bmi=21001-2.0,icd10=41270'")
     label_order: str | None = option(None, "manifest: the label order of the masks on disk", choices=LABEL_ORDERS)
     require: tuple[str, ...] | None = option(None, "metadata that must be present, comma-separated (default: "
-                                             "diagnosis); subjects missing one are excluded")
+                                             "diagnosis; none for mnms-copy, which records no diagnosis); subjects "
+                                             "missing one are excluded")
+    pixel_spacing_mm: float | None = option(None, "real cohorts: the in-plane pixel spacing in mm of every subject, "
+                                            "over the files' headers (needed where they say 1 x 1 x 1 mm, a "
+                                            "placeholder; default: each header's)")
     size: int = option(64, "output size in pixels")
     fov_mm: float = option(150.0, "field of view in mm, centred on the LV")
     slices_per_subject: int = option(1, "mid-ventricular slice plus neighbours per subject")
@@ -94,13 +101,14 @@ class PrepareSettings:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.source != "phantom" and not self.root:
+        if self.source != PHANTOM and not self.root:
             raise SettingsError("root", f"is required for source {self.source!r}: the folder (or, for manifest, the "
                                 "CSV) of your cohort")
         _at_least(self, 1, "n", "slices_per_subject", "workers")
         _at_least(self, 8, "size")
-        if self.fov_mm <= 0:
-            raise SettingsError("fov_mm", f"must be positive, got {self.fov_mm}")
+        for name in ("fov_mm", "pixel_spacing_mm"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
         low, high = self.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise SettingsError("percentiles", "must satisfy 0 <= low < high <= 100")
@@ -226,7 +234,8 @@ class PlanSettings:
                            "the positive diagnosis at --target-prevalence in every sensitive group; target: counts "
                            "or proportions per cell from --targets", choices=STRATEGIES)
     attributes: tuple[str, ...] = option(("sex", "age", "bmi"), "sensitive attributes to balance, comma-separated; "
-                                         "one the cohort never records is left out, with the reason")
+                                         "one the cohort never records is left out, with the reason (none left: "
+                                         "the cells are the diagnoses)")
     target_prevalence: float | None = option(None, "prevalence: share of --positive-diagnosis per group")
     positive_diagnosis: str = option(HEART_FAILURE, "prevalence: the diagnosis counted")
     # A CSV path; from Python the table itself (a pandas DataFrame) may be given.

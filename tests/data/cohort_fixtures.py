@@ -175,6 +175,28 @@ def write_mnms_cohort(root: Path, per_sex: Sequence[tuple[str, int]] = (("F", 10
     return root
 
 
+def write_mnms_copy(root: Path, per_vendor: int = 3, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                    cavity: float = 10.0) -> Path:
+    """The public M&Ms copy's layout under ``root/Different_Vendor``: vendor folders ``A`` and
+    ``B`` of ``ED_<code>_sa.nii.gz`` and ``ES_<code>_sa.nii.gz``, masks in ``LABEL_A`` and
+    ``LABEL_B``, ``TRAIN_A`` repeating ``A``, and beside it a per-slice metadata table (External
+    code, Vendor, Centre, ...) as MnMsCardiac's ``train.csv``. Headers carry ``spacing`` (the
+    copy's are 1 x 1 x 1 mm); the LV cavity is ``cavity`` pixels in radius at ED."""
+    rows = []
+    for vendor, centre in (("A", 1), ("B", 2)):
+        for number in range(per_vendor):
+            code = f"{vendor}{number:02d}X{number}Y"
+            for folder in ((vendor, f"LABEL_{vendor}"), ("TRAIN_A", "TRAIN_LABEL_A"))[: 1 + (vendor == "A")]:
+                images, labels = root / "Different_Vendor" / folder[0], root / "Different_Vendor" / folder[1]
+                for frame, radius in (("ED", cavity), ("ES", cavity - 3.0)):
+                    mask = heart_mask(radius)
+                    write_nifti(images / f"{frame}_{code}_sa.nii.gz", heart_image(mask, number), affine(spacing, 0.0))
+                    write_nifti(labels / f"{frame}_{code}_sa_gt.nii.gz", mask, affine(spacing, 0.0))
+            rows += [[code, vendor, centre, True, frame, 0, z] for frame in ("ED", "ES") for z in range(SLICES)]
+    write_csv(root / "train.csv", ("External code", "Vendor", "Centre", "Labeled", "Type", "Phase", "Slice"), rows)
+    return root
+
+
 def write_ukbb_cohort(root: Path, n: int, columns: Mapping[str, str]) -> Path:
     """``n`` phantom subjects in UK Biobank's layout (``root/<eid>/sa_ED.nii.gz`` ...) with a
     metadata CSV whose columns are named as ``columns`` maps cardiofair's fields (a study file's

@@ -14,6 +14,7 @@ from cohort_fixtures import (
     write_cine,
     write_csv,
     write_frame,
+    write_mnms_copy,
     write_nifti,
 )
 
@@ -178,3 +179,35 @@ def test_mnms2_without_table_has_unknown_metadata(mnms2_root):
     assert cases["001"].meta["diagnosis"] is None and cases["001"].meta["sex"] is None
     _, errors = load_all(mnms.discover_mnms2(mnms2_root))
     assert errors["001"].reason == "required metadata 'diagnosis' is missing"
+
+
+def test_the_public_copy_gives_vendor_and_centre_and_no_diagnosis(tmp_path):
+    root = write_mnms_copy(tmp_path / "copy", per_vendor=2)
+    sources = mnms.discover_copy(root)
+    # TRAIN_A repeats A file for file: read once.
+    assert [s.subject_id for s in sources] == ["A00X0Y", "A01X1Y", "B00X0Y", "B01X1Y"]
+    cases, errors = load_all(sources)
+    assert errors == {}
+    case = cases["B01X1Y"]
+    assert (case.meta["vendor"], case.meta["vendor_code"], case.meta["centre"]) == ("Philips", "B", "2")
+    assert case.meta["diagnosis"] is None and case.meta["sex"] is None
+    assert case.files["ES_mask"].endswith("LABEL_B/ES_B01X1Y_sa_gt.nii.gz")
+    assert (case.masks["ES"] == 1).sum() < (case.masks["ED"] == 1).sum()
+    assert case.spacing_mm == (1.0, 1.0, 1.0)
+    # Without the table the centre is unknown; the vendor still comes from the folder.
+    (root / "train.csv").unlink()
+    cases, _ = load_all(mnms.discover_copy(root / "Different_Vendor"))
+    assert (cases["A00X0Y"].meta["vendor"], cases["A00X0Y"].meta["centre"]) == ("Siemens", None)
+
+
+def test_the_public_copy_excludes_a_missing_mask_and_a_self_contradicting_centre(tmp_path):
+    root = write_mnms_copy(tmp_path / "copy", per_vendor=2)
+    (root / "Different_Vendor" / "LABEL_B" / "ED_B00X0Y_sa_gt.nii.gz").unlink()
+    write_csv(root / "train.csv", ("External code", "Vendor", "Centre"),
+              [["A00X0Y", "A", 1], ["A00X0Y", "A", 3], ["A01X1Y", "A", 1]])
+    cases, errors = load_all(mnms.discover_copy(root))
+    assert sorted(cases) == ["A01X1Y", "B01X1Y"] and cases["B01X1Y"].meta["centre"] is None
+    assert errors["B00X0Y"].file.endswith("ED_B00X0Y_sa_gt.nii.gz") and errors["B00X0Y"].reason == "file is missing"
+    assert "several centres ['1', '3']" in errors["A00X0Y"].reason
+    with pytest.raises(ValueError, match="no M&Ms copy subjects.*LABEL_A"):
+        mnms.discover_copy(root / "Different_Vendor" / "LABEL_A")

@@ -87,7 +87,8 @@ class _Good:
         self.seed = seed
 
     def __call__(self):
-        return prepare_case(scanner_case(seed=self.seed, subject_id=f"good-{self.seed}"), PrepareSettings())
+        # A task returns the subject's records and the warnings about it.
+        return prepare_case(scanner_case(seed=self.seed, subject_id=f"good-{self.seed}"), PrepareSettings()), []
 
 
 class _Bad:

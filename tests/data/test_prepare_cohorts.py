@@ -2,16 +2,21 @@
 excluded with their reason in excluded.csv, --strict stops."""
 
 import gzip
+import json
+import pickle
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
+from cohort_fixtures import write_mnms_copy
+
 from cardiofair.cli import main
 from cardiofair.data.phantom import phantom_volume
 from cardiofair.data.phantom_export import write_phantom_ukbb
 from cardiofair.data.records import read_manifest
+from cardiofair.errors import SettingsError, SubjectError
 
 
 @pytest.fixture()
@@ -91,3 +96,42 @@ def test_prepared_ukbb_matches_the_phantom_geometry(ukbb, tmp_path):
         assert row["bmi"] == pytest.approx(truth["bmi"], abs=0.1)
     with gzip.open(out / manifest["image_path"].iloc[0]) as handle:
         assert b"cardiofair prepared" in handle.read(400)
+
+
+def test_a_placeholder_spacing_refuses_the_crop_until_the_spacing_is_stated(tmp_path, capsys):
+    root = write_mnms_copy(tmp_path / "copy")
+    out = tmp_path / "prepared"
+    command = ["prepare", "--source", "mnms-copy", "--root", str(root), "--out", str(out), "--quiet"]
+    assert main(command) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "pixel_spacing_mm is needed" in error
+    assert "ED_A00X0Y_sa.nii.gz) says 1 x 1 x 1 mm" in error and "--pixel-spacing-mm" in error
+    assert not out.exists()
+    assert main([*command, "--pixel-spacing-mm", "1.48"]) == 0
+    assert "wrote 6 records from 6 subjects" in capsys.readouterr().out
+    manifest = read_manifest(out)
+    assert list(manifest["vendor"]) == ["Siemens"] * 3 + ["Philips"] * 3
+    assert manifest["diagnosis"].isna().all()
+    preparation = json.loads((out / "prepare.json").read_text())
+    assert preparation["pixel_spacing_mm"] == 1.48 and "warnings" not in preparation
+
+
+def test_a_spacing_that_makes_the_heart_implausible_warns_naming_the_files(tmp_path, capsys):
+    # 0.4 mm pixels: the 20-pixel LV cavity is 8 mm across, no adult's.
+    root = write_mnms_copy(tmp_path / "copy", per_vendor=1, spacing=(0.4, 0.4, 8.0))
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--source", "mnms-copy", "--root", str(root), "--out", str(out), "--quiet",
+                 "--fov-mm", "30"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 2 records from 2 subjects" in printed and "2 warning(s)" in printed
+    warnings = json.loads((out / "prepare.json").read_text())["warnings"]
+    assert len(warnings) == 2 and "A00X0Y (" in warnings[0]
+    assert "A/ED_A00X0Y_sa.nii.gz" in warnings[0] and "LABEL_A/ED_A00X0Y_sa_gt.nii.gz" in warnings[0]
+    assert "the LV blood pool is 8 mm across at ED" in warnings[0]
+
+
+def test_errors_survive_the_trip_back_from_a_worker_process():
+    subject = pickle.loads(pickle.dumps(SubjectError("A00X0Y", "ED.nii.gz", "file is missing")))
+    setting = pickle.loads(pickle.dumps(SettingsError("pixel_spacing_mm", "is needed")))
+    assert (str(subject), subject.file, str(setting), setting.key) == \
+        ("A00X0Y (ED.nii.gz): file is missing", "ED.nii.gz", "pixel_spacing_mm is needed", "pixel_spacing_mm")

@@ -1,13 +1,16 @@
 import pytest
 from cohort_fixtures import write_acdc_patient
 
-from cardiofair.data import acdc, manifest, mnms, ukbb
 from cardiofair.data.sources import SOURCES, discover
+from cardiofair.settings import PHANTOM
 
 
-def test_registry_names_every_loader():
-    assert SOURCES == {"ukbb": ukbb.discover, "acdc": acdc.discover, "mnms": mnms.discover,
-                       "mnms2": mnms.discover_mnms2, "manifest": manifest.discover}
+def test_every_source_is_described_and_every_real_one_takes_the_required_metadata():
+    assert list(SOURCES)[0] == PHANTOM and SOURCES[PHANTOM].options == []
+    for name, source in SOURCES.items():
+        assert source.name == name and source.description, name
+        # --require reaches every real cohort: the metadata a study cannot do without.
+        assert name == PHANTOM or "required" in source.options, name
 
 
 def test_discover_passes_options_to_the_loader(tmp_path):
@@ -20,6 +23,8 @@ def test_discover_passes_options_to_the_loader(tmp_path):
 def test_discover_rejects_unknown_sources_and_options(tmp_path):
     with pytest.raises(ValueError, match="unknown source 'kaggle'.*'ukbb'"):
         discover("kaggle", tmp_path)
+    with pytest.raises(ValueError, match="source 'phantom' is drawn by prepare"):
+        discover(PHANTOM, tmp_path)
     with pytest.raises(ValueError, match=r"source 'acdc' does not take \['metadata'\]"):
         discover("acdc", tmp_path, metadata=tmp_path / "extra.csv")
     with pytest.raises(ValueError, match=r"does not take \['colums'\]; it takes \['metadata', 'columns', 'required'\]"):

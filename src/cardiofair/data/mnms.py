@@ -9,6 +9,11 @@ and in its 2021 release the pathology, sex, age, height and weight.
 M&Ms-2 (Martin-Isla et al., IEEE JBHI 2023): 3D ``<id>/<id>_SA_ED.nii.gz``, ``<id>_SA_ES.nii.gz``
 and their ``_gt`` masks, with ``dataset_information.csv`` (SUBJECT_CODE, DISEASE, SEX, AGE,
 VENDOR, SCANNER, FIELD). Both use labels 1 LV, 2 myocardium, 3 RV, cardiofair's order.
+
+The public copy of part of M&Ms-1 (``github:laisong127/Cardiac-segmentation``, ``Different_Vendor``)
+keeps the ED and ES frames as 3D ``<vendor>/ED_<code>_sa.nii.gz`` and ``ES_<code>_sa.nii.gz``
+with masks in ``LABEL_<vendor>/``, one folder per vendor code; it records no sex, age or
+diagnosis, and its headers say 1 x 1 x 1 mm (the true spacing was lost).
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ MNMS2_COLUMNS = {
     "field_strength_t": "FIELD",
 }
 MNMS2_TABLE = "dataset_information.csv"
+# M&Ms-1's vendor codes (the information CSV's ``Vendor`` column; the copy's folder names).
+VENDORS = {"A": "Siemens", "B": "Philips", "C": "GE", "D": "Canon"}
+COPY_FILE = re.compile(r"(?P<frame>ED|ES)_(?P<code>.+)_sa\.nii\.gz")
 MNMS2_FILE = re.compile(r"(?P<id>.+)_SA_(?:ED|ES)(?:_gt)?\.nii\.gz")
 
 
@@ -110,12 +118,15 @@ def _mnms_source(code: str, folder: Path, root: Path, table: MetadataTable, requ
     )
 
 
-def _mnms_table(root: Path) -> Path:
+def _mnms_table(root: Path, optional: bool = False) -> Path | None:
+    """The information CSV in ``root`` or a folder just below; with ``optional``, None when there is none."""
     candidates = [path for path in sorted(root.glob("*.csv")) + sorted(root.glob("*/*.csv"))
                   if MNMS_COLUMNS["subject_id"] in _header(path)]
     if len(candidates) > 1:
         # Older releases lack the pathology column; the 2021 one is the one to use.
         candidates = [path for path in candidates if MNMS_COLUMNS["diagnosis"] in _header(path)] or candidates
+    if not candidates and optional:
+        return None
     if not candidates:
         raise MissingInputError(f"M&Ms needs its information CSV (with an 'External code' column): none in {root}; "
                                 f"pass metadata=PATH")
@@ -165,3 +176,66 @@ def discover_mnms2(
         )
         for subject, folder in subjects.items()
     ]
+
+
+def discover_copy(
+    root: str | os.PathLike,
+    metadata: str | os.PathLike | None = None,
+    required: tuple[str, ...] = (),
+) -> list[CaseSource]:
+    """Every subject of the public M&Ms copy: ``ED_<code>_sa.nii.gz`` and ``ES_<code>_sa.nii.gz``
+    in a vendor folder (``A``, ``B``, ...) under ``root``, masks ``*_sa_gt.nii.gz`` in
+    ``LABEL_<vendor>`` beside it; sorted by code.
+
+    The vendor comes from the folder; the centre from ``metadata`` (default: a CSV with an
+    ``External code`` column in ``root`` or a folder just below, if any), a table with one row
+    or several (one per slice) per subject. The copy records no diagnosis, so nothing is
+    required by default. Its ``TRAIN_A`` and ``TEST_A`` folders repeat ``A`` file for file and
+    are not read.
+    """
+    root = existing_root(root, "M&Ms copy")
+    found = ((match["code"], path.parent) for path in root.rglob("E*_sa.nii.gz")
+             if (match := COPY_FILE.fullmatch(path.name)) and path.parent.name in VENDORS)
+    subjects = unique_subjects(found, "M&Ms copy")
+    if not subjects:
+        raise no_subjects(root, "M&Ms copy", "A/ED_<code>_sa.nii.gz, A/ES_<code>_sa.nii.gz and their masks in "
+                                             "LABEL_A/ (one folder per vendor code)")
+    if metadata is None:
+        metadata = _mnms_table(root, optional=True)
+    centres = _centres(Path(metadata)) if metadata is not None else {}
+    sources = []
+    for code, folder in subjects.items():
+        labels = folder.parent / f"LABEL_{folder.name}"
+        meta = row_meta({}, ("vendor", "vendor_code", "centre"))
+        meta.update(vendor=VENDORS[folder.name], vendor_code=folder.name)
+        centre = centres.get(code)
+        problem = None
+        if isinstance(centre, list):
+            problem = (str(metadata), f"the metadata table gives several centres {centre}")
+        else:
+            meta["centre"] = centre
+        sources.append(subject_source(
+            code,
+            dataset="mnms-copy",
+            frames={name: (str(folder / f"{name}_{code}_sa.nii.gz"), str(labels / f"{name}_{code}_sa_gt.nii.gz"),
+                           None) for name in FRAMES},
+            labels=UKBB_LABELS,
+            meta=meta,
+            source=str(metadata) if metadata is not None else str(folder),
+            required=required,
+            problem=problem,
+        ))
+    return sources
+
+
+def _centres(path: Path) -> dict[str, str | list[str]]:
+    """Subject code -> its centre, or the list of centres where the table disagrees with itself."""
+    if not path.is_file():
+        raise MissingInputError(f"metadata table {path} does not exist")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    table.columns = [str(c).strip() for c in table.columns]
+    code, centre = MNMS_COLUMNS["subject_id"], MNMS_COLUMNS["centre"]
+    if code not in table.columns or centre not in table.columns:
+        raise InputError(f"{path} needs the columns {code!r} and {centre!r}; its columns are {list(table.columns)}")
+    found = table.groupby(table[code].str.strip())[centre].agg(lambda c: sorted(set(c.str.strip()) - {""}))
+    return {subject: values[0] if len(values) == 1 else values for subject, values in found.items() if values}

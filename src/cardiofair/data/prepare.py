@@ -13,7 +13,7 @@ import math
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -89,6 +89,49 @@ def _sampling_grid(case: Case, z: int, settings: PrepareSettings) -> np.ndarray:
     return np.stack([rows, cols])
 
 
+# The largest end-diastolic LV blood-pool cross-section of an adult heart, as a circle's
+# diameter in mm. An LV modelled as an ellipsoid 1.8 times as long as wide holds 64 mL (a small
+# hypertrophic LV: ACDC's HCM mean - 2 sd) at 41 mm and 387 mL (DCM mean + 2 sd) at 74 mm
+# (shared notes, cardiac physiology). Beyond about half the one and 1.5 times the other, the
+# pixel spacing is wrong, not the heart.
+LV_DIAMETER_MM = (20.0, 110.0)
+# What a header says when the spacing was never written: a short-axis stack's slices lie 5-10 mm
+# apart, so 1 x 1 x 1 mm on a cardiac cine is a placeholder, not a measurement.
+PLACEHOLDER_SPACING = (1.0, 1.0, 1.0)
+
+# A subject's records and the warnings about it (subject, file, reason) that do not exclude it.
+Prepared = tuple[list[Record], list[SubjectError]]
+
+
+def with_stated_spacing(case: Case, settings: PrepareSettings) -> Case:
+    """``case`` at the in-plane spacing the settings state, or its header's. A placeholder header
+    with none stated is a :class:`SettingsError`: a crop of ``fov_mm`` needs the true spacing,
+    and guessing it would scale every heart by the error."""
+    if settings.pixel_spacing_mm is not None:
+        spacing = settings.pixel_spacing_mm
+        return replace(case, spacing_mm=(spacing, spacing, case.spacing_mm[2]))
+    if np.allclose(case.spacing_mm, PLACEHOLDER_SPACING):
+        raise SettingsError("pixel_spacing_mm", f"is needed: {case.subject_id}'s header ({case.files.get('ED')}) says "
+                            f"1 x 1 x 1 mm, a placeholder on a cardiac image, so the {settings.fov_mm:g} mm field of "
+                            "view cannot be cut; state the cohort's in-plane spacing (--pixel-spacing-mm, "
+                            "prepare.pixel_spacing_mm)")
+    return case
+
+
+def heart_size_warning(case: Case) -> SubjectError | None:
+    """A warning naming the files when the case's spacing makes its LV implausibly large or small
+    (:data:`LV_DIAMETER_MM`); None when it looks like a heart."""
+    row, col = case.spacing_mm[:2]
+    largest = float((case.masks["ED"] == 1).sum(axis=(0, 1)).max()) * row * col
+    diameter = 2.0 * math.sqrt(largest / math.pi)
+    low, high = LV_DIAMETER_MM
+    if low <= diameter <= high:
+        return None
+    return SubjectError(case.subject_id, f"{case.files.get('ED')}, {case.files.get('ED_mask')}",
+                        f"at {row:g} x {col:g} mm per pixel the LV blood pool is {diameter:.0f} mm across at ED "
+                        f"(an adult's is {low:g}-{high:g} mm): check the spacing (--pixel-spacing-mm)")
+
+
 def prepare_case(case: Case, settings: PrepareSettings) -> list[Record]:
     """Cut, resample and normalise a source case into records (one per chosen slice)."""
     records = []
@@ -158,12 +201,13 @@ def prepared_phantom_records(drawn: list[Record], settings: PrepareSettings) -> 
 # --- running over a cohort --------------------------------------------------------------------
 
 
-def _write_subject(task: Callable[[], list[Record]], out: Path) -> list[dict[str, Any]] | SubjectError:
+def _write_subject(task: Callable[[], Prepared], out: Path
+                   ) -> tuple[list[dict[str, Any]], list[SubjectError]] | SubjectError:
     try:
-        records = task()
+        records, warnings = task()
     except SubjectError as error:
         return error
-    return [manifest_row(record, write_record_files(out, record)) for record in records]
+    return [manifest_row(record, write_record_files(out, record)) for record in records], warnings
 
 
 @dataclass
@@ -171,8 +215,10 @@ class _SourceTask:
     source: CaseSource
     settings: PrepareSettings
 
-    def __call__(self) -> list[Record]:
-        return prepare_case(self.source.load(), self.settings)
+    def __call__(self) -> Prepared:
+        case = with_stated_spacing(self.source.load(), self.settings)
+        warning = heart_size_warning(case)
+        return prepare_case(case, self.settings), [warning] if warning else []
 
 
 @dataclass
@@ -182,8 +228,8 @@ class _PhantomTask:
     config: PhantomConfig
     settings: PrepareSettings
 
-    def __call__(self) -> list[Record]:
-        return prepare_phantom_subject(self.index, self.seed, self.config, self.settings)
+    def __call__(self) -> Prepared:
+        return prepare_phantom_subject(self.index, self.seed, self.config, self.settings), []
 
 
 @dataclass
@@ -194,10 +240,11 @@ class PrepareResult:
     n_subjects: int
     n_records: int
     excluded: list[SubjectError]
+    warnings: list[SubjectError]
 
 
 def run_prepare(
-    tasks: Sequence[Callable[[], list[Record]]],
+    tasks: Sequence[Callable[[], Prepared]],
     out: str | os.PathLike,
     run_settings: dict[str, Any],
     overwrite: bool = False,
@@ -208,10 +255,12 @@ def run_prepare(
     """Run per-subject tasks (in parallel when ``workers`` > 1) into a prepared dataset at ``out``.
 
     A subject that fails is excluded with its reason in ``excluded.csv``; with ``strict`` the
-    first failure stops the run and nothing is written.
+    first failure stops the run and nothing is written. Warnings (a subject kept, but something
+    to check) are printed and listed in ``prepare.json``.
     """
     workers = workers or os.cpu_count() or 1
     excluded: list[SubjectError] = []
+    warnings: list[SubjectError] = []
     with DatasetWriter(out, overwrite=overwrite) as writer:
         bar = tqdm(total=len(tasks), unit="subject", desc="prepare", disable=not progress)
         for outcome in _outcomes(tasks, writer.tmp, workers):
@@ -224,16 +273,23 @@ def run_prepare(
                 writer.exclude(outcome)
                 bar.write(f"excluded {outcome}")
             else:
-                writer.add_rows(outcome)
+                rows, subject_warnings = outcome
+                writer.add_rows(rows)
+                warnings += subject_warnings
+                for warning in subject_warnings:
+                    bar.write(f"warning: {warning}")
         bar.close()
+        warnings.sort(key=lambda w: w.subject_id)
         settings = {**run_settings, "cardiofair_version": __version__,
-                    "n_subjects": len(tasks) - len(excluded), "n_excluded": len(excluded)}
+                    "n_subjects": len(tasks) - len(excluded), "n_excluded": len(excluded),
+                    **({"warnings": [str(w) for w in warnings]} if warnings else {})}
         path = writer.finish(settings)
         n_records = len(writer.rows)
-    return PrepareResult(out=path, n_subjects=len(tasks) - len(excluded), n_records=n_records, excluded=excluded)
+    return PrepareResult(out=path, n_subjects=len(tasks) - len(excluded), n_records=n_records, excluded=excluded,
+                         warnings=warnings)
 
 
-def _outcomes(tasks: Sequence[Callable[[], list[Record]]], tmp: Path, workers: int) -> Iterable:
+def _outcomes(tasks: Sequence[Callable[[], Prepared]], tmp: Path, workers: int) -> Iterable:
     # Process start-up costs more than a few dozen subjects: stay in-process for small cohorts.
     if workers <= 1 or len(tasks) < 32:
         for task in tasks:

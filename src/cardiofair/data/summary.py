@@ -104,7 +104,7 @@ def summary_text(root: str | os.PathLike, schema: PromptSchema = DEFAULT_SCHEMA)
     ]
     if manifest.empty:
         return "\n".join(lines)
-    diagnosis = manifest["diagnosis"].fillna(UNKNOWN).value_counts()
+    diagnosis = manifest["diagnosis"].astype(object).fillna(UNKNOWN).value_counts()
     lines.append("diagnosis: " + ", ".join(f"{d} {n} ({100.0 * n / len(manifest):.1f}%)" for d, n in diagnosis.items()))
     if "diagnosis" in schema.attributes:
         lines += ["", "Diagnosis prevalence per sensitive group:", prevalence_by_group(manifest, schema).to_string(index=False)]

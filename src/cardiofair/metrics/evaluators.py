@@ -219,17 +219,20 @@ def judged_classes(train_attributes: pd.DataFrame) -> dict[str, list[str]]:
     return {name: values for name, values in classes.items() if len(values) >= 2}
 
 
-def _fit(network: nn.Module, loss: Callable[[torch.Generator], torch.Tensor], steps: int, label: str,
+def _fit(network: nn.Module, loss: Callable[[torch.Generator], torch.Tensor | None], steps: int, label: str,
          progress: bool, generator: torch.Generator, position: int = 0) -> None:
     """AdamW with one cycle (warm up, then anneal to nearly zero): in a few hundred steps it ends
     far closer to a minimum than a constant rate, which the study's time budget needs. ``loss``
-    draws its batch with ``generator``; ``position`` places the progress bar."""
+    draws its batch with ``generator`` (None: the batch has nothing to learn, and the step is
+    skipped); ``position`` places the progress bar."""
     # Channels-last convolutions run about 1.3x faster on CPU; inputs follow the weights' layout.
     network.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(network.parameters())
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=max(steps, 1))
     for _ in tqdm(range(steps), desc=label, unit="step", disable=not progress, leave=False, position=position):
         value = loss(generator)
+        if value is None:
+            continue
         optimiser.zero_grad()
         value.backward()
         optimiser.step()
@@ -246,7 +249,9 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
     segmenter step); score them on real (clean) validation records. ``beside``, other work
     that does not need them, runs on the core the shorter training leaves free.
 
-    Attributes whose value is ``unknown`` are not learned for that record.
+    Attributes whose value is ``unknown`` are not learned for that record. Where no attribute
+    has two known values (a cohort that records none), the attribute judge has nothing to learn
+    and is left untrained, with no classes: prompt fidelity is then not measured.
     """
     from cardiofair.metrics.fidelity import balanced_accuracy, dice_table
 
@@ -269,13 +274,15 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
         _, x, y = degraded_batch(segmenter_batch, generator)
         return F.cross_entropy(segmenter(x.reshape(-1, 1, *x.shape[2:])), y.reshape(-1, *x.shape[2:]))
 
-    def classifier_loss(generator: torch.Generator) -> torch.Tensor:
+    def classifier_loss(generator: torch.Generator) -> torch.Tensor | None:
         index, x, _ = degraded_batch(batch, generator)
-        return sum(F.cross_entropy(logits, targets[name][index], ignore_index=-100)
-                   for name, logits in classifier(x).items() if (targets[name][index] >= 0).any())
+        terms = [F.cross_entropy(logits, targets[name][index], ignore_index=-100)
+                 for name, logits in classifier(x).items() if (targets[name][index] >= 0).any()]
+        return sum(terms[1:], terms[0]) if terms else None
 
-    fits = [(segmenter, segmenter_loss, steps, "training segmenter"),
-            (classifier, classifier_loss, classifier_steps, "training attribute classifier")]
+    fits = [(segmenter, segmenter_loss, steps, "training segmenter")]
+    if classes:
+        fits.append((classifier, classifier_loss, classifier_steps, "training attribute classifier"))
     def fit(job: tuple[int, tuple] | None) -> None:
         if job is None:
             beside()

@@ -12,7 +12,7 @@ from cardiofair.data.phantom import PhantomConfig, scenario_config
 from cardiofair.data.prepare import PrepareResult, prepare_phantom, prepare_sources
 from cardiofair.data.summary import summary_text
 from cardiofair.errors import SettingsError
-from cardiofair.settings import PrepareSettings
+from cardiofair.settings import PHANTOM, PrepareSettings
 
 Result = PrepareResult
 
@@ -22,7 +22,7 @@ def run(settings: PrepareSettings, *, out: str | os.PathLike, overwrite: bool = 
     """`cardiofair prepare`: the phantom or a real cohort, as a prepared dataset at ``out``."""
     run_options = {"overwrite": overwrite, "strict": settings.strict, "workers": settings.workers,
                    "progress": progress}
-    if settings.source == "phantom":
+    if settings.source == PHANTOM:
         return prepare_phantom(settings.n, settings.seed, out, _phantom_config(settings), settings, **run_options)
     from cardiofair.data.sources import discover
 
@@ -31,7 +31,8 @@ def run(settings: PrepareSettings, *, out: str | os.PathLike, overwrite: bool = 
     options = {k: v for k, v in options.items() if v is not None}
     sources = discover(settings.source, settings.root, **options)
     source_settings = {"source": settings.source, "root": str(settings.root),
-                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
+                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
+                       "pixel_spacing_mm": settings.pixel_spacing_mm}
     return prepare_sources(sources, out, settings, source_settings, **run_options)
 
 
@@ -48,6 +49,8 @@ def _phantom_config(settings: PrepareSettings) -> PhantomConfig:
 def summary(result: PrepareResult, paths: Any) -> str:
     """What was written and excluded, and the dataset's subgroup table."""
     excluded = f" (reasons in {result.out / 'excluded.csv'})" if result.excluded else ""
+    warned = (f"; {len(result.warnings)} warning(s), listed in {result.out / 'prepare.json'}, e.g. "
+              f"{result.warnings[0]}" if result.warnings else "")
     return (f"wrote {result.n_records} records from {result.n_subjects} subjects to {result.out}; "
-            f"{len(result.excluded)} excluded{excluded}\n\n{summary_text(result.out)}")
+            f"{len(result.excluded)} excluded{excluded}{warned}\n\n{summary_text(result.out)}")
 
