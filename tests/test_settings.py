@@ -118,3 +118,17 @@ def test_a_source_is_checked_against_the_registry_only_when_one_is_named():
         assert PrepareSettings(source=name, root=".").source == name
     with pytest.raises(ValueError, match=r"source must be one of \['phantom', 'ukbb'"):
         PrepareSettings(source="kaggle", root=".")
+
+
+def test_every_registry_option_defaults_to_names_of_its_registry():
+    from cardiofair.options import Registry
+
+    checked = 0
+    for stage in STAGES:
+        for field in options(stage.settings):
+            choices = field.metadata["choices"]
+            if isinstance(choices, Registry) and field.default is not None:
+                default = field.default if isinstance(field.default, tuple) else (field.default,)
+                assert set(default) <= set(choices), (stage.name, field.name)
+                checked += 1
+    assert checked >= 1
