@@ -14,11 +14,11 @@ from cardiofair.cli import main
 from cardiofair.config import load_config
 from cardiofair.data import phantom
 from cardiofair.data.prepare import phantom_model
-from cardiofair.data.records import load_images, read_manifest
+from cardiofair.data.records import ImageSet, load_images, read_manifest
 from cardiofair.data.split import hold_back, write_splits
 from cardiofair.data.summary import with_cells
 from cardiofair.downstream.arms import chosen_arms, training_set
-from cardiofair.downstream.cohort import load_cohort, planned_cells, with_records
+from cardiofair.downstream.cohort import ExperimentError, load_cohort, planned_cells, with_records
 from cardiofair.downstream.fresh import balanced_cells, draw_fresh, draw_oracle, planned_subjects
 from cardiofair.settings import FairnessSettings
 
@@ -64,7 +64,15 @@ def test_oracle_only_trains_on_exactly_the_synthetic_arms_count_of_oracle_record
     synthetic = training_set("synthetic", cohort, 0, cells)
     oracle_only = training_set("oracle-only", cohort, 0, cells)
     trained_on = cohort.table.iloc[oracle_only.rows]
-    assert set(trained_on["role"]) == {"oracle"} and oracle_only.info["cells_short_of_oracle_records"] == {}
+    assert set(trained_on["role"]) == {"oracle"}
+    # An oracle of one cell only (as a scarcity split's held-back subjects) cannot stand in for it.
+    one_cell = load_cohort(split_dataset, synthetic_dataset)
+    drawn = draw_oracle(phantom_model(split_dataset), cells, workers=1)
+    first = drawn.rows["cell"] == drawn.rows["cell"].iloc[0]
+    one_cell = with_records(one_cell, ImageSet(drawn.rows[first].reset_index(drop=True), drawn.images[first.to_numpy()],
+                                               drawn.masks[first.to_numpy()]), "oracle")
+    with pytest.raises(ExperimentError, match="oracle holds fewer in"):
+        training_set("oracle-only", one_cell, 0, cells)
     assert (trained_on.groupby(columns).size().sort_index()
             .equals(cohort.table.iloc[synthetic.rows].groupby(columns).size().sort_index()))
 

@@ -18,7 +18,8 @@ subjects (:mod:`cardiofair.downstream.cohort`); only what it trains on differs:
   split, the real subjects the split held back from the generator instead;
 - ``oracle-only``: as many oracle records of each cell as the ``synthetic`` arm trains on, and
   nothing else: what the synthetic-only arm would reach with perfect records, so that an
-  overshoot of ``synthetic`` can be told from what such records really do;
+  overshoot of ``synthetic`` can be told from what such records really do (refused where the
+  oracle cannot match every cell: the held-back subjects of a scarcity split cover one);
 - ``group-dro``: the real training records, trained by group DRO over the planned cells
   (Sagawa et al. 2020), the standard in-processing baseline;
 - ``synthetic-pretrain``: pretrained on the synthetic records, then fine-tuned on the real ones
@@ -164,10 +165,13 @@ def _oracle_only(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame) ->
         if len(members) < wanted:
             short[key] = f"{len(members)} of {wanted}"
         chosen.append(members)
-    result = _described(cohort, np.concatenate(chosen), None, "uniform, the synthetic arm's count of oracle records "
-                        "per cell")
-    result.info["cells_short_of_oracle_records"] = short
-    return result
+    if short:
+        # Fewer perfect records than synthetic ones (held-back subjects cover only the scarce cell)
+        # would compare the synthetic arm with a classifier that never saw some of its cells.
+        raise ExperimentError(f"arm 'oracle-only' needs as many oracle records as the synthetic arm has in each "
+                              f"cell, and the oracle holds fewer in {short}: leave it out of --arms")
+    return _described(cohort, np.concatenate(chosen), None, "uniform, the synthetic arm's count of oracle records "
+                      "per cell")
 
 
 def _reweight(cohort: Cohort, dose: float, seed: int, cells: pd.DataFrame) -> TrainingSet:
