@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, TypeVar
 
@@ -77,9 +77,9 @@ class _JsonResult:
 @dataclass(frozen=True)
 class QualityResult(_JsonResult):
     """``synthetic_quality.json``: the synthetic images judged beside real references
-    (:mod:`cardiofair.metrics.quality`). Each SCOPE below holds ``synthetic`` and
-    ``real_reference`` figures side by side, the image counts they rest on and a ``status``
-    ("ok" or the reason a figure is missing); NaN is stored as null."""
+    (:mod:`cardiofair.metrics.quality`): what was judged, then one section per quality metric
+    (:data:`cardiofair.metrics.quality_metrics.METRICS`, where each section's layout is written),
+    each holding ``synthetic`` and ``real_reference`` figures side by side; NaN is stored as null."""
 
     FILE: ClassVar[str] = "synthetic_quality.json"
     STAGE: ClassVar[str] = "quality"
@@ -89,7 +89,6 @@ class QualityResult(_JsonResult):
     # histograms are drawn from it.
     MASK_GEOMETRY: ClassVar[str] = "mask_geometry_per_mask.csv"
     PER_IMAGE: ClassVar[str] = "synthetic_per_image.csv"
-    BY_CELL: ClassVar[tuple[str, ...]] = ("realism", "mask_fidelity", "prompt_fidelity", "privacy")
 
     schema: int
     # The real dataset's path and split sizes (``n_train``, ...), the synthetic set's path and size.
@@ -99,19 +98,28 @@ class QualityResult(_JsonResult):
     evaluators: dict[str, Any]
     # The attributes that make a subgroup cell, in order.
     cell_attributes: list[str]
-    # {"feature_space": str, "overall": SCOPE, "cells": {cell: SCOPE}}
-    realism: dict[str, Any]
-    # {"overall": SCOPE, "cells": {...}}
-    mask_fidelity: dict[str, Any]
-    # {"overall": SCOPE (with the real test reference and chance), "cells": {...}}
-    prompt_fidelity: dict[str, Any]
-    # {"threshold": {...}, "overall": SCOPE, "cells": {...}, "closest_pairs": [...]}
-    privacy: dict[str, Any]
-    # {"validity": {...}, "novelty": {...}, "cells": {cell: {...}}, "measures": [...]}
-    mask_geometry: dict[str, Any]
-    # {"pairs": int, "seed": int, "attributes": {attribute: {"synthetic": EFFECT, "real_reference": EFFECT}}},
-    # EFFECT: the counterfactual pairs' moved, follows_both and probability_shift.
-    prompt_effects: dict[str, Any]
+    # Each metric's section by its name, in the order they were computed; in the JSON file they
+    # follow the fields above as keys of their own.
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: the fields above, then one key per section."""
+        judged = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sections"}
+        return {**judged, **self.sections}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "the result") -> "QualityResult":
+        """The result of a loaded JSON document: every key that is not a field is a section."""
+        known = {f.name for f in fields(cls)}
+        judged = super().from_dict({k: v for k, v in data.items() if k in known}, source)
+        return replace(judged, sections={k: v for k, v in data.items() if k not in known})
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A metric's section; an error that says what to run when the file predates the metric."""
+        if name not in self.sections:
+            raise ResultError(f"{self.FILE} lacks {name}: it was written by another version of cardiofair; "
+                              f"run `cardiofair {self.STAGE}` again")
+        return self.sections[name]
 
     @staticmethod
     def by_cell_file(section: str) -> str:

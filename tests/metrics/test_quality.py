@@ -253,10 +253,10 @@ def test_too_few_images_are_reported_not_measured(real_dataset, tmp_path, monkey
     few = _synthetic_from(_by_split(real_dataset, "train")[:6], tmp_path / "few", noise=0.05, seed=0)
     report = evaluate_synthetic(real_dataset, few, tmp_path / "q", QualitySettings(steps=5, classifier_steps=5),
                                 progress=False)
-    realism = report.realism["overall"]
+    realism = report.section("realism")["overall"]
     assert "too few images" in realism["status"] and "fd" not in realism
     assert realism["n_synthetic"] <= 6
-    assert all("fd" not in scope for scope in report.realism["cells"].values())
+    assert all("fd" not in scope for scope in report.section("realism")["cells"].values())
 
 
 def test_bad_inputs_are_refused_with_the_reason(real_dataset, tmp_path, monkeypatch, capsys):

@@ -22,7 +22,7 @@ def quality_report():
     privacy_scope = {"copy_rate": {"pixel": _pair(0.0561, 0.0572), "encoder": _pair(0.0216, 0.0438)},
                      "median_nn_distance": {"pixel": _pair(0.1437, 0.1385), "encoder": _pair(1.0415, 0.9850)},
                      "n_synthetic": 7, "n_real_val": 3, "status": "ok"}
-    return QualityResult(**{
+    return QualityResult.from_dict({
         "schema": 1,
         "real": {"path": "real", "n_train": 36, "n_val": 12, "n_test": 12},
         "synthetic": {"path": "synthetic", "n": 7},

@@ -13,7 +13,8 @@ from cardiofair.cli import main
 from cardiofair.data.records import read_manifest
 from cardiofair.errors import OutputExistsError
 from cardiofair.report import ReportError, write_report
-from cardiofair.report.tables import group_series, prevalence_grid, prompt_fidelity_table, quality_verdict
+from cardiofair.metrics.quality_metrics import prompt_fidelity_table
+from cardiofair.report.tables import group_series, prevalence_grid, quality_verdict
 from cardiofair.results import FairnessResult
 from cardiofair.stages.report import generator_facts
 
@@ -57,23 +58,23 @@ def test_the_page_says_first_when_the_synthetic_images_are_far_from_real(full):
 
 def test_the_verdict_names_distance_mask_fidelity_and_too_few_images():
     close = quality_report()
-    close.realism["overall"]["fd"] = {"synthetic": 0.6, "real_reference": 0.5}
+    close.section("realism")["overall"]["fd"] = {"synthetic": 0.6, "real_reference": 0.5}
     assert quality_verdict(close) == []
     far = quality_report()
-    far.mask_fidelity["overall"]["synthetic"]["ES_MYO"] = 0.544
-    far.mask_fidelity["overall"]["real_reference"]["ES_MYO"] = 0.869
+    far.section("mask_fidelity")["overall"]["synthetic"]["ES_MYO"] = 0.544
+    far.section("mask_fidelity")["overall"]["real_reference"]["ES_MYO"] = 0.869
     sentences = quality_verdict(far)
     assert "3.6 times" in sentences[0] and "ES LV myocardium 0.544 (real 0.869)" in sentences[1]
     few = quality_report()
-    few.realism["overall"] = {"status": "too few images for a stable figure: 48 synthetic (need 100)"}
+    few.section("realism")["overall"] = {"status": "too few images for a stable figure: 48 synthetic (need 100)"}
     assert quality_verdict(few) == ["Realism was not measured: too few images for a stable figure: 48 synthetic "
                                     "(need 100)."]
 
 
 def test_an_attribute_the_cohort_lacks_is_said_to_be_unmeasured():
-    quality = quality_report()
-    quality.prompt_fidelity["overall"]["not_measured"] = {"sex": "unknown for every real training record"}
-    assert "Not measured: sex (unknown for every real training record)." in prompt_fidelity_table(quality).notes
+    prompt = quality_report().section("prompt_fidelity")
+    prompt["overall"]["not_measured"] = {"sex": "unknown for every real training record"}
+    assert "Not measured: sex (unknown for every real training record)." in prompt_fidelity_table(prompt).notes
 
 
 def test_tables_show_synthetic_beside_named_reference(full):

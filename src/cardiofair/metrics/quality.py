@@ -19,8 +19,10 @@ References, all from the real dataset's own split (the generator and the evaluat
 - the masks themselves (validity, geometry per cell, novelty; :mod:`cardiofair.metrics.masks`):
   real held-out masks of the cell, and on a phantom cohort fresh subjects of the cell.
 
-The result is :class:`cardiofair.results.QualityResult` (``synthetic_quality.json``, its sections
-and where each figure's reference comes from), with per-cell and per-image CSV tables beside it.
+The evaluation loads both datasets and the judges once (:class:`QualityContext`), then computes
+each metric of :data:`cardiofair.metrics.quality_metrics.METRICS` in turn (the ``measure_*``
+functions below). The result is :class:`cardiofair.results.QualityResult` (``synthetic_quality.json``,
+one section per metric), with per-cell and per-image CSV tables beside it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from cardiofair.metrics.evaluators import (
 )
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
 from cardiofair.metrics.masks import mask_quality
+from cardiofair.metrics.quality_metrics import METRICS, Measurement
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
 from cardiofair.metrics.realism import (
     frechet_distance,
@@ -378,173 +381,254 @@ def _flat_rows(cells: dict[str, dict[str, Any]], attributes: list[str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+@dataclass
+class QualityContext:
+    """What every metric's compute function reads: the settings, the image sets (real ``train``,
+    ``val``, ``test``, ``held_out`` = val + test, and ``synthetic``), the judges, each set's
+    features and subgroup cell keys, and the prompt-effect pairs drawn beside the judges' training."""
+
+    settings: QualitySettings
+    real_root: Path
+    sets: dict[str, ImageSet]
+    evaluators: Evaluators
+    evaluator_folder: Path
+    features: dict[str, Features]
+    # The attributes that make a synthetic cell, each set's cell per record, and the synthetic cells.
+    attributes: list[str]
+    keys: dict[str, pd.Series]
+    cells: list[str]
+    phantom: PhantomModel | None
+    # The real test records whose masks the prompt effects are measured on, and the generator's
+    # drawings of them (None without --model).
+    picked: np.ndarray
+    drawn: DrawnPairs | None
+    log: Callable[[str], None]
+    progress: bool
+
+    def within(self, name: str, cell: str | None) -> np.ndarray:
+        """Which records of set ``name`` are in ``cell`` (all of them for None)."""
+        return np.ones(len(self.sets[name]), bool) if cell is None else (self.keys[name] == cell).to_numpy()
+
+
 def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.PathLike, out: str | os.PathLike,
                        settings: QualitySettings = QualitySettings(), evaluators_dir: str | os.PathLike | None = None,
                        overwrite: bool = False, progress: bool = True,
                        model_dir: str | os.PathLike | None = None) -> QualityResult:
-    """Judge a synthetic dataset against the real one; write ``synthetic_quality.json``, per-cell
-    CSV tables, per-image figures and the closest-pairs picture to ``out``; return the result.
-    With ``model_dir`` (the generator), ``prompt_effects`` also holds its counterfactual pairs."""
+    """Judge a synthetic dataset against the real one by each metric of
+    :data:`~cardiofair.metrics.quality_metrics.METRICS`; write ``synthetic_quality.json``, per-cell
+    CSV tables, per-image figures and the metrics' files (the closest-pairs picture, ...) to
+    ``out``; return the result. With ``model_dir`` (the generator), ``prompt_effects`` also holds
+    its counterfactual pairs."""
     real_root, synthetic_root, out = Path(real_root), Path(synthetic_root), Path(out)
     log = (lambda text: tqdm.write(text)) if progress else (lambda text: None)
     with StagingDirectory(out, overwrite=overwrite) as staging:
-        real = load_real_splits(real_root, progress)
-        synthetic = load_synthetic(synthetic_root, progress)
-        check_compatible(real["train"], synthetic)
-        # Loaded first, so a wrong --model fails before the evaluators train.
-        generator = _load_generator(model_dir, real)
-        test_attributes = attribute_table(real["test"].rows)
-        picked = choose_pairs(test_attributes, settings.counterfactual_pairs, settings.seed)
-        drawn: list[DrawnPairs] = []
-        if generator is not None:
-            log(f"drawing prompt-effect pairs on {len(picked)} real test masks per attribute")
-
-        def draw() -> None:
-            drawn.append(draw_pairs(generator, judged_classes(attribute_table(real["train"].rows)),
-                                    real["test"].masks[picked], test_attributes.iloc[picked].reset_index(drop=True),
-                                    settings.seed, progress))
-
-        evaluators, evaluator_folder = cached_evaluators(
-            real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
-            beside=draw if generator is not None else None)
-        held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
-                            np.concatenate([real["val"].images, real["test"].images]),
-                            np.concatenate([real["val"].masks, real["test"].masks]))
-        sets = {"train": real["train"], "val": real["val"], "test": real["test"], "held_out": held_out,
-                "synthetic": synthetic}
-        log("measuring realism, fidelity and privacy")
-        features = _features(evaluators, sets)
-        attributes = cell_attributes(synthetic.rows, attribute_table(synthetic.rows))
-        keys = {name: _cell_keys(s, attributes) for name, s in sets.items()}
-        cells = sorted(keys["synthetic"].unique())
-
-        def within(name: str, cell: str | None) -> np.ndarray:
-            return np.ones(len(sets[name]), bool) if cell is None else (keys[name] == cell).to_numpy()
-
-        def realism(cell: str) -> dict[str, Any]:
-            train, syn, held = within("train", cell), within("synthetic", cell), within("held_out", cell)
-            return realism_scope(features["train"].take(train), features["synthetic"].take(syn),
-                                 features["held_out"].take(held), synthetic.images[syn], held_out.images[held],
-                                 settings, settings.seed)
-
-        matched = [matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"], settings.seed + k)
-                   for k in range(settings.fd_draws)]
-        # Every draw has the same count per cell, hence the same training-set weights.
-        train_weights, unmatched = matched[0][2], matched[0][3]
-        overall_realism = {**realism_scope(features["train"], features["synthetic"], features["held_out"],
-                                           synthetic.images, held_out.images, settings, settings.seed, train_weights,
-                                           draws=[(syn, held) for syn, held, _, _ in matched]),
-                           "matched_by_cell": True, "cells_without_real_held_out": unmatched}
-
-        synthetic_dice = dice_table(evaluators.segment(synthetic.images), synthetic.masks)
-        test_segmented = evaluators.segment(real["test"].images)
-        test_dice = dice_table(test_segmented, real["test"].masks)
-        shuffled = np.random.default_rng(settings.seed).permutation(len(real["test"]))
-        shuffled_dice = dice_table(test_segmented, real["test"].masks[shuffled])
-        synthetic_predicted = evaluators.classify(synthetic.images)
-        test_predicted = evaluators.classify(real["test"].images)
-        phantom = phantom_model(real_root)
-        reference, reference_keys, reference_source = same_cell_reference(
-            keys["synthetic"], attributes, held_out, keys["held_out"], phantom, settings.min_images)
-        reference_predicted = evaluators.classify(reference.images)
-        # Each reference image counts as its cell's share of the synthetic set, so the overall
-        # figure has the synthetic set's mix of cells.
-        reference_weights = reference_keys.map(keys["synthetic"].value_counts() / reference_keys.value_counts())
-
-        spaces = {"pixel": "pixels", "encoder": "encoder"}
-        distances, neighbours = {}, {}
-        for space, field_name in spaces.items():
-            for name in ("synthetic", "test", "val"):
-                distances[name, space], neighbours[name, space] = nearest_neighbours(
-                    getattr(features[name], field_name), getattr(features["train"], field_name))
-        detectors = {space: CopyDetector.fit(distances["test", space]) for space in spaces}
-
-        def privacy(cell: str | None) -> dict[str, Any]:
-            syn, val = within("synthetic", cell), within("val", cell)
-            return _privacy_scope({s: distances["synthetic", s][syn] for s in spaces},
-                                  {s: distances["val", s][val] for s in spaces}, detectors, settings.min_images)
-
-        def mask(cell: str | None) -> dict[str, Any]:
-            return _mask_scope(synthetic_dice[within("synthetic", cell)], test_dice[within("test", cell)],
-                               settings.min_images)
-
-        def prompt(cell: str | None) -> dict[str, Any]:
-            syn = within("synthetic", cell)
-            own = np.ones(len(reference), bool) if cell is None else (reference_keys == cell).to_numpy()
-            return _prompt_scope(synthetic_predicted[syn].reset_index(drop=True), synthetic.take(syn),
-                                 reference_predicted[own].reset_index(drop=True), reference.take(own),
-                                 reference_weights[own].to_numpy(), settings.min_images)
-
-        mask_source = _mask_source_distances(synthetic, real["train"], features)
-        pixel_order = np.argsort(distances["synthetic", "pixel"], kind="stable")[:settings.closest_pairs]
-        train_ids = real["train"].rows["record_id"].astype(str).to_numpy()
-        closest = [{"synthetic": str(synthetic.rows["record_id"][i]),
-                    "nearest_training_record": str(train_ids[neighbours["synthetic", "pixel"][i]]),
-                    "pixel_distance": float(distances["synthetic", "pixel"][i]),
-                    "flagged_as_copy": bool(detectors["pixel"].flags(distances["synthetic", "pixel"][i:i + 1])[0])}
-                   for i in pixel_order]
-        overall_privacy = privacy(None)
-        overall_privacy["median_distance_to_mask_source"] = _median(mask_source[np.isfinite(mask_source)])
-        overall_privacy["mask_source_not_in_train"] = int(np.isnan(mask_source).sum())
-        log("measuring the synthetic masks' validity, geometry per cell and novelty")
-        draws = pd.to_numeric(synthetic.rows.get("mask_draws", pd.Series(dtype=float)), errors="coerce").dropna()
-        mask_section, mask_table = mask_quality(
-            synthetic.masks, keys["synthetic"], real["train"].masks, keys["train"], held_out.masks, keys["held_out"],
-            len(real["val"]), attributes, float(real["train"].rows["pixel_spacing_mm"].astype(float).iloc[0]),
-            draws.to_numpy() if len(draws) else None, phantom, progress)
-        chance = {name: 1.0 / len(values) for name, values in evaluators.classes.items()}
-        unread = _unmeasured_attributes(attribute_table(real["train"].rows), evaluators.classes)
-        log(f"measuring prompt effects on {len(picked)} real test masks per attribute"
-            + ("" if generator else " (no --model: the phantom reference only)"))
+        context = _context(real_root, synthetic_root, settings, evaluators_dir, model_dir, log, progress)
+        measured = {metric.name: metric.measure(context) for metric in METRICS}
+        sets = context.sets
         result = QualityResult.from_dict(json_ready({
             "schema": SCHEMA_VERSION,
-            "real": {"path": str(real_root), **{f"n_{name}": len(real[name]) for name in real}},
-            "synthetic": {"path": str(synthetic_root), "n": len(synthetic)},
-            "evaluators": {"folder": str(evaluator_folder), "validation": evaluators.validation,
-                           "classes": evaluators.classes},
-            "cell_attributes": attributes,
-            "realism": {"feature_space": FEATURE_SPACE,
-                        "overall": overall_realism,
-                        "cells": {cell: realism(cell) for cell in cells}},
-            "mask_fidelity": {"overall": {**mask(None), "shuffled_mask_floor": shuffled_dice.mean().to_dict()},
-                              "cells": {cell: mask(cell) for cell in cells}},
-            "prompt_fidelity": {"overall": {**prompt(None), "reference": reference_source,
-                                            "real_test": prompt_fidelity(test_predicted,
-                                                                         attribute_table(real["test"].rows)),
-                                            "n_real_test": len(real["test"]), "chance": chance,
-                                            "not_measured": unread,
-                                            "cells_without_reference": sorted(set(cells) - set(reference_keys))},
-                                "cells": {cell: prompt(cell) for cell in cells}},
-            "privacy": {"threshold": {space: {"value": d.threshold, "percentile": d.percentile,
-                                              "of": "real test to real train nearest-neighbour distances"}
-                                      for space, d in detectors.items()},
-                        "overall": overall_privacy,
-                        "cells": {cell: privacy(cell) for cell in cells},
-                        "closest_pairs": closest},
-            "mask_geometry": mask_section,
-            "prompt_effects": prompt_effects(evaluators, real_root, real["test"].rows.iloc[picked],
-                                             drawn[0] if drawn else None, settings.seed),
+            "real": {"path": str(real_root), **{f"n_{name}": len(sets[name]) for name in SPLITS}},
+            "synthetic": {"path": str(synthetic_root), "n": len(sets["synthetic"])},
+            "evaluators": {"folder": str(context.evaluator_folder), "validation": context.evaluators.validation,
+                           "classes": context.evaluators.classes},
+            "cell_attributes": context.attributes,
+            **{name: measurement.section for name, measurement in measured.items()},
         }))
         result.save(staging.tmp)
-        for section in result.BY_CELL:
-            _flat_rows(getattr(result, section)["cells"], attributes).to_csv(staging.tmp / result.by_cell_file(section),
-                                                                             index=False)
-        per_image = pd.DataFrame({"record_id": synthetic.rows["record_id"], "cell": keys["synthetic"],
-                                  **{f"dice_{c}": synthetic_dice[c] for c in synthetic_dice.columns},
-                                  **{f"predicted_{c}": synthetic_predicted[c] for c in synthetic_predicted.columns},
-                                  "nn_pixel_distance": distances["synthetic", "pixel"],
-                                  "nn_pixel_record": train_ids[neighbours["synthetic", "pixel"]],
-                                  "nn_encoder_distance": distances["synthetic", "encoder"],
-                                  "mask_source_pixel_distance": mask_source,
-                                  "copy_pixel": detectors["pixel"].flags(distances["synthetic", "pixel"]),
-                                  "copy_encoder": detectors["encoder"].flags(distances["synthetic", "encoder"])})
+        for metric in METRICS:
+            if metric.by_cell:
+                _flat_rows(result.section(metric.name)["cells"], context.attributes).to_csv(
+                    staging.tmp / result.by_cell_file(metric.name), index=False)
+            for name, content in measured[metric.name].files.items():
+                atomic_write(staging.tmp / name, content)
+        per_image = pd.DataFrame({"record_id": sets["synthetic"].rows["record_id"], "cell": context.keys["synthetic"],
+                                  **{column: values for measurement in measured.values()
+                                     for column, values in measurement.per_image.items()}})
         per_image.to_csv(staging.tmp / result.PER_IMAGE, index=False)
-        mask_table.to_csv(staging.tmp / result.MASK_GEOMETRY, index=False)
-        if len(pixel_order):
-            atomic_write(staging.tmp / result.CLOSEST_PAIRS,
-                         _closest_pairs_png(synthetic, real["train"], pixel_order, neighbours["synthetic", "pixel"]))
         staging.commit()
     return result
+
+
+def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
+             evaluators_dir: str | os.PathLike | None, model_dir: str | os.PathLike | None,
+             log: Callable[[str], None], progress: bool) -> QualityContext:
+    """Load both datasets, the judges (trained or cached) and the features every metric shares."""
+    real = load_real_splits(real_root, progress)
+    synthetic = load_synthetic(synthetic_root, progress)
+    check_compatible(real["train"], synthetic)
+    # Loaded first, so a wrong --model fails before the evaluators train.
+    generator = _load_generator(model_dir, real)
+    test_attributes = attribute_table(real["test"].rows)
+    picked = choose_pairs(test_attributes, settings.counterfactual_pairs, settings.seed)
+    drawn: list[DrawnPairs] = []
+    if generator is not None:
+        log(f"drawing prompt-effect pairs on {len(picked)} real test masks per attribute")
+
+    def draw() -> None:
+        drawn.append(draw_pairs(generator, judged_classes(attribute_table(real["train"].rows)),
+                                real["test"].masks[picked], test_attributes.iloc[picked].reset_index(drop=True),
+                                settings.seed, progress))
+
+    evaluators, evaluator_folder = cached_evaluators(
+        real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
+        beside=draw if generator is not None else None)
+    held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
+                        np.concatenate([real["val"].images, real["test"].images]),
+                        np.concatenate([real["val"].masks, real["test"].masks]))
+    sets = {**real, "held_out": held_out, "synthetic": synthetic}
+    log("measuring realism, fidelity and privacy")
+    attributes = cell_attributes(synthetic.rows, attribute_table(synthetic.rows))
+    keys = {name: _cell_keys(s, attributes) for name, s in sets.items()}
+    return QualityContext(settings, real_root, sets, evaluators, evaluator_folder, _features(evaluators, sets),
+                          attributes, keys, sorted(keys["synthetic"].unique()), phantom_model(real_root), picked,
+                          drawn[0] if drawn else None, log, progress)
+
+
+# --- the metrics' compute functions (named by cardiofair.metrics.quality_metrics.METRICS) -------
+
+
+def measure_realism(context: QualityContext) -> Measurement:
+    """Distances to the real training set, overall (matched by cell) and per cell."""
+    settings, features = context.settings, context.features
+    synthetic, held_out = context.sets["synthetic"], context.sets["held_out"]
+
+    def scope(cell: str) -> dict[str, Any]:
+        train, syn, held = (context.within(name, cell) for name in ("train", "synthetic", "held_out"))
+        return realism_scope(features["train"].take(train), features["synthetic"].take(syn),
+                             features["held_out"].take(held), synthetic.images[syn], held_out.images[held],
+                             settings, settings.seed)
+
+    keys = context.keys
+    matched = [matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"], settings.seed + k)
+               for k in range(settings.fd_draws)]
+    # Every draw has the same count per cell, hence the same training-set weights.
+    train_weights, unmatched = matched[0][2], matched[0][3]
+    overall = {**realism_scope(features["train"], features["synthetic"], features["held_out"], synthetic.images,
+                               held_out.images, settings, settings.seed, train_weights,
+                               draws=[(syn, held) for syn, held, _, _ in matched]),
+               "matched_by_cell": True, "cells_without_real_held_out": unmatched}
+    return Measurement({"feature_space": FEATURE_SPACE, "overall": overall,
+                        "cells": {cell: scope(cell) for cell in context.cells}})
+
+
+def measure_mask_fidelity(context: QualityContext) -> Measurement:
+    """Dice of the segmenter against each synthetic image's mask, beside real test images with
+    their own masks (and, as a floor, another subject's)."""
+    synthetic, test, seed = context.sets["synthetic"], context.sets["test"], context.settings.seed
+    synthetic_dice = dice_table(context.evaluators.segment(synthetic.images), synthetic.masks)
+    test_segmented = context.evaluators.segment(test.images)
+    test_dice = dice_table(test_segmented, test.masks)
+    shuffled = np.random.default_rng(seed).permutation(len(test))
+    shuffled_dice = dice_table(test_segmented, test.masks[shuffled])
+
+    def scope(cell: str | None) -> dict[str, Any]:
+        return _mask_scope(synthetic_dice[context.within("synthetic", cell)], test_dice[context.within("test", cell)],
+                           context.settings.min_images)
+
+    return Measurement({"overall": {**scope(None), "shuffled_mask_floor": shuffled_dice.mean().to_dict()},
+                        "cells": {cell: scope(cell) for cell in context.cells}},
+                       per_image={f"dice_{c}": synthetic_dice[c] for c in synthetic_dice.columns})
+
+
+def measure_prompt_fidelity(context: QualityContext) -> Measurement:
+    """The attribute classifier on the synthetic images against their prompts, beside real
+    images of the same cells against their records."""
+    settings, keys, evaluators = context.settings, context.keys, context.evaluators
+    synthetic, test = context.sets["synthetic"], context.sets["test"]
+    synthetic_predicted = evaluators.classify(synthetic.images)
+    test_predicted = evaluators.classify(test.images)
+    reference, reference_keys, reference_source = same_cell_reference(
+        keys["synthetic"], context.attributes, context.sets["held_out"], keys["held_out"], context.phantom,
+        settings.min_images)
+    reference_predicted = evaluators.classify(reference.images)
+    # Each reference image counts as its cell's share of the synthetic set, so the overall
+    # figure has the synthetic set's mix of cells.
+    reference_weights = reference_keys.map(keys["synthetic"].value_counts() / reference_keys.value_counts())
+
+    def scope(cell: str | None) -> dict[str, Any]:
+        syn = context.within("synthetic", cell)
+        own = np.ones(len(reference), bool) if cell is None else (reference_keys == cell).to_numpy()
+        return _prompt_scope(synthetic_predicted[syn].reset_index(drop=True), synthetic.take(syn),
+                             reference_predicted[own].reset_index(drop=True), reference.take(own),
+                             reference_weights[own].to_numpy(), settings.min_images)
+
+    overall = {**scope(None), "reference": reference_source,
+               "real_test": prompt_fidelity(test_predicted, attribute_table(test.rows)), "n_real_test": len(test),
+               "chance": {name: 1.0 / len(values) for name, values in evaluators.classes.items()},
+               "not_measured": _unmeasured_attributes(attribute_table(context.sets["train"].rows), evaluators.classes),
+               "cells_without_reference": sorted(set(context.cells) - set(reference_keys))}
+    return Measurement({"overall": overall, "cells": {cell: scope(cell) for cell in context.cells}},
+                       per_image={f"predicted_{c}": synthetic_predicted[c] for c in synthetic_predicted.columns})
+
+
+def measure_privacy(context: QualityContext) -> Measurement:
+    """Each synthetic image's nearest training image and the copy rate, beside real validation
+    images against the same threshold; the closest pairs as a picture."""
+    features, minimum = context.features, context.settings.min_images
+    synthetic, train = context.sets["synthetic"], context.sets["train"]
+    spaces = {"pixel": "pixels", "encoder": "encoder"}
+    distances, neighbours = {}, {}
+    for space, field_name in spaces.items():
+        for name in ("synthetic", "test", "val"):
+            distances[name, space], neighbours[name, space] = nearest_neighbours(
+                getattr(features[name], field_name), getattr(features["train"], field_name))
+    detectors = {space: CopyDetector.fit(distances["test", space]) for space in spaces}
+
+    def scope(cell: str | None) -> dict[str, Any]:
+        syn, val = context.within("synthetic", cell), context.within("val", cell)
+        return _privacy_scope({s: distances["synthetic", s][syn] for s in spaces},
+                              {s: distances["val", s][val] for s in spaces}, detectors, minimum)
+
+    mask_source = _mask_source_distances(synthetic, train, features)
+    pixel_order = np.argsort(distances["synthetic", "pixel"], kind="stable")[:context.settings.closest_pairs]
+    train_ids = train.rows["record_id"].astype(str).to_numpy()
+    closest = [{"synthetic": str(synthetic.rows["record_id"][i]),
+                "nearest_training_record": str(train_ids[neighbours["synthetic", "pixel"][i]]),
+                "pixel_distance": float(distances["synthetic", "pixel"][i]),
+                "flagged_as_copy": bool(detectors["pixel"].flags(distances["synthetic", "pixel"][i:i + 1])[0])}
+               for i in pixel_order]
+    overall = scope(None)
+    overall["median_distance_to_mask_source"] = _median(mask_source[np.isfinite(mask_source)])
+    overall["mask_source_not_in_train"] = int(np.isnan(mask_source).sum())
+    section = {"threshold": {space: {"value": d.threshold, "percentile": d.percentile,
+                                     "of": "real test to real train nearest-neighbour distances"}
+                             for space, d in detectors.items()},
+               "overall": overall, "cells": {cell: scope(cell) for cell in context.cells}, "closest_pairs": closest}
+    per_image = {"nn_pixel_distance": distances["synthetic", "pixel"],
+                 "nn_pixel_record": train_ids[neighbours["synthetic", "pixel"]],
+                 "nn_encoder_distance": distances["synthetic", "encoder"],
+                 "mask_source_pixel_distance": mask_source,
+                 "copy_pixel": detectors["pixel"].flags(distances["synthetic", "pixel"]),
+                 "copy_encoder": detectors["encoder"].flags(distances["synthetic", "encoder"])}
+    if not len(pixel_order):
+        return Measurement(section, per_image)
+    picture = _closest_pairs_png(synthetic, train, pixel_order, neighbours["synthetic", "pixel"])
+    return Measurement(section, per_image, {QualityResult.CLOSEST_PAIRS: picture})
+
+
+def measure_mask_geometry(context: QualityContext) -> Measurement:
+    """The synthetic masks themselves: validity, geometry per cell and novelty
+    (:func:`cardiofair.metrics.masks.mask_quality`), with the per-mask table."""
+    context.log("measuring the synthetic masks' validity, geometry per cell and novelty")
+    sets, keys = context.sets, context.keys
+    synthetic = sets["synthetic"]
+    draws = pd.to_numeric(synthetic.rows.get("mask_draws", pd.Series(dtype=float)), errors="coerce").dropna()
+    section, per_mask = mask_quality(
+        synthetic.masks, keys["synthetic"], sets["train"].masks, keys["train"], sets["held_out"].masks,
+        keys["held_out"], len(sets["val"]), context.attributes,
+        float(sets["train"].rows["pixel_spacing_mm"].astype(float).iloc[0]), draws.to_numpy() if len(draws) else None,
+        context.phantom, context.progress)
+    return Measurement(section, files={QualityResult.MASK_GEOMETRY: per_mask.to_csv(index=False)})
+
+
+def measure_prompt_effects(context: QualityContext) -> Measurement:
+    """How far one changed word of the prompt moves the judge, beside the phantom's real cues
+    (:func:`cardiofair.metrics.counterfactual.prompt_effects`)."""
+    context.log(f"measuring prompt effects on {len(context.picked)} real test masks per attribute"
+                + ("" if context.drawn is not None else " (no --model: the phantom reference only)"))
+    return Measurement(prompt_effects(context.evaluators, context.real_root,
+                                      context.sets["test"].rows.iloc[context.picked], context.drawn,
+                                      context.settings.seed))
 
 
 def _load_generator(model_dir: str | os.PathLike | None, real: dict[str, ImageSet]) -> Any:

@@ -24,8 +24,10 @@ from cardiofair.data.split import training_rows
 from cardiofair.data.summary import attribute_table, cell_attributes, with_cells
 from cardiofair.diagnoses import HEART_FAILURE
 from cardiofair.errors import CardiofairError, MissingInputError, OutputExistsError
+from cardiofair.formatting import Table
 from cardiofair.io import StagingDirectory, atomic_write
 from cardiofair.metrics.group_metrics import oracle_share_lines, power_sentence, too_small_notes
+from cardiofair.metrics.quality_metrics import mask_geometry_table, shown_together
 from cardiofair.plan import read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, prompt_from_attributes
 from cardiofair.report import cards, figures, tables
@@ -192,7 +194,7 @@ class _Builder:
                  ("synthesis plan", i.plan_path, None if i.plan is None else f"{len(i.plan)} cells")]
         rows = [[name, str(path) if path else "not given", what if path else "its sections say it is missing"]
                 for name, path, what in given]
-        body = page.table(tables.Table("What this report was made from", ["input", "path", "content"], rows))
+        body = page.table(Table("What this report was made from", ["input", "path", "content"], rows))
         warnings = "".join(page.warning(text) for texts in self._mismatches().values() for text in texts)
         return page.Section("inputs", "Inputs", body + warnings)
 
@@ -325,7 +327,7 @@ class _Builder:
                             f"The mask pair of real training record {source.record_id} drawn with each prompt below, "
                             f"seed {self.seed} for every image, {i.generator.sampling}: only the "
                             "prompt differs between columns.")
-        body += page.table(tables.Table("Prompts, left to right", ["column", "prompt"], [list(c) for c in columns]))
+        body += page.table(Table("Prompts, left to right", ["column", "prompt"], [list(c) for c in columns]))
         if skipped:
             body += page.paragraph(f"Not varied, because the model's prompts have no such attribute: "
                                    f"{', '.join(skipped)}", "note")
@@ -334,19 +336,22 @@ class _Builder:
         return page.Section("counterfactuals", title, body)
 
     def quality_sections(self) -> list[page.Section]:
+        """A section per page the quality metrics name (the judges' own scores close the first,
+        as they bound every figure), then the figures per synthetic cell."""
         quality = self.inputs.quality
-        parts = [("realism", "Realism", [tables.realism_table, tables.evaluator_table]),
-                 ("mask-fidelity", "Mask fidelity", [tables.mask_fidelity_table]),
-                 ("prompt-fidelity", "Prompt fidelity", [tables.prompt_fidelity_table, tables.prompt_effects_table]),
-                 ("privacy", "Privacy", [tables.privacy_table]),
-                 ("quality-cells", "Quality per synthetic cell", [tables.cells_table])]
+        parts = [(metrics[0].page.anchor, metrics[0].page.title, metrics) for metrics in shown_together()
+                 if metrics[0].page is not None]
+        parts.append(("quality-cells", "Quality per synthetic cell", []))
         if quality is None:
             return [page.Section(key, title, page.missing(
                 "No quality evaluation was given (--quality, the output of `cardiofair quality`): "
                 f"{title.lower()} is unmeasured.")) for key, title, _ in parts]
         source = page.paragraph(f"From {self.inputs.source('quality')}.", "note")
-        return [page.Section(key, title, source + "".join(page.table(build(quality)) for build in builders))
-                for key, title, builders in parts]
+        built = [[metric.table(quality.section(metric.name)) for metric in metrics] for _, _, metrics in parts]
+        built[0].append(tables.evaluator_table(quality))
+        built[-1].append(tables.cells_table(quality))
+        return [page.Section(key, title, source + "".join(page.table(table) for table in content))
+                for (key, title, _), content in zip(parts, built)]
 
     def closest_pairs_section(self) -> page.Section:
         title = "Closest synthetic-to-training pairs"
@@ -370,13 +375,14 @@ class _Builder:
         if quality is None or self.inputs.quality_dir is None:
             return page.Section("masks", title, page.missing(
                 "No quality evaluation was given (--quality): the synthetic masks were not judged."))
-        body = page.table(tables.mask_geometry_table(quality))
+        masks = quality.section("mask_geometry")
+        body = page.table(mask_geometry_table(masks))
         table = self.inputs.quality_dir / QualityResult.MASK_GEOMETRY
-        if table.is_file() and quality.mask_geometry:
+        if table.is_file() and masks:
             per_mask = pd.read_csv(table)
             biggest = per_mask[per_mask["source"] == "synthetic"]["cell"].value_counts().index[:MAX_HISTOGRAM_CELLS]
             body += self._figure("mask-geometry.png", figures.mask_geometry_histograms(
-                per_mask, list(biggest), quality.mask_geometry["measures"]), "mask geometry histograms",
+                per_mask, list(biggest), masks["measures"]), "mask geometry histograms",
                 "Per cell (the ones with most synthetic records): the synthetic masks' geometry beside real held-out "
                 "masks of the cell and, on a phantom cohort, fresh subjects of the cell (the truth).")
         return page.Section("masks", title, body)
@@ -447,8 +453,8 @@ class _Builder:
         training = [[arm, str(len(tree.get("training", []))),
                      ", ".join(sorted({str(run.get("n_synthetic", 0)) for run in tree.get("training", [])}))]
                     for arm, tree in fairness.arms.items()]
-        body += page.table(tables.Table(f"Arms (classifier preset {(settings.get('classifier') or {}).get('preset')})",
-                                        ["arm", "repeats", "synthetic training records"], training))
+        body += page.table(Table(f"Arms (classifier preset {(settings.get('classifier') or {}).get('preset')})",
+                                 ["arm", "repeats", "synthetic training records"], training))
         return page.Section("fairness", title, body)
 
     def metadata_section(self, metadata: Mapping[str, Any] | None) -> page.Section:

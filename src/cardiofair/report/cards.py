@@ -14,16 +14,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cardiofair.report.tables import (
-    Table,
-    mask_fidelity_table,
-    plan_table,
-    privacy_table,
-    prompt_fidelity_table,
-    provenance_table,
-    realism_table,
-    synthetic_cells_table,
-)
+from cardiofair.formatting import Table
+from cardiofair.metrics.quality_metrics import METRICS
+from cardiofair.report.tables import plan_table, provenance_table, synthetic_cells_table
 from cardiofair.results import QualityResult
 
 NOT_GIVEN = "not given"
@@ -67,13 +60,12 @@ class GeneratorFacts:
 
 
 def quality_markdown(quality: QualityResult | None, source: str, checks: Sequence[str] = ()) -> str:
-    """The four quality tables of ``synthetic_quality.json``, or a line saying there are none;
+    """The tables of the quality metrics shown in the cards, or a line saying there are none;
     ``checks`` are warnings printed first (e.g. the evaluation was made from other data)."""
     if quality is None:
         return f"No quality evaluation was given ({source}): realism, fidelity and privacy are unmeasured.\n"
-    tables = (realism_table, mask_fidelity_table, prompt_fidelity_table, privacy_table)
     return f"From `{source}`.\n\n" + "".join(f"> **Check.** {c}\n\n" for c in checks) + \
-        "\n".join(markdown_table(t(quality)) for t in tables)
+        "\n".join(markdown_table(m.table(quality.section(m.name))) for m in METRICS if m.in_cards)
 
 
 def _guide(generator: GeneratorFacts, settings: Mapping[str, Any], training: Mapping[str, Any]) -> str:

@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass
 from typing import Sequence
 
-from cardiofair.report.tables import Table
+from cardiofair.formatting import Table
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d2125; margin: 0;

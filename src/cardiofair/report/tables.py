@@ -1,23 +1,21 @@
 """The report's numbers as plain tables, built once and rendered twice (HTML page, Markdown cards).
 
 Every table puts the synthetic figure beside its real reference and names the reference, because
-a realism or privacy number on its own cannot be read. Pure pandas: no torch, no matplotlib.
+a realism or privacy number on its own cannot be read. Each quality metric's own table is part of
+its object (:mod:`cardiofair.metrics.quality_metrics`); here are the views across them. Pure
+pandas: no torch, no matplotlib.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from cardiofair.data.records import LABELS, STRUCTURES
+from cardiofair.formatting import MISSING, Table, number, percent
+from cardiofair.metrics.quality_metrics import METRICS, structure_name, synthetic_and_reference
 from cardiofair.results import FairnessResult, QualityResult
 
-MISSING = "n/a"
-# Dice keys of synthetic_quality.json (``ED_LV``) spelled out with the project's label names.
-STRUCTURE_NAMES = {short: LABELS[label] for label, short in STRUCTURES.items()}
 # Gap measures shown on the page; the ratios and the rest stay in the fairness run's gaps.csv.
 GAP_MEASURES = {
     "equalized_odds_difference": "equalized odds difference",
@@ -28,28 +26,6 @@ GAP_MEASURES = {
 }
 OVERALL_MEASURES = {"balanced_accuracy": "balanced accuracy", "roc_auc": "AUROC",
                     "true_positive_rate": "TPR (sensitivity)", "false_positive_rate": "FPR"}
-
-
-@dataclass
-class Table:
-    """A captioned table of already formatted cells, and notes to print under it."""
-
-    caption: str
-    header: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-
-
-def number(value: Any, digits: int = 3, scale: float = 1.0) -> str:
-    """A figure with ``digits`` decimals, or ``n/a`` when it is missing (null or NaN in the JSON)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    return f"{float(value) * scale:.{digits}f}"
-
-
-def percent(value: Any) -> str:
-    """A [0, 1] rate as a percentage with one decimal."""
-    return MISSING if value is None else f"{100.0 * float(value):.1f}%"
 
 
 def with_interval(entry: Mapping[str, Any] | None, key: str = "bootstrap_interval", signed: bool = False) -> str:
@@ -65,12 +41,6 @@ def with_interval(entry: Mapping[str, Any] | None, key: str = "bootstrap_interva
     if low is None or high is None:
         return text
     return f"{text} [{low:+.2f}, {high:+.2f}]" if signed else f"{text} [{low:.2f}, {high:.2f}]"
-
-
-def structure_name(key: str) -> str:
-    """``ED_MYO`` -> ``ED LV myocardium``."""
-    frame, _, structure = key.partition("_")
-    return f"{frame} {STRUCTURE_NAMES.get(structure, structure)}"
 
 
 # --- cohort -------------------------------------------------------------------------------------
@@ -95,140 +65,6 @@ def prevalence_grid(binned: pd.DataFrame, positive: str | Sequence[str], rows: s
 # --- synthetic quality (synthetic_quality.json) -------------------------------------------------
 
 
-def synthetic_and_reference(scope: Mapping[str, Any], key: str, inner: str | None = None) -> tuple[Any, Any]:
-    """A measure's ``synthetic`` figure and its ``real_reference`` in a quality scope (None where missing)."""
-    value = scope.get(key) or {}
-    if inner is not None:
-        value = value.get(inner) or {}
-    return value.get("synthetic"), value.get("real_reference")
-
-
-def realism_table(quality: QualityResult) -> Table:
-    """Distances to the real training set: synthetic beside real held-out at the same size."""
-    scope = quality.realism["overall"]
-    caption = ("Realism: distance of each set to the real training set in the evaluator's feature space "
-               f"({quality.realism.get('feature_space', 'feature space not recorded')}). Lower is closer.")
-    header = ["measure", "synthetic vs real train", "reference: real held-out (val + test) vs real train"]
-    if scope.get("status") != "ok":
-        return Table(caption, header, [], [f"Not measured: {scope.get('status')}"])
-    n = scope.get("n_compared")
-
-    def spread(key: str, scale: float = 1.0) -> list[str]:
-        return [number(v, scale=scale) if s is None else f"{number(v, scale=scale)} +/- {number(s, scale=scale)}"
-                for v, s in zip(synthetic_and_reference(scope, key), synthetic_and_reference(scope, f"{key}_std"))]
-
-    draws = f"mean +/- s.d. over {scope['fd_draws']} draws of the compared images" if scope.get("fd_draws") else ""
-    rows = [
-        [f"FD-cardiofair (n={n} per set{', ' + draws if draws else ''})", *spread("fd")],
-        ["FD-cardiofair, image + mask geometry", *spread("fd_image_mask")],
-        ["KD-cardiofair x 1000 (+/- s.d. over subsets)", *spread("kd", 1000.0)],
-        ["MS-SSIM within the set (lower = more diverse)", *map(number, synthetic_and_reference(scope, "ms_ssim"))],
-    ]
-    notes = []
-    if scope.get("matched_by_cell"):
-        notes.append(f"Each draw takes both sets to the same count in every subgroup cell ({n} images each) and the "
-                     "training set is weighted to that mix, so the distance does not reward or punish the subgroup mix.")
-    if scope.get("cells_without_real_held_out"):
-        notes.append("Cells without real held-out images (left out of the overall figure): "
-                     + ", ".join(scope["cells_without_real_held_out"]))
-    return Table(caption, header, rows, notes)
-
-
-def mask_fidelity_table(quality: QualityResult) -> Table:
-    """Dice of the in-project segmenter against the conditioning mask, per frame and structure."""
-    scope = quality.mask_fidelity["overall"]
-    floor = scope.get("shuffled_mask_floor") or {}
-    caption = (f"Mask fidelity: Dice between the segmenter's output and the mask (higher is better); synthetic "
-               f"n={scope.get('n_synthetic')}, real test n={scope.get('n_real_test')}.")
-    header = ["frame, structure", "synthetic vs its conditioning mask", "reference: real test vs its own mask",
-              "floor: real test vs another subject's mask"]
-    structures = list(scope.get("synthetic") or scope.get("real_reference") or {})
-    rows = [[structure_name(s), number((scope.get("synthetic") or {}).get(s)),
-             number((scope.get("real_reference") or {}).get(s)), number(floor.get(s))] for s in structures]
-    notes = [] if scope.get("status") == "ok" else [f"Status: {scope.get('status')}"]
-    return Table(caption, header, rows, notes + ([scope["note"]] if scope.get("note") else []))
-
-
-def prompt_fidelity_table(quality: QualityResult) -> Table:
-    """Balanced accuracy of the attribute classifiers: prompted attribute vs recorded attribute."""
-    scope = quality.prompt_fidelity["overall"]
-    chance = scope.get("chance") or {}
-    caption = (f"Prompt fidelity: balanced accuracy of the in-project attribute classifier at reading each "
-               f"attribute back from the image; synthetic n={scope.get('n_synthetic')}; reference: "
-               f"{scope.get('reference')} (n={scope.get('n_real_same_cells')}), weighted to the synthetic set's mix "
-               f"of cells, since the classifier reads rare cells worse; real test n={scope.get('n_real_test')}.")
-    header = ["attribute", "synthetic (the prompted value)", "reference: real, same cells (the recorded value)",
-              "real test, all cells", "chance"]
-    synthetic, reference = scope.get("synthetic") or {}, scope.get("real_reference") or {}
-    test = scope.get("real_test") or {}
-    rows = [[name, number(synthetic.get(name)), number(reference.get(name)), number(test.get(name)),
-             number(chance.get(name))] for name in (synthetic or reference)]
-    notes = [f"The classifier barely reads {name} even on real images (reference {number(reference[name])}, chance "
-             f"{number(chance[name])}): its synthetic figure is no evidence either way."
-             for name in reference if name in chance and reference[name] is not None
-             and reference[name] < chance[name] + 0.1]
-    if scope.get("cells_without_reference"):
-        notes.append("Cells without real images of their own (in the synthetic figure, not the reference): "
-                     + ", ".join(scope["cells_without_reference"]))
-    notes += [f"Not measured: {name} ({reason})." for name, reason in (scope.get("not_measured") or {}).items()]
-    return Table(caption, header, rows, notes)
-
-
-def prompt_effects_table(quality: QualityResult) -> Table:
-    """How far changing one word of the prompt moves the judge, beside changing the real cues."""
-    effects = quality.prompt_effects
-    caption = (f"Prompt effects: {effects.get('pairs', 'no')} real test masks, each drawn with one seed under two "
-               "prompts that differ in one attribute only, read by the attribute classifier; reference: the same "
-               "real phantom subjects drawn with the cues of both values outside the heart (same heart, mask, pose "
-               "and noise).")
-    header = ["attribute (values)", "synthetic: reading moved", "synthetic: follows both", "synthetic: probability shift",
-              "reference: reading moved", "reference: follows both", "reference: probability shift"]
-    rows, notes = [], []
-    for attribute, scope in (effects.get("attributes") or {}).items():
-        values = " / ".join((scope.get("synthetic") or scope.get("real_reference") or {}).get("values") or [])
-        row = [f"{attribute} ({values})"]
-        for side in ("synthetic", "real_reference"):
-            effect = scope.get(side) or {}
-            if effect.get("status") == "ok":
-                row += [percent(effect.get("moved")), percent(effect.get("follows_both")),
-                        number(effect.get("probability_shift"))]
-            else:
-                row += [MISSING] * 3
-                notes.append(f"{attribute}, {side.replace('_', ' ')}: {effect.get('status', 'not measured')}")
-        rows.append(row)
-    if not effects:
-        notes.append("Not measured: this evaluation predates prompt effects.")
-    return Table(caption, header, rows, notes)
-
-
-def privacy_table(quality: QualityResult) -> Table:
-    """Copy rates and nearest-neighbour distances to the training set, beside real validation."""
-    privacy = quality.privacy
-    scope, thresholds = privacy["overall"], privacy.get("threshold") or {}
-    caption = (f"Privacy: nearest real training image of each synthetic image (n={scope.get('n_synthetic')}) and of "
-               f"each real validation image (n={scope.get('n_real_val')}, the reference: real patients who are not "
-               "in the training set). A copy is an image closer to a training image than the threshold.")
-    header = ["measure", "synthetic -> real train", "reference: real val -> real train"]
-    rows = []
-    for space in ("pixel", "encoder"):
-        if space not in (scope.get("copy_rate") or {}):
-            continue
-        threshold = thresholds.get(space, {})
-        rows.append([f"copy rate, {space} space (threshold {number(threshold.get('value'))}, the "
-                     f"{number(threshold.get('percentile'), 0)}th percentile of {threshold.get('of', 'n/a')})",
-                     *map(percent, synthetic_and_reference(scope, "copy_rate", space))])
-        rows.append([f"median nearest-neighbour distance, {space} space",
-                     *map(number, synthetic_and_reference(scope, "median_nn_distance", space))])
-    notes = []
-    if "median_distance_to_mask_source" in scope:
-        notes.append(f"Median pixel distance of a synthetic image to the training image whose mask it was drawn on: "
-                     f"{number(scope['median_distance_to_mask_source'])} ({scope.get('mask_source_not_in_train', 0)} "
-                     "synthetic images took their mask from outside the training split and are not counted).")
-    if scope.get("status") != "ok":
-        notes.append(f"Status: {scope.get('status')}")
-    return Table(caption, header, rows, notes + ([scope["note"]] if scope.get("note") else []))
-
-
 def evaluator_table(quality: QualityResult) -> Table:
     """How well the in-project evaluators do on real validation images: the ceiling of every figure."""
     validation = quality.evaluators.get("validation") or {}
@@ -241,7 +77,7 @@ def evaluator_table(quality: QualityResult) -> Table:
 
 def closest_pairs_table(quality: QualityResult) -> Table:
     """The synthetic images nearest to a training image, with their pixel distances."""
-    privacy = quality.privacy
+    privacy = quality.section("privacy")
     threshold = (privacy.get("threshold") or {}).get("pixel", {}).get("value")
     rows = [[str(p.get("synthetic")), str(p.get("nearest_training_record")), number(p.get("pixel_distance")),
              "yes" if p.get("flagged_as_copy") else "no"] for p in privacy.get("closest_pairs") or []]
@@ -253,7 +89,7 @@ def closest_pairs_table(quality: QualityResult) -> Table:
 def cells_table(quality: QualityResult) -> Table:
     """Per planned cell: realism, mask fidelity and copy rate, each with its reference."""
     attributes = quality.cell_attributes
-    realism, masks, privacy = (getattr(quality, s)["cells"] for s in ("realism", "mask_fidelity", "privacy"))
+    realism, masks, privacy = (quality.section(s)["cells"] for s in ("realism", "mask_fidelity", "privacy"))
     rows = []
     for cell in realism:
         fd = realism[cell]
@@ -268,40 +104,6 @@ def cells_table(quality: QualityResult) -> Table:
                  "of the evaluation hold every figure)",
                  ["cell", "synthetic images", "FD-cardiofair", "mean Dice (6 structures)", "copy rate (pixel)", "notes"],
                  rows)
-
-
-def mask_geometry_table(quality: QualityResult) -> Table:
-    """The synthetic masks per cell: validity, geometry distance to real held-out masks and (on a
-    phantom) to fresh subjects of the cell, beside the distance between two real samples."""
-    masks = quality.mask_geometry
-    if not masks:
-        return Table("Synthetic masks: not measured (this evaluation predates the mask measures).", [], [])
-    validity, novelty = masks["validity"], masks["novelty"]
-    header = ["cell", "synthetic masks", "valid", "geometry distance to real held-out (synthetic / real train)",
-              "to phantom truth (synthetic / fresh)", "ratio", "median nearest-training distance (synthetic / real "
-              "held-out / fresh)"]
-    rows = []
-    for cell, scope in masks["cells"].items():
-        truth = scope.get("distance_to_phantom_truth") or {}
-        near = scope.get("median_nearest_training_distance") or {}
-        rows.append([cell.replace("|", ", "), str(scope["n_synthetic"]), percent(scope["valid_share"]),
-                     " / ".join(map(number, synthetic_and_reference(scope, "distance_to_real_held_out"))) +
-                     f" ({scope['n_real_held_out']} held-out, {scope['n_real_train']} train)",
-                     " / ".join(map(number, (truth.get("synthetic"), truth.get("real_reference")))) if truth else MISSING,
-                     number(truth.get("ratio"), 2) if truth else MISSING,
-                     " / ".join(number(near.get(k)) for k in ("synthetic", "real_reference", "phantom_truth"))])
-    median = novelty["median_nearest_training_distance"]
-    notes = [f"{percent(validity['valid_share'])} of {validity['n']} synthetic masks pass the anatomical checks"
-             + (f"; the mask generator rejected {percent(validity['rejected_share_of_draws'])} of its draws on the way"
-                if "rejected_share_of_draws" in validity else "") + ".",
-             f"Novelty: median distance (1 - mean Dice) of a synthetic mask to its nearest training mask "
-             f"{number(median['synthetic'])}, of a real held-out mask {number(median['real_reference'])}; closer than "
-             f"{number(novelty['threshold'])} ({novelty['of']}): {percent(novelty['copy_rate']['synthetic'])} of synthetic "
-             f"masks, {percent(novelty['copy_rate']['real_reference'])} of real validation masks. A borrowed mask is "
-             "at distance 0.",
-             "Geometry distance: the mean over ED LV cavity area, ED myocardial thickness, ED RV area and the "
-             "contraction index of the 1-D Wasserstein distance, each in units of the training masks' spread."]
-    return Table("Synthetic masks per cell: are they hearts of their cell, and new ones?", header, rows, notes)
 
 
 TOO_FEW = "too few images for a stable figure: "
@@ -524,32 +326,9 @@ def provenance_table(rows: pd.DataFrame) -> Table:
 
 # --- the verdict at the top of the page ----------------------------------------------------------
 
-# A distance this many times its real reference, or a Dice below this share of it, is far from
-# real: at the default study's 4x the images are told apart from real ones at a glance.
-FAR_DISTANCE_RATIO = 3.0
-FAR_DICE_SHARE = 0.8
-
 
 def quality_verdict(quality: QualityResult) -> list[str]:
     """Plain sentences on how far the synthetic images are from real ones, for the top of the
-    report: a distance many times its real reference, mask fidelity well below it, or too few
-    images to tell. Empty when the evaluation shows none of these."""
-    sentences = []
-    realism = quality.realism["overall"]
-    if realism.get("status") != "ok":
-        sentences.append(f"Realism was not measured: {realism.get('status')}.")
-    else:
-        synthetic, reference = synthetic_and_reference(realism, "fd")
-        if synthetic is not None and reference and synthetic > FAR_DISTANCE_RATIO * reference:
-            sentences.append(f"FD-cardiofair of the synthetic images is {synthetic / reference:.1f} times that of real "
-                             f"held-out images ({number(synthetic)} against {number(reference)}): they are told apart "
-                             "from real images easily.")
-    masks = quality.mask_fidelity["overall"]
-    low = [f"{structure_name(key)} {number(value)} (real {number(masks['real_reference'][key])})"
-           for key, value in (masks.get("synthetic") or {}).items()
-           if value is not None and (masks.get("real_reference") or {}).get(key)
-           and value < FAR_DICE_SHARE * masks["real_reference"][key]]
-    if low:
-        sentences.append(f"Mask fidelity is below {FAR_DICE_SHARE:.0%} of the real reference for " + ", ".join(low)
-                         + ": the images do not follow the anatomy they were asked for.")
-    return sentences
+    report: each metric's verdict rule on its section, in turn (a distance many times its real
+    reference, mask fidelity well below it, too few images to tell). Empty when none applies."""
+    return [sentence for metric in METRICS for sentence in metric.verdict(quality.section(metric.name))]
