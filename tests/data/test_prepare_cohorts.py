@@ -9,7 +9,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
 from cohort_fixtures import write_mnms_copy
 
 from cardiofair.cli import main

@@ -12,8 +12,8 @@ from report_pages import SECTIONS, parse
 from cardiofair.cli import main
 from cardiofair.data.records import read_manifest
 from cardiofair.errors import OutputExistsError
-from cardiofair.report import ReportError, write_report
 from cardiofair.metrics.quality_metrics import prompt_fidelity_table
+from cardiofair.report import ReportError, write_report
 from cardiofair.report.tables import group_series, prevalence_grid, quality_verdict
 from cardiofair.results import FairnessResult
 from cardiofair.stages.report import generator_facts

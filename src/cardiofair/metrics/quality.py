@@ -57,8 +57,8 @@ from cardiofair.metrics.evaluators import (
 )
 from cardiofair.metrics.fidelity import dice_table, prompt_fidelity
 from cardiofair.metrics.masks import mask_quality
-from cardiofair.metrics.quality_metrics import METRICS, Measurement
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
+from cardiofair.metrics.quality_metrics import METRICS, Measurement
 from cardiofair.metrics.realism import (
     frechet_distance,
     kernel_distance,

@@ -8,6 +8,7 @@ pandas: no torch, no matplotlib.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
