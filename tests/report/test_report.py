@@ -210,6 +210,10 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
     report.oracle_shares.update({"measure": "TPR Female - Male", "arms": {"oversample": {
         "share": 0.4, "change": 0.04, "oracle_change": 0.1, "interval": [0.1, 0.7], "reason": None}},
         "path": ["attributes", "sex", "groups", "Female", "true_positive_rate_vs_reference"]})
+    report.settings["matched_fpr"] = 0.1
+    report.comparisons["oversample"]["attributes"]["sex"]["groups"] = {"Female": {
+        "true_positive_rate_at_matched_fpr_vs_reference": {"difference": 0.0123, "interval": [-0.01, 0.03],
+                                                           "p_value": 0.3, "p_holm": 0.6, "reason": None}}}
     report.versus.append({"arm": "oversample", "other": "real", "comparisons": {"attributes": {"sex": {"groups": {
         "Female": {"true_positive_rate_vs_reference": {"difference": 0.0412, "interval": [0.01, 0.07],
                                                        "p_value": 0.01, "p_holm": 0.02, "reason": None}}}}}}})
@@ -224,7 +228,8 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
     assert "Female|40s (0 pos., 5 neg.)" in section
     assert "oversample: +0.040, 40% of the oracle arm's +0.100 [10%, 70%]" in section
     # The first result line answers the user's question; the pair's table follows the comparisons.
-    answer = ("Oversample closed 40% [10%, 70%] of the oracle's change of TPR Female - Male; against real: "
+    answer = ("Oversample closed 40% [10%, 70%] of the oracle's change of TPR Female - Male (at each group's own "
+              "threshold for an FPR of 0.1: +0.012 [-0.01, +0.03]; the rest is a prior shift); against real: "
               "+0.041 [+0.01, +0.07] (paired over the same seeds, 95% t-interval).")
     assert section.index(answer) < section.index("Power: with 500 positives")
     assert "Paired difference of one arm minus another" in section and "oversample - real" in section

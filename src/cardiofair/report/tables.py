@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from cardiofair.formatting import MISSING, Table, number, percent
+from cardiofair.metrics.group_metrics import MATCHED_TPR
 from cardiofair.metrics.quality_metrics import METRICS, structure_name, synthetic_and_reference
 from cardiofair.results import FairnessResult, QualityResult
 
@@ -233,9 +234,16 @@ def headline(fairness: FairnessResult) -> str | None:
         change = _at(fairness.comparisons.get(arm), path)
         first = f"{arm} changed {measure} by {with_interval(change, 'interval', signed=True)} against " \
                 f"{fairness.reference_arm}"
+    # The same gap with each group's own threshold at one FPR: what is left once the prior shift
+    # (which moves TPR and FPR together) is taken out.
+    matched = _at(fairness.comparisons.get(arm), [*path[:-1], f"{MATCHED_TPR}_vs_reference"])
+    if matched is not None and matched.get("difference") is not None:
+        first += (f" (at each group's own threshold for an FPR of {fairness.settings['matched_fpr']:g}: "
+                  f"{with_interval(matched, 'interval', signed=True)}; the rest is a prior shift)")
     against = [f"against {pair['other']}: {with_interval(_at(pair['comparisons'], path), 'interval', signed=True)}"
                for pair in fairness.versus if pair["arm"] == arm]
     return "; ".join([first, *against]) + " (paired over the same seeds, 95% t-interval)."
+
 
 def group_series(fairness: FairnessResult, attribute: str, metric: str) -> pd.DataFrame:
     """Per arm and group of one attribute: mean, bootstrap interval, test count and positives,
