@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 from phantom_arrays import phantom_arrays
 
-from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Evaluators, _fit, train_evaluators
+from cardiofair.metrics.evaluators import ATTRIBUTE_COLUMNS, Evaluators, fit_steps, train_evaluators
 
 
 def test_a_cohort_without_attributes_trains_the_segmenter_and_leaves_the_attribute_judge_out(tmp_path):
@@ -29,5 +29,5 @@ def test_a_cohort_without_attributes_trains_the_segmenter_and_leaves_the_attribu
 def test_a_batch_with_nothing_to_learn_is_skipped():
     network = torch.nn.Linear(2, 1)
     before = [p.detach().clone() for p in network.parameters()]
-    _fit(network, lambda generator: None, 3, "nothing", False, torch.Generator().manual_seed(0))
+    fit_steps(network, lambda generator: None, 3, "nothing", False, torch.Generator().manual_seed(0))
     assert all(torch.equal(a, b) for a, b in zip(before, network.parameters()))

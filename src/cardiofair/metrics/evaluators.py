@@ -219,8 +219,8 @@ def judged_classes(train_attributes: pd.DataFrame) -> dict[str, list[str]]:
     return {name: values for name, values in classes.items() if len(values) >= 2}
 
 
-def _fit(network: nn.Module, loss: Callable[[torch.Generator], torch.Tensor | None], steps: int, label: str,
-         progress: bool, generator: torch.Generator, position: int = 0) -> None:
+def fit_steps(network: nn.Module, loss: Callable[[torch.Generator], torch.Tensor | None], steps: int, label: str,
+              progress: bool, generator: torch.Generator, position: int = 0) -> None:
     """AdamW with one cycle (warm up, then anneal to nearly zero): in a few hundred steps it ends
     far closer to a minimum than a constant rate, which the study's time budget needs. ``loss``
     draws its batch with ``generator`` (None: the batch has nothing to learn, and the step is
@@ -288,7 +288,7 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
             beside()
             return
         number, (network, loss, count, label) = job
-        _fit(network, loss, count, label, progress, torch.Generator().manual_seed(seed + number), number)
+        fit_steps(network, loss, count, label, progress, torch.Generator().manual_seed(seed + number), number)
 
     # On two cores both trainings start at once and ``beside`` follows the one that ends first.
     side_by_side(fit, [*enumerate(fits), *[None] * (beside is not None)])
