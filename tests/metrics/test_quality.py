@@ -7,6 +7,7 @@ images and not new real patients.
 """
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -219,6 +220,7 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     assert len(report["privacy"]["closest_pairs"]) == 8 and (tmp_path / "q1" / "closest_pairs.png").is_file()
     realism = report["realism"]["overall"]
     assert realism["status"] == "ok" and set(realism["fd"]) == {"synthetic", "real_reference"}
+    assert report["realism"]["feature_space"].startswith("FD-/KD-cardiofair: 96-d features of cardiofair's attribute")
     # The two-sample test, right after realism: both sides told from the same real held-out images,
     # drawn like realism's first draw; each synthetic image it saw has its held-out-fold score.
     assert list(report).index("c2st") == list(report).index("realism") + 1
@@ -257,6 +259,36 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     assert second["privacy"]["overall"]["copy_rate"]["pixel"]["synthetic"] < 0.2
     assert second["privacy"]["overall"]["mask_source_not_in_train"] == 60
     assert second["mask_geometry"]["novelty"]["copy_rate"]["synthetic"] < 0.2
+
+
+def _without_attributes(root, out):
+    """A copy of a dataset that records no sex, age, BMI or diagnosis and is no phantom, as the
+    public M&Ms copy."""
+    shutil.copytree(root, out)
+    (out / "prepare.json").unlink(missing_ok=True)
+    manifest = pd.read_csv(out / "manifest.csv")
+    manifest[["sex", "age_years", "height_cm", "weight_kg", "bmi", "diagnosis", "prompt"]] = None
+    manifest.to_csv(out / "manifest.csv", index=False)
+    return out
+
+
+def test_a_cohort_without_attributes_measures_realism_in_the_segmenters_features(real_dataset, tmp_path,
+                                                                                  monkeypatch, capsys):
+    monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
+    real = _without_attributes(real_dataset, tmp_path / "real")
+    copies = _without_attributes(_synthetic_from(_by_split(real_dataset, "train")[:60], tmp_path / "copies",
+                                                 noise=0.005, seed=0), tmp_path / "synthetic")
+    assert main(["quality", "--real", str(real), "--synthetic", str(copies), "--out", str(tmp_path / "q"),
+                 *FAST]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "q" / "synthetic_quality.json").read_text())
+    assert report["evaluators"]["classes"] == {}
+    assert "cardiofair's segmenter" in report["realism"]["feature_space"]
+    assert report["realism"]["overall"]["status"] == "ok"
+    # Said once, not once per attribute.
+    assert printed.count("attribute judge left out") == 1 and printed.count("attribute judge was left out") == 1
+    assert "prompt effects: not measured" in printed and "prompt effect sex" not in printed
+    assert "classifier steps" not in printed
 
 
 def test_too_few_images_are_reported_not_measured(real_dataset, tmp_path, monkeypatch):

@@ -72,9 +72,18 @@ from cardiofair.settings import QualitySettings
 from cardiofair.threads import one_thread_each
 
 SCHEMA_VERSION = 1
-FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
-                 "split (pooled last block, plus first-block channel means and standard deviations for texture), "
-                 "standardised with the training set's statistics; not Inception, so not FID")
+# The realism features' space, by the network they come from (Evaluators.feature_network).
+FEATURE_SPACES = {
+    "attribute classifier": (
+        "FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training split "
+        "(pooled last block, plus first-block channel means and standard deviations for texture), standardised with "
+        "the training set's statistics; not Inception, so not FID"),
+    "segmenter": (
+        "FD-/KD-cardiofair: 96-d features of cardiofair's segmenter trained on the real training split (the cohort "
+        "records no prompt attribute with two known values, so no attribute classifier was trained): per frame its "
+        "pooled bottom block, plus first-block channel means and standard deviations for texture, standardised with "
+        "the training set's statistics; not Inception, so not FID"),
+}
 EVALUATOR_VERSION = "evaluators-3"
 
 
@@ -153,8 +162,9 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
             with one_thread_each():
                 beside()
         return Evaluators.load(folder), folder
-    log(f"evaluators: training on {len(real['train'])} real training records "
-        f"({settings.steps} segmenter + {settings.classifier_steps} classifier steps)")
+    judged = judged_classes(attribute_table(real["train"].rows))
+    log(f"evaluators: training on {len(real['train'])} real training records ({settings.steps} segmenter"
+        + (f" + {settings.classifier_steps} classifier" if judged else "") + " steps)")
     train, val = real["train"], real["val"]
     evaluators = train_evaluators(train.images, train.masks, attribute_table(train.rows), val.images, val.masks,
                                   attribute_table(val.rows), steps=settings.steps, classifier_steps=settings.classifier_steps,
@@ -473,6 +483,9 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     evaluators, evaluator_folder = cached_evaluators(
         real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
         beside=draw if generator is not None else None)
+    if not evaluators.classes:
+        log("attribute judge left out: no prompt attribute has two known values among the real training records, "
+            "so prompt fidelity and prompt effects are not measured, and the realism features come from the segmenter")
     held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
                         np.concatenate([real["val"].images, real["test"].images]),
                         np.concatenate([real["val"].masks, real["test"].masks]))
@@ -508,8 +521,8 @@ def measure_realism(context: QualityContext) -> Measurement:
                                held_out.images, settings, settings.seed, train_weights,
                                draws=[(syn, held) for syn, held, _, _ in matched]),
                "matched_by_cell": True, "cells_without_real_held_out": unmatched}
-    return Measurement({"feature_space": FEATURE_SPACE, "overall": overall,
-                        "cells": {cell: scope(cell) for cell in context.cells}})
+    return Measurement({"feature_space": FEATURE_SPACES[context.evaluators.feature_network],
+                        "overall": overall, "cells": {cell: scope(cell) for cell in context.cells}})
 
 
 def drawn_to_mix(keys: pd.Series, mix: pd.Series, seed: int) -> np.ndarray:

@@ -288,8 +288,15 @@ def prompt_fidelity_table(section: Section) -> Table:
 
 
 def prompt_fidelity_summary(section: Section) -> list[str]:
-    """Balanced accuracy per attribute with its chance level, and where the reference came from."""
+    """Balanced accuracy per attribute with its chance level, and where the reference came from;
+    one line where no attribute was read."""
     scope = section["overall"]
+    if not scope["synthetic"]:
+        reasons: dict[str, list[str]] = {}
+        for name, reason in (scope.get("not_measured") or {}).items():
+            reasons.setdefault(reason, []).append(name)
+        return ["prompt fidelity: not measured, the attribute judge was left out ("
+                + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items()) + ")"]
     lines = [summary_line(f"prompt {name} balanced acc. (chance {scope['chance'][name]:.2f})", number(value),
                           number(scope["real_reference"].get(name)))
              for name, value in scope["synthetic"].items()]
@@ -326,7 +333,12 @@ def prompt_effects_table(section: Section) -> Table:
 
 
 def prompt_effects_summary(section: Section) -> list[str]:
-    """The share of counterfactual pairs whose reading moved, per attribute."""
+    """The share of counterfactual pairs whose reading moved, per attribute; one line where no
+    pair was read on either side."""
+    sides = [side for effect in section["attributes"].values() for side in effect.values()]
+    if not any(side.get("status") == "ok" for side in sides):
+        return ["prompt effects: not measured (" + "; ".join(dict.fromkeys(side.get("status", "") for side in sides))
+                + ")"]
     return [summary_line(f"prompt effect {name} (share of pairs moved)", number(effect["synthetic"].get("moved")),
                          number(effect["real_reference"].get("moved")))
             for name, effect in section["attributes"].items()]

@@ -1,10 +1,10 @@
 """Realism and diversity of image sets, measured without downloaded weights.
 
 Inception and RadImageNet weights cannot be shipped, so distances are taken in the feature
-space of cardiofair's own attribute classifier (trained on the real training split; see
-``Evaluators.features``). They are therefore named
-FD-cardiofair and KD-cardiofair, never FID or KID, and only mean something beside the same
-distance between two real sets of the same size.
+space of cardiofair's own attribute classifier, or of its segmenter on a cohort that records no
+prompt attribute (both trained on the real training split; see ``Evaluators.features``). They are
+therefore named FD-cardiofair and KD-cardiofair, never FID or KID, and only mean something beside
+the same distance between two real sets of the same size.
 
 The classifier two-sample test needs no features and no minimum size: a small CNN learns to tell
 two sets apart, and its AUROC on folds it did not see, with an interval over subjects, says how
