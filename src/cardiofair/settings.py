@@ -389,10 +389,18 @@ class QualitySettings:
     ms_ssim_pairs: int = 300
     closest_pairs: int = 8
     counterfactual_pairs: int = option(32, "real test masks drawn under two prompts per attribute (prompt effects)")
+    c2st: bool = option(True, "the two-sample classifier test: can a small CNN tell synthetic from real held-out "
+                        "images (AUROC, 0.5 = no), beside real training against real held-out images")
+    # Five folds of 120 steps of 32 pairs, for the synthetic set and the reference: ten small
+    # trainings side by side, seconds in the default study (docs/quality.md).
+    c2st_folds: int = 5
+    c2st_steps: int = 120
+    c2st_batch: int = 32
+    c2st_resamples: int = 1000
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "steps", "classifier_steps", "fd_draws")
-        _at_least(self, 2, "min_images")
+        _at_least(self, 1, "steps", "classifier_steps", "fd_draws", "c2st_steps", "c2st_resamples")
+        _at_least(self, 2, "min_images", "c2st_folds", "c2st_batch")
 
 
 @dataclass(frozen=True)

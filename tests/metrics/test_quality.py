@@ -7,6 +7,7 @@ images and not new real patients.
 """
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -179,8 +180,9 @@ def _by_split(root, split):
     return [r for r in load_dataset(root) if r.meta["split"] == split]
 
 
-# The segmenter learns from degraded images: a hundred steps before it reads a ventricle.
-FAST = ["--steps", "100", "--classifier-steps", "100", "--min-images", "10"]
+# The segmenter learns from degraded images: a hundred steps before it reads a ventricle. The
+# two-sample test's ten trainings run where a test reads its section.
+FAST = ["--steps", "100", "--classifier-steps", "100", "--min-images", "10", "--no-c2st"]
 
 
 def test_a_real_cohorts_prompt_reference_is_its_held_out_images_of_the_synthetic_cells():
@@ -197,9 +199,9 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
     copies = _synthetic_from(_by_split(real_dataset, "train")[:60], tmp_path / "copies", noise=0.005, seed=0)
     assert main(["evaluate", "synthetic", "--real", str(real_dataset), "--synthetic", str(copies),
-                 "--out", str(tmp_path / "q1"), *FAST]) == 0
+                 "--out", str(tmp_path / "q1"), *FAST, "--c2st"]) == 0
     printed = capsys.readouterr().out
-    assert "FD-cardiofair" in printed and "copy rate (pixel)" in printed
+    assert "FD-cardiofair" in printed and "copy rate (pixel)" in printed and "C2ST AUROC" in printed
     report = json.loads((tmp_path / "q1" / "synthetic_quality.json").read_text())
     assert {"realism", "mask_fidelity", "prompt_fidelity", "privacy"} <= report.keys()
     assert report["cell_attributes"] == ["sex", "diagnosis"]
@@ -218,6 +220,15 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     assert len(report["privacy"]["closest_pairs"]) == 8 and (tmp_path / "q1" / "closest_pairs.png").is_file()
     realism = report["realism"]["overall"]
     assert realism["status"] == "ok" and set(realism["fd"]) == {"synthetic", "real_reference"}
+    assert report["realism"]["feature_space"].startswith("FD-/KD-cardiofair: 96-d features of cardiofair's attribute")
+    # The two-sample test, right after realism: both sides told from the same real held-out images,
+    # drawn like realism's first draw; each synthetic image it saw has its held-out-fold score.
+    assert list(report).index("c2st") == list(report).index("realism") + 1
+    c2st = report["c2st"]["overall"]
+    assert c2st["status"] == "ok" and c2st["n_synthetic"] == realism["n_compared"] == c2st["n_real_held_out"]
+    for side in ("synthetic", "real_reference"):
+        low, high = c2st["auroc_interval"][side]
+        assert 0 <= low <= c2st["auroc"][side] <= high <= 1
     mask = report["mask_fidelity"]["overall"]
     assert mask["synthetic"]["ED_LV"] > mask["shuffled_mask_floor"]["ED_LV"]
     # Prompt fidelity's reference: new phantom subjects of each synthetic cell, at least --min-images
@@ -233,6 +244,7 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     assert set(prompt["overall"]["real_test"]) == set(prompt["overall"]["real_reference"])
     per_image = pd.read_csv(tmp_path / "q1" / "synthetic_per_image.csv")
     assert len(per_image) == 60 and per_image["copy_pixel"].mean() > 0.9
+    assert per_image["c2st_score"].notna().sum() == c2st["n_synthetic"]
 
     # New patients of another seed, marked synthetic: no longer copies. The evaluators come from the cache.
     other = tmp_path / "other"
@@ -243,16 +255,47 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     assert len(list((tmp_path / "cache" / "evaluators").iterdir())) == 1
     second = json.loads((tmp_path / "q2" / "synthetic_quality.json").read_text())
     assert second["evaluators"] == report["evaluators"]
+    assert second["c2st"]["overall"]["status"] == "not run (quality.c2st is off)"
     assert second["privacy"]["overall"]["copy_rate"]["pixel"]["synthetic"] < 0.2
     assert second["privacy"]["overall"]["mask_source_not_in_train"] == 60
     assert second["mask_geometry"]["novelty"]["copy_rate"]["synthetic"] < 0.2
 
 
+def _without_attributes(root, out):
+    """A copy of a dataset that records no sex, age, BMI or diagnosis and is no phantom, as the
+    public M&Ms copy."""
+    shutil.copytree(root, out)
+    (out / "prepare.json").unlink(missing_ok=True)
+    manifest = pd.read_csv(out / "manifest.csv")
+    manifest[["sex", "age_years", "height_cm", "weight_kg", "bmi", "diagnosis", "prompt"]] = None
+    manifest.to_csv(out / "manifest.csv", index=False)
+    return out
+
+
+def test_a_cohort_without_attributes_measures_realism_in_the_segmenters_features(real_dataset, tmp_path,
+                                                                                  monkeypatch, capsys):
+    monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
+    real = _without_attributes(real_dataset, tmp_path / "real")
+    copies = _without_attributes(_synthetic_from(_by_split(real_dataset, "train")[:60], tmp_path / "copies",
+                                                 noise=0.005, seed=0), tmp_path / "synthetic")
+    assert main(["quality", "--real", str(real), "--synthetic", str(copies), "--out", str(tmp_path / "q"),
+                 *FAST]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "q" / "synthetic_quality.json").read_text())
+    assert report["evaluators"]["classes"] == {}
+    assert "cardiofair's segmenter" in report["realism"]["feature_space"]
+    assert report["realism"]["overall"]["status"] == "ok"
+    # Said once, not once per attribute.
+    assert printed.count("attribute judge left out") == 1 and printed.count("attribute judge was left out") == 1
+    assert "prompt effects: not measured" in printed and "prompt effect sex" not in printed
+    assert "classifier steps" not in printed
+
+
 def test_too_few_images_are_reported_not_measured(real_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
     few = _synthetic_from(_by_split(real_dataset, "train")[:6], tmp_path / "few", noise=0.05, seed=0)
-    report = evaluate_synthetic(real_dataset, few, tmp_path / "q", QualitySettings(steps=5, classifier_steps=5),
-                                progress=False)
+    report = evaluate_synthetic(real_dataset, few, tmp_path / "q", QualitySettings(steps=5, classifier_steps=5,
+                                                                                    c2st=False), progress=False)
     realism = report.section("realism")["overall"]
     assert "too few images" in realism["status"] and "fd" not in realism
     assert realism["n_synthetic"] <= 6

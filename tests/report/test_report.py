@@ -65,6 +65,10 @@ def test_the_verdict_names_distance_mask_fidelity_and_too_few_images():
     far.section("mask_fidelity")["overall"]["real_reference"]["ES_MYO"] = 0.869
     sentences = quality_verdict(far)
     assert "3.6 times" in sentences[0] and "ES LV myocardium 0.544 (real 0.869)" in sentences[1]
+    told = quality_report()
+    told.section("c2st")["overall"].update(auroc={"synthetic": 0.97, "real_reference": 0.52},
+                                           auroc_interval={"synthetic": [0.94, 0.99], "real_reference": [0.46, 0.58]})
+    assert "AUROC 0.970 (real training images from the same: 0.520)" in quality_verdict(told)[1]
     few = quality_report()
     few.section("realism")["overall"] = {"status": "too few images for a stable figure: 48 synthetic (need 100)"}
     assert quality_verdict(few) == ["Realism was not measured: too few images for a stable figure: 48 synthetic "
@@ -81,6 +85,9 @@ def test_tables_show_synthetic_beside_named_reference(full):
     sections = parse(full).sections
     assert "1.803" in sections["realism"] and "0.498" in sections["realism"]
     assert "real held-out (val + test) vs real train" in sections["realism"]
+    # the two-sample classifier's AUROC beside real training images', with both intervals
+    assert "0.862" in sections["realism"] and "0.513" in sections["realism"]
+    assert "0.82-0.90" in sections["realism"] and "0.46-0.57" in sections["realism"]
     assert "0.912" in sections["mask-fidelity"] and "0.982" in sections["mask-fidelity"] \
         and "0.432" in sections["mask-fidelity"]
     assert "0.654" in sections["prompt-fidelity"] and "0.887" in sections["prompt-fidelity"]

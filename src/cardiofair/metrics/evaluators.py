@@ -48,10 +48,14 @@ class SegmentationNet(nn.Module):
         self.up2, self.up1 = _block(6 * width, 2 * width), _block(3 * width, width)
         self.out = nn.Conv2d(width, 4, 1)
 
-    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+    def encode(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The down path's three levels, finest first."""
         a = self.down1(frame)
         b = self.down2(F.max_pool2d(a, 2))
-        c = self.bottom(F.max_pool2d(b, 2))
+        return a, b, self.bottom(F.max_pool2d(b, 2))
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        a, b, c = self.encode(frame)
         b = self.up2(torch.cat([F.interpolate(c, scale_factor=2.0), b], 1))
         return self.out(self.up1(torch.cat([F.interpolate(b, scale_factor=2.0), a], 1)))
 
@@ -165,26 +169,45 @@ class Evaluators:
                 np.zeros((0, len(self.classes[name]))) for name in self.classes}
 
     def classify(self, images: np.ndarray, batch: int = 256) -> pd.DataFrame:
-        """Predicted attribute classes of (N, 2, H, W) images, one column per attribute."""
+        """Predicted attribute classes of (N, 2, H, W) images, one column per attribute (none,
+        but still N rows, where the judge reads no attribute)."""
         return pd.DataFrame({name: [self.classes[name][k] for k in p.argmax(1).tolist()]
-                             for name, p in self.probabilities(images, batch).items()})
+                             for name, p in self.probabilities(images, batch).items()},
+                            index=pd.RangeIndex(len(images)))
+
+    @property
+    def feature_network(self) -> str:
+        """Which trained network the realism features come from: the attribute classifier, or,
+        where it learned nothing (a cohort that records no attribute with two known values), the
+        segmenter, which every cohort trains: an untrained network's features would measure
+        its random initialisation, not the images."""
+        return "attribute classifier" if self.classes else "segmenter"
 
     def features(self, images: np.ndarray, batch: int = 256) -> np.ndarray:
-        """Realism features of (N, 2, H, W) images, (N, 96): the classifier's pooled last-block
-        features (anatomy, attributes) joined to the per-channel mean and standard deviation of
-        its first block (texture: noise, blur, contrast), to which the last block is deliberately
-        blind. The space of FD-/KD-cardiofair and of the encoder-space privacy distances."""
+        """Realism features of (N, 2, H, W) images, (N, 96), from :attr:`feature_network`. The
+        classifier's: its pooled last-block features (anatomy, attributes) joined to the
+        per-channel mean and standard deviation of its first block (texture: noise, blur,
+        contrast), to which the last block is deliberately blind. The segmenter's, per frame (ED,
+        then ES): its pooled bottom block joined to its first block's channel means and standard
+        deviations. The space of FD-/KD-cardiofair and of the encoder-space privacy distances."""
         pairs = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
 
-        def features_of(rows: torch.Tensor) -> torch.Tensor:
+        def texture(first: torch.Tensor) -> list[torch.Tensor]:
+            return [first.mean((2, 3)), first.std((2, 3))]
+
+        def classifier_features(rows: torch.Tensor) -> torch.Tensor:
             hidden, first = pairs[rows], None
             for layer in self.classifier.features:
                 hidden = layer(hidden)
                 if first is None and isinstance(layer, nn.Sequential):
                     first = hidden
-            return torch.cat([hidden, first.mean((2, 3)), first.std((2, 3))], 1)
+            return torch.cat([hidden, *texture(first)], 1)
 
-        chunks = in_batches(features_of, len(pairs), batch)
+        def segmenter_features(rows: torch.Tensor) -> torch.Tensor:
+            first, _, bottom = self.segmenter.encode(pairs[rows].reshape(-1, 1, *pairs.shape[2:]))
+            return torch.cat([bottom.mean((2, 3)), *texture(first)], 1).reshape(len(rows), -1)
+
+        chunks = in_batches(classifier_features if self.classes else segmenter_features, len(pairs), batch)
         return torch.cat(chunks).numpy().astype(np.float64)
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -219,8 +242,8 @@ def judged_classes(train_attributes: pd.DataFrame) -> dict[str, list[str]]:
     return {name: values for name, values in classes.items() if len(values) >= 2}
 
 
-def _fit(network: nn.Module, loss: Callable[[torch.Generator], torch.Tensor | None], steps: int, label: str,
-         progress: bool, generator: torch.Generator, position: int = 0) -> None:
+def fit_steps(network: nn.Module, loss: Callable[[torch.Generator], torch.Tensor | None], steps: int, label: str,
+              progress: bool, generator: torch.Generator, position: int = 0) -> None:
     """AdamW with one cycle (warm up, then anneal to nearly zero): in a few hundred steps it ends
     far closer to a minimum than a constant rate, which the study's time budget needs. ``loss``
     draws its batch with ``generator`` (None: the batch has nothing to learn, and the step is
@@ -251,7 +274,8 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
 
     Attributes whose value is ``unknown`` are not learned for that record. Where no attribute
     has two known values (a cohort that records none), the attribute judge has nothing to learn
-    and is left untrained, with no classes: prompt fidelity is then not measured.
+    and is left untrained, with no classes: prompt fidelity is then not measured, and the realism
+    features come from the segmenter (:attr:`Evaluators.feature_network`).
     """
     from cardiofair.metrics.fidelity import balanced_accuracy, dice_table
 
@@ -288,7 +312,7 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
             beside()
             return
         number, (network, loss, count, label) = job
-        _fit(network, loss, count, label, progress, torch.Generator().manual_seed(seed + number), number)
+        fit_steps(network, loss, count, label, progress, torch.Generator().manual_seed(seed + number), number)
 
     # On two cores both trainings start at once and ``beside`` follows the one that ends first.
     side_by_side(fit, [*enumerate(fits), *[None] * (beside is not None)])

@@ -60,6 +60,7 @@ from cardiofair.metrics.masks import mask_quality
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
 from cardiofair.metrics.quality_metrics import METRICS, Measurement
 from cardiofair.metrics.realism import (
+    classifier_two_sample_tests,
     frechet_distance,
     kernel_distance,
     mask_geometry,
@@ -71,9 +72,18 @@ from cardiofair.settings import QualitySettings
 from cardiofair.threads import one_thread_each
 
 SCHEMA_VERSION = 1
-FEATURE_SPACE = ("FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training "
-                 "split (pooled last block, plus first-block channel means and standard deviations for texture), "
-                 "standardised with the training set's statistics; not Inception, so not FID")
+# The realism features' space, by the network they come from (Evaluators.feature_network).
+FEATURE_SPACES = {
+    "attribute classifier": (
+        "FD-/KD-cardiofair: 96-d features of cardiofair's attribute classifier trained on the real training split "
+        "(pooled last block, plus first-block channel means and standard deviations for texture), standardised with "
+        "the training set's statistics; not Inception, so not FID"),
+    "segmenter": (
+        "FD-/KD-cardiofair: 96-d features of cardiofair's segmenter trained on the real training split (the cohort "
+        "records no prompt attribute with two known values, so no attribute classifier was trained): per frame its "
+        "pooled bottom block, plus first-block channel means and standard deviations for texture, standardised with "
+        "the training set's statistics; not Inception, so not FID"),
+}
 EVALUATOR_VERSION = "evaluators-3"
 
 
@@ -152,8 +162,9 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
             with one_thread_each():
                 beside()
         return Evaluators.load(folder), folder
-    log(f"evaluators: training on {len(real['train'])} real training records "
-        f"({settings.steps} segmenter + {settings.classifier_steps} classifier steps)")
+    judged = judged_classes(attribute_table(real["train"].rows))
+    log(f"evaluators: training on {len(real['train'])} real training records ({settings.steps} segmenter"
+        + (f" + {settings.classifier_steps} classifier" if judged else "") + " steps)")
     train, val = real["train"], real["val"]
     evaluators = train_evaluators(train.images, train.masks, attribute_table(train.rows), val.images, val.masks,
                                   attribute_table(val.rows), steps=settings.steps, classifier_steps=settings.classifier_steps,
@@ -472,6 +483,9 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     evaluators, evaluator_folder = cached_evaluators(
         real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
         beside=draw if generator is not None else None)
+    if not evaluators.classes:
+        log("attribute judge left out: no prompt attribute has two known values among the real training records, "
+            "so prompt fidelity and prompt effects are not measured, and the realism features come from the segmenter")
     held_out = ImageSet(pd.concat([real["val"].rows, real["test"].rows], ignore_index=True),
                         np.concatenate([real["val"].images, real["test"].images]),
                         np.concatenate([real["val"].masks, real["test"].masks]))
@@ -507,8 +521,61 @@ def measure_realism(context: QualityContext) -> Measurement:
                                held_out.images, settings, settings.seed, train_weights,
                                draws=[(syn, held) for syn, held, _, _ in matched]),
                "matched_by_cell": True, "cells_without_real_held_out": unmatched}
-    return Measurement({"feature_space": FEATURE_SPACE, "overall": overall,
-                        "cells": {cell: scope(cell) for cell in context.cells}})
+    return Measurement({"feature_space": FEATURE_SPACES[context.evaluators.feature_network],
+                        "overall": overall, "cells": {cell: scope(cell) for cell in context.cells}})
+
+
+def drawn_to_mix(keys: pd.Series, mix: pd.Series, seed: int) -> np.ndarray:
+    """Sorted positions of records of ``keys`` drawn to the count per cell of ``mix`` (all of a
+    cell's records where it has fewer)."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero((keys == cell).to_numpy()), min(count, int((keys == cell).sum())),
+                        replace=False) for cell, count in mix.value_counts().sort_index().items()]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+
+
+def measure_c2st(context: QualityContext) -> Measurement:
+    """Can a small CNN tell synthetic images from real held-out ones? The two-sample classifier
+    test's AUROC (:func:`cardiofair.metrics.realism.classifier_two_sample_tests`) with its interval
+    over subjects, beside real training images against the same held-out images."""
+    settings, sets, keys = context.settings, context.sets, context.keys
+    method = {"folds": settings.c2st_folds, "steps": settings.c2st_steps, "batch": settings.c2st_batch,
+              "interval": f"95% percentile bootstrap over subjects, {settings.c2st_resamples} resamples"}
+    if not settings.c2st:
+        return Measurement({**method, "overall": {"status": "not run (quality.c2st is off)"}})
+    context.log(f"two-sample classifier test: {2 * settings.c2st_folds} trainings of {settings.c2st_steps} steps")
+    # Realism's first draw: both sets at the same count per cell, so that the classifier cannot
+    # tell them apart by their subgroup mix alone; the training images of the reference follow it.
+    synthetic_pick, held_pick, _, unmatched = matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"],
+                                                              settings.seed)
+    compared = {"synthetic": sets["synthetic"].take(synthetic_pick), "real_held_out": sets["held_out"].take(held_pick),
+                "real_train": sets["train"].take(drawn_to_mix(keys["train"], keys["held_out"].iloc[held_pick],
+                                                              settings.seed))}
+    subjects = {name: s.rows["subject_id"].astype(str).to_numpy() for name, s in compared.items()}
+    counts = {name: len(s) for name, s in compared.items()}
+    few = {name: len(set(ids)) for name, ids in subjects.items() if len(set(ids)) < settings.c2st_folds}
+    overall: dict[str, Any] = {**{f"n_{name}": n for name, n in counts.items()},
+                               "n_subjects": {name: len(set(ids)) for name, ids in subjects.items()},
+                               "cells_without_real_held_out": unmatched}
+    per_image = np.full(len(sets["synthetic"]), np.nan)
+    if few:
+        overall["status"] = ("too few subjects: " + ", ".join(f"{n} {name.replace('_', ' ')}"
+                                                              for name, n in few.items())
+                             + f" (need one per fold, {settings.c2st_folds})")
+        return Measurement({**method, "overall": overall}, per_image={"c2st_score": per_image})
+    held = compared["real_held_out"]
+
+    def against_held_out(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.concatenate([held.images, compared[name].images]), np.repeat([0, 1], [len(held), counts[name]]),
+                np.concatenate([subjects["real_held_out"], subjects[name]]))
+
+    synthetic, reference = classifier_two_sample_tests(
+        [against_held_out("synthetic"), against_held_out("real_train")], settings.c2st_folds, settings.c2st_steps,
+        settings.c2st_batch, settings.c2st_resamples, settings.seed)
+    overall.update(status="ok", auroc={"synthetic": synthetic.auroc, "real_reference": reference.auroc},
+                   auroc_interval={"synthetic": list(synthetic.interval), "real_reference": list(reference.interval)})
+    per_image[synthetic_pick] = synthetic.scores[len(held):]
+    return Measurement({**method, "overall": overall}, per_image={"c2st_score": per_image})
 
 
 def measure_mask_fidelity(context: QualityContext) -> Measurement:

@@ -29,6 +29,9 @@ STRUCTURE_NAMES = {short: LABELS[label] for label, short in STRUCTURES.items()}
 # real: at the default study's 4x the images are told apart from real ones at a glance.
 FAR_DISTANCE_RATIO = 3.0
 FAR_DICE_SHARE = 0.8
+# A two-sample classifier this sure (AUROC), with its interval clear of the real reference's,
+# tells nearly every synthetic image from a real one.
+FAR_AUROC = 0.9
 
 
 @dataclass
@@ -106,6 +109,12 @@ def summary_line(label: str, synthetic: str, reference: str) -> str:
 # --- realism ------------------------------------------------------------------------------------
 
 
+def left_out_cells(scope: Mapping[str, Any]) -> list[str]:
+    """The note naming the synthetic cells without real held-out images, if any."""
+    cells = scope.get("cells_without_real_held_out")
+    return ["Cells without real held-out images (left out of the overall figure): " + ", ".join(cells)] if cells else []
+
+
 def realism_table(section: Section) -> Table:
     """Distances to the real training set: synthetic beside real held-out at the same size."""
     scope = section["overall"]
@@ -131,10 +140,7 @@ def realism_table(section: Section) -> Table:
     if scope.get("matched_by_cell"):
         notes.append(f"Each draw takes both sets to the same count in every subgroup cell ({n} images each) and the "
                      "training set is weighted to that mix, so the distance does not reward or punish the subgroup mix.")
-    if scope.get("cells_without_real_held_out"):
-        notes.append("Cells without real held-out images (left out of the overall figure): "
-                     + ", ".join(scope["cells_without_real_held_out"]))
-    return Table(caption, header, rows, notes)
+    return Table(caption, header, rows, notes + left_out_cells(scope))
 
 
 def realism_summary(section: Section) -> list[str]:
@@ -159,6 +165,58 @@ def realism_verdict(section: Section) -> list[str]:
         return [f"FD-cardiofair of the synthetic images is {synthetic / reference:.1f} times that of real "
                 f"held-out images ({number(synthetic)} against {number(reference)}): they are told apart "
                 "from real images easily."]
+    return []
+
+
+# --- the two-sample classifier test -----------------------------------------------------------
+
+
+def _interval(scope: Mapping[str, Any], side: str) -> str:
+    low, high = (scope.get("auroc_interval") or {}).get(side) or (None, None)
+    return f"{number(low, 2)}-{number(high, 2)}"
+
+
+def c2st_table(section: Section) -> Table:
+    """The two-sample classifier's AUROC against real held-out images, beside real training images'."""
+    scope = section["overall"]
+    caption = ("Two-sample classifier test (C2ST): a small CNN trained to tell each set from real held-out (val + "
+               f"test) images, {section.get('folds')} folds split by subject, {section.get('steps')} steps each; AUROC "
+               "on the held-out folds, 0.5 = cannot be told apart, 1 = always told apart.")
+    header = ["measure", "synthetic vs real held-out", "reference: real train vs real held-out"]
+    if scope.get("status") != "ok":
+        return Table(caption, header, [], [f"Not measured: {scope.get('status')}"])
+    subjects = scope["n_subjects"]
+    rows = [["AUROC", *map(number, synthetic_and_reference(scope, "auroc"))],
+            [f"{section['interval']}", _interval(scope, "synthetic"), _interval(scope, "real_reference")],
+            ["images (subjects)", f"{scope['n_synthetic']} ({subjects['synthetic']})",
+             f"{scope['n_real_train']} ({subjects['real_train']})"]]
+    notes = [f"Both sides are told from the same {scope['n_real_held_out']} real held-out images "
+             f"({subjects['real_held_out']} subjects), drawn to the synthetic set's count per subgroup cell."]
+    return Table(caption, header, rows, notes + left_out_cells(scope))
+
+
+def c2st_summary(section: Section) -> list[str]:
+    """The AUROC and its interval, or why the test did not run."""
+    scope = section["overall"]
+    if scope.get("status") != "ok":
+        return [f"two-sample classifier test: {scope.get('status')}"]
+    return [summary_line("C2ST AUROC vs real held-out (0.5 = no)",
+                         *map(number, synthetic_and_reference(scope, "auroc"))),
+            summary_line("  95% interval over subjects", _interval(scope, "synthetic"),
+                         _interval(scope, "real_reference"))]
+
+
+def c2st_verdict(section: Section) -> list[str]:
+    """A classifier tells nearly every synthetic image from a real one, far more often than real from real."""
+    scope = section["overall"]
+    if scope.get("status") != "ok":
+        return []
+    synthetic, reference = synthetic_and_reference(scope, "auroc")
+    low = scope["auroc_interval"]["synthetic"][0]
+    if synthetic is not None and synthetic >= FAR_AUROC and low > scope["auroc_interval"]["real_reference"][1]:
+        return [f"A small classifier tells the synthetic images from real held-out ones with AUROC {number(synthetic)} "
+                f"(real training images from the same: {number(reference)}): they are told apart from real images "
+                "easily."]
     return []
 
 
@@ -230,8 +288,15 @@ def prompt_fidelity_table(section: Section) -> Table:
 
 
 def prompt_fidelity_summary(section: Section) -> list[str]:
-    """Balanced accuracy per attribute with its chance level, and where the reference came from."""
+    """Balanced accuracy per attribute with its chance level, and where the reference came from;
+    one line where no attribute was read."""
     scope = section["overall"]
+    if not scope["synthetic"]:
+        reasons: dict[str, list[str]] = {}
+        for name, reason in (scope.get("not_measured") or {}).items():
+            reasons.setdefault(reason, []).append(name)
+        return ["prompt fidelity: not measured, the attribute judge was left out ("
+                + "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items()) + ")"]
     lines = [summary_line(f"prompt {name} balanced acc. (chance {scope['chance'][name]:.2f})", number(value),
                           number(scope["real_reference"].get(name)))
              for name, value in scope["synthetic"].items()]
@@ -268,7 +333,12 @@ def prompt_effects_table(section: Section) -> Table:
 
 
 def prompt_effects_summary(section: Section) -> list[str]:
-    """The share of counterfactual pairs whose reading moved, per attribute."""
+    """The share of counterfactual pairs whose reading moved, per attribute; one line where no
+    pair was read on either side."""
+    sides = [side for effect in section["attributes"].values() for side in effect.values()]
+    if not any(side.get("status") == "ok" for side in sides):
+        return ["prompt effects: not measured (" + "; ".join(dict.fromkeys(side.get("status", "") for side in sides))
+                + ")"]
     return [summary_line(f"prompt effect {name} (share of pairs moved)", number(effect["synthetic"].get("moved")),
                          number(effect["real_reference"].get("moved")))
             for name, effect in section["attributes"].items()]
@@ -367,13 +437,17 @@ def mask_geometry_summary(section: Section) -> list[str]:
 # --- the registry -------------------------------------------------------------------------------
 
 _COMPUTE = "cardiofair.metrics.quality"
+REALISM_PAGE = Page("realism", "Realism")
 PROMPT_PAGE = Page("prompt-fidelity", "Prompt fidelity")
 
 METRICS: tuple[Metric, ...] = (
     # {"feature_space": str, "overall": SCOPE, "cells": {cell: SCOPE}}; a SCOPE holds the figures
     # with their image counts and a "status" ("ok" or why a figure is missing).
     Metric("realism", f"{_COMPUTE}:measure_realism", realism_table, realism_summary, realism_verdict,
-           Page("realism", "Realism"), by_cell=True, in_cards=True),
+           REALISM_PAGE, by_cell=True, in_cards=True),
+    # {"folds", "steps", "batch", "interval": how the interval is drawn, "overall": SCOPE}; SCOPE holds
+    # "auroc" and "auroc_interval" ([low, high]) of each side, the image and subject counts and a "status".
+    Metric("c2st", f"{_COMPUTE}:measure_c2st", c2st_table, c2st_summary, c2st_verdict, REALISM_PAGE, in_cards=True),
     # {"overall": SCOPE (with the shuffled-mask floor), "cells": {...}}
     Metric("mask_fidelity", f"{_COMPUTE}:measure_mask_fidelity", mask_fidelity_table, mask_fidelity_summary,
            mask_fidelity_verdict, Page("mask-fidelity", "Mask fidelity"), by_cell=True, in_cards=True),
