@@ -14,15 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import linalg
 from phantom_arrays import phantom_arrays
+from scipy import linalg
 
 from cardiofair.cli import main
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
-from cardiofair.data.records import DatasetWriter, Record, load_dataset, read_manifest
+from cardiofair.data.records import DatasetWriter, ImageSet, Record, load_dataset, read_manifest
 from cardiofair.data.split import write_splits
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
-from cardiofair.data.records import ImageSet
 from cardiofair.metrics.quality import (
     Features,
     QualitySettings,
@@ -38,7 +37,6 @@ from cardiofair.metrics.realism import (
     mean_pairwise_ms_ssim,
     ms_ssim,
 )
-
 
 
 def _standardised(evaluators, reference, *others):

@@ -4,7 +4,6 @@
 import numpy as np
 from phantom_arrays import phantom_arrays
 from scipy.ndimage import gaussian_filter
-
 from sklearn.metrics import roc_auc_score
 
 from cardiofair.metrics.realism import (
