@@ -209,7 +209,8 @@ def main_gap(fairness: FairnessResult) -> tuple[list[str], str] | None:
              "true_positive_rate_vs_reference"], f"TPR {power['group']} - {power['reference_group']}")
 
 
-def _at(tree: Any, path: Sequence[str]) -> Mapping[str, Any] | None:
+def at_path(tree: Any, path: Sequence[str]) -> Any:
+    """The entry at ``path`` in a result's nested sections; None where any key is missing."""
     for key in path:
         tree = tree.get(key) if isinstance(tree, Mapping) else None
     return tree
@@ -231,16 +232,16 @@ def headline(fairness: FairnessResult) -> str | None:
             f" [{low:.0%}, {high:.0%}]"
         first = f"{arm} closed {share['share']:.0%}{interval} of the oracle's change of {measure}"
     else:
-        change = _at(fairness.comparisons.get(arm), path)
+        change = at_path(fairness.comparisons.get(arm), path)
         first = f"{arm} changed {measure} by {with_interval(change, 'interval', signed=True)} against " \
                 f"{fairness.reference_arm}"
     # The same gap with each group's own threshold at one FPR: what is left once the prior shift
     # (which moves TPR and FPR together) is taken out.
-    matched = _at(fairness.comparisons.get(arm), [*path[:-1], f"{MATCHED_TPR}_vs_reference"])
+    matched = at_path(fairness.comparisons.get(arm), [*path[:-1], f"{MATCHED_TPR}_vs_reference"])
     if matched is not None and matched.get("difference") is not None:
         first += (f" (at each group's own threshold for an FPR of {fairness.settings['matched_fpr']:g}: "
                   f"{with_interval(matched, 'interval', signed=True)}; the rest is a prior shift)")
-    against = [f"against {pair['other']}: {with_interval(_at(pair['comparisons'], path), 'interval', signed=True)}"
+    against = [f"against {pair['other']}: {with_interval(at_path(pair['comparisons'], path), 'interval', signed=True)}"
                for pair in fairness.versus if pair["arm"] == arm]
     return "; ".join([first, *against]) + " (paired over the same seeds, 95% t-interval)."
 
@@ -274,7 +275,7 @@ def dose_series(fairness: FairnessResult) -> pd.DataFrame:
         arm, dose = fairness.arm_dose(name)
         if arm not in dosed:
             continue
-        tree = _at(tree, path)
+        tree = at_path(tree, path)
         if tree:
             low, high = tree["interval"]
             rows.append({"arm": arm, "dose": dose, "difference": tree["difference"], "low": low, "high": high})

@@ -15,7 +15,7 @@ from cardiofair.downstream.fairness import run_experiment
 from cardiofair.errors import SettingsError
 from cardiofair.metrics.group_metrics import MATCHED_TPR, oracle_share_lines, power_sentence, too_small_notes
 from cardiofair.plan import read_plan
-from cardiofair.report.tables import headline, with_interval
+from cardiofair.report.tables import at_path, headline, with_interval
 from cardiofair.results import FairnessResult
 from cardiofair.settings import REFERENCE_ARM, FairnessSettings
 
@@ -71,14 +71,7 @@ def summary_table(result: FairnessResult) -> str:
     if intersection:
         columns[f"worst-group BA ({intersection})"] = ("attributes", intersection, "gaps", "balanced_accuracy_group_min")
 
-    def lookup(tree: dict, path: tuple[str, ...]) -> dict | None:
-        for key in path:
-            if not isinstance(tree, dict) or key not in tree:
-                return None
-            tree = tree[key]
-        return tree
-
-    first = pd.DataFrame({name: {arm: with_interval(lookup(tree, path), signed=name in signed)
+    first = pd.DataFrame({name: {arm: with_interval(at_path(tree, path), signed=name in signed)
                                  for arm, tree in result.arms.items()} for name, path in columns.items()})
     compared = {name: path for name, path in columns.items() if name == "balanced acc." or name in signed
                 or name.startswith(("eq. odds", "worst-group"))}
@@ -91,7 +84,7 @@ def summary_table(result: FairnessResult) -> str:
         for arm, tree in trees.items():
             rows[arm] = {}
             for name, path in compared.items():
-                entry = lookup(tree, path)
+                entry = at_path(tree, path)
                 text = with_interval(entry, "interval", signed=True)
                 if entry is not None and entry.get("p_holm") is not None:
                     text += f" p={entry['p_holm']:.3g}"
