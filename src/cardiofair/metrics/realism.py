@@ -185,26 +185,32 @@ def subject_folds(subjects: np.ndarray, labels: np.ndarray, folds: int, seed: in
     return fold
 
 
-def weighted_aurocs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_aurocs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray,
+                    groups: np.ndarray | None = None) -> np.ndarray:
     """The AUROC of ``scores`` for 0/1 ``labels`` under each row of ``weights`` (R, N), a record
     counted as often as its weight (tied scores count half), all rows at once: the
-    Mann-Whitney statistic from one sort."""
-    order = np.argsort(scores, kind="stable")
-    positive = labels[order] == 1
-    weights = weights[:, order]
-    # Tied scores form one group; a positive beats the negatives of lower groups and ties with its own.
-    starts = np.flatnonzero(np.r_[True, np.diff(scores[order]) > 0])
-    negatives = np.add.reduceat(np.where(positive, 0.0, weights), starts, axis=1)
-    positives = np.add.reduceat(np.where(positive, weights, 0.0), starts, axis=1)
-    below = np.cumsum(negatives, axis=1) - negatives
-    return (positives * (below + 0.5 * negatives)).sum(1) / (positives.sum(1) * negatives.sum(1))
+    Mann-Whitney statistic from one sort. With ``groups``, only pairs within a group count."""
+    groups = np.zeros(len(labels), dtype=np.int64) if groups is None else np.asarray(groups)
+    wins, pairs = np.zeros(len(weights)), np.zeros(len(weights))
+    for group in np.unique(groups):
+        mine = np.flatnonzero(groups == group)
+        order = mine[np.argsort(scores[mine], kind="stable")]
+        positive = labels[order] == 1
+        # Tied scores form one group; a positive beats the negatives of lower ties and ties with its own.
+        starts = np.flatnonzero(np.r_[True, np.diff(scores[order]) > 0])
+        negatives = np.add.reduceat(np.where(positive, 0.0, weights[:, order]), starts, axis=1)
+        positives = np.add.reduceat(np.where(positive, weights[:, order], 0.0), starts, axis=1)
+        wins += (positives * (np.cumsum(negatives, axis=1) - negatives / 2)).sum(1)
+        pairs += positives.sum(1) * negatives.sum(1)
+    return wins / pairs
 
 
 def subject_bootstrap_interval(labels: np.ndarray, scores: np.ndarray, subjects: np.ndarray, resamples: int,
-                               seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the AUROC over resamples of subjects, within each set: a subject's
-    slices are alike, so resampling slices (or DeLong's variance, which counts each slice as
-    independent) would make the interval too narrow on a cohort of several slices a subject."""
+                               seed: int, level: float = 0.95, groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile interval of the AUROC (within ``groups``, see :func:`weighted_aurocs`) over
+    resamples of subjects, within each set: a subject's slices are alike, so resampling slices
+    (or DeLong's variance, which counts each slice as independent) would make the interval too
+    narrow on a cohort of several slices a subject."""
     rng = np.random.default_rng(seed)
     weights = np.zeros((resamples, len(labels)))
     for label in (0, 1):
@@ -213,7 +219,7 @@ def subject_bootstrap_interval(labels: np.ndarray, scores: np.ndarray, subjects:
         # How often each subject is drawn in each resample; its records count as often.
         drawn = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=resamples)
         weights[:, mine] = drawn[:, of_record]
-    low, high = np.quantile(weighted_aurocs(labels, scores, weights), [(1 - level) / 2, (1 + level) / 2])
+    low, high = np.quantile(weighted_aurocs(labels, scores, weights, groups), [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
 
 
@@ -223,8 +229,8 @@ def classifier_two_sample_tests(comparisons: Sequence[tuple[np.ndarray, np.ndarr
     """Classifier two-sample tests (C2ST; Lopez-Paz and Oquab, ICLR 2017), one per comparison of
     (images (N, 2, H, W), labels 0 and 1 for the two sets, each record's subject): a small CNN
     learns to tell the sets apart on all folds but one, ``steps`` steps of ``batch`` pairs, half
-    from each set, and scores the fold it did not see; the AUROC of all held-out scores is 0.5
-    where the sets cannot be told apart and 1 where they always can. Folds are split by subject
+    from each set, and scores the fold it did not see; the AUROC of those scores, over pairs
+    within a fold, is 0.5 where the sets cannot be told apart and 1 where they always can. Folds are split by subject
     (:func:`subject_folds`). Each fold's network starts from the same seed in every comparison and
     the first set's subjects fall in the same folds, so comparisons that share a first set differ
     only in the second, and a comparison's figures do not depend on the others. The trainings run
@@ -268,7 +274,11 @@ def classifier_two_sample_tests(comparisons: Sequence[tuple[np.ndarray, np.ndarr
         scores = np.empty(len(labels))
         for k in range(folds):
             scores[fold == k] = next(fitted)
-        results.append(TwoSampleTest(float(weighted_aurocs(labels, scores, np.ones((1, len(labels))))[0]),
-                                     subject_bootstrap_interval(labels, scores, subjects, resamples, seed),
+        # Pairs within a fold only: each fold's network ranks the records it scored, and a network
+        # that reads a whole fold higher would otherwise move the figure with that fold's mix of
+        # sets, which differs from fold to fold when subjects have different numbers of slices.
+        results.append(TwoSampleTest(float(weighted_aurocs(labels, scores, np.ones((1, len(labels))), fold)[0]),
+                                     subject_bootstrap_interval(labels, scores, subjects, resamples, seed,
+                                                                groups=fold),
                                      scores))
     return results
