@@ -7,6 +7,7 @@ from phantom_arrays import phantom_arrays
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
+from cardiofair.metrics.quality_metrics import c2st_verdict
 from cardiofair.metrics.realism import (
     classifier_two_sample_tests,
     subject_bootstrap_interval,
@@ -80,3 +81,19 @@ def test_a_comparison_gives_the_same_figures_alone_or_beside_another():
     alone = classifier_two_sample_tests([(brighter, labels, subjects)], folds=3, steps=4, resamples=50, seed=3)[0]
     assert alone.auroc == pair[1].auroc and alone.interval == pair[1].interval
     assert np.array_equal(alone.scores, pair[1].scores)
+
+
+def test_two_subjects_a_side_give_an_undefined_interval_and_no_verdict():
+    # A fold holding one set only, in some resamples every fold: those resamples have no pair.
+    labels, subjects = np.repeat([0, 1], 4), np.array(["a", "a", "b", "b", "c", "c", "d", "d"])
+    scores = np.linspace(0, 1, 8)
+    fold = subject_folds(subjects, labels, 5, seed=0)
+    low, high = subject_bootstrap_interval(labels, scores, subjects, 200, 0, groups=fold)
+    assert 0 <= low <= high <= 1
+    lone = np.arange(8)  # every record its own fold: no fold holds both sets
+    assert np.isnan(subject_bootstrap_interval(labels, scores, subjects, 50, 0, groups=lone)).all()
+    section = {"overall": {"status": "ok", "auroc": {"synthetic": 0.99, "real_reference": 0.5},
+                           "auroc_interval": {"synthetic": [None, None], "real_reference": [None, None]}}}
+    assert c2st_verdict(section) == []
+    section["overall"]["auroc_interval"] = {"synthetic": [0.95, 1.0], "real_reference": [0.4, 0.6]}
+    assert "told apart from real images easily" in c2st_verdict(section)[0]

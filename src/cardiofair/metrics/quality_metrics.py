@@ -15,6 +15,7 @@ compute function (``"module:function"``) instead of importing it.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -213,7 +214,11 @@ def c2st_verdict(section: Section) -> list[str]:
         return []
     synthetic, reference = synthetic_and_reference(scope, "auroc")
     low = scope["auroc_interval"]["synthetic"][0]
-    if synthetic is not None and synthetic >= FAR_AUROC and low > scope["auroc_interval"]["real_reference"][1]:
+    high = scope["auroc_interval"]["real_reference"][1]
+    # An interval is undefined where a handful of subjects leaves no resample with both sets in a fold.
+    if any(value is None or math.isnan(value) for value in (synthetic, low, high)):
+        return []
+    if synthetic >= FAR_AUROC and low > high:
         return [f"A small classifier tells the synthetic images from real held-out ones with AUROC {number(synthetic)} "
                 f"(real training images from the same: {number(reference)}): they are told apart from real images "
                 "easily."]

@@ -13,6 +13,7 @@ well it can.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -219,7 +220,14 @@ def subject_bootstrap_interval(labels: np.ndarray, scores: np.ndarray, subjects:
         # How often each subject is drawn in each resample; its records count as often.
         drawn = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=resamples)
         weights[:, mine] = drawn[:, of_record]
-    low, high = np.quantile(weighted_aurocs(labels, scores, weights, groups), [(1 - level) / 2, (1 + level) / 2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aurocs = weighted_aurocs(labels, scores, weights, groups)
+    # On a few subjects a side a resample can leave no fold holding both sets: it has no pair to
+    # count and says nothing about the AUROC, so the interval is over the resamples that do.
+    aurocs = aurocs[np.isfinite(aurocs)]
+    if not len(aurocs):
+        return math.nan, math.nan
+    low, high = np.quantile(aurocs, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
 
 
