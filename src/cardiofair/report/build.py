@@ -450,6 +450,10 @@ class _Builder:
                                  "of the planned records per cell); error bars: 95% t-interval over seeds. New "
                                  "anatomy (oracle, synthetic) can keep helping as the dose grows where duplicates "
                                  "(oversample) stop.")
+            lifted = None if self.inputs.plan is None else tables.cap_lift_table(
+                self.inputs.plan, [fairness.arm_dose(name)[1] for name in fairness.arms])
+            if lifted is not None:
+                body += page.table(lifted)
         training = [[arm, str(len(tree.get("training", []))),
                      ", ".join(sorted({str(run.get("n_synthetic", 0)) for run in tree.get("training", [])}))]
                     for arm, tree in fairness.arms.items()]

@@ -16,6 +16,7 @@ import pandas as pd
 from cardiofair.formatting import MISSING, Table, number, percent
 from cardiofair.metrics.group_metrics import MATCHED_TPR
 from cardiofair.metrics.quality_metrics import METRICS, structure_name, synthetic_and_reference
+from cardiofair.plan import dose_count
 from cardiofair.results import FairnessResult, QualityResult
 
 # Gap measures shown on the page; the ratios and the rest stay in the fairness run's gaps.csv.
@@ -310,6 +311,35 @@ def plan_table(plan: pd.DataFrame) -> Table:
                 for cell, row in zip(unfilled["cell"], unfilled.to_dict("records"))))
     return Table("Synthesis plan: cells that get synthetic records", [c.replace("_", " ") for c in columns], rows,
                  notes)
+
+
+def cap_lift_table(plan: pd.DataFrame, doses: Sequence[float]) -> Table | None:
+    """The plan's capped cells at every dose above 1: how many synthetic records the dosed arms
+    trained on, per real record, beside what the planner asked for. A dose multiplies the planned
+    (capped) count, so above 1 it lifts the per-cell cap for that run; None where no dose above 1
+    ran or no cell was capped."""
+    above = sorted(d for d in doses if d > 1)
+    capped = plan[plan["capped"]] if "capped" in plan.columns else plan.iloc[:0]
+    if not above or capped.empty:
+        return None
+
+    def records(count: int, real: int) -> str:
+        return f"{count} ({count / real:.1f} per real)" if real else str(count)
+
+    rows, notes = [], []
+    for row in capped.to_dict("records"):
+        real, planned, asked = int(row["real_count"]), int(row["synthetic_count"]), int(row["requested_count"])
+        rows.append([row["cell"].replace("|", ", "), str(real), str(asked), records(planned, real),
+                     *(records(dose_count(planned, d), real) for d in above)])
+        beyond = [d for d in above if dose_count(planned, d) > asked]
+        if beyond:
+            notes.append(f"{row['cell'].replace('|', ', ')}: dose {beyond[0]:g} gives more records than the planner "
+                         f"asked for ({asked}).")
+    return Table("The per-cell cap lifted by the dose: synthetic records of each capped cell that the dosed arms "
+                 "trained on", ["cell", "real", "asked for", "planned (the cap)", *(f"dose {d:g}" for d in above)],
+                 rows, ["At dose d every dosed arm trains on d times the planned records of each cell; in a cell "
+                        "the plan capped, a dose above 1 lifts the cap that many times for this run, so the "
+                        "dose-response shows whether more synthetic records of the thin cell help.", *notes])
 
 
 def synthetic_cells_table(rows: pd.DataFrame) -> Table:
