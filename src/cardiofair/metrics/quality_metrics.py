@@ -212,8 +212,12 @@ def c2st_verdict(section: Section) -> list[str]:
     if scope.get("status") != "ok":
         return []
     synthetic, reference = synthetic_and_reference(scope, "auroc")
-    low = scope["auroc_interval"]["synthetic"][0]
-    if synthetic is not None and synthetic >= FAR_AUROC and low > scope["auroc_interval"]["real_reference"][1]:
+    low, reference_high = scope["auroc_interval"]["synthetic"][0], scope["auroc_interval"]["real_reference"][1]
+    # A cohort of a few subjects leaves some bootstrap resamples without a pair to rank, and the
+    # interval undefined (null): an AUROC without its interval is no evidence of being told apart.
+    if low is None or reference_high is None:
+        return []
+    if synthetic is not None and synthetic >= FAR_AUROC and low > reference_high:
         return [f"A small classifier tells the synthetic images from real held-out ones with AUROC {number(synthetic)} "
                 f"(real training images from the same: {number(reference)}): they are told apart from real images "
                 "easily."]
