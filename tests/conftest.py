@@ -8,8 +8,10 @@ from cardiofair.data.split import assign_splits, training_rows, write_splits
 from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.generate import generate
+from cardiofair.metrics.quality import evaluate_synthetic
 from cardiofair.plan import plan_synthesis, read_plan, write_plan
-from cardiofair.settings import GenerateSettings, PlanSettings, PrepareSettings
+from cardiofair.settings import FairnessSettings, GenerateSettings, PlanSettings, PrepareSettings, QualitySettings
+from cardiofair.stages import fairness as fairness_stage
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +48,17 @@ def tiny_trained(tmp_path_factory):
     return make
 
 
-# --- a tiny trained generator and what it drew, shared by the app and report tests -------------
+# --- a tiny study: a trained generator, what it drew, and its quality and fairness results, ----
+# --- shared by the app and report tests ----------------------------------------------------------
 # Session-wide and read by every user: a test that edits one of them copies it first.
 
 
 @pytest.fixture(scope="session")
 def tiny_real(split_phantom):
-    """The split phantom the tiny generator learns from: 60 subjects at 16 px."""
-    return split_phantom(60, 16, test=0.2, val=0.2)
+    """The split phantom the tiny generator learns from: 100 subjects at 16 px. At this size and
+    split every split holds subjects with and without heart failure, which the fairness stage
+    needs (60 subjects leave the few heart-failure cells wholly in training)."""
+    return split_phantom(100, 16, test=0.3, val=0.2)
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +81,41 @@ def tiny_synthetic(tiny_real, tiny_model, tiny_plan, tmp_path_factory):
     """The synthetic dataset ``tiny_model`` drew for ``tiny_plan``."""
     return generate(tiny_model, tiny_real, read_plan(tiny_plan), tmp_path_factory.mktemp("tiny-syn") / "synthetic",
                     GenerateSettings(batch_size=16), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_quality_settings():
+    """The quality stage's settings for the tiny study: judges of a few steps, and few enough
+    images needed that realism and the two-sample test give figures on its handful of subjects."""
+    return QualitySettings(steps=5, classifier_steps=5, min_images=2, counterfactual_pairs=2, fd_draws=2,
+                           kernel_subsets=5, ms_ssim_pairs=10, c2st_folds=2, c2st_steps=10, c2st_resamples=50)
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluators(tmp_path_factory):
+    """The cache of the tiny study's judges: a test that evaluates again with the same judge
+    settings loads them instead of training them."""
+    return tmp_path_factory.mktemp("tiny-evaluators")
+
+
+@pytest.fixture(scope="session")
+def tiny_quality(tiny_real, tiny_synthetic, tiny_model, tiny_quality_settings, tiny_evaluators, tmp_path_factory):
+    """The quality stage's output folder for ``tiny_synthetic``, with the generator's prompt effects."""
+    out = tmp_path_factory.mktemp("tiny-quality") / "quality"
+    evaluate_synthetic(tiny_real, tiny_synthetic, out, tiny_quality_settings, evaluators_dir=tiny_evaluators,
+                       progress=False, model_dir=tiny_model)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_fairness(tiny_real, tiny_synthetic, tiny_plan, tmp_path_factory):
+    """The fairness stage's output folder on the tiny study: two repeats of one epoch of the
+    reference arm, real+synthetic, oversample and the oracle (so that the arms are compared with
+    real and with each other, and the oracle's share is taken), each dosed arm also at half dose
+    (the dose-response). Its test split has five positives: every group with one positive and one
+    negative enters the gaps, so that they have figures."""
+    out = tmp_path_factory.mktemp("tiny-fairness") / "fairness"
+    settings = FairnessSettings(arms=("real", "real+synthetic", "oversample", "oracle"), repeats=2, epochs=1,
+                                bootstrap=20, doses=(0.5, 1.0), min_group_size=1, preset="compact", device="cpu")
+    fairness_stage.run(settings, real=tiny_real, out=out, synthetic=tiny_synthetic, plan=tiny_plan, progress=False)
+    return out

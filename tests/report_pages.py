@@ -1,5 +1,6 @@
-"""Reading a report page in tests: every element closes in order, and its sections, images and
-links are collected, so a test can check that each section is there and says something."""
+"""Reading a report page in tests: every element closes in order, and its sections, images,
+links and table rows are collected, so a test can check that each section is there and says
+something, and that a figure stands in its row beside its reference."""
 
 from html.parser import HTMLParser
 
@@ -8,13 +9,15 @@ SECTIONS = ("inputs", "cohort", "plan", "examples", "counterfactuals", "realism"
 
 
 class PageParser(HTMLParser):
-    """Checks that every element closes in order, and collects sections, images and links."""
+    """Checks that every element closes in order, and collects sections, images, links and each
+    section's table rows (the text of each cell)."""
 
     VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
 
     def __init__(self):
         super().__init__()
         self.stack, self.sections, self.images, self.hrefs, self.tags = [], {}, [], [], set()
+        self.rows: dict[str, list[list[str]]] = {}
         self.current = None
 
     def handle_starttag(self, tag, attrs):
@@ -23,6 +26,11 @@ class PageParser(HTMLParser):
         if tag == "section":
             self.current = attrs["id"]
             self.sections[self.current] = ""
+            self.rows[self.current] = []
+        if tag == "tr" and self.current is not None:
+            self.rows[self.current].append([])
+        if tag in ("td", "th") and self.current is not None:
+            self.rows[self.current][-1].append("")
         if tag == "img":
             self.images.append(attrs["src"])
         if tag == "a":
@@ -40,6 +48,8 @@ class PageParser(HTMLParser):
     def handle_data(self, data):
         if self.current is not None:
             self.sections[self.current] += data
+            if "td" in self.stack or "th" in self.stack:
+                self.rows[self.current][-1][-1] += data
 
 
 def parse(path):

@@ -1,12 +1,11 @@
 """A tiny split phantom, a tiny trained generator, a mask generator, a synthetic dataset and the
 quality stage's results on it: the real inputs of `cardiofair app`, made in seconds. The phantom,
-the generator and the synthetic dataset are the suite's shared ``tiny_*`` fixtures."""
+the generator, the synthetic dataset and its quality results are the suite's shared ``tiny_*``
+fixtures."""
 
 import pytest
 
 from cardiofair.masks import train_mask_model
-from cardiofair.metrics.quality import evaluate_synthetic
-from cardiofair.settings import QualitySettings
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +31,8 @@ def app_synthetic(tiny_synthetic):
 
 
 @pytest.fixture(scope="session")
-def app_quality(app_dataset, app_synthetic, tmp_path_factory):
-    out = tmp_path_factory.mktemp("app-quality") / "quality"
-    evaluate_synthetic(app_dataset, app_synthetic, out, QualitySettings(steps=5, classifier_steps=5, min_images=2,
-                                                                         counterfactual_pairs=2),
-                       evaluators_dir=tmp_path_factory.mktemp("app-evaluators"), progress=False)
-    return out
+def app_quality(tiny_quality):
+    return tiny_quality
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The quality metric registry: every metric names a compute function that exists, its section
 round-trips through QualityResult in the registry's order, and metrics that share a page of the
-report are shown together."""
+report are shown together, and the two-sample test's verdict needs its interval."""
 
 import importlib
 import inspect
@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import pytest
 
-from cardiofair.metrics.quality_metrics import METRICS, shown_together
+from cardiofair.metrics.quality_metrics import METRICS, c2st_verdict, shown_together
 from cardiofair.results import QualityResult, ResultError
 
 
@@ -42,3 +42,13 @@ def test_metrics_that_share_a_page_are_shown_together_in_registry_order():
         assert len({metric.page or metric.name for metric in group}) == 1
     prompt = next(group for group in groups if group[0].name == "prompt_fidelity")
     assert [m.name for m in prompt] == ["prompt_fidelity", "prompt_effects"]
+
+
+def test_the_two_sample_verdict_needs_an_interval_clear_of_the_reference():
+    scope = {"status": "ok", "auroc": {"synthetic": 0.97, "real_reference": 0.52},
+             "auroc_interval": {"synthetic": [0.94, 0.99], "real_reference": [0.46, 0.58]}}
+    assert "AUROC 0.970" in c2st_verdict({"overall": scope})[0]
+    # Two subjects a side leave the bootstrap interval undefined (stored as null).
+    undefined = {**scope, "auroc": {"synthetic": 1.0, "real_reference": 0.8},
+                 "auroc_interval": {"synthetic": [None, None], "real_reference": [None, None]}}
+    assert c2st_verdict({"overall": undefined}) == []

@@ -1,10 +1,8 @@
-"""A tiny split phantom, a tiny trained generator, a plan and the synthetic records it made (the
-suite's shared ``tiny_*`` fixtures), and evaluation outputs written by hand in the schemas of
-synthetic_quality.json and fairness.json."""
-
+"""The suite's tiny study (its shared ``tiny_*`` fixtures): a split phantom, a generator trained
+on it, a plan, the synthetic records drawn for it, and the quality and fairness stages' results
+computed on them, under the names the report tests use."""
 
 import pytest
-from report_fixtures import fairness_report, quality_report
 
 
 @pytest.fixture(scope="session")
@@ -28,14 +26,10 @@ def synthetic(tiny_synthetic):
 
 
 @pytest.fixture(scope="session")
-def quality(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("quality")
-    quality_report().save(folder)
-    return folder
+def quality(tiny_quality):
+    return tiny_quality
 
 
 @pytest.fixture(scope="session")
-def fairness(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fairness")
-    fairness_report().save(folder)
-    return folder
+def fairness(tiny_fairness):
+    return tiny_fairness
