@@ -17,12 +17,12 @@ from cardiofair.cli import main
 from cardiofair.data.phantom import PhantomConfig, phantom_subject
 from cardiofair.data.prepare import PrepareSettings, prepare_phantom
 from cardiofair.data.records import load_dataset, read_manifest
+from cardiofair.data.split import assign_splits, hold_back, subject_hashes, write_splits
 from cardiofair.data.summary import with_cells
 from cardiofair.diffusion.presets import get_preset
-from cardiofair.diffusion.train import TrainSettings, train
-from cardiofair.data.split import assign_splits, hold_back, subject_hashes, write_splits
 from cardiofair.diffusion.sample import TrainedGenerator
-from cardiofair.generate import GenerateSettings, GenerationError, generate, merge_datasets, warp_mask
+from cardiofair.diffusion.train import TrainSettings, train
+from cardiofair.generate import GenerateSettings, GenerationError, generate, merge_datasets, plan_jobs, warp_mask
 from cardiofair.plan import PlanSettings, plan_synthesis, write_plan
 from cardiofair.prompts import build_prompt
 
@@ -177,6 +177,30 @@ def test_copy_policy_needs_real_records_of_the_cell(dataset, model, tmp_path):
     with pytest.raises(GenerationError, match="copy needs real records"):
         generate(model, dataset, _plan(("Female, age in 90s, obese BMI, heart failure", 2, "copy")), tmp_path / "s",
                  progress=False)
+
+
+def test_without_a_diagnosis_any_training_record_lends_its_mask_matched_on_what_the_cell_names():
+    rows = [{"record_id": f"r{i}", "subject_id": f"s{i}", "sex": "Female" if i < 4 else "Male", "age_years": None,
+             "bmi": None, "diagnosis": None, "prompt": "", "is_synthetic": False} for i in range(10)]
+    candidates = pd.DataFrame(rows)
+    plan = plan_synthesis(candidates, PlanSettings(attributes=("sex",), min_real_support=1))
+    jobs = plan_jobs(plan, candidates, GenerateSettings())
+    assert [job.prompt for job in jobs].count("Female") == 2 and all(job.prompt == "Female" for job in jobs)
+    assert {candidates.loc[job.source_index, "sex"] for job in jobs} == {"Female"}
+    # With no sensitive attribute either, every record is a candidate.
+    anyone = candidates.assign(sex=None)
+    plan = plan_synthesis(anyone, PlanSettings(strategy="target", targets=pd.DataFrame({"target_count": [20]})))
+    jobs = plan_jobs(plan, anyone, GenerateSettings())
+    assert len(jobs) == 10 and {job.prompt for job in jobs} == {""}
+    assert len({job.source_index for job in jobs}) > 3
+
+
+def test_a_cell_without_a_diagnosis_is_refused_where_the_dataset_has_diagnoses():
+    candidates = pd.DataFrame([{"record_id": "r0", "subject_id": "s0", "sex": "Female", "age_years": 65.0,
+                                "bmi": 22.0, "diagnosis": "healthy", "prompt": "", "is_synthetic": False}])
+    with pytest.raises(GenerationError, match="prompt 'Female' names no diagnosis, and the dataset's training "
+                                              "records have diagnoses"):
+        plan_jobs(_plan(("Female", 2, "matched")), candidates, GenerateSettings())
 
 
 def test_a_model_of_another_size_is_refused_before_sampling(model, tmp_path):

@@ -279,6 +279,44 @@ def test_a_cohort_that_records_no_sensitive_attribute_is_planned_by_diagnosis():
         plan_synthesis(manifest, PlanSettings(strategy="target", targets=targets.assign(sex="Female")))
 
 
+def test_a_cohort_that_records_no_diagnosis_is_planned_as_one_cell_of_the_whole_cohort(tmp_path):
+    # As in the public M&Ms copy: no sex, age, BMI or diagnosis.
+    manifest = make_manifest({"Female|60s|normal|healthy": 36})
+    manifest[["sex", "age_years", "bmi", "diagnosis"]] = None
+    plan = plan_synthesis(manifest, PlanSettings(strategy="target", targets=pd.DataFrame({"target_count": [50]})))
+    assert plan.attrs["skipped_attributes"] == dict.fromkeys(("sex", "age", "bmi", "diagnosis"),
+                                                             "unknown for every real record")
+    assert plan[["cell", "real_count", "synthetic_count", "prompt"]].values.tolist() == [["unknown", 36, 14, ""]]
+    assert plan.attrs["excluded_unknown"] == 0
+    printed = format_plan(plan)
+    assert printed.count("Left out of planning: diagnosis (unknown for every real record)") == 1
+    assert "Diagnosis prevalence" not in printed
+    # The table may also name the cell by its unknown diagnosis.
+    named = pd.DataFrame({"diagnosis": ["unknown"], "target_count": [50]})
+    assert plan.equals(plan_synthesis(manifest, PlanSettings(strategy="target", targets=named)))
+    path = write_plan(plan, tmp_path / "plan.csv")
+    pd.testing.assert_frame_equal(read_plan(path), plan, check_dtype=False)
+    equalized = plan_synthesis(manifest, PlanSettings())
+    assert equalized["synthetic_count"].tolist() == [0]
+    assert "equalize has nothing to equalize, as the cohort is one cell" in format_plan(equalized)
+    with pytest.raises(PlanError, match="prevalence strategy needs a diagnosis, and the diagnosis is unknown for "
+                                        "every real record"):
+        plan_synthesis(manifest, PlanSettings(strategy="prevalence", target_prevalence=0.25))
+
+
+def test_without_a_diagnosis_the_cells_are_the_sensitive_groups():
+    manifest = make_manifest({"Female|60s|normal|healthy": 10, "Male|60s|normal|healthy": 16})
+    manifest["diagnosis"] = None
+    plan = plan_synthesis(manifest, PlanSettings(attributes=SEX_ONLY))
+    assert by_cell(plan)[["synthetic_count", "prompt"]].to_dict("index") == {
+        "Female|unknown": {"synthetic_count": 6, "prompt": "Female"},
+        "Male|unknown": {"synthetic_count": 0, "prompt": "Male"}}
+    # A diagnosis known for some records only: those without one are left out, as before.
+    manifest.loc[0, "diagnosis"] = "healthy"
+    plan = plan_synthesis(manifest, PlanSettings(attributes=SEX_ONLY))
+    assert plan["cell"].tolist() == ["Female|healthy"] and plan.attrs["excluded_unknown"] == 25
+
+
 def test_synthetic_records_are_not_support():
     real = make_manifest(BASE)
     synthetic = make_manifest({"Female|60s|normal|heart failure": 40}, is_synthetic="True")

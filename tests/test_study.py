@@ -10,13 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from report_pages import SECTIONS, parse
 
 from cardiofair.cli import build_parser
 from cardiofair.config import load_config
+from cardiofair.data.records import MANIFEST_COLUMNS
 from cardiofair.options import from_args
-from cardiofair.stages import STAGES
+from cardiofair.stages import FAIRNESS, REPORT, STAGES
 from cardiofair.study import Study, run_study
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -44,6 +46,24 @@ def test_a_dry_run_prints_every_stage_and_writes_nothing(tmp_path):
     assert all(f"cardiofair {s.name} " in line for s, line in zip(STAGES, printed) if s.name != "masks")
     assert "masks: not needed (plan.mask_policy is matched" in printed[[s.name for s in STAGES].index("masks")]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_fairness_stage_is_left_out_once_the_prepared_cohort_shows_no_diagnosis(tmp_path):
+    config, base = load_config(CONFIGS / "smoke.yaml", [f"runs={tmp_path}"])
+    study = Study(config, base)
+    # Before prepare nobody knows: the stage is planned, and the report reads its folder.
+    assert study.needed(FAIRNESS) and study.paths(REPORT)["fairness"] == study.path("fairness")
+    records = pd.DataFrame({column: [None] * 3 for column in MANIFEST_COLUMNS}).assign(
+        record_id=["a", "b", "c"], subject_id=["a", "b", "c"], is_synthetic=False)
+    study.path("prepare").mkdir(parents=True)
+    records.to_csv(study.path("prepare") / "manifest.csv", index=False)
+    assert study.not_needed(FAIRNESS) == "no real record has a diagnosis, so a classifier has no positive class to detect"
+    assert study.paths(REPORT)["fairness"] is None
+    printed = []
+    run_study(study, dry_run=True, log=printed.append)
+    assert f"fairness: not needed ({study.not_needed(FAIRNESS)})" in printed[[s.name for s in STAGES].index("fairness")]
+    records.assign(diagnosis=["healthy", None, None]).to_csv(study.path("prepare") / "manifest.csv", index=False)
+    assert study.needed(FAIRNESS)
 
 
 def _command(runs: Path) -> list[str]:

@@ -40,7 +40,7 @@ from cardiofair.data.records import (
     write_record_files,
 )
 from cardiofair.data.split import learned_held_out, training_rows
-from cardiofair.data.summary import with_cells
+from cardiofair.data.summary import unrecorded, with_cells
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.sample import TrainedGenerator
@@ -76,11 +76,16 @@ def choose_mask_source(policy: str, cell: dict[str, str], candidates: pd.DataFra
     ``copy``: a record of the same cell (the paper's "synthetic copy"); ``matched``: same
     diagnosis and as many other attributes as possible, so a female heart-failure image gets a
     heart-failure geometry of a similar body; ``random``: any record of the same diagnosis (the
-    paper's "random prompt" mode).
+    paper's "random prompt" mode). A cell without a diagnosis (a dataset that records none)
+    takes any record's mask, matched on the attributes it does name.
     """
-    same_diagnosis = binned.index[binned["diagnosis"] == cell["diagnosis"]]
-    if len(same_diagnosis) == 0:
-        raise GenerationError(f"no real training record has diagnosis {cell['diagnosis']!r} to take a mask from")
+    if "diagnosis" in cell:
+        same_diagnosis = binned.index[binned["diagnosis"] == cell["diagnosis"]]
+        if len(same_diagnosis) == 0:
+            raise GenerationError(f"no real training record has diagnosis {cell['diagnosis']!r} to take a mask from")
+    else:
+        # Only a dataset without diagnoses is planned so (plan_jobs refuses such a cell otherwise).
+        same_diagnosis = binned.index
     attributes = [a for a in cell if a != "diagnosis" and a in binned.columns]
     if policy == "random":
         pool = same_diagnosis
@@ -133,13 +138,16 @@ def plan_jobs(plan: pd.DataFrame, candidates: pd.DataFrame, settings: GenerateSe
     if candidates.empty:
         raise GenerationError("the dataset has no real training records to take masks from")
     binned = with_cells(candidates, schema)
+    # A dataset that records no diagnosis (the public M&Ms copy) is planned without one.
+    no_diagnosis = bool(unrecorded(binned, ["diagnosis"]))
     jobs = []
     for number, row in enumerate(plan.to_dict("records")):
         if row["mask_policy"] not in MASK_POLICIES:
             raise GenerationError(f"plan cell {row['cell']}: unknown mask policy {row['mask_policy']!r}")
         cell = {a: v for a, v in parse_prompt(str(row["prompt"]), schema).items() if v is not None}
-        if "diagnosis" not in cell:
-            raise GenerationError(f"plan cell {row['cell']}: its prompt {row['prompt']!r} names no diagnosis")
+        if "diagnosis" not in cell and not no_diagnosis:
+            raise GenerationError(f"plan cell {row['cell']}: its prompt {row['prompt']!r} names no diagnosis, and the "
+                                  f"dataset's training records have diagnoses")
         planned = int(row["synthetic_count"])
         for k in range(dose_count(planned, settings.dose)):
             # Ids count within a cell of the plan: they never carry a real subject's identifier.

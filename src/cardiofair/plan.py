@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from cardiofair.data.records import is_synthetic
-from cardiofair.data.summary import with_cells
+from cardiofair.data.summary import unrecorded, with_cells
 from cardiofair.diagnoses import HEALTHY
 from cardiofair.errors import InputError, MissingInputError, OutputExistsError
 from cardiofair.io import atomic_write
@@ -66,17 +66,25 @@ def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: Promp
 
     ``attrs`` holds the strategy, ``skipped_attributes`` (planned attributes no real record has,
     left out with the reason: a cohort such as ACDC records no sex or age; where none is left,
-    the cells are the diagnoses alone), ``excluded_unknown``
-    (real records left out for an unknown planned attribute), ``unseen_cells_left_out`` and
-    ``capped_overall``. Raises :class:`PlanError` for a schema without the planned attributes,
-    and for a ``target`` plan that names a cell outside the dataset's levels or asks for more
-    than the caps and support rules allow.
+    the cells are the diagnoses alone; the diagnosis too when no real record has one, as in the
+    public M&Ms copy: the cells' diagnosis is then unknown and left out of their prompts, and
+    where no sensitive attribute is left either the one cell is the whole cohort),
+    ``excluded_unknown`` (real records left out for an unknown planned attribute),
+    ``unseen_cells_left_out`` and ``capped_overall``. Raises :class:`PlanError` for a schema
+    without the planned attributes, for the ``prevalence`` strategy on a dataset without a
+    diagnosis, and for a ``target`` plan that names a cell outside the dataset's levels or asks
+    for more than the caps and support rules allow.
     """
     real = _real_rows(manifest)
     attributes, skipped = _recorded_attributes(real, settings, schema)
+    if "diagnosis" in skipped and settings.strategy == "prevalence":
+        raise PlanError(f"the prevalence strategy needs a diagnosis, and the diagnosis is {skipped['diagnosis']}: "
+                        "plan with the target strategy (a target count per cell) instead")
     planning = _planning_schema(attributes, schema)
     columns = [a for a in planning.attributes if a != "diagnosis"] + ["diagnosis"]
-    known, excluded = _known_real_cells(real, columns, planning)
+    # Without a diagnosis, the cells are the sensitive groups with their diagnosis unknown (the
+    # whole cohort where no sensitive attribute is recorded either).
+    known, excluded = _known_real_cells(real, columns, [c for c in columns if c not in skipped], planning)
     if known.empty:
         raise PlanError(f"nothing to plan: no real record has a known {', '.join(columns)}")
     levels = {c: sorted(known[c].unique(), key=lambda v, c=c: _level_key(c, v)) for c in columns}
@@ -85,7 +93,7 @@ def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: Promp
     # target table's do.
     observed.index = pd.MultiIndex.from_frame(observed.index.to_frame(index=False))
     if settings.strategy == "target":
-        wanted = _target_table(settings, columns, levels, observed)
+        wanted = _target_table(settings, columns, levels, observed, diagnosis_known="diagnosis" not in skipped)
         index = observed.index.union(wanted.index)
     elif settings.allow_unseen_cells:
         index = pd.MultiIndex.from_product([levels[c] for c in columns], names=columns)
@@ -117,7 +125,7 @@ def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: Promp
         plan["synthetic_count"] = _scale_to_budget(plan["synthetic_count"], budget)
 
     plan["target_count"] = plan["real_count"] + plan["synthetic_count"]
-    plan["prompt"] = [prompt_from_attributes(values, planning) for values in plan[columns].to_dict("records")]
+    plan["prompt"] = [prompt_from_attributes(_known(values), planning) for values in plan[columns].to_dict("records")]
     plan["mask_policy"] = settings.mask_policy
     plan = plan[["cell", *columns, *COUNT_COLUMNS, "prompt", "mask_policy", *FLAG_COLUMNS]]
     unseen_left_out = 0 if settings.allow_unseen_cells or settings.strategy == "target" else \
@@ -145,19 +153,27 @@ def _real_rows(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def _recorded_attributes(real: pd.DataFrame, settings: PlanSettings,
                          schema: PromptSchema) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The planned attributes that some real record has, and those left out with the reason.
-    None may be left (a cohort that records no sensitive attribute): the cells are then the
-    diagnoses, which a target table or the prevalence strategy can still fill."""
-    binned = with_cells(real, schema)
-    skipped = {a: "unknown for every real record" for a in settings.attributes
-               if a in binned.columns and binned[a].eq(UNKNOWN).all()}
+    """The planned attributes that some real record has, and those left out with the reason,
+    the diagnosis among them. None may be left (a cohort that records no sensitive attribute):
+    the cells are then the diagnoses, which a target table or the prevalence strategy can still
+    fill; without a diagnosis either (the public M&Ms copy), the one cell is the whole cohort."""
+    skipped = {a: "unknown for every real record"
+               for a in unrecorded(with_cells(real, schema), (*settings.attributes, "diagnosis"))}
     return tuple(a for a in settings.attributes if a not in skipped), skipped
 
 
-def _known_real_cells(real: pd.DataFrame, columns: list[str], schema: PromptSchema) -> tuple[pd.DataFrame, int]:
+def _known_real_cells(real: pd.DataFrame, columns: list[str], required: list[str],
+                      schema: PromptSchema) -> tuple[pd.DataFrame, int]:
+    """The binned ``columns`` of the real records whose ``required`` ones are known, and how
+    many records were left out for an unknown one."""
     binned = with_cells(real, schema)[columns]
-    known = ~binned.eq(UNKNOWN).any(axis=1)
+    known = ~binned[required].eq(UNKNOWN).any(axis=1)
     return binned[known], int((~known).sum())
+
+
+def _known(values: dict[str, str]) -> dict[str, str]:
+    """A cell's values without the unknown ones, which a prompt leaves out."""
+    return {a: v for a, v in values.items() if v != UNKNOWN}
 
 
 def _level_key(column: str, value: str) -> tuple[Any, ...]:
@@ -189,9 +205,12 @@ def _prevalence_request(plan: pd.DataFrame, groups: list[str], settings: PlanSet
 
 
 def _target_table(settings: PlanSettings, columns: list[str], levels: dict[str, list[str]],
-                  observed: pd.Series) -> pd.Series:
-    """The targets as final counts per cell, indexed like ``observed``."""
+                  observed: pd.Series, diagnosis_known: bool = True) -> pd.Series:
+    """The targets as final counts per cell, indexed like ``observed``. Where the dataset has no
+    diagnosis the table may leave its column out: every cell's diagnosis is unknown."""
     targets = _read_targets(settings.targets)
+    if not diagnosis_known and "diagnosis" not in targets.columns:
+        targets = targets.assign(diagnosis=UNKNOWN)
     missing = [c for c in columns if c not in targets.columns]
     value_columns = [c for c in TARGET_VALUE_COLUMNS if c in targets.columns]
     if missing or len(value_columns) != 1:
@@ -334,7 +353,7 @@ def read_plan(path: str | os.PathLike) -> pd.DataFrame:
             parsed = {a: v for a, v in parse_prompt(values["prompt"]).items() if v is not None}
         except ValueError as error:
             raise fail(row, str(error)) from None
-        if parsed != {a: values[a] for a in attributes}:
+        if parsed != _known({a: values[a] for a in attributes}):
             raise fail(row, f"prompt {values['prompt']!r} disagrees with the cell's attributes "
                             f"{ {a: values[a] for a in attributes} }")
     duplicated = plan["cell"].duplicated()
@@ -362,9 +381,17 @@ def format_plan(plan: pd.DataFrame) -> str:
                      "proportionally")
     shown = ["cell", "real_count", "requested_count", "synthetic_count", "target_count", "capped"]
     filled = plan.loc[plan["synthetic_count"] > 0, [c for c in shown if c in plan.columns]]
-    lines += ["", "Cells that get synthetic records:",
-              filled.to_string(index=False) if not filled.empty else "(none: the dataset already meets the plan)"]
-    lines += ["", "Diagnosis prevalence per sensitive group, real -> planned (%):", _prevalence_table(plan, attributes)]
+    if not filled.empty:
+        met = filled.to_string(index=False)
+    elif attrs.get("strategy") == "equalize" and len(plan) == 1:
+        met = ("(none: equalize has nothing to equalize, as the cohort is one cell; ask for a count with the target "
+               "strategy)")
+    else:
+        met = "(none: the dataset already meets the plan)"
+    lines += ["", "Cells that get synthetic records:", met]
+    if "diagnosis" not in attrs.get("skipped_attributes", {}):
+        lines += ["", "Diagnosis prevalence per sensitive group, real -> planned (%):",
+                  _prevalence_table(plan, attributes)]
     thin = plan[plan["low_support"]] if {"low_support", "requested_count"} <= set(plan.columns) else plan.iloc[:0]
     if not thin.empty:
         support = f" (< {attrs['min_real_support']})" if "min_real_support" in attrs else ""

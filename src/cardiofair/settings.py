@@ -235,12 +235,14 @@ class PlanSettings:
                            "or proportions per cell from --targets", choices=STRATEGIES)
     attributes: tuple[str, ...] = option(("sex", "age", "bmi"), "sensitive attributes to balance, comma-separated; "
                                          "one the cohort never records is left out, with the reason (none left: "
-                                         "the cells are the diagnoses)")
+                                         "the cells are the diagnoses; without a diagnosis either, the one cell "
+                                         "is the whole cohort)")
     target_prevalence: float | None = option(None, "prevalence: share of --positive-diagnosis per group")
     positive_diagnosis: str = option(HEART_FAILURE, "prevalence: the diagnosis counted")
     # A CSV path; from Python the table itself (a pandas DataFrame) may be given.
-    targets: str | None = option(None, "target: CSV with the attribute columns, diagnosis and target_count or "
-                                 "target_proportion", path=True, compare=False)
+    targets: str | None = option(None, "target: CSV with the attribute columns, diagnosis (left out where no "
+                                 "real record has one) and target_count or target_proportion", path=True,
+                                 compare=False)
     max_ratio_per_cell: float = option(5.0, "synthetic <= ratio x real per cell")
     max_ratio_overall: float = option(1.0, "synthetic <= ratio x real overall")
     min_real_support: int = option(5, "cells with fewer real records are filled only with --allow-unseen-cells")

@@ -29,7 +29,7 @@ from cardiofair.errors import CardiofairError
 from cardiofair.io import atomic_write
 from cardiofair.options import input_paths
 from cardiofair.settings import DRAWN_MASK_POLICY
-from cardiofair.stages import MASKS, REPORT, STAGES, Stage
+from cardiofair.stages import FAIRNESS, MASKS, REPORT, STAGES, Stage
 
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
@@ -77,15 +77,29 @@ class Study:
                         "evaluators": self.folder / "evaluators", "model": model},
             "fairness": {"real": data, "synthetic": synthetic, "out": self.path("fairness")},
             "report": {"real": data, "synthetic": synthetic, "model": model, "quality": self.path("quality"),
-                       "fairness": self.path("fairness"), "plan": plan, "metadata": self.folder / "run.json",
+                       "fairness": self.path("fairness") if self.needed(FAIRNESS) else None, "plan": plan,
+                       "metadata": self.folder / "run.json",
                        "out": self.path("report")},
         }
         return layout[stage.name]
 
     def needed(self, stage: Stage) -> bool:
-        """Whether the study runs the stage: the mask generator only when the plan draws masks
-        (a cohort of near-identical masks has no shape to learn, and borrowing needs none)."""
-        return stage is not MASKS or self.config.plan.mask_policy == DRAWN_MASK_POLICY
+        """Whether the study runs the stage (:meth:`not_needed` says why not)."""
+        return self.not_needed(stage) is None
+
+    def not_needed(self, stage: Stage) -> str | None:
+        """Why the study leaves the stage out, or None when it runs it: the mask generator runs
+        only when the plan draws masks (a cohort of near-identical masks has no shape to learn,
+        and borrowing needs none); the fairness experiment only on a cohort with a diagnosis,
+        known once it is prepared (its classifiers detect a diagnosis)."""
+        if stage is MASKS and self.config.plan.mask_policy != DRAWN_MASK_POLICY:
+            return f"plan.mask_policy is {self.config.plan.mask_policy}, not {DRAWN_MASK_POLICY}"
+        if stage is FAIRNESS and (self.path("prepare") / "manifest.csv").is_file():
+            from cardiofair.data.records import read_manifest
+            from cardiofair.data.summary import no_diagnosis_reason
+
+            return no_diagnosis_reason(read_manifest(self.path("prepare")))
+        return None
 
     def command_line(self, stage: Stage) -> list[str]:
         """The command that runs the stage by hand, as the study runs it."""
@@ -124,8 +138,9 @@ def run_study(study: Study, force: Sequence[str] = (), dry_run: bool = False,
         redo = redo or stage.name in force
         record = None if redo else study.finished(stage)
         step = f"[{index + 1}/{len(STAGES)}] {stage.name}"
-        if not study.needed(stage):
-            log(f"{step}: not needed (plan.mask_policy is {study.config.plan.mask_policy}, not {DRAWN_MASK_POLICY})")
+        reason = study.not_needed(stage)
+        if reason is not None:
+            log(f"{step}: not needed ({reason})")
             continue
         if record is not None:
             log(f"{step}: done earlier ({record['seconds']:.0f} s), skipped")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cohort_fixtures import write_acdc_cohort, write_mnms_cohort, write_ukbb_cohort
+from cohort_fixtures import write_acdc_cohort, write_mnms_cohort, write_mnms_copy, write_ukbb_cohort
 from report_pages import parse
 
 from cardiofair.cli import main
@@ -26,9 +26,11 @@ SIZES = ("prepare.size=16", "train.preset=tiny", "train.max_steps=2", "quality.s
          "plan.min_real_support=1")
 
 
-def _study(config: str, tmp_path: Path, monkeypatch, capsys, *paths: str) -> tuple[Path, str]:
+def _study(config: str, tmp_path: Path, monkeypatch, capsys, *paths: str,
+           not_needed: tuple[str, ...] = ("masks",)) -> tuple[Path, str]:
     """Run the shipped ``config`` with ``paths`` pointing at the fixture cohort; return the
-    study folder and what it printed (the stage times included)."""
+    study folder and what it printed (the stage times included). The stages in ``not_needed``
+    must be left out, saying so."""
     monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
     name = yaml.safe_load((CONFIGS / config).read_text())["name"]
     settings = [f"runs={tmp_path / 'runs'}", *paths, *SIZES]
@@ -36,10 +38,12 @@ def _study(config: str, tmp_path: Path, monkeypatch, capsys, *paths: str) -> tup
     printed = capsys.readouterr()
     assert code == 0, printed.err[-4000:]
     study = tmp_path / "runs" / name
-    # Every stage finished but the mask generator, which a study runs only for drawn masks.
+    # Every stage finished but the mask generator, which a study runs only for drawn masks (and
+    # any other the cohort cannot feed).
     times = {stage.name: json.loads((study / ".stages" / f"{stage.name}.json").read_text())["seconds"]
-             for stage in STAGES if stage.name != "masks"}
-    assert not (study / ".stages" / "masks.json").exists() and "masks: not needed" in printed.out
+             for stage in STAGES if stage.name not in not_needed}
+    for stage in not_needed:
+        assert not (study / ".stages" / f"{stage}.json").exists() and f"{stage}: not needed" in printed.out
     with capsys.disabled():
         print(f"\n{config}: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in times.items()))
     assert (study / "report.html").is_file()
@@ -87,3 +91,25 @@ def test_the_uk_biobank_study_finishes_on_its_field_names(tmp_path, monkeypatch,
     assert fairness["data"]["positive_diagnosis"] == "heart failure"
     assert fairness["data"]["train_prevalence"]["target"] == 0.25
     assert set(fairness["arms"]["real"]["attributes"]["sex"]["groups"]) == {"Female", "Male"}
+
+
+@pytest.mark.slow
+def test_the_mnms_copy_study_finishes_without_any_attribute_or_diagnosis(tmp_path, monkeypatch, capsys):
+    root = write_mnms_copy(tmp_path / "copy", per_vendor=10)
+    # The shipped table's cell, at a count that fits the fixture's ~42 training records.
+    targets = pd.read_csv(CONFIGS / "mnms-copy-targets.csv").assign(target_count=60)
+    targets.to_csv(tmp_path / "targets.csv", index=False)
+    study, printed = _study("mnms-copy.yaml", tmp_path, monkeypatch, capsys, f"prepare.root={root}",
+                            f"plan.targets={tmp_path / 'targets.csv'}", not_needed=("masks", "fairness"))
+    for attribute in ("sex", "age", "bmi", "diagnosis"):
+        assert printed.count(f"Left out of planning: {attribute} (unknown for every real record)") == 1
+    plan = pd.read_csv(study / "plan" / "plan.csv", keep_default_na=False)
+    assert len(plan) == 1 and plan["synthetic_count"].sum() > 0 and plan["prompt"].tolist() == [""]
+    reason = "no real record has a diagnosis, so a classifier has no positive class to detect"
+    assert f"fairness: not needed ({reason})" in printed
+    quality = json.loads((study / "quality" / "synthetic_quality.json").read_text())
+    assert {"realism", "mask_fidelity"} <= set(quality)
+    manifest = read_manifest(study / "prepare")
+    assert set(manifest["vendor"]) == {"Siemens", "Philips"} and manifest["diagnosis"].isna().all()
+    page = parse(study / "report.html")
+    assert f"The fairness experiment was not run: {reason}" in page.sections["fairness"]

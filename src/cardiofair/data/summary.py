@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -30,6 +31,22 @@ def with_cells(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_SCHEMA) ->
     on the manifest's index; unknown values read :data:`~cardiofair.prompts.UNKNOWN`."""
     cells = [record_cell(row, schema) for row in manifest.to_dict("records")]
     return pd.DataFrame(cells, columns=list(cell_columns(schema)), index=manifest.index)
+
+
+def unrecorded(binned: pd.DataFrame, attributes: Iterable[str]) -> list[str]:
+    """The attributes among ``attributes`` that no row of ``binned`` (cells as :func:`with_cells`
+    gives them) knows: a cohort such as the public M&Ms copy records no sex, age, BMI or
+    diagnosis, and what it never records is left out, never guessed."""
+    return [a for a in attributes if a in binned.columns and binned[a].eq(UNKNOWN).all()]
+
+
+def no_diagnosis_reason(manifest: pd.DataFrame) -> str | None:
+    """Why a diagnosis classifier cannot be trained on ``manifest``'s real records, or None when
+    some real record has a diagnosis: without one there is no positive class to detect."""
+    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    if unrecorded(with_cells(real), ["diagnosis"]):
+        return "no real record has a diagnosis, so a classifier has no positive class to detect"
+    return None
 
 
 def attribute_table(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -61,6 +61,9 @@ def pair_readings(evaluators: Evaluators, attribute: str, values: tuple[str, str
 
 
 def _unreadable(classes: Mapping[str, Sequence[str]], attribute: str, values: tuple[str, str]) -> str | None:
+    if not classes:
+        # One reason for every attribute, so that the summary says it once.
+        return "the attribute judge was left out (no prompt attribute had two known values in the training split)"
     if attribute not in classes:
         return f"the judge does not read {attribute} (it had fewer than two known values in the training split)"
     missing = [v for v in values if v not in classes[attribute]]

@@ -21,7 +21,7 @@ import pandas as pd
 from cardiofair import __version__
 from cardiofair.data.records import ImageSet, is_synthetic, load_images, load_record, read_manifest
 from cardiofair.data.split import training_rows
-from cardiofair.data.summary import attribute_table, cell_attributes, with_cells
+from cardiofair.data.summary import attribute_table, cell_attributes, no_diagnosis_reason, with_cells
 from cardiofair.diagnoses import HEART_FAILURE
 from cardiofair.errors import CardiofairError, MissingInputError, OutputExistsError
 from cardiofair.formatting import Table
@@ -390,6 +390,11 @@ class _Builder:
     def fairness_section(self) -> page.Section:
         title = "Downstream fairness"
         fairness = self.inputs.fairness
+        reason = no_diagnosis_reason(self.inputs.manifest)
+        if fairness is None and reason is not None:
+            return page.Section("fairness", title, page.missing(
+                f"The fairness experiment was not run: {reason}. The quality "
+                "sections above still measure the synthetic records."))
         if fairness is None:
             return page.Section("fairness", title, page.missing(
                 "No fairness experiment was given (--fairness, the output of `cardiofair fairness`): "

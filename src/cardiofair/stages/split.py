@@ -24,7 +24,7 @@ def run(settings: SplitSettings, *, dataset: str | os.PathLike, overwrite: bool 
         splits = hold_back(manifest, splits, *settings.scarcity_cell(), seed=settings.seed)
     write_splits(dataset, splits, overwrite=overwrite)
     subjects = manifest.assign(split=splits).drop_duplicates("subject_id")
-    return pd.crosstab(subjects["diagnosis"].fillna(UNKNOWN), subjects["split"], margins=True)
+    return pd.crosstab(subjects["diagnosis"].astype(object).fillna(UNKNOWN), subjects["split"], margins=True)
 
 
 def summary(table: pd.DataFrame, paths: Any) -> str:
