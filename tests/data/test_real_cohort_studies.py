@@ -96,8 +96,9 @@ def test_the_uk_biobank_study_finishes_on_its_field_names(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_the_mnms_copy_study_finishes_without_any_attribute_or_diagnosis(tmp_path, monkeypatch, capsys):
     root = write_mnms_copy(tmp_path / "copy", per_vendor=10)
-    # The shipped table's cell, at a count that fits the fixture's ~42 training records.
-    targets = pd.read_csv(CONFIGS / "mnms-copy-targets.csv").assign(target_count=60)
+    # The shipped table's cell, at a count that fits the fixture's 70 training records (14 subjects
+    # of 5 slices) and adds some.
+    targets = pd.read_csv(CONFIGS / "mnms-copy-targets.csv").assign(target_count=100)
     targets.to_csv(tmp_path / "targets.csv", index=False)
     study, printed = _study("mnms-copy.yaml", tmp_path, monkeypatch, capsys, f"prepare.root={root}",
                             f"plan.targets={tmp_path / 'targets.csv'}", not_needed=("masks", "fairness"))
