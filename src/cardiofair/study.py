@@ -95,6 +95,7 @@ class Study:
         if stage is MASKS and self.config.plan.mask_policy != DRAWN_MASK_POLICY:
             return f"plan.mask_policy is {self.config.plan.mask_policy}, not {DRAWN_MASK_POLICY}"
         if stage is FAIRNESS and (self.path("prepare") / "manifest.csv").is_file():
+            # Imported here: a study file is checked, and --dry-run prints, before pandas loads.
             from cardiofair.data.records import read_manifest
             from cardiofair.data.summary import no_diagnosis_reason
 
