@@ -18,7 +18,7 @@ def test_a_dose_above_one_shows_the_capped_cell_past_its_cap_and_past_the_reques
                              "is_synthetic": False})
     plan = plan_synthesis(manifest, PlanSettings(attributes=("sex",), max_ratio_overall=10.0))
     assert cap_lift_table(plan, [0.5, 1.0]) is None
-    table = cap_lift_table(plan, [1.0, 2.0, 4.0])
+    table = cap_lift_table(plan, [1.0, 2.0, 4.0, 2.0, 4.0])  # one dose per arm that ran at it
     assert table.header == ["cell", "real", "asked for", "planned (the cap)", "dose 2", "dose 4"]
     assert table.rows == [["Female, heart failure", "5", "95", "25 (5.0 per real)", "50 (10.0 per real)",
                            "100 (20.0 per real)"]]

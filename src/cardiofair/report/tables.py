@@ -318,7 +318,7 @@ def cap_lift_table(plan: pd.DataFrame, doses: Sequence[float]) -> Table | None:
     trained on, per real record, beside what the planner asked for. A dose multiplies the planned
     (capped) count, so above 1 it lifts the per-cell cap for that run; None where no dose above 1
     ran or no cell was capped."""
-    above = sorted(d for d in doses if d > 1)
+    above = sorted({d for d in doses if d > 1})
     capped = plan[plan["capped"]] if "capped" in plan.columns else plan.iloc[:0]
     if not above or capped.empty:
         return None
