@@ -104,6 +104,8 @@ def test_the_mnms_copy_study_finishes_without_any_attribute_or_diagnosis(tmp_pat
                             f"plan.targets={tmp_path / 'targets.csv'}", not_needed=("masks", "fairness"))
     for attribute in ("sex", "age", "bmi", "diagnosis"):
         assert printed.count(f"Left out of planning: {attribute} (unknown for every real record)") == 1
+    # No attribute to flip, so no prompt-effect pairs are drawn or announced.
+    assert "prompt-effect pairs" not in printed and "prompt effects on" not in printed
     plan = pd.read_csv(study / "plan" / "plan.csv", keep_default_na=False)
     assert len(plan) == 1 and plan["synthetic_count"].sum() > 0 and plan["prompt"].tolist() == [""]
     reason = "no real record has a diagnosis, so a classifier has no positive class to detect"

@@ -472,7 +472,8 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     test_attributes = attribute_table(real["test"].rows)
     picked = choose_pairs(test_attributes, settings.counterfactual_pairs, settings.seed)
     drawn: list[DrawnPairs] = []
-    if generator is not None:
+    # A cohort without prompt attributes (the public M&Ms copy) has no test mask to draw on.
+    if generator is not None and len(picked):
         log(f"drawing prompt-effect pairs on {len(picked)} real test masks per attribute")
 
     def draw() -> None:
@@ -691,8 +692,9 @@ def measure_mask_geometry(context: QualityContext) -> Measurement:
 def measure_prompt_effects(context: QualityContext) -> Measurement:
     """How far one changed word of the prompt moves the judge, beside the phantom's real cues
     (:func:`cardiofair.metrics.counterfactual.prompt_effects`)."""
-    context.log(f"measuring prompt effects on {len(context.picked)} real test masks per attribute"
-                + ("" if context.drawn is not None else " (no --model: the phantom reference only)"))
+    if len(context.picked):
+        context.log(f"measuring prompt effects on {len(context.picked)} real test masks per attribute"
+                    + ("" if context.drawn is not None else " (no --model: the phantom reference only)"))
     return Measurement(prompt_effects(context.evaluators, context.real_root,
                                       context.sets["test"].rows.iloc[context.picked], context.drawn,
                                       context.settings.seed))
