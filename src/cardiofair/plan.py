@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from cardiofair.data.records import is_synthetic
+from cardiofair.data.records import real_records
 from cardiofair.data.summary import unrecorded, with_cells
 from cardiofair.diagnoses import HEALTHY
 from cardiofair.errors import InputError, MissingInputError, OutputExistsError
@@ -75,7 +75,9 @@ def plan_synthesis(manifest: pd.DataFrame, settings: PlanSettings, schema: Promp
     diagnosis, and for a ``target`` plan that names a cell outside the dataset's levels or asks
     for more than the caps and support rules allow.
     """
-    real = _real_rows(manifest)
+    # Synthetic records never count as support: planning from them would feed the generator
+    # its own output.
+    real = real_records(manifest)
     attributes, skipped = _recorded_attributes(real, settings, schema)
     if "diagnosis" in skipped and settings.strategy == "prevalence":
         raise PlanError(f"the prevalence strategy needs a diagnosis, and the diagnosis is {skipped['diagnosis']}: "
@@ -143,12 +145,6 @@ def _planning_schema(attributes: tuple[str, ...], schema: PromptSchema) -> Promp
         raise PlanError(f"planned attribute(s) {missing} are not in the prompt schema {list(schema.attributes)}")
     kept = tuple(a for a in schema.attributes if a in attributes or a == "diagnosis")
     return PromptSchema(attributes=kept, age_bin_width=schema.age_bin_width)
-
-
-def _real_rows(manifest: pd.DataFrame) -> pd.DataFrame:
-    # Synthetic records never count as support: planning from them would feed the generator
-    # its own output.
-    return manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
 
 
 def _recorded_attributes(real: pd.DataFrame, settings: PlanSettings,

@@ -139,6 +139,11 @@ def is_synthetic(meta: Mapping[str, Any]) -> bool:
     return str(meta.get("is_synthetic", False)).strip().lower() in {"true", "1"}
 
 
+def real_records(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``manifest`` that are not marked synthetic."""
+    return manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+
+
 def manifest_row(record: Record, paths: Mapping[str, str]) -> dict[str, Any]:
     """The manifest row of a written record: schema columns first, loader extras after."""
     row = {column: record.meta.get(column) for column in MANIFEST_COLUMNS}

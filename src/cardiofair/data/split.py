@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from cardiofair.data.records import is_synthetic, read_manifest
+from cardiofair.data.records import is_synthetic, read_manifest, real_records
 from cardiofair.data.summary import with_cells
 from cardiofair.errors import InputError, OutputExistsError, SettingsError
 from cardiofair.io import atomic_write
@@ -112,7 +112,7 @@ def write_splits(root: str | os.PathLike, splits: pd.Series, overwrite: bool = F
 def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:
     """The real records later stages may learn from or copy: the ``train`` split when the
     dataset is split (never validation or test subjects), all real records otherwise."""
-    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    real = real_records(manifest)
     if "split" in real.columns:
         real = real[real["split"].astype(str) == "train"]
     return real

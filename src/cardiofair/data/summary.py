@@ -12,7 +12,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from cardiofair.data.records import is_synthetic, read_manifest
+from cardiofair.data.records import is_synthetic, read_manifest, real_records
 from cardiofair.diagnoses import HEALTHY
 from cardiofair.prompts import (
     ATTRIBUTES,
@@ -43,7 +43,7 @@ def unrecorded(binned: pd.DataFrame, attributes: Iterable[str]) -> list[str]:
 def no_diagnosis_reason(manifest: pd.DataFrame) -> str | None:
     """Why a diagnosis classifier cannot be trained on ``manifest``'s real records, or None when
     some real record has a diagnosis: without one there is no positive class to detect."""
-    real = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    real = real_records(manifest)
     if unrecorded(with_cells(real), ["diagnosis"]):
         return "no real record has a diagnosis, so a classifier has no positive class to detect"
     return None

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cardiofair import __version__
-from cardiofair.data.records import ImageSet, is_synthetic, load_images, load_record, read_manifest
+from cardiofair.data.records import ImageSet, is_synthetic, load_images, load_record, read_manifest, real_records
 from cardiofair.data.split import training_rows
 from cardiofair.data.summary import attribute_table, cell_attributes, no_diagnosis_reason, with_cells
 from cardiofair.diagnoses import HEART_FAILURE
@@ -80,7 +80,7 @@ def load_inputs(real: Path, synthetic: Path | None = None, generator: GeneratorF
     """Load every given input, with a clear error for one that was given but cannot be read
     (a mistyped folder must not turn into a 'missing' section)."""
     manifest = read_manifest(real)
-    real_rows = manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
+    real_rows = real_records(manifest)
     inputs = Inputs(Path(real), real_rows, training_rows(manifest),
                     datasets=sorted(real_rows["dataset"].dropna().astype(str).unique()))
     if synthetic is not None:
