@@ -146,6 +146,11 @@ def build_prompt(meta: Mapping[str, Any], schema: PromptSchema = DEFAULT_SCHEMA)
     return ", ".join(_phrase(a, v) for a, v in values.items() if v is not None)
 
 
+def prompt_phrases(prompt: str) -> list[str]:
+    """The attribute phrases of a prompt, in order (``[]`` for the empty, unconditional one)."""
+    return [p.strip() for p in prompt.split(",") if p.strip()]
+
+
 def prompt_from_attributes(values: Mapping[str, str | None], schema: PromptSchema = DEFAULT_SCHEMA) -> str:
     """The prompt of already-binned values (keys as :func:`binned_attributes` returns them).
 
@@ -178,8 +183,7 @@ def parse_prompt(prompt: str, schema: PromptSchema = DEFAULT_SCHEMA) -> dict[str
     given twice, so that a hand-written prompt with a typo is reported rather than half-read.
     """
     values: dict[str, str | None] = {a: None for a in schema.attributes}
-    phrases = [p.strip() for p in prompt.split(",") if p.strip()]
-    for phrase in phrases:
+    for phrase in prompt_phrases(prompt):
         attribute, value = _parse_phrase(phrase, schema)
         if values[attribute] is not None:
             raise PromptError(f"prompt {prompt!r} gives {attribute} twice")

@@ -189,6 +189,9 @@ class TrainOptions:
                                         "preset's)")
     checkpoint_every: int | None = option(None, "steps between checkpoints (default: the preset's)")
     validate_every: int | None = option(None, "steps between validation sample grids (default: the preset's)")
+    attribute_dropout: float | None = option(None, "probability that each attribute's phrase is left out of a "
+                                             "training prompt, so that the model also learns each attribute alone "
+                                             "(for cells it rarely sees whole; default: the preset's, 0)")
     guide_at: float | None = option(None, "share of the steps after which the averaged weights are kept as the "
                                     "model's guide for autoguidance (default: the preset's; embedded presets only)")
     seed: int = option(0, "random seed")

@@ -33,6 +33,7 @@ from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.diffusion.validation import validation_indices
 from cardiofair.errors import SettingsError
+from cardiofair.prompts import prompt_phrases
 from cardiofair.settings import TrainOptions
 from cardiofair.stages import train as train_stage
 from cardiofair.threads import THREAD_POLICY, one_thread_each
@@ -557,3 +558,27 @@ def test_the_first_steps_draw_the_early_batch(dataset, tmp_path):
     assert "batch 4, 2 for the first 3 steps" in train_module.describe_budget(settings)
     out = train(dataset, tmp_path / "early", replace(settings, max_steps=4), progress_bar=False)
     assert TrainedGenerator(out).sample(np.stack([r.mask for r in load_dataset(dataset)[:1]]), [PROMPT], [0]).shape[0] == 1
+
+
+def test_attribute_dropout_leaves_out_single_phrases_and_off_draws_whole_prompts(dataset):
+    """Each attribute's phrase is left out on its own (so "Female" is also seen without the rest),
+    the phrases kept stay in the grammar's order, and at 0 every prompt is drawn whole."""
+    preset = get_preset("tiny")
+    data = train_module.TrainingData.from_dataset(dataset, preset)
+    tokenizer = build_prompt_tokenizer(data.prompts)
+
+    def drawn(settings) -> list[tuple[str, ...]]:
+        batches = train_module.BatchSource(data, tokenizer, preset, settings)
+        ids = torch.cat([batches.draw(torch.Generator().manual_seed(step), False, step)[1] for step in range(40)])
+        return [tuple(prompt_phrases(text)) for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    whole = {tuple(prompt_phrases(p.lower())) for p in data.prompts}
+    assert set(drawn(_settings(batch_size=8, prompt_dropout=0.0))) <= whole
+    dropped = drawn(_settings(batch_size=8, prompt_dropout=0.0, attribute_dropout=0.5))
+    shortened = [p for p in dropped if p not in whole]
+    assert shortened, "no phrase was ever left out at 0.5"
+    # What is kept is a subsequence of a training prompt: phrases dropped, never reordered or mixed.
+    assert all(any(list(p) == [ph for ph in w if ph in p] for w in whole) for p in shortened)
+    assert {("female",), ("male",)} & set(dropped), "the sex phrase was never drawn alone"
+    with pytest.raises(SettingsError, match="attribute_dropout"):
+        _settings(attribute_dropout=1.0)

@@ -40,6 +40,11 @@ class TrainingDefaults:
     weight_decay: float = 0.0
     ema_decay: float | None = 0.999
     prompt_dropout: float = 0.1
+    # Each attribute's phrase left out of a training prompt with this probability, independently:
+    # the model then also learns what "Female" or "heart failure" alone draws, from every record
+    # that carries it, which a cell that is nearly absent (women with heart failure under
+    # scarcity) has to be composed from. 0 trains on whole prompts only.
+    attribute_dropout: float = 0.0
     balance_cap: float = 5.0
     min_snr_gamma: float | None = 5.0
     # Training timesteps are drawn from [min_timestep, num_train_timesteps): noise levels below

@@ -65,7 +65,7 @@ from cardiofair.diffusion.presets import Preset, TrainingDefaults, get_preset, g
 from cardiofair.diffusion.tokenizer import tokenize
 from cardiofair.diffusion.validation import validate, write_loss_curve
 from cardiofair.errors import InputError, OutputExistsError, SettingsError
-from cardiofair.prompts import is_missing
+from cardiofair.prompts import is_missing, prompt_phrases
 from cardiofair.threads import batch_parts, each_part, one_thread_each
 
 
@@ -100,8 +100,9 @@ class TrainSettings(TrainingDefaults):
             raise SettingsError(None, "max_steps and batch_size must be at least 1")
         if self.early_batch_size is not None and self.early_batch_size < 1:
             raise SettingsError("early_batch_size", f"must be at least 1, got {self.early_batch_size}")
-        if not 0.0 <= self.prompt_dropout < 1.0:
-            raise SettingsError("prompt_dropout", "must be in [0, 1)")
+        for name in ("prompt_dropout", "attribute_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise SettingsError(name, "must be in [0, 1)")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise SettingsError("mixed_precision", "must be no, fp16 or bf16")
         if self.min_timestep < 0:
@@ -249,10 +250,11 @@ class BatchSource:
     """Draws training batches: balanced by prompt, with prompt dropout for classifier-free guidance."""
 
     def __init__(self, data: TrainingData, tokenizer, preset: Preset, settings: TrainSettings):
-        self.data, self.preset, self.settings = data, preset, settings
+        self.data, self.preset, self.settings, self.tokenizer = data, preset, settings, tokenizer
         self.weights = data.sampling_weights(settings.balance_cap)
         self.prompt_ids = tokenize(tokenizer, data.prompts)
         self.empty_ids = tokenize(tokenizer, [""])[0]
+        self.phrases = [prompt_phrases(p) for p in data.prompts]
 
     def size(self, step: int) -> int:
         """Records drawn at ``step`` (from 0)."""
@@ -264,10 +266,21 @@ class BatchSource:
         size = self.size(step)
         index = torch.multinomial(self.weights, size, replacement=True, generator=generator)
         ids = self.prompt_ids[index].clone()
+        if self.settings.attribute_dropout:
+            ids = self._drop_attributes(index, generator)
         ids[torch.rand(size, generator=generator) < self.settings.prompt_dropout] = self.empty_ids
         condition = control_image(self.data.masks[index], self.preset.condition_mode,
                                   self.preset.condition_unshuffle) if conditioned else None
         return index, ids, condition
+
+    def _drop_attributes(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Token ids of the drawn records' prompts, each attribute's phrase left out with
+        probability ``attribute_dropout``."""
+        longest = max(len(self.phrases[i]) for i in index.tolist())
+        kept = torch.rand(len(index), longest, generator=generator) >= self.settings.attribute_dropout
+        prompts = [", ".join(p for p, keep in zip(self.phrases[i], row) if keep)
+                   for i, row in zip(index.tolist(), kept.tolist())]
+        return tokenize(self.tokenizer, prompts)
 
 
 def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource, noise_scheduler: DDPMScheduler,

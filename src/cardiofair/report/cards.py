@@ -126,7 +126,9 @@ def model_card(generator: GeneratorFacts | None, *, datasets: Sequence[str], qua
                          if settings.get("early_batch_size") and settings.get("early_steps") else "")
                       + f", EMA {settings.get('ema_decay')}"),
         ("prompt dropout (for guidance) / rare-prompt weight cap", f"{settings.get('prompt_dropout')} / "
-                                                                   f"{settings.get('balance_cap')}"),
+                                                                   f"{settings.get('balance_cap')}"
+         + (f"; each attribute left out at {settings['attribute_dropout']}" if settings.get("attribute_dropout")
+            else "")),
         ("training timesteps / min-SNR gamma", f"from {settings.get('min_timestep', 0)} on / "
                                                f"{settings.get('min_snr_gamma')}"),
         ("guide for autoguidance", _guide(generator, settings, training)),
