@@ -12,6 +12,7 @@ from cardiofair.prompts import (
     parse_prompt,
     prompt_from_attributes,
     subgroup_cell,
+    without_attribute,
 )
 
 
@@ -118,3 +119,11 @@ def test_prompt_from_attributes_refuses_values_that_would_not_parse_back():
         prompt_from_attributes({"bmi": "normal BMI"})
     with pytest.raises(ValueError, match="does not parse back"):
         prompt_from_attributes({"diagnosis": "heart failure, severe", "sex": "Male"})
+
+
+def test_without_attribute_leaves_out_that_phrase_alone():
+    prompt = "Female, age in 60s, normal BMI, heart failure"
+    assert without_attribute(prompt, "sex") == "age in 60s, normal BMI, heart failure"
+    assert without_attribute(prompt, "diagnosis") == "Female, age in 60s, normal BMI"
+    assert without_attribute(without_attribute(prompt, "bmi"), "age") == "Female, heart failure"
+    assert without_attribute("age in 60s", "sex") == "age in 60s"

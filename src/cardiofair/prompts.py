@@ -191,6 +191,11 @@ def parse_prompt(prompt: str, schema: PromptSchema = DEFAULT_SCHEMA) -> dict[str
     return values
 
 
+def without_attribute(prompt: str, attribute: str, schema: PromptSchema = DEFAULT_SCHEMA) -> str:
+    """The prompt with ``attribute``'s phrase left out (unchanged where it has none)."""
+    return ", ".join(p for p in prompt_phrases(prompt) if _parse_phrase(p, schema)[0] != attribute)
+
+
 def _parse_phrase(phrase: str, schema: PromptSchema) -> tuple[str, str]:
     attributes = schema.attributes
     if "sex" in attributes and phrase in SEXES:

@@ -298,13 +298,18 @@ class MaskSettings:
         _at_least(self, 1, "components")
 
 
-def check_sampling(guidance_start: float | None, autoguidance: float | None) -> None:
+def check_sampling(guidance_start: float | None, autoguidance: float | None, attribute_guidance: float | None,
+                   guided_attribute: str | None) -> None:
     """The ranges of the sampler's settings, wherever they are given (a run's options or a
     model's own sampling); None is a value left to the model."""
     if guidance_start is not None and not 0.0 <= guidance_start < 1.0:
         raise SettingsError("guidance_start", f"must be in [0, 1), got {guidance_start}")
-    if autoguidance is not None and autoguidance < 1.0:
-        raise SettingsError("autoguidance", f"must be at least 1 (1 = off), got {autoguidance}")
+    for name, scale in (("autoguidance", autoguidance), ("attribute_guidance", attribute_guidance)):
+        if scale is not None and scale < 1.0:
+            raise SettingsError(name, f"must be at least 1 (1 = off), got {scale}")
+    if guided_attribute is not None and guided_attribute not in ATTRIBUTES:
+        raise SettingsError("guided_attribute", f"must be a prompt attribute, one of {', '.join(ATTRIBUTES)}; got "
+                            f"{guided_attribute!r}")
 
 
 @dataclass(frozen=True)
@@ -321,14 +326,21 @@ class SamplerOptions:
     autoguidance: float | None = option(None, "autoguidance scale: how far the guided steps are steered away from the "
                                         "model's guide, a shorter-trained copy of itself (1 = off; default: the "
                                         "model's)")
+    attribute_guidance: float | None = option(None, "how far the guided steps are steered towards what the guided "
+                                              "attribute's phrase adds to each prompt, for cells the model rarely saw "
+                                              "whole (1 = off; needs a model trained with --attribute-dropout; "
+                                              "default: the model's)")
+    guided_attribute: str | None = option(None, "the attribute attribute_guidance steers by: sex, age, bmi or "
+                                          "diagnosis (default: the model's, sex)")
 
     def __post_init__(self) -> None:
-        check_sampling(self.guidance_start, self.autoguidance)
+        check_sampling(self.guidance_start, self.autoguidance, self.attribute_guidance, self.guided_attribute)
 
     def sampler_overrides(self) -> dict[str, Any]:
         """The sampler values this run sets (None keeps the model's)."""
         return {k: getattr(self, k) for k in ("sampler", "steps", "guidance_scale", "controlnet_scale",
-                                              "guidance_start", "autoguidance")}
+                                              "guidance_start", "autoguidance", "attribute_guidance",
+                                              "guided_attribute")}
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,39 @@ def test_guidance_left_out_of_the_noisiest_steps_runs_one_pass_there(generator, 
         guided.override(guidance_start=1.0)
 
 
+def test_attribute_guidance_steers_by_what_the_attributes_phrase_adds(generator, masks):
+    """One more pass per guided step reads the prompt without the guided attribute's phrase; the
+    images move only by what that phrase adds, so a prompt without it draws what no attribute
+    guidance draws (up to the float rounding of a pass of another batch)."""
+    prompts = []
+    encode = generator.pipeline.encode_prompts
+    generator.pipeline.encode_prompts = lambda texts, *args: prompts.append(list(texts)) or encode(texts, *args)
+    sampler = SamplerSettings(sampler="dpm++", steps=4, guidance_scale=3.0, guidance_start=0.5)
+    steered = sampler.override(attribute_guidance=3.0)
+    batches = []
+    hook = generator.pipeline.unet.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    try:
+        with one_thread_each():  # the batch whole, not in a part per thread
+            guided = generator.sample(masks, [PROMPT] * 2, [4, 4], steered)
+    finally:
+        hook.remove()
+        generator.pipeline.encode_prompts = encode
+    assert ["age in 60s, normal BMI, heart failure"] * 2 in prompts
+    # Two unguided steps, then on each guided step the whole and empty prompts, and the one without sex.
+    assert batches == [2, 2, 4, 2, 4, 2] and steered.passes == sum(batches) // 2
+    assert not np.allclose(guided, generator.sample(masks, [PROMPT] * 2, [4, 4], sampler), atol=1e-5)
+    sexless = ["age in 60s, normal BMI, heart failure"] * 2
+    np.testing.assert_allclose(generator.sample(masks, sexless, [4, 4], steered),
+                               generator.sample(masks, sexless, [4, 4], sampler), atol=1e-4)
+    age = steered.override(guided_attribute="age")
+    assert not np.allclose(generator.sample(masks, [PROMPT] * 2, [4, 4], age), guided, atol=1e-5)
+    assert steered.describe() == "dpm++, 4 steps, guidance 3 and sex guidance 3 from step 3, ControlNet scale 1"
+    with pytest.raises(ValueError, match="attribute_guidance"):
+        sampler.override(attribute_guidance=0.5)
+    with pytest.raises(ValueError, match="guided_attribute"):
+        sampler.override(guided_attribute="vendor")
+
+
 def test_unknown_prompt_words_warn_instead_of_failing(generator, masks):
     with pytest.warns(UserWarning, match="unknown to the model"):
         images = generator.sample(masks[:1], ["Female, age in 60s, purple BMI"], [0])

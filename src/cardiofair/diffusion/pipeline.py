@@ -3,8 +3,10 @@
 The UNet denoises (pixels, or a VAE's latents), the text encoder reads the prompt through
 cross-attention, the ControlNet reads the mask. Classifier-free guidance runs the conditional
 and unconditional passes in one batch; autoguidance adds a pass of the model's guide, a
-shorter-trained copy of its UNet, ControlNet and text encoder. Each image has its own generator,
-so a record's sample depends on its seed, not on which batch it was drawn in.
+shorter-trained copy of its UNet, ControlNet and text encoder; attribute guidance a pass of the
+prompt without one attribute's phrase. Each image has its own generator, so a record's sample
+depends on its seed, not on which batch it was drawn in, up to float rounding (about 5e-7): the
+batch's other records change how the CPU kernels sum.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cardiofair.diffusion.conditioning import control_image, join_mask, mask_con
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.diffusion.tokenizer import tokenize
 from cardiofair.errors import SettingsError
+from cardiofair.prompts import without_attribute
 from cardiofair.threads import batch_parts, each_part, one_thread_each
 
 SAMPLERS = {
@@ -136,9 +139,12 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         batch = masks.shape[0]
         device = self.unet.device
         unconditional_pass, guide_pass = settings.guidance_scale > 1.0, settings.autoguidance > 1.0
+        attribute_pass = settings.attribute_guidance > 1.0
         condition = control_image(masks.to(device), condition_mode, self.config.condition_unshuffle)
         embeddings = self.encode_prompts(list(prompts) + ([""] * batch if unconditional_pass else []))
         guide_embeddings = self.encode_prompts(prompts, self.guide_text_encoder) if guide_pass else None
+        without_embeddings = self.encode_prompts([without_attribute(p, settings.guided_attribute) for p in prompts]) \
+            if attribute_pass else None
         shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
         sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
         sample = sample * self.scheduler.init_noise_sigma
@@ -160,12 +166,16 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                 # has not yet trained away (Karras et al. 2024, "Guiding a diffusion model with a
                 # bad version of itself").
                 passes.append((self.guide_unet, self.guide_controlnet, model_input, guide_embeddings, condition))
-            prediction, *guide = self.predict_passes(passes, t, settings.controlnet_scale, threads)
+            if attribute_pass and steered:
+                passes.append((self.unet, self.controlnet, model_input, without_embeddings, condition))
+            prediction, *others = self.predict_passes(passes, t, settings.controlnet_scale, threads)
             conditional = prediction[:batch]
             if both:
                 prediction = prediction[batch:] + settings.guidance_scale * (conditional - prediction[batch:])
-            if guide:
-                prediction = prediction + (settings.autoguidance - 1.0) * (conditional - guide[0])
+            if guide_pass and steered:
+                prediction = prediction + (settings.autoguidance - 1.0) * (conditional - others.pop(0))
+            if attribute_pass and steered:
+                prediction = prediction + (settings.attribute_guidance - 1.0) * (conditional - others.pop(0))
             sample = self.scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
@@ -232,6 +242,9 @@ def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str
     if settings.autoguidance > 1.0:
         raise SettingsError("autoguidance", "must be 1 for a Stable Diffusion model: diffusers' "
                             "StableDiffusionControlNetPipeline has no guide model")
+    if settings.attribute_guidance > 1.0:
+        raise SettingsError("attribute_guidance", "must be 1 for a Stable Diffusion model: diffusers' "
+                            "StableDiffusionControlNetPipeline guides by the whole prompt only")
     condition = mask_condition(masks, condition_mode)
     images = pipeline(prompt=list(prompts), image=condition, height=masks.shape[-2], width=masks.shape[-1],
                       num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,

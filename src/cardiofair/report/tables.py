@@ -290,6 +290,7 @@ PLAN_COLUMNS = ("cell", "real_count", "requested_count", "synthetic_count", "tar
 PROVENANCE_COLUMNS = {"model_id": "model", "model_hash": "model weights hash", "sampler": "sampler",
                       "sampler_steps": "sampler steps", "guidance_scale": "guidance scale",
                       "guidance_start": "unguided share of steps", "autoguidance": "autoguidance",
+                      "attribute_guidance": "attribute guidance", "guided_attribute": "guided attribute",
                       "controlnet_scale": "ControlNet scale",
                       "mask_policy": "mask policy"}
 
