@@ -194,7 +194,7 @@ class Explorer:
         # A relative folder is relative to where `cardiofair quality` ran; a study keeps its judges
         # in the run folder beside quality/.
         folder = next((f for f in (named, self.quality.parent / "evaluators" / named.name)
-                       if (f / "evaluators.json").is_file()), None)
+                       if (f / Evaluators.FILE).is_file()), None)
         if folder is None:
             return None, f"the judges named by {self.quality / result.FILE} are no longer in {named}: run `cardiofair quality` again"
         return Evaluators.load(folder), f"judges from {folder}"

@@ -156,7 +156,7 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     ``beside``, work that does not need them, runs on one torch thread either way: beside their
     training, or on its own when they were cached, so that its results do not depend on the cache."""
     folder = (cache or default_cache()) / training_hash(real, settings)
-    if (folder / "evaluators.json").is_file():
+    if (folder / Evaluators.FILE).is_file():
         log(f"evaluators: cached in {folder}")
         if beside is not None:
             with one_thread_each():
@@ -177,7 +177,7 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     try:
         os.replace(staging, folder)
     except OSError:
-        if not (folder / "evaluators.json").is_file():
+        if not (folder / Evaluators.FILE).is_file():
             raise
     return evaluators, folder
 
