@@ -42,7 +42,14 @@ from tqdm.auto import tqdm
 
 from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
 from cardiofair.data.preview import mask_overlay, png_bytes
-from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
+from cardiofair.data.records import (
+    ImageSet,
+    ImageSizeError,
+    load_images,
+    read_manifest,
+    same_size,
+    synthetic_records,
+)
 from cardiofair.data.split import SPLITS, check_splits, learned_held_out
 from cardiofair.data.summary import attribute_table, cell_attributes
 from cardiofair.errors import CardiofairError
@@ -107,7 +114,7 @@ def load_real_splits(root: Path, progress: bool = True) -> dict[str, ImageSet]:
 def load_synthetic(root: Path, progress: bool = True) -> ImageSet:
     """The synthetic records of a generated (or merged) dataset."""
     manifest = read_manifest(root)
-    synthetic = manifest[[is_synthetic(row) for row in manifest.to_dict("records")]]
+    synthetic = synthetic_records(manifest)
     if synthetic.empty:
         raise QualityError(f"{root} holds no synthetic records (is_synthetic is false everywhere)")
     return _load_set(root, synthetic, "synthetic", progress)
