@@ -46,7 +46,7 @@ def output_file(folder: str | os.PathLike, name: str, stage: str) -> Path:
     return path
 
 
-def _card(folder: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
+def _json_object(folder: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
     """The JSON object ``name`` in ``stage``'s output ``folder``."""
     path = output_file(folder, name, stage)
     try:
@@ -89,7 +89,7 @@ class _JsonResult:
     def load(cls: type[Result], folder: str | os.PathLike) -> Result:
         """The result in a stage's output ``folder``, with an error that says what to run when
         it is missing or unreadable."""
-        return cls.from_dict(_card(folder, cls.FILE, cls.STAGE), str(Path(folder) / cls.FILE))
+        return cls.from_dict(_json_object(folder, cls.FILE, cls.STAGE), str(Path(folder) / cls.FILE))
 
 
 # Results holding a table are not compared or hashed as a whole (eq=False).
@@ -147,7 +147,7 @@ class _ModelResult:
     def load(cls: type[Model], folder: str | os.PathLike) -> Model:
         """The model's card in ``folder``, with an error that says what to run when it is missing
         or the model unfinished."""
-        return cls(Path(folder), _card(folder, cls.FILE, cls.STAGE))
+        return cls(Path(folder), _json_object(folder, cls.FILE, cls.STAGE))
 
 
 @dataclass(frozen=True)
