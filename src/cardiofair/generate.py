@@ -54,6 +54,7 @@ from cardiofair.masks.anatomy import nearest_masks
 from cardiofair.masks.shape_model import ShapeModel, draw_valid
 from cardiofair.plan import REQUIRED_PLAN_COLUMNS, dose_count
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, parse_prompt, prompt_from_attributes
+from cardiofair.results import GenerateResult
 from cardiofair.settings import DRAWN_MASK_POLICY, MASK_POLICIES, GenerateSettings, SampleSettings
 
 RUN_FILE = "generate-run.json"
@@ -453,7 +454,7 @@ def sample(model_dir: str | os.PathLike, mask_path: str | os.PathLike, prompt: s
 def _write_manifest(out: Path, batches: Sequence[Sequence[Job]], run: dict) -> None:
     rows = [row for number, batch in enumerate(batches) for row in _finished_batch(out, number, batch)]
     manifest = pd.DataFrame(sorted(rows, key=lambda r: r["record_id"]), columns=None if rows else list(MANIFEST_COLUMNS))
-    atomic_write(out / "manifest.csv", manifest.to_csv(index=False))
+    atomic_write(out / GenerateResult.FILE, manifest.to_csv(index=False))
     # A smaller dose than an earlier run's: its extra records leave the dataset entirely.
     for stale in sorted((out / "rows").glob("batch-*.json"))[len(batches):]:
         stale.unlink()

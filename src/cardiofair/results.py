@@ -1,11 +1,13 @@
-"""What the quality and fairness stages write, typed: one class per result file, holding its
-file name, its sections as fields, and ``save``/``load``.
+"""What the stages write, typed: one class per stage's result, holding its file names, what a
+reader needs of it as fields, and ``load`` (and ``save`` where the stage itself writes the file).
 
 The stage that computes a result saves it; the report, the app and the printed summaries load
 it from here, so its format lives in one place and a result of another version fails with a
-message instead of a ``KeyError`` deep in a table. The sections are the nested dictionaries of
-the JSON file (documented on each field); plain data, no numpy or torch, so that reading a result
-loads no model code.
+message instead of a ``KeyError`` deep in a table. The quality and fairness results are JSON
+files whose sections are nested dictionaries (documented on each field). Nothing here imports
+numpy, pandas or torch at import, so that reading a result loads no model code and a study file
+is checked before pandas loads: the tables of the split, the plan and the synthetic records are
+read with pandas when they are loaded.
 """
 
 from __future__ import annotations
@@ -14,17 +16,46 @@ import json
 import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, TypeVar
 
+from cardiofair.data import MANIFEST
 from cardiofair.diagnoses import HEART_FAILURE
 from cardiofair.errors import InputError, MissingInputError
 from cardiofair.io import atomic_write, json_ready
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 Result = TypeVar("Result", bound="_JsonResult")
+Model = TypeVar("Model", bound="_ModelResult")
 
 
 class ResultError(InputError):
     """A result folder that does not hold a finished, readable result of its stage."""
+
+
+def output_file(folder: str | os.PathLike, name: str, stage: str) -> Path:
+    """The file ``name`` in ``stage``'s output ``folder``, with an error that says what to run
+    when the folder or the file is missing."""
+    if not Path(folder).is_dir():
+        raise MissingInputError(f"{folder} is not a folder: give the output folder of `cardiofair {stage}`")
+    path = Path(folder) / name
+    if not path.is_file():
+        raise ResultError(f"{folder} holds no {name}: is it the output folder of `cardiofair {stage}`, "
+                          "and did the run finish?")
+    return path
+
+
+def _json_object(folder: str | os.PathLike, name: str, stage: str) -> dict[str, Any]:
+    """The JSON object ``name`` in ``stage``'s output ``folder``."""
+    path = output_file(folder, name, stage)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ResultError(f"{path} is not valid JSON ({error}); run `cardiofair {stage}` again") from None
+    if not isinstance(data, dict):
+        raise ResultError(f"{path} is not a {stage} result; run `cardiofair {stage}` again")
+    return data
 
 
 @dataclass(frozen=True)
@@ -58,20 +89,130 @@ class _JsonResult:
     def load(cls: type[Result], folder: str | os.PathLike) -> Result:
         """The result in a stage's output ``folder``, with an error that says what to run when
         it is missing or unreadable."""
-        path = Path(folder) / cls.FILE
-        if not Path(folder).is_dir():
-            raise MissingInputError(f"{folder} is not a folder: give the output folder of `cardiofair {cls.STAGE}`")
-        if not path.is_file():
-            raise ResultError(f"{folder} holds no {cls.FILE}: is it the output folder of `cardiofair {cls.STAGE}`, "
-                              "and did the run finish?")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ResultError(f"{path} is not valid JSON ({error}); run `cardiofair {cls.STAGE}` again") from None
-        if not isinstance(data, dict):
-            raise ResultError(f"{path} is not a {cls.STAGE} result; run `cardiofair {cls.STAGE}` again")
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(_json_object(folder, cls.FILE, cls.STAGE), str(Path(folder) / cls.FILE))
 
+
+# Results holding a table are not compared or hashed as a whole (eq=False).
+@dataclass(frozen=True, eq=False)
+class _DatasetResult:
+    """A prepared dataset, read from its manifest."""
+
+    FILE: ClassVar[str] = MANIFEST
+    STAGE: ClassVar[str]
+
+    @classmethod
+    def _manifest(cls, folder: str | os.PathLike) -> pd.DataFrame:
+        """The manifest in ``folder``, with an error that says what to run when there is none."""
+        from cardiofair.data.records import read_manifest
+
+        output_file(folder, cls.FILE, cls.STAGE)
+        return read_manifest(folder)
+
+
+@dataclass(frozen=True, eq=False)
+class SplitResult(_DatasetResult):
+    """A prepared dataset's split by subject (:mod:`cardiofair.data.split`), stored as the
+    ``split`` column of its manifest."""
+
+    STAGE: ClassVar[str] = "split"
+
+    dataset: Path
+    # Subjects per diagnosis (rows) and split (columns), with totals.
+    subjects: pd.DataFrame
+
+    @classmethod
+    def load(cls, dataset: str | os.PathLike) -> "SplitResult":
+        """The split of the prepared dataset ``dataset``, with an error that says what to run when
+        it is missing."""
+        from cardiofair.data.split import subjects_per_split
+
+        manifest = cls._manifest(dataset)
+        if "split" not in manifest.columns:
+            raise ResultError(f"{dataset} is not split: run `cardiofair {cls.STAGE} {dataset}`")
+        return cls(Path(dataset), subjects_per_split(manifest))
+
+
+@dataclass(frozen=True)
+class _ModelResult:
+    """A trained model's folder: its weights, and its card, written last, so that the card's
+    presence marks a finished model."""
+
+    FILE: ClassVar[str] = "cardiofair.json"
+    STAGE: ClassVar[str]
+
+    folder: Path
+    card: dict[str, Any]
+
+    @classmethod
+    def load(cls: type[Model], folder: str | os.PathLike) -> Model:
+        """The model's card in ``folder``, with an error that says what to run when it is missing
+        or the model unfinished."""
+        return cls(Path(folder), _json_object(folder, cls.FILE, cls.STAGE))
+
+
+@dataclass(frozen=True)
+class TrainResult(_ModelResult):
+    """A trained generator (:mod:`cardiofair.diffusion`): its weights, one folder per component;
+    its card holds its preset, size, prompt schema, training cells, training run and default
+    sampling."""
+
+    STAGE: ClassVar[str] = "train"
+    # The run's own files: its settings, loss curve, checkpoints and validation grids.
+    TRAINING: ClassVar[str] = "training"
+
+
+@dataclass(frozen=True)
+class MasksResult(_ModelResult):
+    """A mask generator (:mod:`cardiofair.masks.shape_model`): its arrays in :attr:`WEIGHTS`; its
+    card holds its kind, components, the variance they keep, the attribute levels it saw and its
+    training records."""
+
+    STAGE: ClassVar[str] = "masks"
+    WEIGHTS: ClassVar[str] = "shape_model.safetensors"
+
+
+@dataclass(frozen=True, eq=False)
+class PlanResult:
+    """The synthesis plan (:mod:`cardiofair.plan`): one row per subgroup cell, how many synthetic
+    records it gets and how their masks are found."""
+
+    # Its name in a study's plan folder; by hand, `cardiofair plan --out` names the file.
+    FILE: ClassVar[str] = "plan.csv"
+    STAGE: ClassVar[str] = "plan"
+
+    path: Path
+    plan: pd.DataFrame
+
+    @classmethod
+    def load(cls, folder_or_path: str | os.PathLike) -> "PlanResult":
+        """The plan CSV at ``folder_or_path`` (or :attr:`FILE` in that folder), checked row by row,
+        with an error that says what to run when it is missing."""
+        from cardiofair.plan import read_plan
+
+        given = Path(folder_or_path)
+        path = output_file(given, cls.FILE, cls.STAGE) if given.is_dir() else \
+            output_file(given.parent, given.name, cls.STAGE)
+        return cls(path, read_plan(path))
+
+
+@dataclass(frozen=True, eq=False)
+class GenerateResult(_DatasetResult):
+    """A synthetic dataset (:mod:`cardiofair.generate`): a prepared dataset whose records were
+    drawn by the generator, each with its prompt, planned cell, seed and provenance."""
+
+    STAGE: ClassVar[str] = "generate"
+
+    folder: Path
+    # The manifest's synthetic rows (a merged dataset also holds real ones).
+    records: pd.DataFrame
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "GenerateResult":
+        """The synthetic records in ``folder``, with an error that says what to run when it holds
+        no dataset."""
+        from cardiofair.data.records import synthetic_records
+
+        return cls(Path(folder), synthetic_records(cls._manifest(folder)))
 
 
 @dataclass(frozen=True)
@@ -179,3 +320,30 @@ class FairnessResult(_JsonResult):
         """The reference arm's tree (the first arm's when the reference arm is absent)."""
         return self.arms.get(self.reference_arm) or next(iter(self.arms.values()))
 
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The study on one page (:mod:`cardiofair.report`), with the model card, the datasheet and
+    the figures written beside it; the page is written last, so that its presence marks a
+    finished report."""
+
+    FILE: ClassVar[str] = "report.html"
+    STAGE: ClassVar[str] = "report"
+    # Beside the page: the generator's card, the synthetic dataset's datasheet (both Markdown)
+    # and a folder of the page's figures, one PNG each.
+    MODEL_CARD: ClassVar[str] = "model_card.md"
+    DATASHEET: ClassVar[str] = "datasheet.md"
+    FIGURES: ClassVar[str] = "figures"
+
+    page: Path
+    model_card: Path
+    datasheet: Path
+    figures: Path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "ReportResult":
+        """The report in ``folder``, with an error that says what to run when it is missing or
+        unfinished."""
+        page = output_file(folder, cls.FILE, cls.STAGE)
+        return cls(page, *(output_file(folder, name, cls.STAGE) for name in (cls.MODEL_CARD, cls.DATASHEET)),
+                   Path(folder) / cls.FIGURES)

@@ -28,6 +28,7 @@ from cardiofair.config import StudyConfig, config_yaml, resolve
 from cardiofair.errors import CardiofairError
 from cardiofair.io import atomic_write
 from cardiofair.options import input_paths
+from cardiofair.results import MANIFEST, PlanResult, ReportResult
 from cardiofair.settings import DRAWN_MASK_POLICY
 from cardiofair.stages import FAIRNESS, MASKS, REPORT, STAGES, Stage
 
@@ -63,7 +64,7 @@ class Study:
     def paths(self, stage: Stage) -> dict[str, Path | None]:
         """Where the stage reads and writes in the run folder: each stage reads its upstream
         stages' folders."""
-        data, model, plan, synthetic = (self.path("prepare"), self.path("train"), self.path("plan") / "plan.csv",
+        data, model, plan, synthetic = (self.path("prepare"), self.path("train"), self.path("plan") / PlanResult.FILE,
                                         self.path("generate"))
         layout: dict[str, dict[str, Path | None]] = {
             "prepare": {"out": data},
@@ -94,7 +95,7 @@ class Study:
         known once it is prepared (its classifiers detect a diagnosis)."""
         if stage is MASKS and self.config.plan.mask_policy != DRAWN_MASK_POLICY:
             return f"plan.mask_policy is {self.config.plan.mask_policy}, not {DRAWN_MASK_POLICY}"
-        if stage is FAIRNESS and (self.path("prepare") / "manifest.csv").is_file():
+        if stage is FAIRNESS and (self.path("prepare") / MANIFEST).is_file():
             # Imported here: a study file is checked, and --dry-run prints, before pandas loads.
             from cardiofair.data.records import read_manifest
             from cardiofair.data.summary import no_diagnosis_reason
@@ -170,8 +171,8 @@ def run_study(study: Study, force: Sequence[str] = (), dry_run: bool = False,
                                  "command": study.command_line(stage), "seconds": round(seconds, 1),
                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2) + "\n")
         if stage is REPORT:
-            shutil.copyfile(study.path("report") / "report.html", study.folder / "report.html")
-    return study.folder / "report.html"
+            shutil.copyfile(result.page, study.folder / ReportResult.FILE)
+    return study.folder / ReportResult.FILE
 
 
 def stage_times(study: Study) -> dict[str, float]:

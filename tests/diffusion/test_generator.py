@@ -325,8 +325,9 @@ def test_a_study_resumes_only_a_checkpoint_that_is_there(dataset, tmp_path):
     # A checkpoints folder emptied by hand: the stage starts again instead of failing to resume.
     assert not train_stage.continuable(out)
     options = TrainOptions(preset="tiny", max_steps=2, checkpoint_every=1)
-    train_stage.run(options, dataset=dataset, out=out, resume=True, overwrite=True, progress=False)
+    result = train_stage.run(options, dataset=dataset, out=out, resume=True, overwrite=True, progress=False)
     assert (out / "cardiofair.json").is_file() and not train_stage.continuable(out)
+    assert result.folder == out and result.card == json.loads((out / "cardiofair.json").read_text())
     (out / "cardiofair.json").unlink()
     assert train_stage.continuable(out)
     shutil.rmtree(latest_checkpoint(checkpoints))

@@ -23,7 +23,6 @@ from cardiofair.data.records import (
     LABELS,
     STRUCTURES,
     ImageSizeError,
-    is_synthetic,
     load_images,
     load_record,
     read_manifest,
@@ -49,7 +48,7 @@ from cardiofair.prompts import (
     PromptSchema,
     prompt_from_attributes,
 )
-from cardiofair.results import QualityResult
+from cardiofair.results import GenerateResult, QualityResult
 
 # How the browse view orders synthetic records: the worst first for fidelity (what needs a
 # look), the closest to a training image first for privacy (what might be a copy).
@@ -168,8 +167,7 @@ class Explorer:
                            **{f"attribute_{c}": cells[c] for c in cells.columns})
 
     def _synthetic_records(self) -> pd.DataFrame:
-        manifest = read_manifest(self.synthetic)
-        rows = manifest[[is_synthetic(row) for row in manifest.to_dict("records")]].reset_index(drop=True)
+        rows = GenerateResult.load(self.synthetic).records.reset_index(drop=True)
         if rows.empty:
             raise AppError(f"{self.synthetic} holds no synthetic records (is_synthetic is false everywhere)")
         cells = with_cells(rows, self.schema)
@@ -194,7 +192,7 @@ class Explorer:
         # A relative folder is relative to where `cardiofair quality` ran; a study keeps its judges
         # in the run folder beside quality/.
         folder = next((f for f in (named, self.quality.parent / "evaluators" / named.name)
-                       if (f / "evaluators.json").is_file()), None)
+                       if (f / Evaluators.FILE).is_file()), None)
         if folder is None:
             return None, f"the judges named by {self.quality / result.FILE} are no longer in {named}: run `cardiofair quality` again"
         return Evaluators.load(folder), f"judges from {folder}"

@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from cardiofair.data import MANIFEST
 from cardiofair.data.preview import preview_png
 from cardiofair.errors import InputError, MissingInputError, SubjectError
 from cardiofair.io import StagingDirectory, atomic_write
@@ -144,6 +145,11 @@ def real_records(manifest: pd.DataFrame) -> pd.DataFrame:
     return manifest[[not is_synthetic(row) for row in manifest.to_dict("records")]]
 
 
+def synthetic_records(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``manifest`` that are marked synthetic."""
+    return manifest[[is_synthetic(row) for row in manifest.to_dict("records")]]
+
+
 def manifest_row(record: Record, paths: Mapping[str, str]) -> dict[str, Any]:
     """The manifest row of a written record: schema columns first, loader extras after."""
     row = {column: record.meta.get(column) for column in MANIFEST_COLUMNS}
@@ -185,7 +191,7 @@ class DatasetWriter(StagingDirectory):
         manifest = pd.DataFrame(sorted(self.rows, key=lambda r: r["record_id"]))
         if manifest.empty:
             manifest = pd.DataFrame(columns=list(MANIFEST_COLUMNS))
-        manifest.to_csv(self.tmp / "manifest.csv", index=False)
+        manifest.to_csv(self.tmp / MANIFEST, index=False)
         excluded = pd.DataFrame(sorted(self.excluded, key=lambda r: (r["subject_id"], r["file"])),
                                 columns=list(EXCLUDED_COLUMNS))
         excluded.to_csv(self.tmp / "excluded.csv", index=False)
@@ -198,7 +204,7 @@ class DatasetWriter(StagingDirectory):
 
 def read_manifest(root: str | os.PathLike) -> pd.DataFrame:
     """The manifest of a prepared dataset, with a clear error when it is not one."""
-    path = Path(root) / "manifest.csv"
+    path = Path(root) / MANIFEST
     if not path.is_file():
         raise MissingInputError(f"{root} is not a prepared dataset: {path} is missing (run `cardiofair prepare`)")
     manifest = pd.read_csv(path, dtype={"subject_id": str, "record_id": str})

@@ -21,10 +21,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from cardiofair.data import MANIFEST
 from cardiofair.data.records import is_synthetic, read_manifest, real_records
 from cardiofair.data.summary import with_cells
 from cardiofair.errors import InputError, OutputExistsError, SettingsError
 from cardiofair.io import atomic_write
+from cardiofair.prompts import UNKNOWN
 
 SPLITS = ("train", "val", "test")
 HELD_BACK = "held_back"
@@ -106,7 +108,13 @@ def write_splits(root: str | os.PathLike, splits: pd.Series, overwrite: bool = F
         raise OutputExistsError(f"{root} is already split; pass --overwrite to split it again (models and results "
                                 f"made with the old split no longer apply)")
     manifest["split"] = splits.reindex(manifest.index)
-    return atomic_write(root / "manifest.csv", manifest.to_csv(index=False))
+    return atomic_write(root / MANIFEST, manifest.to_csv(index=False))
+
+
+def subjects_per_split(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Subjects per diagnosis (rows) and split (columns) of a split manifest, with totals."""
+    subjects = manifest.drop_duplicates("subject_id")
+    return pd.crosstab(subjects["diagnosis"].astype(object).fillna(UNKNOWN), subjects["split"], margins=True)
 
 
 def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:

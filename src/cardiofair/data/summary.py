@@ -110,9 +110,15 @@ def prevalence_by_group(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_S
 
 def summary_text(root: str | os.PathLike, schema: PromptSchema = DEFAULT_SCHEMA) -> str:
     """The printed summary of a prepared dataset: totals, prevalence by group, cell counts."""
-    manifest = read_manifest(root)
     excluded_path = Path(root) / "excluded.csv"
     n_excluded = len(pd.read_csv(excluded_path)) if excluded_path.is_file() else 0
+    return records_text(root, read_manifest(root), n_excluded, schema)
+
+
+def records_text(root: str | os.PathLike, manifest: pd.DataFrame, n_excluded: int,
+                 schema: PromptSchema = DEFAULT_SCHEMA) -> str:
+    """The printed summary of the records ``manifest`` of the dataset at ``root``, of which
+    ``n_excluded`` subjects were excluded: totals, prevalence by group, cell counts."""
     datasets = ", ".join(sorted(manifest["dataset"].astype(str).unique())) or "empty"
     synthetic = sum(is_synthetic(row) for row in manifest.to_dict("records"))
     lines = [

@@ -16,9 +16,9 @@ from cardiofair import __version__
 from cardiofair.data.split import subject_hashes
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion.presets import Preset, SamplerSettings, TrainingDefaults
-from cardiofair.diffusion.sample import MODEL_CARD
 from cardiofair.io import atomic_write
 from cardiofair.prompts import DEFAULT_SCHEMA
+from cardiofair.results import TrainResult
 
 
 def write_model_card(out: Path, preset: Preset, settings: TrainingDefaults, manifest: pd.DataFrame, steps: int,
@@ -52,4 +52,4 @@ def write_model_card(out: Path, preset: Preset, settings: TrainingDefaults, mani
         # subjects this model learned, without writing patient identifiers into a shareable model.
         "training_subject_hashes": subject_hashes(manifest["subject_id"]),
     }
-    atomic_write(out / MODEL_CARD, json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write(out / TrainResult.FILE, json.dumps(info, indent=2, default=str) + "\n")

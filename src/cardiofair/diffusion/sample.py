@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,8 +14,7 @@ from tqdm import tqdm
 from cardiofair.diffusion.pipeline import CardiacControlNetPipeline, draw, make_sampler, stable_diffusion_pipeline_class
 from cardiofair.diffusion.presets import SamplerSettings
 from cardiofair.errors import InputError, MissingInputError
-
-MODEL_CARD = "cardiofair.json"
+from cardiofair.results import TrainResult
 
 
 class ModelNotFoundError(MissingInputError):
@@ -68,11 +66,11 @@ class TrainedGenerator:
     @staticmethod
     def read_card(model_dir: str | os.PathLike) -> dict[str, Any]:
         """A model directory's ``cardiofair.json``, with a clear error when the model is unfinished."""
-        card = Path(model_dir) / MODEL_CARD
+        card = Path(model_dir) / TrainResult.FILE
         if not card.is_file():
             raise ModelNotFoundError(f"{model_dir} is not a finished cardiofair model: {card} is missing "
                                      f"(train one with `cardiofair train`, or resume an interrupted run with --resume)")
-        return json.loads(card.read_text())
+        return TrainResult.load(model_dir).card
 
     @property
     def size(self) -> int:

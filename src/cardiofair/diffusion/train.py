@@ -66,6 +66,7 @@ from cardiofair.diffusion.tokenizer import tokenize
 from cardiofair.diffusion.validation import validate, write_loss_curve
 from cardiofair.errors import InputError, OutputExistsError, SettingsError
 from cardiofair.prompts import is_missing, prompt_phrases
+from cardiofair.results import TrainResult
 from cardiofair.threads import batch_parts, each_part, one_thread_each
 
 
@@ -378,7 +379,7 @@ def train(
     mixed_precision = settings.mixed_precision if torch.cuda.is_available() else "no"
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation, mixed_precision=mixed_precision)
     main_process = accelerator.is_main_process
-    training_dir = out / "training"
+    training_dir = out / TrainResult.TRAINING
     checkpoints = training_dir / "checkpoints"
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise OutputExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to start again")

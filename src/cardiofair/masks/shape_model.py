@@ -38,9 +38,8 @@ from cardiofair import __version__
 from cardiofair.errors import CardiofairError, MissingInputError
 from cardiofair.masks.anatomy import failed_checks
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema
+from cardiofair.results import MasksResult
 
-MODEL_CARD = "cardiofair.json"
-WEIGHTS = "shape_model.safetensors"
 KIND = "mask-generator"
 # Signed distances are clipped at this many pixels: far from a boundary the distance says nothing
 # about the shape, and unclipped it would dominate the principal components.
@@ -155,21 +154,20 @@ class ShapeModel:
     def save(self, folder: Path) -> None:
         """Write the arrays, then the card (its presence marks a finished model)."""
         save_file({"mean": self.mean, "components": self.components, "effects": self.effects,
-                   "residual_factors": self.residual_factors}, str(folder / WEIGHTS))
-        (folder / MODEL_CARD).write_text(json.dumps(self.info, indent=2) + "\n")
+                   "residual_factors": self.residual_factors}, str(folder / MasksResult.WEIGHTS))
+        (folder / MasksResult.FILE).write_text(json.dumps(self.info, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "ShapeModel":
         """A mask generator written by :meth:`save`; a folder without one is a clear error."""
         folder = Path(folder)
-        card = folder / MODEL_CARD
-        if not card.is_file() or not (folder / WEIGHTS).is_file():
-            raise MissingInputError(f"{folder} holds no mask generator ({MODEL_CARD} and {WEIGHTS}); train one with "
-                                    f"`cardiofair masks DATASET --out {folder}`")
-        info = json.loads(card.read_text())
+        if not (folder / MasksResult.FILE).is_file() or not (folder / MasksResult.WEIGHTS).is_file():
+            raise MissingInputError(f"{folder} holds no mask generator ({MasksResult.FILE} and {MasksResult.WEIGHTS}); "
+                                    f"train one with `cardiofair masks DATASET --out {folder}`")
+        info = MasksResult.load(folder).card
         if info.get("kind") != KIND:
             raise MaskModelError(f"{folder} holds a {info.get('kind', 'image generator')}, not a mask generator")
-        arrays = load_file(str(folder / WEIGHTS))
+        arrays = load_file(str(folder / MasksResult.WEIGHTS))
         return cls(arrays["mean"], arrays["components"], arrays["effects"], arrays["residual_factors"], info)
 
 

@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -148,6 +148,10 @@ def degrade(images: torch.Tensor, masks: torch.Tensor, settings: Augmentation,
 class Evaluators:
     """The trained segmenter and attribute classifier, with their class lists and validation scores."""
 
+    # Their class lists and validation scores, written last, so that its presence marks a
+    # complete set of judges.
+    FILE: ClassVar[str] = "evaluators.json"
+
     segmenter: SegmentationNet
     classifier: AttributeNet
     classes: dict[str, list[str]]
@@ -216,14 +220,14 @@ class Evaluators:
         for name, network in (("segmenter", self.segmenter), ("classifier", self.classifier)):
             # Trained channels-last; safetensors stores plain row-major tensors.
             save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(folder / f"{name}.safetensors"))
-        (folder / "evaluators.json").write_text(json.dumps({"classes": self.classes, "validation": self.validation},
-                                                           indent=2) + "\n")
+        (folder / self.FILE).write_text(json.dumps({"classes": self.classes, "validation": self.validation},
+                                                   indent=2) + "\n")
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Evaluators":
         folder = Path(folder)
-        info = json.loads((folder / "evaluators.json").read_text())
+        info = json.loads((folder / cls.FILE).read_text())
         segmenter = SegmentationNet()
         segmenter.load_state_dict(load_file(str(folder / "segmenter.safetensors")))
         classifier = AttributeNet({name: len(values) for name, values in info["classes"].items()})

@@ -42,7 +42,14 @@ from tqdm.auto import tqdm
 
 from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
 from cardiofair.data.preview import mask_overlay, png_bytes
-from cardiofair.data.records import ImageSet, ImageSizeError, is_synthetic, load_images, read_manifest, same_size
+from cardiofair.data.records import (
+    ImageSet,
+    ImageSizeError,
+    load_images,
+    read_manifest,
+    same_size,
+    synthetic_records,
+)
 from cardiofair.data.split import SPLITS, check_splits, learned_held_out
 from cardiofair.data.summary import attribute_table, cell_attributes
 from cardiofair.errors import CardiofairError
@@ -107,7 +114,7 @@ def load_real_splits(root: Path, progress: bool = True) -> dict[str, ImageSet]:
 def load_synthetic(root: Path, progress: bool = True) -> ImageSet:
     """The synthetic records of a generated (or merged) dataset."""
     manifest = read_manifest(root)
-    synthetic = manifest[[is_synthetic(row) for row in manifest.to_dict("records")]]
+    synthetic = synthetic_records(manifest)
     if synthetic.empty:
         raise QualityError(f"{root} holds no synthetic records (is_synthetic is false everywhere)")
     return _load_set(root, synthetic, "synthetic", progress)
@@ -156,7 +163,7 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     ``beside``, work that does not need them, runs on one torch thread either way: beside their
     training, or on its own when they were cached, so that its results do not depend on the cache."""
     folder = (cache or default_cache()) / training_hash(real, settings)
-    if (folder / "evaluators.json").is_file():
+    if (folder / Evaluators.FILE).is_file():
         log(f"evaluators: cached in {folder}")
         if beside is not None:
             with one_thread_each():
@@ -177,7 +184,7 @@ def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cach
     try:
         os.replace(staging, folder)
     except OSError:
-        if not (folder / "evaluators.json").is_file():
+        if not (folder / Evaluators.FILE).is_file():
             raise
     return evaluators, folder
 

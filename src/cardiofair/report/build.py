@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cardiofair import __version__
-from cardiofair.data.records import ImageSet, is_synthetic, load_images, load_record, read_manifest, real_records
+from cardiofair.data.records import ImageSet, load_images, load_record, read_manifest, real_records
 from cardiofair.data.split import training_rows
 from cardiofair.data.summary import attribute_table, cell_attributes, no_diagnosis_reason, with_cells
 from cardiofair.diagnoses import HEART_FAILURE
@@ -28,12 +28,11 @@ from cardiofair.formatting import Table
 from cardiofair.io import StagingDirectory, atomic_write
 from cardiofair.metrics.group_metrics import oracle_share_lines, power_sentence, too_small_notes
 from cardiofair.metrics.quality_metrics import mask_geometry_table, shown_together
-from cardiofair.plan import read_plan
 from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, prompt_from_attributes
 from cardiofair.report import cards, figures, tables
 from cardiofair.report import html as page
 from cardiofair.report.cards import GeneratorFacts
-from cardiofair.results import FairnessResult, QualityResult, ResultError
+from cardiofair.results import FairnessResult, GenerateResult, PlanResult, QualityResult, ReportResult, ResultError
 
 # The counterfactual row: the same geometry drawn as each of these attribute values in turn
 # (the paper's examples: sex, a young and an old decade, a normal and an obese BMI).
@@ -42,7 +41,6 @@ COUNTERFACTUALS: dict[str, tuple[str, ...]] = {"sex": ("Female", "Male"), "age":
 EXAMPLES_PER_SIDE = 3
 MAX_EXAMPLE_CELLS = 8
 MAX_HISTOGRAM_CELLS = 4
-REPORT_FILE = "report.html"
 BAR_METRICS = ("balanced_accuracy", "true_positive_rate")
 
 
@@ -83,22 +81,22 @@ def load_inputs(real: Path, synthetic: Path | None = None, generator: GeneratorF
     real_rows = real_records(manifest)
     inputs = Inputs(Path(real), real_rows, training_rows(manifest),
                     datasets=sorted(real_rows["dataset"].dropna().astype(str).unique()))
-    if synthetic is not None:
-        rows = read_manifest(synthetic)
-        rows = rows[[is_synthetic(row) for row in rows.to_dict("records")]]
-        if rows.empty:
-            raise ReportError(f"{synthetic} holds no synthetic records (is_synthetic is false everywhere)")
-        inputs.synthetic, inputs.synthetic_rows = Path(synthetic), rows
     inputs.generator = generator
     try:
+        if synthetic is not None:
+            rows = GenerateResult.load(synthetic).records
+            if rows.empty:
+                raise ReportError(f"{synthetic} holds no synthetic records (is_synthetic is false everywhere)")
+            inputs.synthetic, inputs.synthetic_rows = Path(synthetic), rows
         if quality is not None:
             inputs.quality_dir, inputs.quality = Path(quality), QualityResult.load(quality)
         if fairness is not None:
             inputs.fairness_dir, inputs.fairness = Path(fairness), FairnessResult.load(fairness)
+        if plan is not None:
+            loaded = PlanResult.load(plan)
+            inputs.plan_path, inputs.plan = loaded.path, loaded.plan
     except (ResultError, MissingInputError) as error:
         raise ReportError(str(error)) from None
-    if plan is not None:
-        inputs.plan_path, inputs.plan = Path(plan), read_plan(plan)
     return inputs
 
 
@@ -118,8 +116,8 @@ def write_report(out: str | os.PathLike, *, real: str | os.PathLike, synthetic: 
     report is replaced only with ``overwrite``.
     """
     out = Path(out)
-    if (out / REPORT_FILE).exists() and not overwrite:
-        raise OutputExistsError(f"{out / REPORT_FILE} already exists; pass --overwrite to replace it")
+    if (out / ReportResult.FILE).exists() and not overwrite:
+        raise OutputExistsError(f"{out / ReportResult.FILE} already exists; pass --overwrite to replace it")
     inputs = load_inputs(Path(real), None if synthetic is None else Path(synthetic), generator,
                          *(None if p is None else Path(p) for p in (quality, fairness, plan)))
     builder = _Builder(inputs, seed)
@@ -154,14 +152,14 @@ def write_report(out: str | os.PathLike, *, real: str | os.PathLike, synthetic: 
     out.mkdir(parents=True, exist_ok=True)
     # Figures are swapped in as one folder, so a figure of an earlier report (say, a fairness
     # chart when this run has none) never lingers beside the new page.
-    with StagingDirectory(out / "figures", overwrite=True) as staging:
+    with StagingDirectory(out / ReportResult.FIGURES, overwrite=True) as staging:
         for name, data in builder.figures.items():
             atomic_write(staging.tmp / name, data)
         staging.commit()
-    atomic_write(out / "model_card.md", model_card)
-    atomic_write(out / "datasheet.md", datasheet)
+    atomic_write(out / ReportResult.MODEL_CARD, model_card)
+    atomic_write(out / ReportResult.DATASHEET, datasheet)
     # The page last: its presence marks a finished report.
-    return atomic_write(out / REPORT_FILE, document)
+    return atomic_write(out / ReportResult.FILE, document)
 
 
 class _Builder:
@@ -177,7 +175,7 @@ class _Builder:
 
     def _figure(self, name: str, data: bytes, alt: str, caption: str, pixelated: bool = False) -> str:
         self.figures[name] = data
-        return page.image(data, alt, f"{caption} (figures/{name})", pixelated)
+        return page.image(data, alt, f"{caption} ({ReportResult.FIGURES}/{name})", pixelated)
 
     # --- sections ---------------------------------------------------------------------------
 
@@ -493,8 +491,9 @@ class _Builder:
 
     def cards_section(self, model_card: str, datasheet: str) -> page.Section:
         body = page.paragraph("Written beside this page; both are reproduced here.")
-        body += "<ul><li>" + page.link("model_card.md", "model_card.md: the generator") + "</li><li>" + \
-            page.link("datasheet.md", "datasheet.md: the synthetic dataset (SYNTHETIC)") + "</li></ul>"
+        links = [page.link(ReportResult.MODEL_CARD, f"{ReportResult.MODEL_CARD}: the generator"),
+                 page.link(ReportResult.DATASHEET, f"{ReportResult.DATASHEET}: the synthetic dataset (SYNTHETIC)")]
+        body += "<ul><li>" + "</li><li>".join(links) + "</li></ul>"
         body += page.details("Model card", page.preformatted(model_card))
         body += page.details("Datasheet", page.preformatted(datasheet))
         return page.Section("cards", "Model card and datasheet", body)

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from cardiofair.data.summary import summary_text
+from cardiofair.data.summary import records_text
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.generate import generate
 from cardiofair.plan import read_plan
+from cardiofair.results import GenerateResult
 from cardiofair.settings import GenerateSettings
 
-# The synthetic dataset's folder.
-Result = Path
+Result = GenerateResult
 
 
 def run(settings: GenerateSettings, *, model: str | os.PathLike, dataset: str | os.PathLike,
         plan: str | os.PathLike, out: str | os.PathLike, masks: str | os.PathLike | None = None, resume: bool = True,
-        overwrite: bool = False, progress: bool = True) -> Path:
+        overwrite: bool = False, progress: bool = True) -> GenerateResult:
     """`cardiofair generate`: every record of the plan CSV at ``plan`` (see :func:`generate`)."""
     quiet_model_loading()
-    return generate(model, dataset, read_plan(plan), out, settings, overwrite=overwrite, progress=progress,
-                    resume=resume, masks=masks)
+    return GenerateResult.load(generate(model, dataset, read_plan(plan), out, settings, overwrite=overwrite,
+                                        progress=progress, resume=resume, masks=masks))
 
 
-def summary(out: Path, paths: Any) -> str:
+def summary(result: GenerateResult, paths: Any) -> str:
     """The synthetic dataset's subgroup table."""
-    return summary_text(out)
-
+    # Generation writes no exclusions (its excluded.csv is empty): a record it cannot draw stops the run.
+    return records_text(result.folder, result.records, 0)

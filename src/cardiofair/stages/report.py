@@ -17,17 +17,17 @@ from safetensors import safe_open
 
 from cardiofair.report import COUNTERFACTUALS, ReportError, write_report
 from cardiofair.report.cards import GeneratorFacts
+from cardiofair.results import ReportResult, TrainResult
 from cardiofair.settings import ReportSettings
 
-# The page's path.
-Result = Path
+Result = ReportResult
 
 
 def run(settings: ReportSettings, *, real: str | os.PathLike, out: str | os.PathLike,
         synthetic: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
         quality: str | os.PathLike | None = None, fairness: str | os.PathLike | None = None,
         plan: str | os.PathLike | None = None, metadata: str | os.PathLike | None = None,
-        overwrite: bool = False) -> Path:
+        overwrite: bool = False) -> ReportResult:
     """`cardiofair report`: :func:`write_report` with the stage's paths and settings."""
     try:
         text = Path(metadata).read_text() if metadata else None
@@ -37,16 +37,16 @@ def run(settings: ReportSettings, *, real: str | os.PathLike, out: str | os.Path
         run_metadata = None if text is None else json.loads(text)
     except json.JSONDecodeError as error:
         raise ReportError(f"--metadata {metadata} is not valid JSON: {error}") from None
-    return write_report(out, real=real, synthetic=synthetic, generator=None if model is None else generator_facts(model),
-                        quality=quality, fairness=fairness, plan=plan, metadata=run_metadata, licence=settings.licence,
-                        counterfactual_prompts=COUNTERFACTUALS if settings.counterfactuals else {}, seed=settings.seed,
-                        overwrite=overwrite)
+    write_report(out, real=real, synthetic=synthetic, generator=None if model is None else generator_facts(model),
+                 quality=quality, fairness=fairness, plan=plan, metadata=run_metadata, licence=settings.licence,
+                 counterfactual_prompts=COUNTERFACTUALS if settings.counterfactuals else {}, seed=settings.seed,
+                 overwrite=overwrite)
+    return ReportResult.load(out)
 
 
-def summary(page: Path, paths: Any) -> str:
+def summary(result: ReportResult, paths: Any) -> str:
     """What the report wrote."""
-    out = Path(paths["out"])
-    return f"wrote {page}, {out / 'model_card.md'}, {out / 'datasheet.md'} and {out / 'figures'}"
+    return f"wrote {result.page}, {result.model_card}, {result.datasheet} and {result.figures}"
 
 
 def generator_facts(model: str | os.PathLike) -> GeneratorFacts:
@@ -57,8 +57,8 @@ def generator_facts(model: str | os.PathLike) -> GeneratorFacts:
     from cardiofair.diffusion.sample import TrainedGenerator, model_hash
 
     quiet_model_loading()
-    folder = Path(model)
-    card = TrainedGenerator.read_card(folder)
+    trained = TrainResult.load(model)
+    folder, card = trained.folder, trained.card
     settings = (card.get("training") or {}).get("settings") or {}
     share, total = settings.get("guide_at"), settings.get("max_steps")
     loaded: list[TrainedGenerator] = []

@@ -16,18 +16,17 @@ from tqdm import tqdm
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.diffusion.checkpoint import CheckpointError, latest_checkpoint
 from cardiofair.diffusion.presets import get_preset
-from cardiofair.diffusion.sample import MODEL_CARD
 from cardiofair.diffusion.train import TrainSettings, describe_budget, train
 from cardiofair.errors import CardiofairError
+from cardiofair.results import TrainResult
 from cardiofair.settings import TrainOptions
 from cardiofair.stages import TRAIN
 
-# The model's folder.
-Result = Path
+Result = TrainResult
 
 
 def run(options: TrainOptions, *, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
-        overwrite: bool = False, progress: bool = True) -> Path:
+        overwrite: bool = False, progress: bool = True) -> TrainResult:
     """`cardiofair train`: the preset with the run's options, trained on ``dataset`` into ``out``.
 
     ``resume`` continues the latest checkpoint; with ``overwrite`` as well, an unfinished run in
@@ -42,21 +41,21 @@ def run(options: TrainOptions, *, dataset: str | os.PathLike, out: str | os.Path
     if resume and overwrite:
         resume = continuable(out)
         overwrite = not resume
-    return train(dataset, out, settings, resume=resume, overwrite=overwrite, progress_bar=progress)
+    return TrainResult.load(train(dataset, out, settings, resume=resume, overwrite=overwrite, progress_bar=progress))
 
 
 def continuable(out: str | os.PathLike) -> bool:
     """Whether ``out`` holds a training run that checkpointed and did not finish: a checkpoints
     folder emptied by hand, or whose latest checkpoint is gone, is started again, not resumed."""
     try:
-        latest_checkpoint(Path(out) / "training" / "checkpoints")
+        latest_checkpoint(Path(out) / TrainResult.TRAINING / "checkpoints")
     except CheckpointError:
         return False
-    return not (Path(out) / MODEL_CARD).is_file()
+    return not (Path(out) / TrainResult.FILE).is_file()
 
 
 def _launch_processes(options: TrainOptions, dataset: str | os.PathLike, out: str | os.PathLike, resume: bool,
-                      overwrite: bool, progress: bool) -> Path:
+                      overwrite: bool, progress: bool) -> TrainResult:
     """The same training under ``accelerate launch`` with ``options.num_processes`` processes
     (CPU: gloo), each running the one-process command."""
     argv = TRAIN.command_line(replace(options, num_processes=1), {"dataset": dataset, "out": out})[1:]
@@ -69,10 +68,10 @@ def _launch_processes(options: TrainOptions, dataset: str | os.PathLike, out: st
     if code:
         raise CardiofairError(f"training with {options.num_processes} processes failed (exit {code}); its messages "
                               "are above")
-    return Path(out)
+    return TrainResult.load(out)
 
 
-def summary(out: Path, paths: Any) -> str:
+def summary(result: TrainResult, paths: Any) -> str:
     """Where the model and its validation grids are."""
-    return f"model written to {out} (validation grids in {Path(out) / 'training' / 'validation'})"
+    return f"model written to {result.folder} (validation grids in {result.folder / result.TRAINING / 'validation'})"
 
