@@ -109,6 +109,7 @@ class TrainedGenerator:
         return {"model_id": self.model_dir.name, "model_hash": self.hash, "sampler": settings.sampler,
                 "sampler_steps": settings.steps, "guidance_scale": settings.guidance_scale,
                 "controlnet_scale": settings.controlnet_scale, "guidance_start": settings.guidance_start,
-                "autoguidance": settings.autoguidance, "attribute_guidance": settings.attribute_guidance,
-                "guided_attribute": settings.guided_attribute if settings.attribute_guidance > 1.0 else ""}
+                "autoguidance": settings.autoguidance,
+                "attribute_guidance": f"{settings.guided_attribute} {settings.attribute_guidance:g}"
+                if settings.attribute_guidance > 1.0 else "off"}
 

@@ -290,7 +290,7 @@ PLAN_COLUMNS = ("cell", "real_count", "requested_count", "synthetic_count", "tar
 PROVENANCE_COLUMNS = {"model_id": "model", "model_hash": "model weights hash", "sampler": "sampler",
                       "sampler_steps": "sampler steps", "guidance_scale": "guidance scale",
                       "guidance_start": "unguided share of steps", "autoguidance": "autoguidance",
-                      "attribute_guidance": "attribute guidance", "guided_attribute": "guided attribute",
+                      "attribute_guidance": "attribute guidance",
                       "controlnet_scale": "ControlNet scale",
                       "mask_policy": "mask policy"}
 
@@ -360,7 +360,7 @@ def synthetic_cells_table(rows: pd.DataFrame) -> Table:
 
 def provenance_table(rows: pd.DataFrame) -> Table:
     """The generator and sampler settings the synthetic records were drawn with."""
-    table = [[label, ", ".join(sorted(rows[column].astype(str).unique()))]
+    table = [[label, ", ".join(sorted({str(value) for value in rows[column]}))]
              for column, label in PROVENANCE_COLUMNS.items() if column in rows.columns]
     return Table("How the synthetic records were drawn (from their provenance columns)", ["setting", "value"], table)
 
