@@ -3,12 +3,14 @@ reads the same back, and a folder without the stage's output is an error naming 
 
 import json
 import shutil
+from dataclasses import asdict
 
 import pandas as pd
 import pytest
 
 from cardiofair.data.records import read_manifest
 from cardiofair.data.summary import summary_text
+from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.errors import MissingInputError
 from cardiofair.plan import read_plan
 from cardiofair.results import (
@@ -119,9 +121,10 @@ def test_generate_returns_the_synthetic_records_and_prints_the_dataset_summary(t
     assert len(result.records) == len(manifest) == int(read_plan(tiny_plan)["synthetic_count"].sum()) > 0
     assert result.records["record_id"].tolist() == manifest["record_id"].tolist()
     assert generate_stage.summary(result, {"out": out}) == summary_text(out)
+    assert result.sampler == asdict(TrainedGenerator(tiny_model).defaults)
 
     real = GenerateResult.load(tiny_real)
-    assert real.records.empty
+    assert real.records.empty and real.sampler is None
 
 
 def test_report_returns_the_page_and_the_files_beside_it(tiny_real, tiny_plan, tmp_path):

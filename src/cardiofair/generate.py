@@ -57,7 +57,6 @@ from cardiofair.prompts import DEFAULT_SCHEMA, UNKNOWN, PromptSchema, parse_prom
 from cardiofair.results import GenerateResult
 from cardiofair.settings import DRAWN_MASK_POLICY, MASK_POLICIES, GenerateSettings, SampleSettings
 
-RUN_FILE = "generate-run.json"
 # Draws per record before a drawn mask counts as failed: with a working model almost every first
 # draw passes, and a cell that needs this many is reported by its rejection rate anyway.
 MAX_MASK_DRAWS = 20
@@ -367,7 +366,7 @@ def _plain(value: Any) -> Any:
 
 
 def _start_or_resume(out: Path, run: dict, overwrite: bool, resume: bool) -> None:
-    run_file = out / RUN_FILE
+    run_file = out / GenerateResult.RUN
     same = run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run))
     if out.exists() and overwrite and not (resume and same):
         shutil.rmtree(out)

@@ -201,10 +201,15 @@ class GenerateResult(_DatasetResult):
     drawn by the generator, each with its prompt, planned cell, seed and provenance."""
 
     STAGE: ClassVar[str] = "generate"
+    # The run's model, dataset, settings and sampler, which a resumed run must match.
+    RUN: ClassVar[str] = "generate-run.json"
 
     folder: Path
     # The manifest's synthetic rows (a merged dataset also holds real ones).
     records: pd.DataFrame
+    # The sampler settings the records were drawn with (None for a dataset `cardiofair generate`
+    # did not make, such as `cardiofair sample`'s).
+    sampler: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "GenerateResult":
@@ -212,7 +217,9 @@ class GenerateResult(_DatasetResult):
         no dataset."""
         from cardiofair.data.records import synthetic_records
 
-        return cls(Path(folder), synthetic_records(cls._manifest(folder)))
+        records = synthetic_records(cls._manifest(folder))
+        run = _json_object(folder, cls.RUN, cls.STAGE) if (Path(folder) / cls.RUN).is_file() else {}
+        return cls(Path(folder), records, run.get("sampler"))
 
 
 @dataclass(frozen=True)

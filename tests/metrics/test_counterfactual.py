@@ -83,11 +83,18 @@ def test_evaluate_synthetic_writes_prompt_effects_and_refuses_a_model_that_learn
     plan = write_plan(plan_synthesis(training_rows(read_manifest(split16)), PlanSettings(
         strategy="prevalence", target_prevalence=0.4, attributes=("sex",), min_real_support=1, max_ratio_overall=0.3)),
         tmp_path / "plan.csv")
-    synthetic = generate(tiny, split16, read_plan(plan), tmp_path / "synthetic", GenerateSettings(batch_size=16),
-                         progress=False)
+    # Drawn with 2 sampler steps where the model's own sampler takes 3: the prompt-effect pairs
+    # must be drawn as the synthetic records were.
+    synthetic = generate(tiny, split16, read_plan(plan), tmp_path / "synthetic",
+                         GenerateSettings(batch_size=16, steps=2), progress=False)
     args = ["evaluate", "synthetic", "--real", str(split16), "--synthetic", str(synthetic), "--steps", "5",
             "--classifier-steps", "5", "--min-images", "5", "--counterfactual-pairs", "4"]
+    samplers = []
+    sample = TrainedGenerator.sample
+    monkeypatch.setattr(TrainedGenerator, "sample", lambda self, *a, **k: samplers.append(a[3]) or sample(self, *a, **k))
     assert main([*args, "--model", str(tiny), "--out", str(tmp_path / "q")]) == 0
+    assert TrainedGenerator(tiny).defaults.steps == 3 and [s.steps for s in samplers] == [2]
+    monkeypatch.setattr(TrainedGenerator, "sample", sample)
     assert "prompt effect sex (share of pairs moved)" in capsys.readouterr().out
     effects = json.loads((tmp_path / "q" / "synthetic_quality.json").read_text())["prompt_effects"]
     assert effects["pairs"] == 4 and set(effects["attributes"]) == {"sex", "age", "bmi", "diagnosis"}

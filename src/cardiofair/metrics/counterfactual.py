@@ -89,10 +89,11 @@ class DrawnPairs:
 
 
 def draw_pairs(generator: Any, classes: Mapping[str, Sequence[str]], masks: np.ndarray, attributes: pd.DataFrame,
-               seed: int, progress: bool = False) -> DrawnPairs:
+               seed: int, sampler: Any = None, progress: bool = False) -> DrawnPairs:
     """Each mask drawn by ``generator`` (a :class:`~cardiofair.diffusion.sample.TrainedGenerator`)
-    as both values of every attribute the judge reads (``classes``), the rest of the prompt being
-    the record's own and the seed shared by both versions."""
+    with ``sampler`` (its :class:`~cardiofair.diffusion.presets.SamplerSettings`; None: the
+    model's own) as both values of every attribute the judge reads (``classes``), the rest of the
+    prompt being the record's own and the seed shared by both versions."""
     info = generator.info.get("prompt_schema")
     schema = PromptSchema.from_dict(info) if info else DEFAULT_SCHEMA
     base = attributes[[a for a in schema.attributes if a in attributes.columns]].to_dict("records")
@@ -112,7 +113,7 @@ def draw_pairs(generator: Any, classes: Mapping[str, Sequence[str]], masks: np.n
     drawn = {}
     if unique:
         images = generator.sample(masks[[i for i, _ in unique]], [p for _, p in unique],
-                                  [seed * 100003 + i for i, _ in unique], progress=progress)
+                                  [seed * 100003 + i for i, _ in unique], sampler, progress=progress)
         drawn = dict(zip(unique, images))
     return DrawnPairs({attribute: tuple(np.stack([drawn[k] for k in keys]) for keys in versions)
                        for attribute, versions in wanted.items()}, skipped)

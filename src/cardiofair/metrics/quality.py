@@ -74,7 +74,7 @@ from cardiofair.metrics.realism import (
     mean_pairwise_ms_ssim,
 )
 from cardiofair.prompts import UNKNOWN
-from cardiofair.results import QualityResult
+from cardiofair.results import GenerateResult, QualityResult
 from cardiofair.settings import QualitySettings
 from cardiofair.threads import one_thread_each
 
@@ -476,6 +476,10 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     check_compatible(real["train"], synthetic)
     # Loaded first, so a wrong --model fails before the evaluators train.
     generator = _load_generator(model_dir, real)
+    # Prompt effects are drawn as the synthetic records were: with the sampler their run chose
+    # (attribute guidance, say), over the model's own defaults.
+    sampler = None if generator is None else \
+        generator.defaults.override(**(GenerateResult.load(synthetic_root).sampler or {}))
     test_attributes = attribute_table(real["test"].rows)
     picked = choose_pairs(test_attributes, settings.counterfactual_pairs, settings.seed)
     drawn: list[DrawnPairs] = []
@@ -486,7 +490,7 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     def draw() -> None:
         drawn.append(draw_pairs(generator, judged_classes(attribute_table(real["train"].rows)),
                                 real["test"].masks[picked], test_attributes.iloc[picked].reset_index(drop=True),
-                                settings.seed, progress))
+                                settings.seed, sampler, progress))
 
     evaluators, evaluator_folder = cached_evaluators(
         real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
