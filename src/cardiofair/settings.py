@@ -326,7 +326,7 @@ class SamplerOptions:
     autoguidance: float | None = option(None, "autoguidance scale: how far the guided steps are steered away from the "
                                         "model's guide, a shorter-trained copy of itself (1 = off; default: the "
                                         "model's)")
-    attribute_guidance: float | None = option(None, "how far the guided steps are steered towards what the guided "
+    attribute_guidance: float | None = option(None, "how far every step is steered towards what the guided "
                                               "attribute's phrase adds to each prompt, for cells the model rarely saw "
                                               "whole (1 = off; needs a model trained with --attribute-dropout; "
                                               "default: the model's)")

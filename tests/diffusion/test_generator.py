@@ -187,7 +187,7 @@ def test_guidance_left_out_of_the_noisiest_steps_runs_one_pass_there(generator, 
 
 
 def test_attribute_guidance_steers_by_what_the_attributes_phrase_adds(generator, masks):
-    """One more pass per guided step reads the prompt without the guided attribute's phrase; the
+    """One more pass on every step reads the prompt without the guided attribute's phrase; the
     images move only by what that phrase adds, so a prompt without it draws what no attribute
     guidance draws (up to the float rounding of a pass of another batch)."""
     prompts = []
@@ -204,15 +204,18 @@ def test_attribute_guidance_steers_by_what_the_attributes_phrase_adds(generator,
         hook.remove()
         generator.pipeline.encode_prompts = encode
     assert ["age in 60s, normal BMI, heart failure"] * 2 in prompts
-    # Two unguided steps, then on each guided step the whole and empty prompts, and the one without sex.
-    assert batches == [2, 2, 4, 2, 4, 2] and steered.passes == sum(batches) // 2
+    # The prompt without sex on every step, after the whole prompt (with the empty one beside it
+    # from the third step, where classifier-free guidance starts).
+    assert batches == [2, 2, 2, 2, 4, 2, 4, 2] and steered.passes == sum(batches) // 2
     assert not np.allclose(guided, generator.sample(masks, [PROMPT] * 2, [4, 4], sampler), atol=1e-5)
     sexless = ["age in 60s, normal BMI, heart failure"] * 2
     np.testing.assert_allclose(generator.sample(masks, sexless, [4, 4], steered),
                                generator.sample(masks, sexless, [4, 4], sampler), atol=1e-4)
     age = steered.override(guided_attribute="age")
     assert not np.allclose(generator.sample(masks, [PROMPT] * 2, [4, 4], age), guided, atol=1e-5)
-    assert steered.describe() == "dpm++, 4 steps, guidance 3 and sex guidance 3 from step 3, ControlNet scale 1"
+    assert steered.describe() == "dpm++, 4 steps, guidance 3 from step 3, sex guidance 3 on every step, ControlNet scale 1"
+    assert steered.override(guidance_scale=1.0).describe() == \
+        "dpm++, 4 steps, guidance 1, sex guidance 3 on every step, ControlNet scale 1"
     with pytest.raises(ValueError, match="attribute_guidance"):
         sampler.override(attribute_guidance=0.5)
     with pytest.raises(ValueError, match="guided_attribute"):

@@ -119,7 +119,7 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         """Sample one image per (mask, prompt, generator) with the sampler ``settings`` as given
         (their defaults live in :class:`SamplerSettings` and each preset, not here); returns
         (B, 2, H, W) in [0, 1]. Guidance (and autoguidance by the model's guide) applies from step
-        ``guidance_start * steps`` on (0: every step)."""
+        ``guidance_start * steps`` on (0: every step), attribute guidance on every step."""
         batch = masks.shape[0]
         if not (len(prompts) == len(generators) == batch):
             raise ValueError(f"got {batch} masks, {len(prompts)} prompts and {len(generators)} generators")
@@ -166,7 +166,9 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                 # has not yet trained away (Karras et al. 2024, "Guiding a diffusion model with a
                 # bad version of itself").
                 passes.append((self.guide_unet, self.guide_controlnet, model_input, guide_embeddings, condition))
-            if attribute_pass and steered:
+            if attribute_pass:
+                # On every step, the noisiest too: the phantom's sex cues and a body's build lie in
+                # the image's layout, which those steps decide.
                 passes.append((self.unet, self.controlnet, model_input, without_embeddings, condition))
             prediction, *others = self.predict_passes(passes, t, settings.controlnet_scale, threads)
             conditional = prediction[:batch]
@@ -174,7 +176,7 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                 prediction = prediction[batch:] + settings.guidance_scale * (conditional - prediction[batch:])
             if guide_pass and steered:
                 prediction = prediction + (settings.autoguidance - 1.0) * (conditional - others.pop(0))
-            if attribute_pass and steered:
+            if attribute_pass:
                 prediction = prediction + (settings.attribute_guidance - 1.0) * (conditional - others.pop(0))
             sample = self.scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:

@@ -78,10 +78,10 @@ class SamplerSettings:
     controlnet_scale: float = 1.0
     guidance_start: float = 0.0
     autoguidance: float = 1.0
-    # How far the guided steps are steered towards what one attribute's phrase adds to the prompt
-    # (1 = off): one more pass reads the prompt without it. A cell the model rarely saw whole
-    # (women with heart failure under scarcity) is otherwise drawn with the look of its common
-    # neighbour; the model must know prompts without the phrase (trained with attribute_dropout).
+    # How far every step is steered towards what one attribute's phrase adds to the prompt (1 =
+    # off): one more pass reads the prompt without it. A cell the model rarely saw whole (women
+    # with heart failure under scarcity) is otherwise drawn with the look of its common neighbour;
+    # the model must know prompts without the phrase (trained with attribute_dropout).
     attribute_guidance: float = 1.0
     guided_attribute: str = "sex"
 
@@ -90,9 +90,9 @@ class SamplerSettings:
 
     @property
     def guided(self) -> bool:
-        """Whether any step is steered (by the unconditional prediction, the guide, the prompt
-        without the guided attribute, or several)."""
-        return self.guidance_scale > 1.0 or self.autoguidance > 1.0 or self.attribute_guidance > 1.0
+        """Whether the steps from :attr:`guidance_start` on are steered (by the unconditional
+        prediction, the guide, or both)."""
+        return self.guidance_scale > 1.0 or self.autoguidance > 1.0
 
     @property
     def unguided_steps(self) -> int:
@@ -103,10 +103,10 @@ class SamplerSettings:
     @property
     def passes(self) -> int:
         """Model passes per image: the conditional one on every step, then on each steered step
-        one more for classifier-free guidance, one (the guide's) for autoguidance and one for
-        attribute guidance."""
-        extra = (self.guidance_scale > 1.0) + (self.autoguidance > 1.0) + (self.attribute_guidance > 1.0)
-        return self.steps + extra * (self.steps - self.unguided_steps)
+        one more for classifier-free guidance and one (the guide's) for autoguidance; attribute
+        guidance adds one on every step."""
+        extra = (self.guidance_scale > 1.0) + (self.autoguidance > 1.0)
+        return (self.steps * (1 + (self.attribute_guidance > 1.0))) + extra * (self.steps - self.unguided_steps)
 
     def describe(self) -> str:
         """For readers: e.g. "dpm++, 8 steps, guidance 2 and autoguidance 1.5 from step 3,
@@ -114,9 +114,9 @@ class SamplerSettings:
         first = self.unguided_steps
         start = f" from step {first + 1}" if first and self.guided else ""
         auto = f" and autoguidance {self.autoguidance:g}" if self.autoguidance > 1.0 else ""
-        if self.attribute_guidance > 1.0:
-            auto += f" and {self.guided_attribute} guidance {self.attribute_guidance:g}"
-        return (f"{self.sampler}, {self.steps} steps, guidance {self.guidance_scale:g}{auto}{start}, "
+        attribute = (f", {self.guided_attribute} guidance {self.attribute_guidance:g} on every step"
+                     if self.attribute_guidance > 1.0 else "")
+        return (f"{self.sampler}, {self.steps} steps, guidance {self.guidance_scale:g}{auto}{start}{attribute}, "
                 f"ControlNet scale {self.controlnet_scale:g}")
 
     def override(self, **values: Any) -> "SamplerSettings":
