@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import ndimage
 from tqdm import tqdm
 
+from cardiofair.data import EXCLUDED, PREPARATION
 from cardiofair.data.records import (
     MANIFEST_COLUMNS,
     DatasetWriter,
@@ -462,8 +463,8 @@ def _write_manifest(out: Path, batches: Sequence[Sequence[Job]], run: dict) -> N
         for path in (out / folder).glob("*"):
             if path.name not in kept:
                 path.unlink()
-    pd.DataFrame(columns=["subject_id", "file", "reason"]).to_csv(out / "excluded.csv", index=False)
-    (out / "prepare.json").write_text(json.dumps({"source": "cardiofair generate", **run}, indent=2, default=str) + "\n")
+    pd.DataFrame(columns=["subject_id", "file", "reason"]).to_csv(out / EXCLUDED, index=False)
+    (out / PREPARATION).write_text(json.dumps({"source": "cardiofair generate", **run}, indent=2, default=str) + "\n")
 
 
 def merge_datasets(real: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,

@@ -159,6 +159,9 @@ class TrainResult(_ModelResult):
     STAGE: ClassVar[str] = "train"
     # The run's own files: its settings, loss curve, checkpoints and validation grids.
     TRAINING: ClassVar[str] = "training"
+    # Inside it: the checkpoints a run resumes from, and the validation grids.
+    CHECKPOINTS: ClassVar[str] = "checkpoints"
+    VALIDATION: ClassVar[str] = "validation"
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,15 @@ class FairnessResult(_JsonResult):
     FILE: ClassVar[str] = "fairness.json"
     STAGE: ClassVar[str] = "fairness"
     SCHEMA: ClassVar[str] = "cardiofair.fairness/2"
+    # The tables beside it (docs/fairness.md#output): per group and per attribute over repeats,
+    # the arms' paired comparisons, fairlearn's by-group table per repeat, every test prediction,
+    # and the learning curves.
+    GROUPS: ClassVar[str] = "groups.csv"
+    GAPS: ClassVar[str] = "gaps.csv"
+    COMPARISONS: ClassVar[str] = "comparisons.csv"
+    GROUPS_BY_REPEAT: ClassVar[str] = "groups_by_repeat.csv"
+    PREDICTIONS: ClassVar[str] = "predictions.csv"
+    TRAINING: ClassVar[str] = "training.csv"
 
     schema: str
     cardiofair_version: str

@@ -23,6 +23,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from cardiofair import __version__
+from cardiofair.data import PREPARATION
 from cardiofair.data.case import Case, CaseSource
 from cardiofair.data.phantom import SCENARIOS, PhantomConfig, fresh_subject, phantom_subject
 from cardiofair.data.records import DatasetWriter, ImageSet, Record, manifest_row, write_record_files
@@ -346,7 +347,7 @@ def phantom_model(real: str | os.PathLike) -> PhantomModel | None:
     """The phantom model of a prepared dataset (from its ``prepare.json``), or None when the
     dataset is not a phantom cohort."""
     try:
-        preparation = json.loads((Path(real) / "prepare.json").read_text())
+        preparation = json.loads((Path(real) / PREPARATION).read_text())
     except FileNotFoundError:
         return None
     if preparation.get("source") != "phantom":

@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from cardiofair.data import MANIFEST
+from cardiofair.data import EXCLUDED, MANIFEST, PREPARATION
 from cardiofair.data.preview import preview_png
 from cardiofair.errors import InputError, MissingInputError, SubjectError
 from cardiofair.io import StagingDirectory, atomic_write
@@ -194,8 +194,8 @@ class DatasetWriter(StagingDirectory):
         manifest.to_csv(self.tmp / MANIFEST, index=False)
         excluded = pd.DataFrame(sorted(self.excluded, key=lambda r: (r["subject_id"], r["file"])),
                                 columns=list(EXCLUDED_COLUMNS))
-        excluded.to_csv(self.tmp / "excluded.csv", index=False)
-        (self.tmp / "prepare.json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+        excluded.to_csv(self.tmp / EXCLUDED, index=False)
+        (self.tmp / PREPARATION).write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
         return self.commit()
 
 

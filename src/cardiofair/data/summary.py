@@ -12,6 +12,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from cardiofair.data import EXCLUDED
 from cardiofair.data.records import is_synthetic, read_manifest, real_records
 from cardiofair.diagnoses import HEALTHY
 from cardiofair.prompts import (
@@ -110,7 +111,7 @@ def prevalence_by_group(manifest: pd.DataFrame, schema: PromptSchema = DEFAULT_S
 
 def summary_text(root: str | os.PathLike, schema: PromptSchema = DEFAULT_SCHEMA) -> str:
     """The printed summary of a prepared dataset: totals, prevalence by group, cell counts."""
-    excluded_path = Path(root) / "excluded.csv"
+    excluded_path = Path(root) / EXCLUDED
     n_excluded = len(pd.read_csv(excluded_path)) if excluded_path.is_file() else 0
     return records_text(root, read_manifest(root), n_excluded, schema)
 

@@ -380,7 +380,7 @@ def train(
     accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation, mixed_precision=mixed_precision)
     main_process = accelerator.is_main_process
     training_dir = out / TrainResult.TRAINING
-    checkpoints = training_dir / "checkpoints"
+    checkpoints = training_dir / TrainResult.CHECKPOINTS
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise OutputExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to start again")
     if overwrite and not resume and main_process and out.exists():

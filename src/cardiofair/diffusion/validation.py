@@ -17,6 +17,7 @@ from cardiofair.data.preview import mask_overlay, png_bytes
 from cardiofair.diffusion.models import Models, guided_sampling
 from cardiofair.diffusion.pipeline import assemble_pipeline, draw, make_sampler
 from cardiofair.diffusion.presets import Preset
+from cardiofair.results import TrainResult
 
 VALIDATION_RECORDS = 8
 
@@ -53,7 +54,7 @@ def validate(training_dir: Path, models: Models, tokenizer: PreTrainedTokenizerB
                  mask_overlay(samples[k, 1].numpy(), np.zeros_like(mask[1])), mask_overlay(real[k, 0].numpy(),
                                                                                          np.zeros_like(mask[0]))]
         rows.append(np.concatenate(tiles, axis=1))
-    folder = training_dir / "validation"
+    folder = training_dir / TrainResult.VALIDATION
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"step-{step:06d}.png").write_bytes(png_bytes(np.concatenate(rows, axis=0)))
     (folder / "prompts.txt").write_text("".join(f"row {k}: {prompts[i]}\n" for k, i in enumerate(index)) +

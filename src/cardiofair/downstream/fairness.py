@@ -378,13 +378,13 @@ def _tables(report: dict, runs: dict[str, list[RunResult]], results: dict[str, l
     lead = ["arm", "repeat", "seed", "attribute", "group"]
     predictions = pd.concat(predictions, ignore_index=True).merge(groups, left_on="subject_id", right_index=True)
     return {
-        "groups.csv": summary[summary["group"] != ""],
-        "gaps.csv": summary[summary["group"] == ""].drop(columns="group"),
-        "comparisons.csv": pd.DataFrame(comparison_rows),
-        "groups_by_repeat.csv": groups_by_repeat[lead + [c for c in groups_by_repeat.columns if c not in lead]],
-        "predictions.csv": predictions[["arm", "repeat", "seed", "subject_id", "label", "score", "prediction",
+        FairnessResult.GROUPS: summary[summary["group"] != ""],
+        FairnessResult.GAPS: summary[summary["group"] == ""].drop(columns="group"),
+        FairnessResult.COMPARISONS: pd.DataFrame(comparison_rows),
+        FairnessResult.GROUPS_BY_REPEAT: groups_by_repeat[lead + [c for c in groups_by_repeat.columns if c not in lead]],
+        FairnessResult.PREDICTIONS: predictions[["arm", "repeat", "seed", "subject_id", "label", "score", "prediction",
                                         "threshold", *groups.columns]],
-        "training.csv": pd.DataFrame(training, columns=["arm", "repeat", "seed", "epoch", "train_loss", "val_loss",
+        FairnessResult.TRAINING: pd.DataFrame(training, columns=["arm", "repeat", "seed", "epoch", "train_loss", "val_loss",
                                                         "val_roc_auc"]),
     }
 

@@ -184,8 +184,8 @@ class _Builder:
         given = [("real dataset", i.real, f"{len(i.manifest)} real records, {len(i.train)} in the training split"),
                  ("synthetic dataset", i.synthetic,
                   None if i.synthetic_rows is None else f"{len(i.synthetic_rows)} synthetic records"),
-                 ("generator model", i.generator and i.generator.folder,
-                  i.generator and f"preset {i.generator.card.get('preset')}"),
+                 ("generator model", i.generator and i.generator.model.folder,
+                  i.generator and f"preset {i.generator.model.card.get('preset')}"),
                  ("synthetic quality", i.quality_dir, None if i.quality is None else QualityResult.FILE),
                  ("fairness experiment", i.fairness_dir,
                   None if i.fairness is None else f"arms: {', '.join(i.fairness.arms)}"),
@@ -208,7 +208,7 @@ class _Builder:
             claims += [("fairness", "real dataset", i.fairness.data.get("real"), i.real),
                        ("fairness", "synthetic dataset", i.fairness.data.get("synthetic"), i.synthetic)]
         if i.generator is not None:
-            claims.append(("model", "real dataset", (i.generator.card.get("training") or {}).get("dataset"), i.real))
+            claims.append(("model", "real dataset", (i.generator.model.card.get("training") or {}).get("dataset"), i.real))
         names = {"quality": "The quality evaluation", "fairness": "The fairness experiment", "model": "The generator"}
         found: dict[str, list[str]] = {}
         for key, what, recorded, given in claims:
@@ -291,7 +291,7 @@ class _Builder:
         if not variations:
             return page.Section("counterfactuals", title, page.missing(
                 "The counterfactual row was turned off (no attribute values to draw the mask as)."))
-        card = i.generator.card
+        card = i.generator.model.card
         schema = PromptSchema.from_dict(card["prompt_schema"]) if card.get("prompt_schema") else DEFAULT_SCHEMA
         binned = with_cells(i.train, schema)
         # Attributes the cohort never records (sex and age in ACDC) are neither in the prompts

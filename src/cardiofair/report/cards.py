@@ -17,7 +17,7 @@ import pandas as pd
 from cardiofair.formatting import Table
 from cardiofair.metrics.quality_metrics import METRICS
 from cardiofair.report.tables import plan_table, provenance_table, synthetic_cells_table
-from cardiofair.results import QualityResult
+from cardiofair.results import QualityResult, TrainResult
 
 NOT_GIVEN = "not given"
 
@@ -46,9 +46,8 @@ class GeneratorFacts:
     """What the report shows of a trained generator and how it draws the counterfactual row.
     The report stage reads them from the model folder; the report itself loads no model."""
 
-    folder: Path
-    # The model's cardiofair.json: its preset, size, prompt schema, training and sampling.
-    card: Mapping[str, Any]
+    # The model's folder and its card (cardiofair.json): preset, size, prompt schema, training and sampling.
+    model: TrainResult
     weights_hash: str
     parameters: Mapping[str, int]
     # The default sampling, described in words.
@@ -93,7 +92,7 @@ def model_card(generator: GeneratorFacts | None, *, datasets: Sequence[str], qua
     if generator is None:
         return ("# Model card: cardiofair generator\n\nNo model was given to the report: there is no generator to "
                 "describe. Pass the trained model folder (`--model`).\n")
-    model_dir, info = generator.folder, generator.card
+    model_dir, info = generator.model.folder, generator.model.card
     training = info.get("training") or {}
     settings = training.get("settings") or {}
     schema = info.get("prompt_schema") or {}

@@ -14,9 +14,8 @@ from cardiofair.downstream.classifier import ClassifierSettings
 from cardiofair.downstream.fairness import run_experiment
 from cardiofair.errors import SettingsError
 from cardiofair.metrics.group_metrics import MATCHED_TPR, oracle_share_lines, power_sentence, too_small_notes
-from cardiofair.plan import read_plan
 from cardiofair.report.tables import at_path, headline, with_interval
-from cardiofair.results import FairnessResult
+from cardiofair.results import FairnessResult, PlanResult
 from cardiofair.settings import REFERENCE_ARM, FairnessSettings
 
 Result = FairnessResult
@@ -38,7 +37,7 @@ def run(settings: FairnessSettings, *, real: str | os.PathLike, out: str | os.Pa
                                                batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                                                device=device)
     return run_experiment(real, out, settings, classifier, synthetic=synthetic,
-                          plan=read_plan(plan) if plan else None, overwrite=overwrite, progress=progress)
+                          plan=PlanResult.load(plan).plan if plan else None, overwrite=overwrite, progress=progress)
 
 
 def summary(result: FairnessResult, paths: Any) -> str:

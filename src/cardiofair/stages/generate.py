@@ -8,8 +8,7 @@ from typing import Any
 from cardiofair.data.summary import records_text
 from cardiofair.diffusion import quiet_model_loading
 from cardiofair.generate import generate
-from cardiofair.plan import read_plan
-from cardiofair.results import GenerateResult
+from cardiofair.results import GenerateResult, PlanResult
 from cardiofair.settings import GenerateSettings
 
 Result = GenerateResult
@@ -18,9 +17,9 @@ Result = GenerateResult
 def run(settings: GenerateSettings, *, model: str | os.PathLike, dataset: str | os.PathLike,
         plan: str | os.PathLike, out: str | os.PathLike, masks: str | os.PathLike | None = None, resume: bool = True,
         overwrite: bool = False, progress: bool = True) -> GenerateResult:
-    """`cardiofair generate`: every record of the plan CSV at ``plan`` (see :func:`generate`)."""
+    """`cardiofair generate`: every record of the plan at ``plan`` (the CSV or the plan stage's folder) (see :func:`generate`)."""
     quiet_model_loading()
-    return GenerateResult.load(generate(model, dataset, read_plan(plan), out, settings, overwrite=overwrite,
+    return GenerateResult.load(generate(model, dataset, PlanResult.load(plan).plan, out, settings, overwrite=overwrite,
                                         progress=progress, resume=resume, masks=masks))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from cardiofair.data import EXCLUDED, PREPARATION
 from cardiofair.data.phantom import PhantomConfig, scenario_config
 from cardiofair.data.prepare import PrepareResult, prepare_phantom, prepare_sources
 from cardiofair.data.summary import summary_text
@@ -48,8 +49,8 @@ def _phantom_config(settings: PrepareSettings) -> PhantomConfig:
 
 def summary(result: PrepareResult, paths: Any) -> str:
     """What was written and excluded, and the dataset's subgroup table."""
-    excluded = f" (reasons in {result.out / 'excluded.csv'})" if result.excluded else ""
-    warned = (f"; {len(result.warnings)} warning(s), listed in {result.out / 'prepare.json'}, e.g. "
+    excluded = f" (reasons in {result.out / EXCLUDED})" if result.excluded else ""
+    warned = (f"; {len(result.warnings)} warning(s), listed in {result.out / PREPARATION}, e.g. "
               f"{result.warnings[0]}" if result.warnings else "")
     return (f"wrote {result.n_records} records from {result.n_subjects} subjects to {result.out}; "
             f"{len(result.excluded)} excluded{excluded}{warned}\n\n{summary_text(result.out)}")

@@ -68,7 +68,7 @@ def generator_facts(model: str | os.PathLike) -> GeneratorFacts:
             loaded.append(TrainedGenerator(folder))
         return loaded[0].sample(masks, list(prompts), list(seeds))
 
-    return GeneratorFacts(folder, card, model_hash(folder), _parameter_counts(folder),
+    return GeneratorFacts(trained, model_hash(folder), _parameter_counts(folder),
                           SamplerSettings(**card["sampling"]).describe() if card.get("sampling") else "",
                           guide_step(share, int(total)) if share is not None and total else None, draw)
 

@@ -48,7 +48,7 @@ def continuable(out: str | os.PathLike) -> bool:
     """Whether ``out`` holds a training run that checkpointed and did not finish: a checkpoints
     folder emptied by hand, or whose latest checkpoint is gone, is started again, not resumed."""
     try:
-        latest_checkpoint(Path(out) / TrainResult.TRAINING / "checkpoints")
+        latest_checkpoint(Path(out) / TrainResult.TRAINING / TrainResult.CHECKPOINTS)
     except CheckpointError:
         return False
     return not (Path(out) / TrainResult.FILE).is_file()
