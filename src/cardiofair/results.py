@@ -275,7 +275,12 @@ class QualityResult(_JsonResult):
     @staticmethod
     def by_cell_file(section: str) -> str:
         """The per-cell CSV of a section (``realism_by_cell.csv``)."""
-        return f"{section}_by_cell.csv"
+        return QualityResult.by_group_file(section, "cell")
+
+    @staticmethod
+    def by_group_file(section: str, column: str) -> str:
+        """The CSV of a section per value of ``column`` (``realism_by_vendor.csv``)."""
+        return f"{section}_by_{column}.csv"
 
 
 @dataclass(frozen=True)

@@ -395,11 +395,23 @@ class QualitySettings:
     classifier_steps: int = option(700, "attribute classifier training steps")
     batch: int = 32
     segmenter_batch: int = 16
-    # Below 100 images a set's covariance in the 96 feature dimensions is singular, and two draws
-    # of real held-out images differ in FD-cardiofair by more than a synthetic set differs from
-    # real ones (benchmarks/bench_quality_sample_size.py: s.d. 2.4 at 50 images, 0.95 at 100).
-    min_images: int = option(100, "fewest images on each side for a distance to be reported, overall and per cell; "
-                             "fewer say 'too few images' with the counts")
+    # A per-image mean (Dice, balanced accuracy, copy rate) from fewer images carries a note, and
+    # prompt fidelity's phantom reference draws at least this many new subjects per cell.
+    min_images: int = option(100, "fewest images on each side for a per-image figure (mask and prompt fidelity, copy "
+                             "rate) without a 'too few images' note, and the fewest new phantom subjects per cell in "
+                             "prompt fidelity's reference")
+    # Whether a distance is reported is decided by its real-vs-real interval at the cohort's n
+    # (realism_target); this is only the floor below which a distance is not computed at all.
+    realism_min_images: int = option(20, "hard floor: fewest images on each side for FD-/KD-cardiofair to be computed "
+                                     "at all, overall, per cell, per vendor and per centre; above it a distance is "
+                                     "reported when its real-vs-real 95% interval is narrower than the realism "
+                                     "target's margin (docs/quality.md)")
+    realism_target: float = option(3.0, "the realism target: FD-cardiofair at most this many times its real "
+                                   "reference; a distance whose real-vs-real 95% interval at the cohort's n is wider "
+                                   "than the target's margin (reference x (target - 1)) says 'too few images' and "
+                                   "the n it needs")
+    # Resamples by subject behind each realism interval (FD on 96-d features: under a millisecond each).
+    realism_resamples: int = 100
     seed: int = option(0, "random seed")
     kernel_subsets: int = 50
     fd_draws: int = 20
@@ -418,6 +430,10 @@ class QualitySettings:
     def __post_init__(self) -> None:
         _at_least(self, 1, "steps", "classifier_steps", "fd_draws", "c2st_steps", "c2st_resamples")
         _at_least(self, 2, "min_images", "c2st_folds", "c2st_batch")
+        _at_least(self, 4, "realism_min_images")
+        _at_least(self, 10, "realism_resamples")
+        if self.realism_target <= 1:
+            raise SettingsError("realism_target", f"must be more than 1, got {self.realism_target}")
 
 
 @dataclass(frozen=True)

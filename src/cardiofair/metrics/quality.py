@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
@@ -67,8 +68,10 @@ from cardiofair.metrics.masks import mask_quality
 from cardiofair.metrics.privacy import CopyDetector, flatten_pixels, nearest_neighbours
 from cardiofair.metrics.quality_metrics import METRICS, Measurement
 from cardiofair.metrics.realism import (
+    FrechetReference,
     classifier_two_sample_tests,
     frechet_distance,
+    interval_at,
     kernel_distance,
     mask_geometry,
     mean_pairwise_ms_ssim,
@@ -233,20 +236,87 @@ def _too_few(counts: dict[str, int], minimum: int) -> str:
         f" (need {minimum})"
 
 
+# The sizes at which a cohort too small for a stable distance is asked how many images it needs.
+NEEDED_SIZES = (25, 50, 100, 200, 400)
+# KD subsets per resample of its interval (the figure itself averages ``kernel_subsets``), and
+# draws of the real held-out images that give the reference's level at each of NEEDED_SIZES.
+INTERVAL_KERNEL_SUBSETS = 5
+LEVEL_DRAWS = 10
+# How each realism interval is drawn; written into the section.
+REALISM_INTERVAL = ("95% interval at the compared n: halves of each side's images drawn by subject without "
+                    "replacement (within each subgroup cell where the figure is matched by cell), their distances' "
+                    "spread about the median scaled to n (x half/n, over sqrt(1 - half/pool)) and centred on the figure")
+
+
+@dataclass
+class Stratum:
+    """Records a side of a realism comparison is resampled from: each subject's positions, and
+    how many records the stratum (a subgroup cell, or the whole scope) gives a compared set."""
+
+    groups: list[np.ndarray]
+    size: int
+
+    @classmethod
+    def of(cls, subjects: np.ndarray, size: int, within: np.ndarray | None = None) -> "Stratum":
+        positions = np.arange(len(subjects)) if within is None else np.flatnonzero(within)
+        if not len(positions):
+            return cls([], size)
+        _, inverse, counts = np.unique(subjects[positions], return_inverse=True, return_counts=True)
+        return cls(np.split(positions[np.argsort(inverse, kind="stable")], np.cumsum(counts)[:-1]), size)
+
+    @property
+    def pool(self) -> int:
+        return sum(len(group) for group in self.groups)
+
+
+def by_subject(strata: Sequence[Stratum], rng: np.random.Generator, half: bool = True) -> np.ndarray:
+    """Positions of one resample: from each stratum, whole subjects in random order until it has
+    its size (half of it with ``half``), the last subject's records cut to fit."""
+    parts = [np.concatenate([s.groups[i] for i in rng.permutation(len(s.groups))])[:s.size // 2 if half else s.size]
+             for s in strata]
+    return np.concatenate(parts)
+
+
+def _resampled(train: Features, side: Features, strata: Sequence[Stratum], n: int, settings: QualitySettings,
+               seed: int, train_weights: np.ndarray | None, figures: dict[str, float]) -> dict[str, list[float] | None]:
+    """Each distance's 95% interval at ``n`` for one side (None where its images come from fewer
+    than two subjects, or too few images to halve)."""
+    keys = ("fd", "fd_image_mask", "kd")
+    if sum(len(s.groups) for s in strata) < 2 or sum(s.size // 2 for s in strata) < 2:
+        return dict.fromkeys(keys)
+    rng = np.random.default_rng([seed, 33])
+    halves = [by_subject(strata, rng) for _ in range(settings.realism_resamples)]
+    half, pool = len(halves[0]), sum(s.pool for s in strata)
+    references = {"fd": (FrechetReference(train.encoder, train_weights), "encoder"),
+                  "fd_image_mask": (FrechetReference(train.joint, train_weights), "joint")}
+    values = {key: [reference.distance(getattr(side, name)[h]) for h in halves]
+              for key, (reference, name) in references.items()}
+    train_size = len(train.encoder) if train_weights is None else int((train_weights > 0).sum())
+    values["kd"] = [kernel_distance(train.encoder, side.encoder[h], INTERVAL_KERNEL_SUBSETS, min(100, half, train_size),
+                                    seed + k, train_weights)[0] for k, h in enumerate(halves)]
+    return {key: interval_at(figures[key], values[key], half, n, pool, floor=None if key == "kd" else 0.0)
+            for key in keys}
+
+
 def realism_scope(train: Features, synthetic: Features, held_out: Features, synthetic_images: np.ndarray,
                   held_out_images: np.ndarray, settings: QualitySettings, seed: int,
                   train_weights: np.ndarray | None = None,
-                  draws: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+                  draws: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                  subjects: tuple[np.ndarray, np.ndarray] | None = None,
+                  cells: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Distances from the training set to the synthetic set and to real held-out images, at
-    the same sample size, and diversity within each. ``train_weights`` give the training set
-    the compared sets' subgroup mix. The Fréchet distances are means over ``settings.fd_draws``
-    draws of the compared rows, ``draws`` when given (synthetic rows, held-out rows, each pair
-    of one size), else random subsets of the smaller set's size."""
+    the same sample size, each with its 95% interval at that size, and diversity within each.
+    ``train_weights`` give the training set the compared sets' subgroup mix. The Fréchet
+    distances are means over ``settings.fd_draws`` draws of the compared rows, ``draws`` when
+    given (synthetic rows, held-out rows, each pair of one size), else random subsets of the
+    smaller set's size. The intervals resample each side by subject (``subjects``: the synthetic
+    and held-out records' subject ids, default one subject per record), within each subgroup
+    cell (``cells``: their cell keys) at the count per cell of the first draw when given."""
     effective_train = len(train.encoder) if train_weights is None else int((train_weights > 0).sum())
     counts = {"synthetic": len(synthetic.encoder) if draws is None else len(draws[0][0]),
               "real held-out": len(held_out.encoder) if draws is None else len(draws[0][1]),
               "real train": effective_train}
-    status = _too_few(counts, settings.min_images)
+    status = _too_few(counts, settings.realism_min_images)
     scope: dict[str, Any] = {"n_synthetic": counts["synthetic"], "n_real_held_out": counts["real held-out"],
                              "n_real_train": counts["real train"], "status": status}
     if status != "ok":
@@ -278,7 +348,74 @@ def realism_scope(train: Features, synthetic: Features, held_out: Features, synt
     scope["ms_ssim"] = {
         "synthetic": mean_pairwise_ms_ssim(synthetic_images[pick_synthetic], settings.ms_ssim_pairs, seed),
         "real_reference": mean_pairwise_ms_ssim(held_out_images[pick_real], settings.ms_ssim_pairs, seed)}
+    if subjects is None:
+        subjects = (np.arange(len(synthetic.encoder)), np.arange(len(held_out.encoder)))
+    if cells is None:
+        strata = [[Stratum.of(subjects[0], n)], [Stratum.of(subjects[1], n)]]
+    else:
+        composition = pd.Series(cells[0][pick_synthetic]).value_counts().sort_index()
+        strata = [[Stratum.of(ids, int(count), keys == cell) for cell, count in composition.items()]
+                  for ids, keys in zip(subjects, cells)]
+    # One BLAS thread: thousands of small matrices, where threads only wait for each other.
+    with threadpool_limits(1):
+        intervals = {name: _resampled(train, side, side_strata, n, settings, seed, train_weights,
+                                      {key: scope[key][name] for key in ("fd", "fd_image_mask", "kd")})
+                     for name, side, side_strata in (("synthetic", synthetic, strata[0]),
+                                                     ("real_reference", held_out, strata[1]))}
+    for key in ("fd", "fd_image_mask", "kd"):
+        scope[f"{key}_interval"] = {name: values[key] for name, values in intervals.items()}
     return scope
+
+
+def held_to_target(scope: dict[str, Any], train: Features, held_out: Features, held_out_subjects: np.ndarray,
+                   settings: QualitySettings, seed: int, train_weights: np.ndarray | None = None) -> dict[str, Any]:
+    """The realism scope as measured where its real-vs-real interval can tell a synthetic set at
+    the target (FD-cardiofair ``settings.realism_target`` times its reference) from one beyond
+    it, i.e. where the interval is narrower than the margin reference x (target - 1); otherwise
+    "too few images", with the n it needs: the smallest of :data:`NEEDED_SIZES` at which real
+    held-out images subsampled at that n give an interval narrow enough, or "more than N" where
+    the cohort cannot show one."""
+    if scope["status"] != "ok":
+        return scope
+    reference, interval = scope["fd"]["real_reference"], scope["fd_interval"]["real_reference"]
+    margin = reference * (settings.realism_target - 1)
+    if interval is not None and interval[1] - interval[0] <= margin:
+        return scope
+    n = scope["n_compared"]
+    with threadpool_limits(1):
+        needed = _needed_images(train, held_out, held_out_subjects, settings, seed, train_weights, n)
+    need = str(needed) if needed is not None else f"more than {min(len(held_out.encoder), NEEDED_SIZES[-1])}"
+    if interval is None:
+        why = f"{n} images from {len(set(held_out_subjects.tolist()))} real held-out subject(s) cannot show how " \
+              "real-vs-real FD-cardiofair spreads"
+    else:
+        why = (f"at {n} images real-vs-real FD-cardiofair spans {interval[0]:.2f}-{interval[1]:.2f}, wider than the "
+               f"{settings.realism_target:g}x target's margin {margin:.2f}")
+    return {**{key: scope[key] for key in ("n_synthetic", "n_real_held_out", "n_real_train")},
+            "status": f"too few images for a stable figure: {why} (need {need})", "n_needed": needed,
+            "real_reference_at_n": {"n": n, "fd": reference, "fd_interval": interval, "margin": margin}}
+
+
+def _needed_images(train: Features, held_out: Features, subjects: np.ndarray, settings: QualitySettings, seed: int,
+                   train_weights: np.ndarray | None, n: int) -> int | None:
+    """The smallest size of :data:`NEEDED_SIZES` above ``n`` at which real held-out images,
+    subsampled by subject at that size, give a real-vs-real FD-cardiofair whose interval is
+    narrower than the target's margin; None where none within the held-out images does."""
+    reference = FrechetReference(train.encoder, train_weights)
+    rng = np.random.default_rng([seed, 34])
+    groups = Stratum.of(subjects, 0).groups
+    for size in (s for s in NEEDED_SIZES if n < s <= len(held_out.encoder)):
+        stratum = [Stratum(groups, size)]
+        level = float(np.mean([reference.distance(held_out.encoder[by_subject(stratum, rng, half=False)])
+                               for _ in range(LEVEL_DRAWS)]))
+        halves = [by_subject(stratum, rng) for _ in range(settings.realism_resamples)]
+        if len(groups) < 2 or len(halves[0]) < 2:
+            continue
+        low, high = interval_at(level, [reference.distance(held_out.encoder[h]) for h in halves], len(halves[0]), size,
+                                len(held_out.encoder), floor=0.0)
+        if high - low <= level * (settings.realism_target - 1):
+            return size
+    return None
 
 
 def matched_by_cell(synthetic_keys: pd.Series, held_out_keys: pd.Series, train_keys: pd.Series,
@@ -383,18 +520,22 @@ def _closest_pairs_png(synthetic: ImageSet, train: ImageSet, order: np.ndarray, 
 
 
 def _flat_rows(cells: dict[str, dict[str, Any]], attributes: list[str]) -> pd.DataFrame:
+    """One row per scope (cell, vendor, ...), nested figures as ``key_inner_...`` columns and an
+    interval ``[low, high]`` as ``..._low`` and ``..._high``."""
+    def flatten(name: str, value: Any, row: dict[str, Any]) -> None:
+        if isinstance(value, dict):
+            for inner, figure in value.items():
+                flatten(f"{name}_{inner}", figure, row)
+        elif name.endswith("interval") and isinstance(value, (list, tuple)) and len(value) == 2:
+            row[f"{name}_low"], row[f"{name}_high"] = value
+        else:
+            row[name] = value
+
     rows = []
     for cell, scope in cells.items():
         row: dict[str, Any] = dict(zip(attributes, cell.split("|")))
         for key, value in scope.items():
-            if isinstance(value, dict):
-                for inner, figure in value.items():
-                    if isinstance(figure, dict):
-                        row.update({f"{key}_{inner}_{k}": v for k, v in figure.items()})
-                    else:
-                        row[f"{key}_{inner}"] = figure
-            else:
-                row[key] = value
+            flatten(key, value, row)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -514,27 +655,65 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
 
 
 def measure_realism(context: QualityContext) -> Measurement:
-    """Distances to the real training set, overall (matched by cell) and per cell."""
-    settings, features = context.settings, context.features
-    synthetic, held_out = context.sets["synthetic"], context.sets["held_out"]
+    """Distances to the real training set, overall (matched by cell), per cell, and per vendor
+    and centre where the real cohort records them, each with its interval and held to the
+    realism target (:func:`held_to_target`)."""
+    settings, features, sets = context.settings, context.features, context.sets
+    synthetic, held_out = sets["synthetic"], sets["held_out"]
+    subjects = {name: sets[name].rows["subject_id"].astype(str).to_numpy() for name in ("synthetic", "held_out")}
 
-    def scope(cell: str) -> dict[str, Any]:
-        train, syn, held = (context.within(name, cell) for name in ("train", "synthetic", "held_out"))
-        return realism_scope(features["train"].take(train), features["synthetic"].take(syn),
-                             features["held_out"].take(held), synthetic.images[syn], held_out.images[held],
-                             settings, settings.seed)
+    def scope(train: np.ndarray, syn: np.ndarray, held: np.ndarray) -> dict[str, Any]:
+        train_features, held_features = features["train"].take(train), features["held_out"].take(held)
+        measured = realism_scope(train_features, features["synthetic"].take(syn), held_features, synthetic.images[syn],
+                                 held_out.images[held], settings, settings.seed,
+                                 subjects=(subjects["synthetic"][syn], subjects["held_out"][held]))
+        return held_to_target(measured, train_features, held_features, subjects["held_out"][held], settings,
+                              settings.seed)
 
     keys = context.keys
     matched = [matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"], settings.seed + k)
                for k in range(settings.fd_draws)]
     # Every draw has the same count per cell, hence the same training-set weights.
     train_weights, unmatched = matched[0][2], matched[0][3]
-    overall = {**realism_scope(features["train"], features["synthetic"], features["held_out"], synthetic.images,
-                               held_out.images, settings, settings.seed, train_weights,
-                               draws=[(syn, held) for syn, held, _, _ in matched]),
+    overall = realism_scope(features["train"], features["synthetic"], features["held_out"], synthetic.images,
+                            held_out.images, settings, settings.seed, train_weights,
+                            draws=[(syn, held) for syn, held, _, _ in matched],
+                            subjects=(subjects["synthetic"], subjects["held_out"]),
+                            cells=(keys["synthetic"].to_numpy(), keys["held_out"].to_numpy()))
+    overall = {**held_to_target(overall, features["train"], features["held_out"], subjects["held_out"], settings,
+                                settings.seed, train_weights),
                "matched_by_cell": True, "cells_without_real_held_out": unmatched}
-    return Measurement({"feature_space": FEATURE_SPACES[context.evaluators.feature_network],
-                        "overall": overall, "cells": {cell: scope(cell) for cell in context.cells}})
+    everything = np.ones(len(synthetic), bool)
+    section = {"feature_space": FEATURE_SPACES[context.evaluators.feature_network],
+               "realism_target": settings.realism_target, "interval": REALISM_INTERVAL, "overall": overall,
+               "cells": {cell: scope(*(context.within(name, cell) for name in ("train", "synthetic", "held_out")))
+                         for cell in context.cells}}
+    files = {}
+    for column, values in recorded_groups(sets["held_out"].rows).items():
+        train_values, held_values = (sets[name].rows[column].astype(str).to_numpy() for name in ("train", "held_out"))
+        # Every synthetic image against the real images of one vendor (or centre): its held-out
+        # images against its own training images are the reference.
+        section[f"by_{column}"] = {value: scope(train_values == value, everything, held_values == value)
+                                   for value in values}
+        files[QualityResult.by_group_file("realism", column)] = _flat_rows(section[f"by_{column}"], [column]).to_csv(
+            index=False)
+    return Measurement(section, files=files)
+
+
+# Columns of a real manifest whose values are compared one by one (the M&Ms copy records both).
+GROUP_COLUMNS = ("vendor", "centre")
+
+
+def recorded_groups(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """Each column of :data:`GROUP_COLUMNS` that records at least two known values among
+    ``rows``, with those values in order."""
+    groups = {}
+    for column in (c for c in GROUP_COLUMNS if c in rows.columns):
+        known = rows[column].dropna().astype(str).str.strip()
+        values = sorted(set(known[~known.isin(["", "nan", "None", UNKNOWN])]))
+        if len(values) >= 2:
+            groups[column] = values
+    return groups
 
 
 def drawn_to_mix(keys: pd.Series, mix: pd.Series, seed: int) -> np.ndarray:

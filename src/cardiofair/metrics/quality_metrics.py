@@ -137,11 +137,45 @@ def realism_table(section: Section) -> Table:
         ["KD-cardiofair x 1000 (+/- s.d. over subsets)", *spread("kd", 1000.0)],
         ["MS-SSIM within the set (lower = more diverse)", *map(number, synthetic_and_reference(scope, "ms_ssim"))],
     ]
+    rows[3:3] = [[f"{label}: 95% interval at n={n}", *intervals(scope, key, scale)] for label, key, scale in
+                 (("FD-cardiofair", "fd", 1.0), ("FD-cardiofair, image + mask", "fd_image_mask", 1.0),
+                  ("KD-cardiofair x 1000", "kd", 1000.0)) if scope.get(f"{key}_interval")]
     notes = []
     if scope.get("matched_by_cell"):
         notes.append(f"Each draw takes both sets to the same count in every subgroup cell ({n} images each) and the "
                      "training set is weighted to that mix, so the distance does not reward or punish the subgroup mix.")
-    return Table(caption, header, rows, notes + left_out_cells(scope))
+    if section.get("interval"):
+        notes.append(f"Intervals: {section['interval']}. A distance is reported where the real reference's interval "
+                     f"is narrower than the realism target's margin (FD-cardiofair at most "
+                     f"{section.get('realism_target', FAR_DISTANCE_RATIO):g} times its reference).")
+    groups, group_notes = group_rows(section)
+    return Table(caption, header, rows + groups, notes + left_out_cells(scope) + group_notes)
+
+
+def intervals(scope: Mapping[str, Any], key: str, scale: float = 1.0) -> list[str]:
+    """A distance's 95% intervals, synthetic and reference, as ``[low, high]``."""
+    return [MISSING if not pair else f"[{number(pair[0], 2, scale)}, {number(pair[1], 2, scale)}]"
+            for pair in synthetic_and_reference(scope, f"{key}_interval")]
+
+
+def realism_groups(section: Section) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(column, value, scope) of the realism per vendor and per centre, where the cohort records them."""
+    return [(column, value, scope) for column in ("vendor", "centre")
+            for value, scope in (section.get(f"by_{column}") or {}).items()]
+
+
+def group_rows(section: Section) -> tuple[list[list[str]], list[str]]:
+    """FD-cardiofair per vendor and centre with its intervals, and the notes of those not measured."""
+    rows, notes = [], []
+    for column, value, scope in realism_groups(section):
+        if scope.get("status") != "ok":
+            rows.append([f"FD-cardiofair, {column} {value}", MISSING, MISSING])
+            notes.append(f"{column} {value}: {scope.get('status')}")
+            continue
+        figures = synthetic_and_reference(scope, "fd")
+        rows.append([f"FD-cardiofair, {column} {value} (n={scope.get('n_compared')}; reference: its held-out vs its "
+                     f"training images)", *(f"{number(v)} {i}" for v, i in zip(figures, intervals(scope, "fd")))])
+    return rows, notes
 
 
 def realism_summary(section: Section) -> list[str]:
@@ -152,8 +186,19 @@ def realism_summary(section: Section) -> list[str]:
     measures = ((f"FD-cardiofair (n={scope['n_compared']}, {scope['fd_draws']} draws)", "fd", 1.0),
                 ("FD-cardiofair image+mask", "fd_image_mask", 1.0), ("KD-cardiofair x1000", "kd", 1000.0),
                 ("MS-SSIM within set (lower = more diverse)", "ms_ssim", 1.0))
-    return [summary_line(label, *(number(v, scale=scale) for v in synthetic_and_reference(scope, key)))
-            for label, key, scale in measures]
+    lines = []
+    for label, key, scale in measures:
+        lines.append(summary_line(label, *(number(v, scale=scale) for v in synthetic_and_reference(scope, key))))
+        if scope.get(f"{key}_interval"):
+            lines.append(summary_line(f"  95% interval at n={scope['n_compared']}", *intervals(scope, key, scale)))
+    for column, value, group in realism_groups(section):
+        if group.get("status") != "ok":
+            lines.append(f"realism {column} {value}: {group.get('status')}")
+            continue
+        lines += [summary_line(f"FD-cardiofair {column} {value} (n={group['n_compared']})",
+                               *map(number, synthetic_and_reference(group, "fd"))),
+                  summary_line("  95% interval", *intervals(group, "fd"))]
+    return lines
 
 
 def realism_verdict(section: Section) -> list[str]:
@@ -162,7 +207,7 @@ def realism_verdict(section: Section) -> list[str]:
     if scope.get("status") != "ok":
         return [f"Realism was not measured: {scope.get('status')}."]
     synthetic, reference = synthetic_and_reference(scope, "fd")
-    if synthetic is not None and reference and synthetic > FAR_DISTANCE_RATIO * reference:
+    if synthetic is not None and reference and synthetic > section.get("realism_target", FAR_DISTANCE_RATIO) * reference:
         return [f"FD-cardiofair of the synthetic images is {synthetic / reference:.1f} times that of real "
                 f"held-out images ({number(synthetic)} against {number(reference)}): they are told apart "
                 "from real images easily."]
@@ -446,8 +491,10 @@ REALISM_PAGE = Page("realism", "Realism")
 PROMPT_PAGE = Page("prompt-fidelity", "Prompt fidelity")
 
 METRICS: tuple[Metric, ...] = (
-    # {"feature_space": str, "overall": SCOPE, "cells": {cell: SCOPE}}; a SCOPE holds the figures
-    # with their image counts and a "status" ("ok" or why a figure is missing).
+    # {"feature_space": str, "realism_target": float, "interval": how intervals are drawn, "overall": SCOPE,
+    # "cells": {cell: SCOPE}, and where the real cohort records them "by_vendor" / "by_centre": {value: SCOPE}};
+    # a SCOPE holds the figures, their "<measure>_interval" ({side: [low, high]}) at the compared n, the image
+    # counts and a "status" ("ok" or why a figure is missing, with "n_needed" where the interval was too wide).
     Metric("realism", f"{_COMPUTE}:measure_realism", realism_table, realism_summary, realism_verdict,
            REALISM_PAGE, by_cell=True, in_cards=True),
     # {"folds", "steps", "batch", "interval": how the interval is drawn, "overall": SCOPE}; SCOPE holds

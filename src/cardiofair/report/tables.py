@@ -114,18 +114,19 @@ TOO_FEW = "too few images for a stable figure: "
 
 def _shortfalls(messages: list[str]) -> str:
     # The evaluation words each shortfall as "too few images for a stable figure: 9 real
-    # held-out (need 20)"; one cell has up to three, so they are merged into one line.
-    counts, need, other = [], "", []
+    # held-out (need 20)"; one cell has up to three, so those that need as many are merged
+    # into one line.
+    counts: dict[str, list[str]] = {}
+    other = []
     for message in dict.fromkeys(messages):
         body, _, tail = message[len(TOO_FEW):].rpartition(" (need ")
         if message.startswith(TOO_FEW) and body:
-            counts += body.split(", ")
-            need = tail.rstrip(")")
+            counts.setdefault(tail.rstrip(")"), []).extend(body.split(", "))
         else:
             other.append(message)
-    if counts:
-        other.insert(0, f"too few images for a stable figure (need {need}): " + ", ".join(dict.fromkeys(counts)))
-    return "; ".join(other)
+    merged = [f"too few images for a stable figure (need {need}): " + ", ".join(dict.fromkeys(parts))
+              for need, parts in counts.items()]
+    return "; ".join(merged + other)
 
 
 def _mean(values: Mapping[str, float] | None) -> float | None:
