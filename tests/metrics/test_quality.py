@@ -26,6 +26,7 @@ from cardiofair.metrics.quality import (
     Features,
     QualitySettings,
     evaluate_synthetic,
+    held_to_target,
     matched_by_cell,
     realism_scope,
     same_cell_reference,
@@ -146,6 +147,62 @@ def test_the_realism_distance_is_the_mean_over_draws_of_the_compared_images():
     given = realism_scope(train, synthetic, held_out, images(90), images(60), settings, seed=0, draws=draws[:2])
     assert given["fd_draws"] == 2 and given["n_synthetic"] == 60
     assert given["fd"]["synthetic"] == pytest.approx(np.mean(one_by_one[:2]))
+
+
+def _gaussian_features(rng, n, shift, dimensions):
+    encoder = rng.normal(shift, 1.0, (n, dimensions))
+    return Features(encoder, np.concatenate([encoder, rng.normal(0.0, 1.0, (n, 2))], 1), np.zeros((n, 1)))
+
+
+def test_the_reference_interval_covers_its_figure_narrows_with_n_and_matches_the_spread_between_cohorts():
+    rng = np.random.default_rng(0)
+    features = lambda n, shift=0.0: _gaussian_features(rng, n, shift, 16)
+    images = lambda n: rng.random((n, 2, 8, 8)).astype(np.float32)
+    settings = QualitySettings(fd_draws=4, ms_ssim_pairs=5, kernel_subsets=3)
+    train = features(2000)
+    widths = {}
+    for n in (40, 320):
+        held_out = features(n, 0.1)
+        # Two images per subject: the halves are drawn by subject.
+        subjects = (np.arange(n) // 2, np.arange(n) // 2)
+        scope = realism_scope(train, features(n, 0.5), held_out, images(n), images(n), settings, seed=0,
+                              subjects=subjects)
+        for key in ("fd", "fd_image_mask", "kd"):
+            for side in ("synthetic", "real_reference"):
+                low, high = scope[f"{key}_interval"][side]
+                assert low <= scope[key][side] <= high, (n, key, side)
+        low, high = scope["fd_interval"]["real_reference"]
+        widths[n] = high - low
+        # Every held-out image is compared (n of n): the interval still spreads, and about as
+        # wide as the reference of other real cohorts of n images does.
+        cohorts = [frechet_distance(train.encoder, features(n, 0.1).encoder) for _ in range(200)]
+        spread = np.subtract(*np.quantile(cohorts, [0.975, 0.025]))
+        assert 0.5 * spread < widths[n] < 2.0 * spread, (n, widths[n], spread)
+    assert widths[320] < widths[40] / 3
+
+
+def test_a_distance_is_too_few_where_the_real_interval_is_wider_than_the_targets_margin():
+    rng = np.random.default_rng(0)
+    features = lambda n, shift: _gaussian_features(rng, n, shift, 2)
+    images = lambda n: rng.random((n, 2, 8, 8)).astype(np.float32)
+    settings = QualitySettings(fd_draws=4, ms_ssim_pairs=5, kernel_subsets=3, realism_target=2.0)
+    train, held_out = features(1000, 0.0), features(400, 0.3)
+    few = realism_scope(train, features(25, 0.5), held_out, images(25), images(400), settings, seed=0)
+    low, high = few["fd_interval"]["real_reference"]
+    assert high - low > few["fd"]["real_reference"] * (settings.realism_target - 1)
+    judged = held_to_target(few, train, held_out, np.arange(400), settings, seed=0)
+    assert judged["status"].startswith("too few images for a stable figure: at 25 images real-vs-real")
+    assert judged["n_needed"] in (50, 100, 200, 400) and judged["status"].endswith(f"(need {judged['n_needed']})")
+    assert "fd" not in judged and judged["real_reference_at_n"]["fd_interval"] == [low, high]
+    # Where the cohort holds fewer images than any size that would do, it says so.
+    short = held_to_target(few, train, held_out.take(np.arange(40)), np.arange(40), settings, seed=0)
+    assert short["n_needed"] is None and short["status"].endswith("(need more than 40)")
+    many = realism_scope(train, features(400, 0.5), held_out, images(400), images(400), settings, seed=0)
+    assert held_to_target(many, train, held_out, np.arange(400), settings, seed=0) is many
+    assert many["status"] == "ok" and many["fd"]["synthetic"] > many["fd"]["real_reference"]
+    # Below the floor no distance is computed at all.
+    floor = realism_scope(train, features(10, 0.5), held_out, images(10), images(400), settings, seed=0)
+    assert floor["status"].endswith("(need 20)") and "fd_interval" not in floor
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -298,6 +355,43 @@ def test_too_few_images_are_reported_not_measured(real_dataset, tmp_path, monkey
     assert "too few images" in realism["status"] and "fd" not in realism
     assert realism["n_synthetic"] <= 6
     assert all("fd" not in scope for scope in report.section("realism")["cells"].values())
+    # A cohort that records no vendor or centre has no scope of either.
+    assert not {"by_vendor", "by_centre"} & report.section("realism").keys()
+    assert not list((tmp_path / "q").glob("realism_by_[!c]*.csv"))
+
+
+def test_realism_per_vendor_where_the_real_manifest_records_it(real_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
+    real = tmp_path / "real"
+    shutil.copytree(real_dataset, real)
+    manifest = pd.read_csv(real / "manifest.csv")
+    codes = manifest["subject_id"].astype("category").cat.codes
+    manifest["vendor"] = np.where(codes % 2 == 0, "Siemens", "Philips")
+    manifest.loc[codes % 7 == 0, "vendor"] = None  # unknown for some subjects
+    manifest.to_csv(real / "manifest.csv", index=False)
+    synthetic = _synthetic_from(_by_split(real_dataset, "train")[:60], tmp_path / "syn", noise=0.05, seed=0)
+    assert main(["quality", "--real", str(real), "--synthetic", str(synthetic), "--out", str(tmp_path / "q"),
+                 "--steps", "5", "--classifier-steps", "5", "--no-c2st"]) == 0
+    printed = capsys.readouterr().out
+    realism = json.loads((tmp_path / "q" / "synthetic_quality.json").read_text())["realism"]
+    assert list(realism["by_vendor"]) == ["Philips", "Siemens"] and "by_centre" not in realism
+    held_out = manifest[manifest["split"].isin(["val", "test"])]
+    train = manifest[manifest["split"] == "train"]
+    for vendor, scope in realism["by_vendor"].items():
+        assert scope["n_real_held_out"] == (held_out["vendor"] == vendor).sum()
+        assert scope["n_real_train"] == (train["vendor"] == vendor).sum()
+        assert scope["n_synthetic"] == 60
+        if scope["status"] == "ok":
+            assert scope["n_compared"] == min(60, scope["n_real_held_out"])
+            low, high = scope["fd_interval"]["real_reference"]
+            assert low <= scope["fd"]["real_reference"] <= high
+            assert f"FD-cardiofair vendor {vendor} (n={scope['n_compared']})" in printed
+        else:
+            assert f"realism vendor {vendor}: too few images" in printed
+    table = pd.read_csv(tmp_path / "q" / "realism_by_vendor.csv")
+    assert table["vendor"].tolist() == ["Philips", "Siemens"]
+    assert {"fd_interval_real_reference_low", "fd_interval_real_reference_high"} <= set(table.columns) or \
+        table["status"].str.startswith("too few").all()
 
 
 def test_bad_inputs_are_refused_with_the_reason(real_dataset, tmp_path, monkeypatch, capsys):
