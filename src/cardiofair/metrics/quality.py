@@ -526,7 +526,7 @@ def _flat_rows(cells: dict[str, dict[str, Any]], attributes: list[str]) -> pd.Da
         if isinstance(value, dict):
             for inner, figure in value.items():
                 flatten(f"{name}_{inner}", figure, row)
-        elif name.endswith("interval") and isinstance(value, (list, tuple)) and len(value) == 2:
+        elif "interval" in name and isinstance(value, (list, tuple)) and len(value) == 2:
             row[f"{name}_low"], row[f"{name}_high"] = value
         else:
             row[name] = value
