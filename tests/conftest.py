@@ -87,7 +87,7 @@ def tiny_synthetic(tiny_real, tiny_model, tiny_plan, tmp_path_factory):
 def tiny_quality_settings():
     """The quality stage's settings for the tiny study: judges of a few steps, and few enough
     images needed that realism and the two-sample test give figures on its handful of subjects."""
-    return QualitySettings(steps=5, classifier_steps=5, min_images=2, realism_min_images=4, counterfactual_pairs=2,
+    return QualitySettings(steps=5, classifier_steps=5, min_images=2, realism_min_images=2, counterfactual_pairs=2,
                            fd_draws=2, kernel_subsets=5, ms_ssim_pairs=10, c2st_folds=2, c2st_steps=10, c2st_resamples=50)
 
 

@@ -429,8 +429,7 @@ class QualitySettings:
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "steps", "classifier_steps", "fd_draws", "c2st_steps", "c2st_resamples")
-        _at_least(self, 2, "min_images", "c2st_folds", "c2st_batch")
-        _at_least(self, 4, "realism_min_images")
+        _at_least(self, 2, "min_images", "realism_min_images", "c2st_folds", "c2st_batch")
         _at_least(self, 10, "realism_resamples")
         if self.realism_target <= 1:
             raise SettingsError("realism_target", f"must be more than 1, got {self.realism_target}")

@@ -379,18 +379,16 @@ def held_to_target(scope: dict[str, Any], train: Features, held_out: Features, h
         return scope
     reference, interval = scope["fd"]["real_reference"], scope["fd_interval"]["real_reference"]
     margin = reference * (settings.realism_target - 1)
-    if interval is not None and interval[1] - interval[0] <= margin:
+    # No interval (fewer than 4 images or one subject a side, only below the default floor): the
+    # floor alone decides.
+    if interval is None or interval[1] - interval[0] <= margin:
         return scope
     n = scope["n_compared"]
     with threadpool_limits(1):
         needed = _needed_images(train, held_out, held_out_subjects, settings, seed, train_weights, n)
     need = str(needed) if needed is not None else f"more than {min(len(held_out.encoder), NEEDED_SIZES[-1])}"
-    if interval is None:
-        why = f"{n} images from {len(set(held_out_subjects.tolist()))} real held-out subject(s) cannot show how " \
-              "real-vs-real FD-cardiofair spreads"
-    else:
-        why = (f"at {n} images real-vs-real FD-cardiofair spans {interval[0]:.2f}-{interval[1]:.2f}, wider than the "
-               f"{settings.realism_target:g}x target's margin {margin:.2f}")
+    why = (f"at {n} images real-vs-real FD-cardiofair spans {interval[0]:.2f}-{interval[1]:.2f}, wider than the "
+           f"{settings.realism_target:g}x target's margin {margin:.2f}")
     return {**{key: scope[key] for key in ("n_synthetic", "n_real_held_out", "n_real_train")},
             "status": f"too few images for a stable figure: {why} (need {need})", "n_needed": needed,
             "real_reference_at_n": {"n": n, "fd": reference, "fd_interval": interval, "margin": margin}}
