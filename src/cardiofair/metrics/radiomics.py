@@ -66,7 +66,7 @@ def require() -> str:
     except Exception as error:  # pyradiomics 3.1.0 fails at import with other errors than ImportError
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise MissingFrdError(f"quality.frd needs frd-score and pyradiomics, which could not be imported ({reason}): "
-                              f"install them with `{INSTALL}` (docs/quality.md#the-frechet-radiomics-distance), or "
+                              f"install them with `{INSTALL}` (docs/quality.md#frd-radiomics), or "
                               "turn quality.frd off") from None
     assert frd.FRD_VERSION_DEFAULT == VERSION, f"frd-score {frd_score.__version__} defaults to another FRD version"
     return f"frd-score {frd_score.__version__}, pyradiomics {radiomics.__version__}"
