@@ -19,7 +19,7 @@ from cardiofair.data.phantom import PhantomConfig
 from cardiofair.data.records import ImageSet
 from cardiofair.metrics import radiomics
 from cardiofair.metrics.quality import measure_frd
-from cardiofair.metrics.quality_metrics import frd_summary, frd_table, frd_verdict
+from cardiofair.metrics.quality_metrics import frd_summary, frd_table
 from cardiofair.settings import QualitySettings
 
 
@@ -96,7 +96,6 @@ def test_the_section_puts_each_frame_beside_its_real_reference_at_the_same_count
                                      "real_train": scope["n_real_train"]}
         assert frame["frd"]["synthetic"] > frame["frd"]["real_reference"] + 3
     assert len(frd_table(section).rows) == 2 and frd_summary(section)[0].startswith("FRD v1 ED")
-    assert "Fréchet Radiomics Distance" in frd_verdict(section)[0]
 
 
 def test_off_by_default_the_section_says_it_was_not_run():
@@ -104,7 +103,7 @@ def test_off_by_default_the_section_says_it_was_not_run():
     section = measure_frd(SimpleNamespace(settings=QualitySettings())).section
     assert section["overall"] == {"status": "not run (quality.frd is off)"}
     assert frd_summary(section) == ["FRD: not run (quality.frd is off)"]
-    assert frd_verdict(section) == [] and frd_table(section).notes == ["Not measured: not run (quality.frd is off)"]
+    assert frd_table(section).notes == ["Not measured: not run (quality.frd is off)"]
 
 
 def test_without_the_extra_quality_frd_fails_at_once_with_the_install_command(split_phantom, tmp_path, monkeypatch,

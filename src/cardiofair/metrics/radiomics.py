@@ -39,7 +39,8 @@ import numpy as np
 from cardiofair.errors import CardiofairError
 
 INSTALL = "make install-frd"
-# frd-score's default version; 64 px images at 1.5-2.5 mm are resampled to its 2 mm grid.
+# frd-score's default version (passed explicitly); its 2-D configuration resamples each image to
+# a 2 mm grid, which 64 px images at 1.5-2.5 mm take without trouble.
 VERSION = "v1"
 # frd-score skips a mask of one pixel or none; such images are left out before extraction.
 MIN_MASK_PIXELS = 2
@@ -60,16 +61,15 @@ def _frd():
 def require() -> str:
     """The versions of frd-score and pyradiomics, or one line saying how to install them."""
     try:
-        frd = _frd()
+        _frd()
         import frd_score
         import radiomics
-    except Exception as error:  # pyradiomics 3.1.0 fails at import with other errors than ImportError
+    except Exception as error:  # a broken pyradiomics build can fail with other errors than ImportError
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise MissingFrdError(f"quality.frd needs frd-score and pyradiomics, which could not be imported ({reason}): "
                               f"install them with `{INSTALL}` (docs/quality.md#frd-radiomics), or "
                               "turn quality.frd off") from None
-    assert frd.FRD_VERSION_DEFAULT == VERSION, f"frd-score {frd_score.__version__} defaults to another FRD version"
-    return f"frd-score {frd_score.__version__}, pyradiomics {radiomics.__version__}"
+    return f"frd-score {frd_score.__version__}, pyradiomics {radiomics.__version__.lstrip('v')}"
 
 
 def _write(array: np.ndarray, path: Path, spacing_mm: float) -> str:
