@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo app test test-slow test-all bench clean
+.PHONY: install install-frd demo app test test-slow test-all bench clean
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	# The app extra too: the suite drives `cardiofair app` (gradio) in a real server and browser.
 	$(BIN)/python -m pip install --quiet -e '.[test,app]'
 	touch $@
+
+# The optional Fréchet Radiomics Distance (`quality.frd`, docs/quality.md): pyradiomics 3.0.1, which
+# frd-score needs but does not declare, built without build isolation (its setup imports numpy and
+# versioneer; 3.1.0 does not build), then the frd extra (frd-score, SimpleITK, OpenCV headless).
+install-frd: install
+	$(BIN)/python -m pip install --quiet numpy versioneer setuptools wheel
+	$(BIN)/python -m pip install --quiet --no-build-isolation pyradiomics==3.0.1
+	$(BIN)/python -m pip install --quiet -e '.[frd]'
 
 # The embedded default study on the phantom cohort (7-10 minutes on 2 cores); running it
 # again continues an interrupted study and skips finished stages. Report: runs/phantom-default/report.html

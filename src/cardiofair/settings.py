@@ -426,9 +426,16 @@ class QualitySettings:
     c2st_steps: int = 120
     c2st_batch: int = 32
     c2st_resamples: int = 1000
+    frd: bool = option(False, "the Fréchet Radiomics Distance (frd-score's FRD v1, radiomic features of the heart "
+                       "region per frame) of synthetic and of real held-out images from real training images; needs "
+                       "frd-score and pyradiomics (`make install-frd`)")
+    # The FRD reference takes this many real training records per compared record, drawn to the
+    # compared records' mix of cells: radiomic features cost about 0.1 s an image (docs/quality.md).
+    frd_train_multiple: int = 3
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "steps", "classifier_steps", "fd_draws", "c2st_steps", "c2st_resamples")
+        _at_least(self, 1, "steps", "classifier_steps", "fd_draws", "c2st_steps", "c2st_resamples",
+                  "frd_train_multiple")
         _at_least(self, 2, "min_images", "realism_min_images", "c2st_folds", "c2st_batch")
         _at_least(self, 10, "realism_resamples")
         if self.realism_target <= 1:

@@ -311,6 +311,7 @@ def test_evaluate_synthetic_writes_every_section_beside_its_reference(real_datas
     second = json.loads((tmp_path / "q2" / "synthetic_quality.json").read_text())
     assert second["evaluators"] == report["evaluators"]
     assert second["c2st"]["overall"]["status"] == "not run (quality.c2st is off)"
+    assert second["frd"]["overall"]["status"] == "not run (quality.frd is off)"
     assert second["privacy"]["overall"]["copy_rate"]["pixel"]["synthetic"] < 0.2
     assert second["privacy"]["overall"]["mask_source_not_in_train"] == 60
     assert second["mask_geometry"]["novelty"]["copy_rate"]["synthetic"] < 0.2

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from cardiofair.data.prepare import PhantomModel, draw_fresh, phantom_model
 from cardiofair.data.preview import mask_overlay, png_bytes
 from cardiofair.data.records import (
+    FRAMES,
     ImageSet,
     ImageSizeError,
     load_images,
@@ -55,6 +56,7 @@ from cardiofair.data.split import SPLITS, check_splits, learned_held_out
 from cardiofair.data.summary import attribute_table, cell_attributes
 from cardiofair.errors import CardiofairError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
+from cardiofair.metrics import radiomics
 from cardiofair.metrics.counterfactual import DrawnPairs, choose_pairs, draw_pairs, prompt_effects
 from cardiofair.metrics.evaluators import (
     ATTRIBUTE_COLUMNS,
@@ -578,6 +580,9 @@ def evaluate_synthetic(real_root: str | os.PathLike, synthetic_root: str | os.Pa
     its counterfactual pairs."""
     real_root, synthetic_root, out = Path(real_root), Path(synthetic_root), Path(out)
     log = (lambda text: tqdm.write(text)) if progress else (lambda text: None)
+    if settings.frd:
+        # Before any data is loaded or any judge trained.
+        log(f"FRD: {radiomics.require()}")
     with StagingDirectory(out, overwrite=overwrite) as staging:
         context = _context(real_root, synthetic_root, settings, evaluators_dir, model_dir, log, progress)
         measured = {metric.name: metric.measure(context) for metric in METRICS}
@@ -765,6 +770,51 @@ def measure_c2st(context: QualityContext) -> Measurement:
                    auroc_interval={"synthetic": list(synthetic.interval), "real_reference": list(reference.interval)})
     per_image[synthetic_pick] = synthetic.scores[len(held):]
     return Measurement({**method, "overall": overall}, per_image={"c2st_score": per_image})
+
+
+def measure_frd(context: QualityContext) -> Measurement:
+    """The Fréchet Radiomics Distance of frd-score (:mod:`cardiofair.metrics.radiomics`) per frame,
+    within the heart: synthetic images from real training images, beside real held-out images
+    from the same training images, both sides at the same count per cell."""
+    settings = context.settings
+    method = {"version": radiomics.VERSION, "region": "the heart (LV blood pool, LV myocardium, RV blood pool)",
+              "train_multiple": settings.frd_train_multiple}
+    if not settings.frd:
+        return Measurement({**method, "overall": {"status": "not run (quality.frd is off)"}})
+    method["package"] = radiomics.require()
+    sets, keys = context.sets, context.keys
+    # Realism's first draw, as the two-sample test's; the training records follow its mix.
+    synthetic_pick, held_pick, _, unmatched = matched_by_cell(keys["synthetic"], keys["held_out"], keys["train"],
+                                                              settings.seed)
+    mix = keys["held_out"].iloc[held_pick]
+    compared = {"synthetic": sets["synthetic"].take(synthetic_pick), "real_held_out": sets["held_out"].take(held_pick),
+                "real_train": sets["train"].take(drawn_to_mix(keys["train"], pd.concat([mix] * settings.frd_train_multiple),
+                                                              settings.seed))}
+    counts = {name: len(s) for name, s in compared.items()}
+    overall: dict[str, Any] = {**{f"n_{name}": n for name, n in counts.items()}, "cells_without_real_held_out": unmatched,
+                               "status": _too_few({name.replace("_", " "): n for name, n in counts.items()}, 2)}
+    if overall["status"] != "ok":
+        return Measurement({**method, "overall": overall})
+    spacing = float(sets["train"].rows["pixel_spacing_mm"].astype(float).iloc[0])
+    workers = radiomics.workers()
+    context.log(f"FRD: radiomic features of {sum(counts.values())} records x {len(FRAMES)} frames "
+                f"({workers} processes)")
+    frames = {}
+    for f, frame in enumerate(FRAMES):
+        features = {}
+        for name, chosen in compared.items():
+            regions = chosen.masks[:, f] > 0
+            usable = radiomics.usable(regions)
+            features[name] = radiomics.radiomic_features(chosen.images[usable, f], regions[usable], spacing, workers)
+        distances = {side: radiomics.frechet_radiomics_distance(features["real_train"], features[name])
+                     for side, name in (("synthetic", "synthetic"), ("real_reference", "real_held_out"))}
+        frames[frame] = {"frd": {side: d["frd"] for side, d in distances.items()},
+                         "n_images": {"synthetic": distances["synthetic"]["n_other"],
+                                      "real_held_out": distances["real_reference"]["n_other"],
+                                      "real_train": distances["synthetic"]["n_reference"]},
+                         "n_features": {side: d["n_features"] for side, d in distances.items()}}
+    overall["frames"] = frames
+    return Measurement({**method, "overall": overall})
 
 
 def measure_mask_fidelity(context: QualityContext) -> Measurement:

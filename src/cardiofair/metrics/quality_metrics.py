@@ -270,6 +270,44 @@ def c2st_verdict(section: Section) -> list[str]:
     return []
 
 
+# --- the Fréchet Radiomics Distance -----------------------------------------------------------
+
+FRD_CITATION = "Konz, Osuala et al., Medical Image Analysis 2026, arXiv:2412.01496"
+
+
+def _frd_frames(scope: Mapping[str, Any]) -> dict[str, Any]:
+    return scope.get("frames") or {}
+
+
+def frd_table(section: Section) -> Table:
+    """FRD of the synthetic images from real training images, beside real held-out images', per frame."""
+    scope = section["overall"]
+    caption = (f"Fréchet Radiomics Distance (FRD {section.get('version')}, frd-score; {FRD_CITATION}): radiomic "
+               f"features of {section.get('region', 'the heart')} in each frame, normalised by the real training "
+               "images'; the log of the squared Fréchet distance from the real training images. Lower is closer; a "
+               "difference of 1.1 is a squared distance 3 times as large.")
+    header = ["frame", "synthetic vs real train", "reference: real held-out (val + test) vs real train"]
+    if scope.get("status") != "ok":
+        return Table(caption, header, [], [f"Not measured: {scope.get('status')}"])
+    rows = [[f"{frame} (images: {d['n_images']['synthetic']} synthetic, {d['n_images']['real_held_out']} held-out, "
+             f"{d['n_images']['real_train']} train)", *map(number, synthetic_and_reference(d, "frd"))]
+            for frame, d in _frd_frames(scope).items()]
+    notes = [f"Synthetic and held-out records drawn to the same count per subgroup cell ({scope['n_synthetic']} "
+             f"each); {section.get('train_multiple')} real training records per compared record, drawn to the same "
+             f"mix ({scope['n_real_train']}). {section.get('package', '')}."]
+    return Table(caption, header, rows, notes + left_out_cells(scope))
+
+
+def frd_summary(section: Section) -> list[str]:
+    """FRD per frame, or why it was not measured."""
+    scope = section["overall"]
+    if scope.get("status") != "ok":
+        return [f"FRD: {scope.get('status')}"]
+    return [summary_line(f"FRD {section['version']} {frame} (n={d['n_images']['synthetic']}, "
+                         f"{d['n_images']['real_train']} train)", *map(number, synthetic_and_reference(d, "frd")))
+            for frame, d in _frd_frames(scope).items()]
+
+
 # --- mask fidelity ------------------------------------------------------------------------------
 
 
@@ -500,6 +538,11 @@ METRICS: tuple[Metric, ...] = (
     # {"folds", "steps", "batch", "interval": how the interval is drawn, "overall": SCOPE}; SCOPE holds
     # "auroc" and "auroc_interval" ([low, high]) of each side, the image and subject counts and a "status".
     Metric("c2st", f"{_COMPUTE}:measure_c2st", c2st_table, c2st_summary, c2st_verdict, REALISM_PAGE, in_cards=True),
+    # {"version", "region", "train_multiple", "package": frd-score's and pyradiomics' versions, "overall": SCOPE};
+    # SCOPE holds the record counts, a "status" and "frames": {frame: {"frd": {synthetic, real_reference},
+    # "n_images": {...}, "n_features": {...}}}.
+    # No verdict: how far FRD may lie from its reference before images look unreal is not yet measured.
+    Metric("frd", f"{_COMPUTE}:measure_frd", frd_table, frd_summary, page=REALISM_PAGE),
     # {"overall": SCOPE (with the shuffled-mask floor), "cells": {...}}
     Metric("mask_fidelity", f"{_COMPUTE}:measure_mask_fidelity", mask_fidelity_table, mask_fidelity_summary,
            mask_fidelity_verdict, Page("mask-fidelity", "Mask fidelity"), by_cell=True, in_cards=True),
