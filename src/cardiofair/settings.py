@@ -33,7 +33,7 @@ SCENARIOS = ("representation", "phenotype", "mixed")  # mirrors data.phantom.SCE
 LABEL_ORDERS = ("ukbb", "acdc")  # mirrors data.manifest.LABEL_ORDERS
 ALIGNMENTS = ("none", "rv-left")
 # train
-PRESETS = ("cpu", "tiny", "sd21", "sd15")  # mirrors diffusion.presets.PRESETS
+PRESETS = ("cpu", "tiny", "cpu-real", "sd21", "sd15")  # mirrors diffusion.presets.PRESETS
 STABLE_DIFFUSION_PRESETS = ("sd21", "sd15")
 LR_SCHEDULES = ("cosine", "constant_with_warmup", "linear")
 CONDITION_MODES = ("onehot", "grey", "grey-rgb")  # mirrors diffusion.conditioning.CONDITION_MODES
@@ -162,7 +162,8 @@ class TrainOptions:
     (None) keeps the preset's value; :class:`cardiofair.diffusion.train.TrainSettings` holds the
     resolved values."""
 
-    preset: str = option("cpu", "model preset: cpu (2 CPU cores), sd21 or sd15 (Stable Diffusion + ControlNet on "
+    preset: str = option("cpu", "model preset: cpu (2 CPU cores), cpu-real (the cpu model trained longer, for real "
+                         "cohorts), sd21 or sd15 (Stable Diffusion + ControlNet on "
                          "a GPU, needs --weights), tiny (tests)", choices=PRESETS)
     stages: str | None = option(None, "training stages with step fractions, e.g. 'base:0.6,control:0.4', 'joint', "
                                 "or for Stable Diffusion 'control:0.7,decoder:0.3' (default: the preset's)")
