@@ -29,7 +29,7 @@ SENSITIVE_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "diagnosis")
 # The simulated cohort, drawn by `prepare` itself; the real cohort types are listed, with what each
 # takes, in data/sources.py (SOURCES), read when a value is checked.
 PHANTOM = "phantom"
-SCENARIOS = ("representation", "phenotype", "mixed")  # mirrors data.phantom.SCENARIOS
+SCENARIOS = ("representation", "phenotype", "mixed", "concentric")  # mirrors data.phantom.SCENARIOS
 LABEL_ORDERS = ("ukbb", "acdc")  # mirrors data.manifest.LABEL_ORDERS
 ALIGNMENTS = ("none", "rv-left")
 # train
@@ -76,7 +76,8 @@ class PrepareSettings:
     seed: int = option(0, "phantom: random seed")
     scenario: str = option("phenotype", "phantom: the bias scenario, i.e. why a classifier misses women's heart "
                            "failure: representation (it is rare, and looks as men's does), phenotype (it is mostly the "
-                           "preserved-EF kind, hard to see), mixed (both at half strength)", choices=SCENARIOS)
+                           "preserved-EF kind, hard to see), mixed (both at half strength), concentric (it is rare, "
+                           "and mostly a concentric kind men never have)", choices=SCENARIOS)
     phantom_config: str | None = option(None, "phantom: YAML file of PhantomConfig settings (imbalance, prevalence "
                                         "odds, noise) applied over the scenario's", path=True)
     root: str | None = option(None, "real cohorts: dataset folder (for manifest: the cohort CSV)", path=True)

@@ -16,6 +16,8 @@ from cardiofair.data.phantom import (
     phantom_cohort,
     phantom_subject,
     render_chest,
+    sample_anatomy,
+    scenario_config,
 )
 from cardiofair.data.prepare import normalise_intensity
 from cardiofair.diagnoses import HEART_FAILURE
@@ -146,6 +148,34 @@ def test_imbalance_is_configurable():
     assert abs(hf[female].mean() - hf[~female].mean()) < 0.06
     assert heart_failure_probability("Female", 65, 27, PhantomConfig(hf_odds_female=0.1)) < \
         heart_failure_probability("Female", 65, 27, PhantomConfig(hf_odds_female=1.0))
+
+
+def test_concentric_scenario_gives_women_a_kind_of_heart_failure_men_never_have():
+    records = list(phantom_cohort(3000, seed=3, config=scenario_config("concentric")))
+    female = np.array([r.meta["sex"] == "Female" for r in records])
+    hf = np.array([r.meta["diagnosis"] == HEART_FAILURE for r in records])
+    preserved = hf & np.array([r.meta["lvef_percent"] >= 50 for r in records])
+    cavity = np.array([(r.mask[0] == 1).sum() for r in records], dtype=float)
+    myo = np.array([(r.mask[0] == 2).sum() for r in records], dtype=float)
+    wall = np.sqrt((cavity + myo) / np.pi) - np.sqrt(cavity / np.pi)
+    assert preserved[hf & female].mean() > 0.8 and not preserved[hf & ~female].any()
+    healthy_women = female & ~hf
+    # Concentric: a thicker wall around a smaller cavity than healthy women of the cohort have, so
+    # a rule learnt from men's dilated failing hearts reads it as healthy.
+    assert wall[preserved].mean() > 1.2 * wall[healthy_women].mean()
+    assert cavity[preserved].mean() < 0.95 * cavity[healthy_women].mean()
+    # Rare in women: the thin cell the scarcity study holds back.
+    assert hf[female].mean() < 0.5 * hf[~female].mean()
+
+
+def test_heart_failure_with_preserved_ejection_fraction_follows_its_configured_ranges():
+    meta = {**phantom_anatomy(0, 0, PhantomConfig())[0], "diagnosis": HEART_FAILURE}
+    mild, marked = (sample_anatomy(meta, np.random.default_rng(4), PhantomConfig(
+        hfpef_share={"Female": 1.0, "Male": 1.0}, hfpef_wall_factor=factor)) for factor in ((1.1, 1.1), (1.5, 1.5)))
+    assert marked.lv_wall_mm == pytest.approx(mild.lv_wall_mm * 1.5 / 1.1)
+    with pytest.raises(ValueError, match="hfpef_wall_factor"):
+        PhantomConfig(hfpef_wall_factor=(1.4, 1.1))
+    assert PhantomConfig.from_dict({"hfpef_volume_factor": [0.8, 1.0]}).hfpef_volume_factor == (0.8, 1.0)
 
 
 def test_any_size_keeps_physical_scale():

@@ -91,7 +91,9 @@ class PhantomConfig:
     Heart-failure odds are ``hf_reference_prevalence`` for a man in his 60s with overweight BMI,
     multiplied by ``hf_odds_female`` for women, ``hf_odds_per_decade`` per decade of age away
     from the 60s (raised to a negative power below), and ``hf_odds_bmi`` per WHO class.
-    ``hfpef_share`` is the share of heart failure with preserved ejection fraction, by sex;
+    ``hfpef_share`` is the share of heart failure with preserved ejection fraction, by sex, and
+    ``hfpef_wall_factor`` and ``hfpef_volume_factor`` the ranges its wall thickness and LV
+    end-diastolic volume are multiplied by (drawn uniformly);
     ``breast_share`` the share of women whose breast tissue crosses the slice. ``scenario`` names
     the bias scenario (:data:`SCENARIOS`) the settings started from.
     """
@@ -112,6 +114,8 @@ class PhantomConfig:
         default_factory=lambda: {"underweight": 0.5, "normal": 0.35, "overweight": 1.0, "obese": 1.8}
     )
     hfpef_share: dict[str, float] = field(default_factory=lambda: {"Female": 0.65, "Male": 0.35})
+    hfpef_wall_factor: tuple[float, float] = (1.1, 1.4)
+    hfpef_volume_factor: tuple[float, float] = (0.95, 1.2)
     breast_share: float = 0.85
     noise_sd: tuple[float, float] = (0.02, 0.05)
     max_rotation_deg: float = 15.0
@@ -135,6 +139,8 @@ class PhantomConfig:
         if missing:
             raise ValueError(f"hf_odds_bmi lacks the BMI classes {sorted(missing)}")
         self.noise_sd = tuple(self.noise_sd)
+        self.hfpef_wall_factor = _factor_range("hfpef_wall_factor", self.hfpef_wall_factor)
+        self.hfpef_volume_factor = _factor_range("hfpef_volume_factor", self.hfpef_volume_factor)
 
     @property
     def pixel_spacing_mm(self) -> float:
@@ -151,6 +157,13 @@ class PhantomConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _factor_range(name: str, value: Any) -> tuple[float, float]:
+    low, high = (float(v) for v in value)
+    if not 0.0 < low <= high:
+        raise ValueError(f"{name} must be a range [low, high] with 0 < low <= high, got {list(value)}")
+    return low, high
 
 
 def heart_failure_probability(sex: str, age_years: float, bmi: float, config: PhantomConfig) -> float:
@@ -308,10 +321,10 @@ def sample_anatomy(meta: Mapping[str, Any], rng: np.random.Generator, config: Ph
     wall = rng.normal(7.4 if female else 8.8, 0.7) + 0.4 * (age - 60.0) / 10.0
     rv_scale = rng.normal(1.08 if female else 1.12, 0.05)
     if meta["diagnosis"] == HEART_FAILURE and rng.random() < config.hfpef_share[meta["sex"]]:
-        lvedv *= rng.uniform(0.95, 1.2)
+        lvedv *= rng.uniform(*config.hfpef_volume_factor)
         lvef = float(np.clip(rng.normal(56.0, 5.0), 50.0, 68.0)) / 100.0
         rvef = float(np.clip(rng.normal(50.0, 7.0), 35.0, 65.0)) / 100.0
-        wall *= rng.uniform(1.1, 1.4)
+        wall *= rng.uniform(*config.hfpef_wall_factor)
     elif meta["diagnosis"] == HEART_FAILURE:
         lvedv *= rng.uniform(1.35, 2.1)
         lvef = float(np.clip(rng.normal(28.0, 7.0), 12.0, 42.0)) / 100.0
@@ -604,6 +617,18 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
         "Both mechanisms at half strength: female heart failure is rare and somewhat more often of the "
         "preserved-EF kind (half of it against a third of men's).",
         {"hfpef_share": {"Female": 0.5, "Male": 0.35}, "hf_odds_female": 0.15},
+    ),
+    # The scarcity study's scenario (configs/scarcity.yaml): a kind of heart failure only the thin
+    # cell has, which the classifier cannot learn from men but can from enough women who have it.
+    # Concentric remodelling with a small cavity is the HFpEF pattern reported more often in women
+    # (wall x 1.2-1.5, end-diastolic volume x 0.8-1.0 here): the other scenarios' rule "a dilated
+    # or thick-walled LV means heart failure", learnt from men, reads such a heart as a healthy one.
+    "concentric": (
+        "Women's heart failure is rare, and nine in ten of their cases are a concentric preserved-EF kind (thicker "
+        "wall, smaller cavity) that men's never is: the classifier cannot learn it from men, only from women "
+        "who have it.",
+        {"hfpef_share": {"Female": 0.9, "Male": 0.0}, "hf_odds_female": 0.12,
+         "hfpef_wall_factor": (1.2, 1.5), "hfpef_volume_factor": (0.8, 1.0)},
     ),
 }
 
