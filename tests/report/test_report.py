@@ -5,6 +5,7 @@ reaches the page without a fixture edit, and the page parses as balanced HTML.""
 
 import base64
 import json
+import shutil
 import sys
 from dataclasses import replace
 
@@ -14,7 +15,7 @@ import pytest
 from report_pages import SECTIONS, parse
 
 from cardiofair.cli import main
-from cardiofair.data.records import read_manifest
+from cardiofair.data.records import load_record, read_manifest
 from cardiofair.errors import OutputExistsError
 from cardiofair.formatting import Table, number, percent
 from cardiofair.metrics.quality import evaluate_synthetic
@@ -31,7 +32,7 @@ from cardiofair.metrics.quality_metrics import (
 )
 from cardiofair.report import ReportError, write_report
 from cardiofair.report.tables import group_series, prevalence_grid, quality_verdict
-from cardiofair.results import FairnessResult, QualityResult
+from cardiofair.results import FairnessResult, GenerateResult, QualityResult
 from cardiofair.stages.quality import summary_table
 from cardiofair.stages.report import generator_facts
 
@@ -234,6 +235,23 @@ def test_inputs_made_from_other_data_are_flagged(full, real, synthetic, model, q
     sheet = (path.parent / "datasheet.md").read_text()
     assert f"**Check.** The quality evaluation was made from the real dataset {tmp_path / 'real'}" in card
     assert f"**Check.** The quality evaluation was made from the synthetic dataset {tmp_path / 'synthetic'}" in sheet
+
+
+def test_counterfactual_row_is_drawn_with_the_synthetic_runs_sampler(real, synthetic, model, tmp_path):
+    # A run drawn with sex guidance (the scarcity study's) looks otherwise than the model's
+    # defaults; the row beside its figures must show what its records look like.
+    guided = tmp_path / "guided"
+    shutil.copytree(synthetic, guided)
+    run_file = guided / GenerateResult.RUN
+    run = json.loads(run_file.read_text())
+    run["sampler"] = {**(run.get("sampler") or {}), "attribute_guidance": 3.0, "guided_attribute": "sex"}
+    run_file.write_text(json.dumps(run))
+    default, chosen = generator_facts(model), generator_facts(model, guided)
+    assert "sex guidance" not in default.sampling and "sex guidance 3 on every step" in chosen.sampling
+    assert generator_facts(model, synthetic).sampling == default.sampling
+    pair = load_record(real, read_manifest(real).iloc[0].to_dict()).mask[None]
+    prompts, seeds = ["Female, age in 60s, normal BMI, heart failure"], [0]
+    assert not np.allclose(default.draw(pair, prompts, seeds), chosen.draw(pair, prompts, seeds))
 
 
 def test_text_is_escaped(full):

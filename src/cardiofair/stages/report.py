@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from cardiofair.report import COUNTERFACTUALS, ReportError, write_report
 from cardiofair.report.cards import GeneratorFacts
-from cardiofair.results import ReportResult, TrainResult
+from cardiofair.results import GenerateResult, ReportResult, TrainResult
 from cardiofair.settings import ReportSettings
 
 Result = ReportResult
@@ -37,7 +37,8 @@ def run(settings: ReportSettings, *, real: str | os.PathLike, out: str | os.Path
         run_metadata = None if text is None else json.loads(text)
     except json.JSONDecodeError as error:
         raise ReportError(f"--metadata {metadata} is not valid JSON: {error}") from None
-    write_report(out, real=real, synthetic=synthetic, generator=None if model is None else generator_facts(model),
+    generator = None if model is None else generator_facts(model, synthetic)
+    write_report(out, real=real, synthetic=synthetic, generator=generator,
                  quality=quality, fairness=fairness, plan=plan, metadata=run_metadata, licence=settings.licence,
                  counterfactual_prompts=COUNTERFACTUALS if settings.counterfactuals else {}, seed=settings.seed,
                  overwrite=overwrite)
@@ -49,9 +50,10 @@ def summary(result: ReportResult, paths: Any) -> str:
     return f"wrote {result.page}, {result.model_card}, {result.datasheet} and {result.figures}"
 
 
-def generator_facts(model: str | os.PathLike) -> GeneratorFacts:
+def generator_facts(model: str | os.PathLike, synthetic: str | os.PathLike | None = None) -> GeneratorFacts:
     """What the report shows of the trained generator in ``model``; its weights are loaded on
-    the first drawing, not before."""
+    the first drawing, not before. With ``synthetic`` (a `cardiofair generate` dataset), the
+    counterfactual row is drawn and described with the sampler that dataset was drawn with."""
     from cardiofair.diffusion import quiet_model_loading
     from cardiofair.diffusion.presets import SamplerSettings, guide_step
     from cardiofair.diffusion.sample import TrainedGenerator, model_hash
@@ -61,15 +63,19 @@ def generator_facts(model: str | os.PathLike) -> GeneratorFacts:
     folder, card = trained.folder, trained.card
     settings = (card.get("training") or {}).get("settings") or {}
     share, total = settings.get("guide_at"), settings.get("max_steps")
+    # The row shows what the synthetic records look like: a run with attribute guidance, say,
+    # draws otherwise than the model's defaults.
+    chosen = (GenerateResult.load(synthetic).sampler if synthetic is not None else None) or {}
+    sampler = SamplerSettings(**card["sampling"]).override(**chosen) if card.get("sampling") else None
     loaded: list[TrainedGenerator] = []
 
     def draw(masks: np.ndarray, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         if not loaded:
             loaded.append(TrainedGenerator(folder))
-        return loaded[0].sample(masks, list(prompts), list(seeds))
+        return loaded[0].sample(masks, list(prompts), list(seeds), sampler)
 
     return GeneratorFacts(trained, model_hash(folder), _parameter_counts(folder),
-                          SamplerSettings(**card["sampling"]).describe() if card.get("sampling") else "",
+                          sampler.describe() if sampler else "",
                           guide_step(share, int(total)) if share is not None and total else None, draw)
 
 
