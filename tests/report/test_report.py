@@ -31,7 +31,7 @@ from cardiofair.metrics.quality_metrics import (
     summary_line,
 )
 from cardiofair.report import ReportError, write_report
-from cardiofair.report.tables import group_series, prevalence_grid, quality_verdict
+from cardiofair.report.tables import group_series, headline, prevalence_grid, quality_verdict
 from cardiofair.results import FairnessResult, GenerateResult, QualityResult
 from cardiofair.stages.quality import summary_table
 from cardiofair.stages.report import generator_facts
@@ -390,6 +390,30 @@ def test_the_fairness_section_states_power_mechanism_small_groups_and_the_oracle
               "seeds, 95% t-interval).")
     assert section.index(answer) < section.index(stated)
     assert "Paired difference of one arm minus another" in section and "real+synthetic - oversample" in section
+    # Beside the gap, what the records taught the classifier to rank: the thin group's AUROC.
+    auroc = report.comparisons["real+synthetic"]["attributes"]["sex"]["groups"]["Female"]["roc_auc"]
+    versus_auroc = report.versus[0]["comparisons"]["attributes"]["sex"]["groups"]["Female"]["roc_auc"]
+    assert (f"On AUROC Female, which no threshold moves: {_interval(auroc, signed=True)}") in section
+    assert f"against oversample: {_interval(versus_auroc, signed=True)}." in section
+
+
+def test_the_answer_gives_the_share_of_the_oracles_auroc_change_only_where_the_oracle_makes_one(fairness):
+    report = FairnessResult.load(fairness)
+    female = ("attributes", "sex", "groups", "Female", "roc_auc")
+
+    def set_change(arm, difference, interval):
+        tree = report.comparisons[arm]
+        for key in female[:-1]:
+            tree = tree[key]
+        tree[female[-1]] = {**tree[female[-1]], "difference": difference, "interval": interval}
+
+    set_change("real+synthetic", 0.04, [0.01, 0.07])
+    set_change("oracle", 0.05, [0.02, 0.08])
+    assert "On AUROC Female, which no threshold moves: +0.040 [+0.01, +0.07], 80% of the oracle's +0.050 [+0.02, " \
+           "+0.08]; against oversample: " in headline(report)
+    set_change("oracle", 0.05, [-0.01, 0.11])
+    assert "+0.040 [+0.01, +0.07]; against oversample" in headline(report) and "of the oracle's +0.050" not in \
+        headline(report)
 
 
 def test_every_arm_and_dose_has_its_own_colour_in_every_figure():

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from cardiofair.downstream.arms import ORACLE_ARM
 from cardiofair.formatting import MISSING, Table, number, percent
 from cardiofair.metrics.group_metrics import MATCHED_TPR
 from cardiofair.metrics.quality_metrics import METRICS, structure_name, synthetic_and_reference
@@ -243,9 +244,26 @@ def headline(fairness: FairnessResult) -> str | None:
     if matched is not None and matched.get("difference") is not None:
         first += (f" (at each group's own threshold for an FPR of {fairness.settings['matched_fpr']:g}: "
                   f"{with_interval(matched, 'interval', signed=True)}; the rest is a prior shift)")
+    pairs = [pair for pair in fairness.versus if pair["arm"] == arm]
     against = [f"against {pair['other']}: {with_interval(at_path(pair['comparisons'], path), 'interval', signed=True)}"
-               for pair in fairness.versus if pair["arm"] == arm]
-    return "; ".join([first, *against]) + " (paired over the same seeds, 95% t-interval)."
+               for pair in pairs]
+    answer = "; ".join([first, *against]) + " (paired over the same seeds, 95% t-interval)."
+    # What new records can teach beyond moving the threshold: the thin group's AUROC, a ranking
+    # measure no reweighting of the prior changes by itself.
+    ranking_path = [*path[:-1], "roc_auc"]
+    ranking = at_path(fairness.comparisons.get(arm), ranking_path)
+    if ranking is None or ranking.get("difference") is None:
+        return answer
+    ranking_line = f"On AUROC {path[-2]}, which no threshold moves: {with_interval(ranking, 'interval', signed=True)}"
+    oracle = at_path(fairness.comparisons.get(ORACLE_ARM), ranking_path)
+    # A share of a change the oracle itself does not make beyond noise would be noise.
+    if oracle is not None and oracle.get("difference") and (oracle.get("interval") or [0.0])[0] > 0:
+        ranking_line += f", {ranking['difference'] / oracle['difference']:.0%} of the oracle's " \
+                        f"{with_interval(oracle, 'interval', signed=True)}"
+    ranking_line = "; ".join([ranking_line, *(
+        f"against {pair['other']}: {with_interval(at_path(pair['comparisons'], ranking_path), 'interval', signed=True)}"
+        for pair in pairs)])
+    return f"{answer} {ranking_line}."
 
 
 def group_series(fairness: FairnessResult, attribute: str, metric: str) -> pd.DataFrame:
