@@ -222,7 +222,8 @@ def at_path(tree: Any, path: Sequence[str]) -> Any:
 def headline(fairness: FairnessResult) -> str | None:
     """The user's question answered in one line: what the first arm compared with others
     (real+synthetic by default) did to the main gap, as a share of the oracle's change where
-    there is an oracle, and against each arm it was compared with."""
+    there is an oracle, and against each arm it was compared with; then the same for the thin
+    group's AUROC."""
     gap = main_gap(fairness)
     if not fairness.versus or gap is None:
         return None
@@ -245,11 +246,14 @@ def headline(fairness: FairnessResult) -> str | None:
         first += (f" (at each group's own threshold for an FPR of {fairness.settings['matched_fpr']:g}: "
                   f"{with_interval(matched, 'interval', signed=True)}; the rest is a prior shift)")
     pairs = [pair for pair in fairness.versus if pair["arm"] == arm]
-    against = [f"against {pair['other']}: {with_interval(at_path(pair['comparisons'], path), 'interval', signed=True)}"
-               for pair in pairs]
-    answer = "; ".join([first, *against]) + " (paired over the same seeds, 95% t-interval)."
+
+    def against(measure: Sequence[str]) -> list[str]:
+        return [f"against {pair['other']}: {with_interval(at_path(pair['comparisons'], measure), 'interval', signed=True)}"
+                for pair in pairs]
+
+    answer = "; ".join([first, *against(path)]) + " (paired over the same seeds, 95% t-interval)."
     # What new records can teach beyond moving the threshold: the thin group's AUROC, a ranking
-    # measure no reweighting of the prior changes by itself.
+    # measure that a shift of the prior (the threshold falling elsewhere) leaves unchanged.
     ranking_path = [*path[:-1], "roc_auc"]
     ranking = at_path(fairness.comparisons.get(arm), ranking_path)
     if ranking is None or ranking.get("difference") is None:
@@ -260,10 +264,7 @@ def headline(fairness: FairnessResult) -> str | None:
     if oracle is not None and oracle.get("difference") and (oracle.get("interval") or [0.0])[0] > 0:
         ranking_line += f", {ranking['difference'] / oracle['difference']:.0%} of the oracle's " \
                         f"{with_interval(oracle, 'interval', signed=True)}"
-    ranking_line = "; ".join([ranking_line, *(
-        f"against {pair['other']}: {with_interval(at_path(pair['comparisons'], ranking_path), 'interval', signed=True)}"
-        for pair in pairs)])
-    return f"{answer} {ranking_line}."
+    return f"{answer} {'; '.join([ranking_line, *against(ranking_path)])}."
 
 
 def group_series(fairness: FairnessResult, attribute: str, metric: str) -> pd.DataFrame:
