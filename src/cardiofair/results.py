@@ -224,6 +224,11 @@ class GenerateResult(_DatasetResult):
         run = _json_object(folder, cls.RUN, cls.STAGE) if (Path(folder) / cls.RUN).is_file() else {}
         return cls(Path(folder), records, run.get("sampler"))
 
+    def drawn_with(self, defaults: Any) -> Any:
+        """The sampler these records were drawn with: the model's ``defaults`` (a
+        ``SamplerSettings``) with what this run chose over them (attribute guidance, say)."""
+        return defaults.override(**(self.sampler or {}))
+
 
 @dataclass(frozen=True)
 class QualityResult(_JsonResult):

@@ -414,6 +414,9 @@ def test_the_answer_gives_the_share_of_the_oracles_auroc_change_only_where_the_o
     set_change("oracle", 0.05, [-0.01, 0.11])
     assert "+0.040 [+0.01, +0.07]; against oversample" in headline(report) and "of the oracle's +0.050" not in \
         headline(report)
+    # An oracle change without an interval (a single seed) gives no share either, and no error.
+    set_change("oracle", 0.05, [None, None])
+    assert "+0.040 [+0.01, +0.07]; against oversample" in headline(report)
 
 
 def test_every_arm_and_dose_has_its_own_colour_in_every_figure():

@@ -622,8 +622,7 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     generator = _load_generator(model_dir, real)
     # Prompt effects are drawn as the synthetic records were: with the sampler their run chose
     # (attribute guidance, say), over the model's own defaults.
-    sampler = None if generator is None else \
-        generator.defaults.override(**(GenerateResult.load(synthetic_root).sampler or {}))
+    sampler = None if generator is None else GenerateResult.load(synthetic_root).drawn_with(generator.defaults)
     test_attributes = attribute_table(real["test"].rows)
     picked = choose_pairs(test_attributes, settings.counterfactual_pairs, settings.seed)
     drawn: list[DrawnPairs] = []

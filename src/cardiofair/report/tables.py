@@ -261,7 +261,8 @@ def headline(fairness: FairnessResult) -> str | None:
     ranking_line = f"On AUROC {path[-2]}, which no threshold moves: {with_interval(ranking, 'interval', signed=True)}"
     oracle = at_path(fairness.comparisons.get(ORACLE_ARM), ranking_path)
     # A share of a change the oracle itself does not make beyond noise would be noise.
-    if oracle is not None and oracle.get("difference") and (oracle.get("interval") or [0.0])[0] > 0:
+    low = ((oracle or {}).get("interval") or [None])[0]
+    if oracle and oracle.get("difference") and low is not None and low > 0:
         ranking_line += f", {ranking['difference'] / oracle['difference']:.0%} of the oracle's " \
                         f"{with_interval(oracle, 'interval', signed=True)}"
     return f"{answer} {'; '.join([ranking_line, *against(ranking_path)])}."

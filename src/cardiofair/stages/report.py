@@ -65,8 +65,9 @@ def generator_facts(model: str | os.PathLike, synthetic: str | os.PathLike | Non
     share, total = settings.get("guide_at"), settings.get("max_steps")
     # The row shows what the synthetic records look like: a run with attribute guidance, say,
     # draws otherwise than the model's defaults.
-    chosen = (GenerateResult.load(synthetic).sampler if synthetic is not None else None) or {}
-    sampler = SamplerSettings(**card["sampling"]).override(**chosen) if card.get("sampling") else None
+    sampler = SamplerSettings(**card["sampling"]) if card.get("sampling") else None
+    if sampler is not None and synthetic is not None:
+        sampler = GenerateResult.load(synthetic).drawn_with(sampler)
     loaded: list[TrainedGenerator] = []
 
     def draw(masks: np.ndarray, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
