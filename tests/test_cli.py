@@ -51,6 +51,19 @@ def test_real_source_needs_a_root(tmp_path, capsys):
     assert "--root" in capsys.readouterr().err
 
 
+def test_every_command_prints_its_help():
+    """A literal % in an option's help ("95% interval") once broke `cardiofair quality --help`."""
+    import argparse
+
+    from cardiofair.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, parser in commands.items():
+        text = parser.format_help()
+        assert "usage: cardiofair " + name in text and "--help" in text
+    assert "95% interval" in commands["quality"].format_help()
+
+
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "cardiofair", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "prepare" in result.stdout and "summary" in result.stdout

@@ -177,8 +177,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         lazy = isinstance(choices, Registry)
         # argparse lists plain choices in the metavar when the flag is added; a registry's are
         # listed in the help, which argparse formats only when it is shown.
-        help_text = (f.metadata["help"] + (": one of %(choices)s" if scalar_choices and lazy else "")
-                     + ("" if f.default is None else f" (default {_default_text(f.default)})"))
+        # argparse formats help with %: a literal one ("95% interval") must be doubled.
+        help_text = (f.metadata["help"].replace("%", "%%") + (": one of %(choices)s" if scalar_choices and lazy else "")
+                     + ("" if f.default is None else f" (default {_default_text(f.default)})".replace("%", "%%")))
         names = f.metadata["flags"] or (flag(f.name),)
         if kind is bool:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
