@@ -16,9 +16,10 @@ from cardiofair.diffusion.presets import get_preset
 from cardiofair.diffusion.sample import TrainedGenerator
 from cardiofair.diffusion.train import TrainSettings, train
 from cardiofair.generate import generate
-from cardiofair.metrics.counterfactual import draw_pairs, pair_readings, phantom_effects, read_pairs
+from cardiofair.metrics.counterfactual import PairDrawing, draw_pairs, pair_readings, phantom_effects, read_pairs
 from cardiofair.plan import plan_synthesis, read_plan, write_plan
 from cardiofair.settings import GenerateSettings, PlanSettings
+from cardiofair.threads import side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,22 @@ def test_same_prompt_and_seed_twice_never_moves_the_reading(judged, tiny, split1
     assert {e["n_pairs"] for e in effects.values() if e["status"] == "ok"} == {6}
 
 
+def test_pairs_drawn_in_parts_side_by_side_are_the_pairs_drawn_in_turn(judged, tiny, split16):
+    """The quality stage draws its pairs in parts on whichever core its judges' training leaves
+    free: parts running at once must not share a sampler's state."""
+    evaluators, _ = judged
+    generator = TrainedGenerator(tiny)
+    records = [r for r in load_dataset(split16) if r.meta["split"] == "test"][:6]
+    masks, attributes = np.stack([r.mask for r in records]), attribute_table(pd.DataFrame([r.meta for r in records]))
+    in_turn, at_once = (PairDrawing(generator, evaluators.classes, masks, attributes, 3) for _ in range(2))
+    side_by_side(lambda part: part(), in_turn.parts(3), workers=1)
+    side_by_side(lambda part: part(), at_once.parts(3), workers=3)
+    first, second = in_turn.result(), at_once.result()
+    assert first.versions and first.versions.keys() == second.versions.keys()
+    for attribute, versions in first.versions.items():
+        assert all(np.array_equal(a, b) for a, b in zip(versions, second.versions[attribute]))
+
+
 def test_evaluate_synthetic_writes_prompt_effects_and_refuses_a_model_that_learned_test_subjects(
         split16, tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CARDIOFAIR_CACHE", str(tmp_path / "cache"))
@@ -93,7 +110,7 @@ def test_evaluate_synthetic_writes_prompt_effects_and_refuses_a_model_that_learn
     sample = TrainedGenerator.sample
     monkeypatch.setattr(TrainedGenerator, "sample", lambda self, *a, **k: samplers.append(a[3]) or sample(self, *a, **k))
     assert main([*args, "--model", str(tiny), "--out", str(tmp_path / "q")]) == 0
-    assert TrainedGenerator(tiny).defaults.steps == 3 and [s.steps for s in samplers] == [2]
+    assert TrainedGenerator(tiny).defaults.steps == 3 and samplers and {s.steps for s in samplers} == {2}
     monkeypatch.setattr(TrainedGenerator, "sample", sample)
     assert "prompt effect sex (share of pairs moved)" in capsys.readouterr().out
     effects = json.loads((tmp_path / "q" / "synthetic_quality.json").read_text())["prompt_effects"]

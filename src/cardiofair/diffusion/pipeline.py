@@ -115,11 +115,14 @@ class CardiacControlNetPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, masks: torch.Tensor, prompts: Sequence[str], generators: Sequence[torch.Generator],
-                 settings: SamplerSettings, condition_mode: str, show_progress: bool = False) -> torch.Tensor:
+                 settings: SamplerSettings, condition_mode: str, show_progress: bool = False,
+                 scheduler: SchedulerMixin | None = None) -> torch.Tensor:
         """Sample one image per (mask, prompt, generator) with the sampler ``settings`` as given
         (their defaults live in :class:`SamplerSettings` and each preset, not here); returns
         (B, 2, H, W) in [0, 1]. Guidance (and autoguidance by the model's guide) applies from step
-        ``guidance_start * steps`` on (0: every step), attribute guidance on every step."""
+        ``guidance_start * steps`` on (0: every step), attribute guidance on every step.
+        ``scheduler`` steps the sampling instead of the pipeline's own: a sampler keeps state from
+        step to step, so calls running at once on other threads each need their own."""
         batch = masks.shape[0]
         if not (len(prompts) == len(generators) == batch):
             raise ValueError(f"got {batch} masks, {len(prompts)} prompts and {len(generators)} generators")
@@ -131,11 +134,14 @@ class CardiacControlNetPipeline(DiffusionPipeline):
         # beside it cannot stall at every operation. Neither changes the images' bits.
         threads = torch.get_num_threads()
         with one_thread_each() if self.unet.device.type == "cpu" else contextlib.nullcontext():
-            return self.denoise(masks, prompts, generators, settings, condition_mode, show_progress, threads)
+            return self.denoise(masks, prompts, generators, settings, condition_mode, show_progress, threads,
+                                scheduler or self.scheduler)
 
     def denoise(self, masks: torch.Tensor, prompts: Sequence[str], generators: Sequence[torch.Generator],
-                settings: SamplerSettings, condition_mode: str, show_progress: bool, threads: int) -> torch.Tensor:
-        """:meth:`__call__`'s denoising loop, its passes in parts for ``threads`` threads."""
+                settings: SamplerSettings, condition_mode: str, show_progress: bool, threads: int,
+                scheduler: SchedulerMixin) -> torch.Tensor:
+        """:meth:`__call__`'s denoising loop, its passes in parts for ``threads`` threads, stepped by
+        ``scheduler``."""
         batch = masks.shape[0]
         device = self.unet.device
         unconditional_pass, guide_pass = settings.guidance_scale > 1.0, settings.autoguidance > 1.0
@@ -147,17 +153,17 @@ class CardiacControlNetPipeline(DiffusionPipeline):
             if attribute_pass else None
         shape = self.latent_shape(masks.shape[-2], masks.shape[-1])
         sample = torch.stack([torch.randn(shape, generator=g, device=g.device) for g in generators]).to(device)
-        sample = sample * self.scheduler.init_noise_sigma
-        self.scheduler.set_timesteps(settings.steps, device=device)
+        sample = sample * scheduler.init_noise_sigma
+        scheduler.set_timesteps(settings.steps, device=device)
         self.set_progress_bar_config(disable=not show_progress, leave=False)
-        first_guided = settings.guidance_start * len(self.scheduler.timesteps)
-        for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        first_guided = settings.guidance_start * len(scheduler.timesteps)
+        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
             # Guidance at the noisiest steps, where the image's layout is decided, pulls every
             # image of a prompt towards one layout (Kynkaanniemi et al. 2024); left out there,
             # those steps also cost one pass instead of two or three.
             steered = step >= first_guided
             both = unconditional_pass and steered
-            model_input = self.scheduler.scale_model_input(sample, t)
+            model_input = scheduler.scale_model_input(sample, t)
             passes = [(self.unet, self.controlnet, torch.cat([model_input, model_input]) if both else model_input,
                        embeddings if both else embeddings[:batch],
                        torch.cat([condition, condition]) if both else condition)]
@@ -178,7 +184,7 @@ class CardiacControlNetPipeline(DiffusionPipeline):
                 prediction = prediction + (settings.autoguidance - 1.0) * (conditional - others.pop(0))
             if attribute_pass:
                 prediction = prediction + (settings.attribute_guidance - 1.0) * (conditional - others.pop(0))
-            sample = self.scheduler.step(prediction, t, sample).prev_sample
+            sample = scheduler.step(prediction, t, sample).prev_sample
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
         elif self.config.pixel_unshuffle > 1:
@@ -234,10 +240,15 @@ def assemble_pipeline(family: str, unet: UNet2DConditionModel, controlnet: Contr
 
 
 def draw(pipeline: DiffusionPipeline, masks: torch.Tensor, prompts: Sequence[str],
-         generators: Sequence[torch.Generator], settings: SamplerSettings, condition_mode: str) -> torch.Tensor:
-    """(B, 2, H, W) (ED, ES) images in [0, 1] from either pipeline family."""
+         generators: Sequence[torch.Generator], settings: SamplerSettings, condition_mode: str,
+         scheduler: SchedulerMixin | None = None) -> torch.Tensor:
+    """(B, 2, H, W) (ED, ES) images in [0, 1] from either pipeline family, stepped by
+    ``scheduler`` (default: the pipeline's own). Our pipeline draws with it on its own, so calls
+    may run at once; diffusers' Stable Diffusion pipeline takes it as its scheduler."""
     if isinstance(pipeline, CardiacControlNetPipeline):
-        return pipeline(masks, prompts, generators, settings, condition_mode)
+        return pipeline(masks, prompts, generators, settings, condition_mode, scheduler=scheduler)
+    if scheduler is not None:
+        pipeline.scheduler = scheduler
     if settings.guidance_start > 0:
         raise SettingsError("guidance_start", "must be 0 for a Stable Diffusion model: diffusers' "
                             "StableDiffusionControlNetPipeline guides every step")

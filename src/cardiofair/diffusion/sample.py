@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,6 +64,8 @@ class TrainedGenerator:
         self.defaults = SamplerSettings(**self.info["sampling"])
         self.hash = model_hash(self.model_dir)
         self._training_scheduler = self.pipeline.scheduler
+        embedded = isinstance(self.pipeline, CardiacControlNetPipeline)
+        self._one_at_a_time = contextlib.nullcontext() if embedded else threading.Lock()
 
     @staticmethod
     def read_card(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -93,13 +97,17 @@ class TrainedGenerator:
                              f"{self.size}), got {tuple(masks.shape)}")
         if not len(prompts) == len(seeds) == masks.shape[0]:
             raise ValueError(f"got {masks.shape[0]} masks, {len(prompts)} prompts and {len(seeds)} seeds")
-        self.pipeline.scheduler = make_sampler(settings.sampler, self._training_scheduler)
+        # A sampler of this call's own: calls may run at once on other threads (the quality
+        # stage's prompt-effect pairs), and diffusers' Stable Diffusion pipeline, which steps with
+        # its own scheduler, then draws for one of them at a time.
+        scheduler = make_sampler(settings.sampler, self._training_scheduler)
         out = []
         with tqdm(total=len(prompts), unit="image", desc="sample", disable=not progress) as bar:
             for start in range(0, len(prompts), batch_size):
                 stop = min(start + batch_size, len(prompts))
-                images = draw(self.pipeline, masks[start:stop], list(prompts[start:stop]),
-                              seed_generators(seeds[start:stop]), settings, self.info["condition_mode"])
+                with self._one_at_a_time:
+                    images = draw(self.pipeline, masks[start:stop], list(prompts[start:stop]),
+                                  seed_generators(seeds[start:stop]), settings, self.info["condition_mode"], scheduler)
                 out.append(images.numpy().astype(np.float32))
                 bar.update(stop - start)
         return np.concatenate(out) if out else np.zeros((0, 2, self.size, self.size), np.float32)

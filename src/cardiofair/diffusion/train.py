@@ -185,15 +185,21 @@ class Progress:
     stage_elapsed_s: float = 0.0
 
 
-def _optimiser_class(settings: TrainSettings):
+def _optimiser(settings: TrainSettings, param_groups: list[dict[str, Any]]):
     if settings.use_8bit_adam:
         try:
             import bitsandbytes
 
-            return bitsandbytes.optim.AdamW8bit
+            return bitsandbytes.optim.AdamW8bit(param_groups, lr=settings.learning_rate,
+                                                weight_decay=settings.weight_decay)
         except ImportError:
             warnings.warn("use_8bit_adam: bitsandbytes is not installed; using torch's AdamW", stacklevel=3)
-    return torch.optim.AdamW
+    # One fused kernel per step instead of a dozen elementwise passes over each of the 540
+    # tensors: on 2 CPU cores the step of the cpu preset's 13 M parameters took 8.8 ms against
+    # 36 ms (docs/measurements.md), time the other core spends idle.
+    devices = {p.device.type for group in param_groups for p in group["params"]}
+    fused = devices <= {"cpu", "cuda"}
+    return torch.optim.AdamW(param_groups, lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=fused)
 
 
 @dataclass
@@ -233,11 +239,11 @@ def start_stage(accelerator: Accelerator, models: Models, stage: str, settings: 
         parameter.requires_grad_(True)
     param_groups = [{"params": params, "lr": settings.learning_rate * (settings.controlnet_lr_scale if name == "controlnet" else 1.0)}
                     for name, params in groups.items()]
-    optimiser = _optimiser_class(settings)(param_groups, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimiser = _optimiser(settings, param_groups)
     lr_scheduler = get_scheduler(settings.lr_schedule, optimiser, num_warmup_steps=min(settings.warmup_steps, steps),
                                  num_training_steps=steps)
     emas = {} if settings.ema_decay is None else {
-        name: EMAModel(params, decay=settings.ema_decay) for name, params in groups.items()}
+        name: EMAModel(params, decay=settings.ema_decay, foreach=True) for name, params in groups.items()}
     if checkpoint is not None:
         _restore_stage_state(checkpoint, optimiser, lr_scheduler, emas)
     trainable = {name: models.named()[name] for name in groups}
@@ -332,7 +338,9 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
                 for parameter, gradients in zip(parameters, zip(*(grads for _, grads in parts))):
                     present = [g for g in gradients if g is not None]
                     if present:
-                        total = torch.stack(present).sum(dim=0) if len(present) > 1 else present[0]
+                        total = present[0]
+                        for gradient in present[1:]:
+                            total = total + gradient
                         parameter.grad = total if parameter.grad is None else parameter.grad + total
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(parameters, 1.0)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,35 +88,60 @@ class DrawnPairs:
     skipped: dict[str, str]
 
 
+class PairDrawing:
+    """What :func:`draw_pairs` draws, in parts that may run on different threads (each part's
+    images depend only on the part, never on where or when it runs): :meth:`parts`, then
+    :meth:`result`."""
+
+    def __init__(self, generator: Any, classes: Mapping[str, Sequence[str]], masks: np.ndarray,
+                 attributes: pd.DataFrame, seed: int, sampler: Any = None, progress: bool = False):
+        info = generator.info.get("prompt_schema")
+        schema = PromptSchema.from_dict(info) if info else DEFAULT_SCHEMA
+        base = attributes[[a for a in schema.attributes if a in attributes.columns]].to_dict("records")
+        self.skipped: dict[str, str] = {}
+        self.wanted: dict[str, list[list[tuple[int, str]]]] = {}
+        for attribute, values in ATTRIBUTE_PAIRS.items():
+            reason = _unreadable(classes, attribute, values)
+            if attribute not in schema.attributes:
+                reason = f"the generator's prompts have no {attribute}"
+            if reason or not len(masks):
+                self.skipped[attribute] = reason or "no test masks"
+                continue
+            self.wanted[attribute] = [[(i, prompt_from_attributes({**row, attribute: value}, schema)) for i, row in
+                                       enumerate(base)] for value in values]
+        # A record's own prompt is one version of several attributes' pairs: each (mask, prompt) is
+        # drawn once, with the mask's seed, and shared.
+        self.unique = list(dict.fromkeys(key for versions in self.wanted.values() for keys in versions for key in keys))
+        self.generator, self.masks, self.seed, self.sampler, self.progress = generator, masks, seed, sampler, progress
+        self.drawn: dict[tuple[int, str], np.ndarray] = {}
+
+    def parts(self, count: int) -> list[Callable[[], None]]:
+        """The drawing split into up to ``count`` parts of about equal size, to run in any order."""
+        return [lambda keys=keys: self._draw(list(keys)) for keys in np.array_split(np.arange(len(self.unique)), count)
+                if len(keys)]
+
+    def _draw(self, rows: list[int]) -> None:
+        keys = [self.unique[r] for r in rows]
+        images = self.generator.sample(self.masks[[i for i, _ in keys]], [p for _, p in keys],
+                                       [self.seed * 100003 + i for i, _ in keys], self.sampler, progress=self.progress)
+        self.drawn.update(zip(keys, images))
+
+    def result(self) -> DrawnPairs:
+        """The drawn pairs, once every part has run."""
+        return DrawnPairs({attribute: tuple(np.stack([self.drawn[k] for k in keys]) for keys in versions)
+                           for attribute, versions in self.wanted.items()}, self.skipped)
+
+
 def draw_pairs(generator: Any, classes: Mapping[str, Sequence[str]], masks: np.ndarray, attributes: pd.DataFrame,
                seed: int, sampler: Any = None, progress: bool = False) -> DrawnPairs:
     """Each mask drawn by ``generator`` (a :class:`~cardiofair.diffusion.sample.TrainedGenerator`)
     with ``sampler`` (its :class:`~cardiofair.diffusion.presets.SamplerSettings`; None: the
     model's own) as both values of every attribute the judge reads (``classes``), the rest of the
     prompt being the record's own and the seed shared by both versions."""
-    info = generator.info.get("prompt_schema")
-    schema = PromptSchema.from_dict(info) if info else DEFAULT_SCHEMA
-    base = attributes[[a for a in schema.attributes if a in attributes.columns]].to_dict("records")
-    skipped, wanted = {}, {}
-    for attribute, values in ATTRIBUTE_PAIRS.items():
-        reason = _unreadable(classes, attribute, values)
-        if attribute not in schema.attributes:
-            reason = f"the generator's prompts have no {attribute}"
-        if reason or not len(masks):
-            skipped[attribute] = reason or "no test masks"
-            continue
-        wanted[attribute] = [[(i, prompt_from_attributes({**row, attribute: value}, schema)) for i, row in
-                              enumerate(base)] for value in values]
-    # A record's own prompt is one version of several attributes' pairs: each (mask, prompt) is
-    # drawn once, with the mask's seed, and shared.
-    unique = list(dict.fromkeys(key for versions in wanted.values() for keys in versions for key in keys))
-    drawn = {}
-    if unique:
-        images = generator.sample(masks[[i for i, _ in unique]], [p for _, p in unique],
-                                  [seed * 100003 + i for i, _ in unique], sampler, progress=progress)
-        drawn = dict(zip(unique, images))
-    return DrawnPairs({attribute: tuple(np.stack([drawn[k] for k in keys]) for keys in versions)
-                       for attribute, versions in wanted.items()}, skipped)
+    drawing = PairDrawing(generator, classes, masks, attributes, seed, sampler, progress)
+    for part in drawing.parts(1):
+        part()
+    return drawing.result()
 
 
 def read_pairs(evaluators: Evaluators, pairs: DrawnPairs) -> dict[str, dict[str, Any]]:

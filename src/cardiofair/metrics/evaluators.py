@@ -270,11 +270,11 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
                      val_images: np.ndarray, val_masks: np.ndarray, val_attributes: pd.DataFrame,
                      steps: int = 400, classifier_steps: int = 700, batch: int = 32, segmenter_batch: int = 16,
                      seed: int = 0, augmentation: Augmentation = Augmentation(),
-                     progress: bool = False, beside: Callable[[], None] | None = None) -> Evaluators:
+                     progress: bool = False, beside: Sequence[Callable[[], None]] = ()) -> Evaluators:
     """Train both evaluators on real training records degraded by ``augmentation`` (``batch``
     pairs per classifier step, ``segmenter_batch`` pairs, i.e. twice as many frames, per
     segmenter step); score them on real (clean) validation records. ``beside``, other work
-    that does not need them, runs on the core the shorter training leaves free.
+    that does not need them (in parts), runs on the cores the trainings leave free.
 
     Attributes whose value is ``unknown`` are not learned for that record. Where no attribute
     has two known values (a cohort that records none), the attribute judge has nothing to learn
@@ -311,15 +311,16 @@ def train_evaluators(train_images: np.ndarray, train_masks: np.ndarray, train_at
     fits = [(segmenter, segmenter_loss, steps, "training segmenter")]
     if classes:
         fits.append((classifier, classifier_loss, classifier_steps, "training attribute classifier"))
-    def fit(job: tuple[int, tuple] | None) -> None:
-        if job is None:
-            beside()
+    def fit(job: tuple[int, tuple] | Callable[[], None]) -> None:
+        if callable(job):
+            job()
             return
         number, (network, loss, count, label) = job
         fit_steps(network, loss, count, label, progress, torch.Generator().manual_seed(seed + number), number)
 
-    # On two cores both trainings start at once and ``beside`` follows the one that ends first.
-    side_by_side(fit, [*enumerate(fits), *[None] * (beside is not None)])
+    # On two cores both trainings start at once and the parts of ``beside`` follow on whichever
+    # core is free first: the shorter training's, then the other's too.
+    side_by_side(fit, [*enumerate(fits), *beside])
     evaluators = Evaluators(segmenter.eval(), classifier.eval(), classes)
     dice = dice_table(evaluators.segment(val_images), val_masks).mean()
     predicted = evaluators.classify(val_images)

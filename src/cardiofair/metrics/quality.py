@@ -57,7 +57,7 @@ from cardiofair.data.summary import attribute_table, cell_attributes
 from cardiofair.errors import CardiofairError
 from cardiofair.io import StagingDirectory, atomic_write, json_ready
 from cardiofair.metrics import radiomics
-from cardiofair.metrics.counterfactual import DrawnPairs, choose_pairs, draw_pairs, prompt_effects
+from cardiofair.metrics.counterfactual import DrawnPairs, PairDrawing, choose_pairs, prompt_effects
 from cardiofair.metrics.evaluators import (
     ATTRIBUTE_COLUMNS,
     Augmentation,
@@ -81,7 +81,7 @@ from cardiofair.metrics.realism import (
 from cardiofair.prompts import UNKNOWN
 from cardiofair.results import GenerateResult, QualityResult
 from cardiofair.settings import QualitySettings
-from cardiofair.threads import one_thread_each
+from cardiofair.threads import side_by_side
 
 SCHEMA_VERSION = 1
 # The realism features' space, by the network they come from (Evaluators.feature_network).
@@ -97,6 +97,9 @@ FEATURE_SPACES = {
         "the training set's statistics; not Inception, so not FID"),
 }
 EVALUATOR_VERSION = "evaluators-3"
+# The prompt-effect pairs are drawn in this many parts, fixed so that the images (their batches)
+# never depend on the machine's cores.
+PAIR_DRAWING_PARTS = 4
 
 
 class QualityError(CardiofairError):
@@ -163,16 +166,15 @@ def default_cache() -> Path:
 
 def cached_evaluators(real: dict[str, ImageSet], settings: QualitySettings, cache: Path | None = None,
                       log: Callable[[str], None] = print, progress: bool = False,
-                      beside: Callable[[], None] | None = None) -> tuple[Evaluators, Path]:
+                      beside: Sequence[Callable[[], None]] = ()) -> tuple[Evaluators, Path]:
     """Load the evaluators trained on this exact training split, or train and cache them.
-    ``beside``, work that does not need them, runs on one torch thread either way: beside their
-    training, or on its own when they were cached, so that its results do not depend on the cache."""
+    ``beside``, work that does not need them, in parts, runs each part on one torch thread
+    either way: beside their training, or side by side when they were cached, so that its
+    results do not depend on the cache."""
     folder = (cache or default_cache()) / training_hash(real, settings)
     if (folder / Evaluators.FILE).is_file():
         log(f"evaluators: cached in {folder}")
-        if beside is not None:
-            with one_thread_each():
-                beside()
+        side_by_side(lambda part: part(), beside)
         return Evaluators.load(folder), folder
     judged = judged_classes(attribute_table(real["train"].rows))
     log(f"evaluators: training on {len(real['train'])} real training records ({settings.steps} segmenter"
@@ -625,19 +627,18 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     sampler = None if generator is None else GenerateResult.load(synthetic_root).drawn_with(generator.defaults)
     test_attributes = attribute_table(real["test"].rows)
     picked = choose_pairs(test_attributes, settings.counterfactual_pairs, settings.seed)
-    drawn: list[DrawnPairs] = []
-    # A cohort without prompt attributes (the public M&Ms copy) has no test mask to draw on.
-    if generator is not None and len(picked):
-        log(f"drawing prompt-effect pairs on {len(picked)} real test masks per attribute")
-
-    def draw() -> None:
-        drawn.append(draw_pairs(generator, judged_classes(attribute_table(real["train"].rows)),
-                                real["test"].masks[picked], test_attributes.iloc[picked].reset_index(drop=True),
-                                settings.seed, sampler, progress))
-
+    drawing = None
+    if generator is not None:
+        # A cohort without prompt attributes (the public M&Ms copy) has no test mask to draw on.
+        if len(picked):
+            log(f"drawing prompt-effect pairs on {len(picked)} real test masks per attribute")
+        drawing = PairDrawing(generator, judged_classes(attribute_table(real["train"].rows)), real["test"].masks[picked],
+                              test_attributes.iloc[picked].reset_index(drop=True), settings.seed, sampler, progress)
+    # In parts, so that the core the shorter training frees starts on them and the other joins
+    # when its training ends (the default study's quality stage 119 -> 104 s; docs/measurements.md).
     evaluators, evaluator_folder = cached_evaluators(
         real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
-        beside=draw if generator is not None else None)
+        beside=drawing.parts(PAIR_DRAWING_PARTS) if drawing is not None else ())
     if not evaluators.classes:
         log("attribute judge left out: no prompt attribute has two known values among the real training records, "
             "so prompt fidelity and prompt effects are not measured, and the realism features come from the segmenter")
@@ -650,7 +651,7 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
     keys = {name: _cell_keys(s, attributes) for name, s in sets.items()}
     return QualityContext(settings, real_root, sets, evaluators, evaluator_folder, _features(evaluators, sets),
                           attributes, keys, sorted(keys["synthetic"].unique()), phantom_model(real_root), picked,
-                          drawn[0] if drawn else None, log, progress)
+                          None if drawing is None else drawing.result(), log, progress)
 
 
 # --- the metrics' compute functions (named by cardiofair.metrics.quality_metrics.METRICS) -------
