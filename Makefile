@@ -24,7 +24,7 @@ install-frd: install
 	$(BIN)/python -m pip install --quiet --no-build-isolation pyradiomics==3.0.1
 	$(BIN)/python -m pip install --quiet -e '.[frd]'
 
-# The embedded default study on the phantom cohort (7-10 minutes on 2 cores); running it
+# The embedded default study on the phantom cohort (8-14 minutes on 2 cores); running it
 # again continues an interrupted study and skips finished stages. Report: runs/phantom-default/report.html
 demo: install
 	$(BIN)/cardiofair run
