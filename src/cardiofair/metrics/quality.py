@@ -636,7 +636,7 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
                               test_attributes.iloc[picked].reset_index(drop=True), settings.seed, sampler, progress)
     # In parts, so that the core the shorter training frees starts on them and the other joins
     # when its training ends; with cached evaluators both cores draw (the default study's 204
-    # images in about 42 s against 54-59 s on one core; docs/measurements.md).
+    # images in about 29 s against 54-59 s on one core; docs/measurements.md).
     evaluators, evaluator_folder = cached_evaluators(
         real, settings, Path(evaluators_dir) if evaluators_dir else None, log, progress,
         beside=drawing.parts(PAIR_DRAWING_PARTS) if drawing is not None else ())
