@@ -229,10 +229,9 @@ PRESETS: dict[str, Preset] = {
         # there, training seeds 0 and 1 gave FD-cardiofair 4.4 and 4.7 against 4.5 and 5.4 with 16
         # pairs from the start (real 2.1), women of every rare cell read as women at least 0.91x
         # as often as real ones, every Dice at least 0.98x real. The first 400 at 8 pairs (training
-        # 11% shorter) gave FD-cardiofair 5.6 / 4.7 for training seeds 0 / 1 against 4.7 / 5.5 for
-        # 240 (real 1.71; AMD EPYC host, docs/measurements.md): two seeds tell no difference, and
-        # either recipe's seed spread straddles the realism target (3x); 240 stays, as seed 0's model is
-        # the one the default study reports.
+        # 11% shorter) gave FD-cardiofair 5.6 / 4.7 / 5.1 for training seeds 0 / 1 / 2 against
+        # 4.7 / 5.5 / 4.8 for 240 (real 1.71; AMD EPYC host, docs/measurements.md): at most a little
+        # worse, and men read as men 0.87x as often as real ones at seed 2; 240 stays.
         training=TrainingDefaults(max_steps=680, batch_size=16, early_batch_size=8, early_steps=240,
                                   learning_rate=1e-3, lr_schedule="constant_with_warmup", warmup_steps=40,
                                   checkpoint_every=100, validate_every=680, guide_at=0.3, min_timestep=100),
