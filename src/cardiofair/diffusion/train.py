@@ -338,9 +338,7 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
                 for parameter, gradients in zip(parameters, zip(*(grads for _, grads in parts))):
                     present = [g for g in gradients if g is not None]
                     if present:
-                        total = present[0]
-                        for gradient in present[1:]:
-                            total = total + gradient
+                        total = sum(present[1:], present[0])
                         parameter.grad = total if parameter.grad is None else parameter.grad + total
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(parameters, 1.0)
