@@ -474,7 +474,7 @@ def merge_datasets(real: str | os.PathLike, synthetic: str | os.PathLike, out: s
     result is a self-contained prepared dataset."""
     with DatasetWriter(out, overwrite=overwrite) as writer:
         for root, manifest in ((Path(real), training_rows(read_manifest(real))),
-                               (Path(synthetic), read_manifest(synthetic))):
+                               (Path(synthetic), read_manifest(synthetic, made_by="generate"))):
             for row in manifest.to_dict("records"):
                 for column, folder in (("image_path", "images"), ("mask_path", "masks"), ("preview_path", "previews")):
                     target = writer.tmp / folder / Path(row[column]).name

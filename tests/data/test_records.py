@@ -78,3 +78,5 @@ def test_duplicate_record_ids_are_refused(tmp_path):
 def test_not_a_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match="cardiofair prepare"):
         read_manifest(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a synthetic dataset.*run `cardiofair generate`"):
+        read_manifest(tmp_path, made_by="generate")

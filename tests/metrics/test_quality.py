@@ -414,6 +414,7 @@ def test_bad_inputs_are_refused_with_the_reason(real_dataset, tmp_path, monkeypa
         "cardiofair split": ["--real", str(unsplit)],
         "image shapes differ": ["--real", str(small)],
         "holds no synthetic records": ["--real", str(real_dataset), "--synthetic", str(real_dataset)],
+        "not a synthetic dataset": ["--real", str(real_dataset), "--synthetic", str(tmp_path / "nowhere")],
         "labels [5]": ["--real", str(real_dataset), "--synthetic", str(relabelled)],
     }
     for expected, extra in cases.items():

@@ -202,11 +202,13 @@ class DatasetWriter(StagingDirectory):
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_manifest(root: str | os.PathLike) -> pd.DataFrame:
-    """The manifest of a prepared dataset, with a clear error when it is not one."""
+def read_manifest(root: str | os.PathLike, made_by: str = "prepare") -> pd.DataFrame:
+    """The manifest of a prepared dataset, with a clear error when it is not one; ``made_by`` is
+    the command that writes the dataset expected at ``root`` (``generate`` for synthetic ones)."""
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise MissingInputError(f"{root} is not a prepared dataset: {path} is missing (run `cardiofair prepare`)")
+        kind = "a synthetic dataset" if made_by == "generate" else "a prepared dataset"
+        raise MissingInputError(f"{root} is not {kind}: {path} is missing (run `cardiofair {made_by}`)")
     manifest = pd.read_csv(path, dtype={"subject_id": str, "record_id": str})
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:

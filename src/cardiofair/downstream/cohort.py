@@ -131,7 +131,7 @@ def load_cohort(real: str | os.PathLike, synthetic: str | os.PathLike | None = N
     roots = [str(real)]
     frames = [manifest.assign(role=manifest["split"].astype(str), _root=str(real))]
     if synthetic is not None:
-        synthetic_manifest = read_manifest(synthetic)
+        synthetic_manifest = read_manifest(synthetic, made_by="generate")
         check_synthetic(manifest, synthetic_manifest, synthetic)
         roots.append(str(synthetic))
         frames.append(synthetic_manifest.assign(role="synthetic", _root=str(synthetic)))

@@ -121,7 +121,7 @@ def load_real_splits(root: Path, progress: bool = True) -> dict[str, ImageSet]:
 
 def load_synthetic(root: Path, progress: bool = True) -> ImageSet:
     """The synthetic records of a generated (or merged) dataset."""
-    manifest = read_manifest(root)
+    manifest = read_manifest(root, made_by="generate")
     synthetic = synthetic_records(manifest)
     if synthetic.empty:
         raise QualityError(f"{root} holds no synthetic records (is_synthetic is false everywhere)")
@@ -617,8 +617,9 @@ def _context(real_root: Path, synthetic_root: Path, settings: QualitySettings,
              evaluators_dir: str | os.PathLike | None, model_dir: str | os.PathLike | None,
              log: Callable[[str], None], progress: bool) -> QualityContext:
     """Load both datasets, the judges (trained or cached) and the features every metric shares."""
-    real = load_real_splits(real_root, progress)
+    # The synthetic set first: a wrong --synthetic fails before the larger real set is read.
     synthetic = load_synthetic(synthetic_root, progress)
+    real = load_real_splits(real_root, progress)
     check_compatible(real["train"], synthetic)
     # Loaded first, so a wrong --model fails before the evaluators train.
     generator = _load_generator(model_dir, real)
