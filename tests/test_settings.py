@@ -77,7 +77,7 @@ def test_every_option_of_every_command_is_documented():
 
 
 def test_the_values_settings_mirrors_from_torch_modules_agree_with_them():
-    from cardiofair import settings
+    from cardiofair import precision, settings
     from cardiofair.data import manifest
     from cardiofair.diffusion import conditioning, pipeline, presets
     from cardiofair.downstream import classifier
@@ -89,6 +89,7 @@ def test_the_values_settings_mirrors_from_torch_modules_agree_with_them():
     assert settings.CONDITION_MODES == conditioning.CONDITION_MODES
     assert settings.SAMPLERS == tuple(pipeline.SAMPLERS)
     assert settings.CLASSIFIER_PRESETS == ("auto", *classifier.PRESETS)
+    assert settings.MIXED_PRECISION == precision.MIXED_PRECISIONS
 
 
 def test_a_study_file_is_checked_and_the_commands_built_without_torch(tmp_path):

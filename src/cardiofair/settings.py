@@ -37,7 +37,7 @@ PRESETS = ("cpu", "tiny", "cpu-real", "sd21", "sd15")  # mirrors diffusion.prese
 STABLE_DIFFUSION_PRESETS = ("sd21", "sd15")
 LR_SCHEDULES = ("cosine", "constant_with_warmup", "linear")
 CONDITION_MODES = ("onehot", "grey", "grey-rgb")  # mirrors diffusion.conditioning.CONDITION_MODES
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("no", "fp16", "bf16", "auto")  # mirrors precision.MIXED_PRECISIONS
 # plan
 STRATEGIES = ("equalize", "prevalence", "target")
 # How the generator chooses each synthetic record's conditioning mask pair; the plan carries the
@@ -183,7 +183,9 @@ class TrainOptions:
                                  ".safetensors/.ckpt file (never downloaded)", path=True)
     sd_config: str | None = option(None, "sd21/sd15 with a single-file checkpoint: the model's diffusers config "
                                    "folder (model_index.json, */config.json, tokenizer/)", path=True)
-    mixed_precision: str | None = option(None, "GPU mixed precision (CPU always fp32; default: the preset's)",
+    mixed_precision: str | None = option(None, "mixed precision: auto (bf16 where the GPU or CPU multiplies it in "
+                                         "hardware, else fp32), no (fp32), fp16 (GPU only), bf16 (default: the "
+                                         "preset's; the cpu presets' is auto)",
                                          choices=MIXED_PRECISION)
     gradient_checkpointing: bool | None = option(None, "trade compute for memory (default: the preset's)")
     gradient_accumulation: int | None = option(None, "micro-batches per optimiser step (default: the preset's)")

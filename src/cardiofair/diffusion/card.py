@@ -22,9 +22,11 @@ from cardiofair.results import TrainResult
 
 
 def write_model_card(out: Path, preset: Preset, settings: TrainingDefaults, manifest: pd.DataFrame, steps: int,
-                     elapsed_s: float, dataset: str | os.PathLike, processes: int, sampling: SamplerSettings) -> None:
+                     elapsed_s: float, dataset: str | os.PathLike, processes: int, sampling: SamplerSettings,
+                     precision: str) -> None:
     """Write the card of the model in ``out``, trained with ``settings`` (the run's
-    ``TrainSettings``) on the records of ``manifest`` for ``steps`` steps in ``elapsed_s`` seconds."""
+    ``TrainSettings``) on the records of ``manifest`` for ``steps`` steps in ``elapsed_s`` seconds,
+    computing in ``precision`` (``settings.mixed_precision`` as this machine resolved it)."""
     counts = cell_counts(manifest, DEFAULT_SCHEMA)
     info = {
         "cardiofair_version": __version__,
@@ -45,6 +47,7 @@ def write_model_card(out: Path, preset: Preset, settings: TrainingDefaults, mani
             "torch": torch.__version__,
             "machine": platform.machine(),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "precision": precision,
             "distributed": {"processes": processes},
         },
         "training_cells": counts.to_dict("records"),

@@ -65,6 +65,7 @@ from cardiofair.diffusion.presets import Preset, TrainingDefaults, get_preset, g
 from cardiofair.diffusion.tokenizer import tokenize
 from cardiofair.diffusion.validation import validate, write_loss_curve
 from cardiofair.errors import InputError, OutputExistsError, SettingsError
+from cardiofair.precision import MIXED_PRECISIONS, autocast, resolve_precision
 from cardiofair.prompts import is_missing, prompt_phrases
 from cardiofair.results import TrainResult
 from cardiofair.threads import batch_parts, each_part, one_thread_each
@@ -104,8 +105,8 @@ class TrainSettings(TrainingDefaults):
         for name in ("prompt_dropout", "attribute_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise SettingsError(name, "must be in [0, 1)")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise SettingsError("mixed_precision", "must be no, fp16 or bf16")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise SettingsError("mixed_precision", f"must be one of {MIXED_PRECISIONS}")
         if self.min_timestep < 0:
             raise SettingsError("min_timestep", f"must be at least 0, got {self.min_timestep}")
         if self.guide_at is not None and not 0.0 < self.guide_at < 1.0:
@@ -315,7 +316,8 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
                             batches.preset.mask_in_input).sum() / target.shape[0]
 
     def part_gradients(rows: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
-        loss = part_loss(rows)
+        with autocast(settings.mixed_precision, device):
+            loss = part_loss(rows)
         return loss.detach(), torch.autograd.grad(loss / settings.gradient_accumulation, parameters,
                                                   allow_unused=True)
 
@@ -329,7 +331,7 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
             parts = each_part(part_gradients, batch_parts(target.shape[0], device), device)
             loss = sum(part for part, _ in parts)
         else:
-            with accelerator.autocast():
+            with accelerator.autocast(), autocast(settings.mixed_precision, device):
                 loss = part_loss(torch.arange(target.shape[0], device=device))
             accelerator.backward(loss)
         with one_thread_each() if split else contextlib.nullcontext():
@@ -382,8 +384,12 @@ def train(
         if settings.guide_at is not None:
             raise SettingsError("guide_at", f"preset {preset.name} samples with diffusers' Stable Diffusion "
                                 "pipeline, which has no guide model: leave it out")
-    mixed_precision = settings.mixed_precision if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation, mixed_precision=mixed_precision)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    mixed_precision = resolve_precision(settings.mixed_precision, device_type)
+    # Accelerate fixes its mixed precision once per process, so a second training in it could not
+    # choose another; on the CPU every step enters its own autocast instead (training_step).
+    accelerator = Accelerator(gradient_accumulation_steps=settings.gradient_accumulation,
+                              mixed_precision=mixed_precision if device_type == "cuda" else "no")
     main_process = accelerator.is_main_process
     training_dir = out / TrainResult.TRAINING
     checkpoints = training_dir / TrainResult.CHECKPOINTS
@@ -486,10 +492,11 @@ def train(
         write_loss_curve(training_dir, history)
         pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                      make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
-                                     preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input, guide)
+                                     preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input, guide,
+                                     settings.mixed_precision)
         pipeline.save_pretrained(out, safe_serialization=True)
         write_model_card(out, preset, settings, data.manifest, progress.global_step, progress.elapsed_s, dataset,
-                         accelerator.num_processes, guided_sampling(preset, guide))
+                         accelerator.num_processes, guided_sampling(preset, guide), mixed_precision)
     accelerator.wait_for_everyone()
     return out
 
