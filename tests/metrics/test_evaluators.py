@@ -5,6 +5,7 @@ trained segmenter, never from the untrained classifier."""
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from phantom_arrays import phantom_arrays
 
 from cardiofair.metrics.evaluators import (
@@ -12,6 +13,7 @@ from cardiofair.metrics.evaluators import (
     AttributeNet,
     Evaluators,
     SegmentationNet,
+    _gaussian_blur,
     fit_steps,
     train_evaluators,
 )
@@ -56,3 +58,15 @@ def test_a_batch_with_nothing_to_learn_is_skipped():
     before = [p.detach().clone() for p in network.parameters()]
     fit_steps(network, lambda generator: None, 3, "nothing", False, torch.Generator().manual_seed(0))
     assert all(torch.equal(a, b) for a, b in zip(before, network.parameters()))
+
+
+def test_the_judges_blur_is_a_3x3_gaussian_with_edges_repeated():
+    """The augmentation's blur as shifted sums equals the separable [1, 2, 1] / 4 kernel
+    convolved over the replicate-padded image, and leaves a constant image unchanged."""
+    images = torch.rand(3, 2, 12, 10, generator=torch.Generator().manual_seed(0))
+    taps = torch.tensor([0.25, 0.5, 0.25])
+    kernel = (taps[:, None] * taps[None, :]).expand(2, 1, 3, 3)
+    expected = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=2)
+    torch.testing.assert_close(_gaussian_blur(images), expected)
+    assert not torch.allclose(_gaussian_blur(images), images)
+    torch.testing.assert_close(_gaussian_blur(torch.full((1, 2, 5, 5), 0.3)), torch.full((1, 2, 5, 5), 0.3))

@@ -99,9 +99,11 @@ class Augmentation:
 
 def _gaussian_blur(images: torch.Tensor) -> torch.Tensor:
     """Each channel blurred by a 3x3 Gaussian of about one pixel, edges repeated."""
-    taps = torch.tensor([0.25, 0.5, 0.25])
-    kernel = (taps[:, None] * taps[None, :]).expand(images.shape[1], 1, 3, 3)
-    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=images.shape[1])
+    # The separable taps as sums of shifted views: as a grouped convolution oneDNN took 4.6 ms
+    # for a batch of 32 pairs, a fifth of the attribute judge's training step.
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    rows = 0.25 * padded[..., :-2, :] + 0.5 * padded[..., 1:-1, :] + 0.25 * padded[..., 2:, :]
+    return 0.25 * rows[..., :-2] + 0.5 * rows[..., 1:-1] + 0.25 * rows[..., 2:]
 
 
 def degrade(images: torch.Tensor, masks: torch.Tensor, settings: Augmentation,
