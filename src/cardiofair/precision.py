@@ -3,9 +3,9 @@
 Weights, optimiser state and the loss stay in float32; under bfloat16 autocast the matrix
 products and convolutions of each forward pass (and so their backward) run in bfloat16. On a CPU
 whose cores multiply bfloat16 in hardware (AVX512-BF16 or AMX) that makes the default
-generator's training step 1.34x faster with the same figures (docs/measurements.md); on one
-that does not, oneDNN emulates it and a UNet forward is 27x slower
-(../shared/notes/diffusion-on-this-cpu.md). ``auto`` therefore asks the hardware, and the run
+generator's training 1.3x faster, its images as close to real over three training seeds
+(docs/measurements.md); on one that does not, oneDNN emulates it and a UNet forward is 27x
+slower (../shared/notes/diffusion-on-this-cpu.md). ``auto`` therefore asks the hardware, and the run
 records what it used: a model trained in another format is another model, as one trained on
 another CPU kind is (other float rounding).
 """
