@@ -107,6 +107,8 @@ def test_plan_returns_the_plan_it_wrote_and_loads_from_its_file_or_folder(tiny_r
     assert plan_stage.summary(result, {"out": out}).endswith(f"plan written to {out}")
     with pytest.raises(ResultError, match="holds no other.csv: is it the output folder of `cardiofair plan`"):
         PlanResult.load(out.parent / "other.csv")
+    with pytest.raises(MissingInputError, match="nowhere/plan.csv does not exist: give the plan CSV"):
+        PlanResult.load(tmp_path / "nowhere" / "plan.csv")
 
 
 def test_generate_returns_the_synthetic_records_and_prints_the_dataset_summary(tiny_real, tiny_model, tiny_plan,

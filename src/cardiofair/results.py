@@ -193,6 +193,9 @@ class PlanResult:
         from cardiofair.plan import read_plan
 
         given = Path(folder_or_path)
+        if not given.exists() and not given.parent.is_dir():
+            raise MissingInputError(f"{given} does not exist: give the plan CSV that `cardiofair {cls.STAGE}` wrote "
+                                    f"(its --out), or the folder that holds its {cls.FILE}")
         path = output_file(given, cls.FILE, cls.STAGE) if given.is_dir() else \
             output_file(given.parent, given.name, cls.STAGE)
         return cls(path, read_plan(path))
