@@ -60,6 +60,9 @@ class TrainingDefaults:
     # autoguidance (Karras et al. 2024): a shorter-trained copy of itself, whose errors the
     # finished model is steered away from. None keeps no guide.
     guide_at: float | None = None
+    # The step near which the loss was seen to jump at this learning rate and schedule, or None:
+    # a longer run at them is warned about before it starts.
+    diverges_near: int | None = None
 
 
 def guide_step(guide_at: float | None, max_steps: int) -> int | None:
@@ -236,10 +239,13 @@ PRESETS: dict[str, Preset] = {
         # EPYC host with AVX512-BF16 the 680 steps took 270 s against 349-365 s in fp32, and the
         # model of training seed 0 drew FD-cardiofair 4.52 against 4.68 (real 1.71), every Dice and
         # sex reading as close to real (docs/measurements.md).
+        # At the constant rate of 1e-3 the loss jumped from 0.08 to 0.3-0.8 near step 3,400 on the
+        # public M&Ms copy, in float32 (step 3,500) and in bfloat16 (3,360; docs/measurements.md,
+        # "The curve again").
         training=TrainingDefaults(max_steps=680, batch_size=16, early_batch_size=8, early_steps=240,
                                   learning_rate=1e-3, lr_schedule="constant_with_warmup", warmup_steps=40,
                                   checkpoint_every=100, validate_every=680, guide_at=0.3, min_timestep=100,
-                                  mixed_precision="auto"),
+                                  mixed_precision="auto", diverges_near=3300),
         # Guidance over every step trades prompt for realism (FD-cardiofair over the default
         # study's 331 records 32 / 35 / 39 at guidance 2 / 2.5 / 3). Left out of the two noisiest
         # of the eight steps (Kynkaanniemi et al. 2024), where it pulls every image of a prompt
@@ -328,7 +334,8 @@ def _stable_diffusion(name: str, description: str) -> Preset:
 # phantom's smooth textures hide. The study's 2,000-step model (bf16, training seed 0) drew
 # FD-cardiofair 3.14 / 2.41 / 1.56 / 1.56 times the real reference with 6 / 8 / 12 / 20 steps,
 # two-sample AUROC 0.82 / 0.79 / 0.76 / 0.74, every Dice at least 0.97x the real reference, for
-# 2x the sampling time of six (docs/measurements.md, "Sampler steps on real MRI").
+# 2x the sampling time of six; training seed 1's model 4.18x with six steps, 2.13x with twelve
+# (AUROC 0.83 and 0.80; docs/measurements.md, "Sampler steps on real MRI").
 PRESETS["cpu-real"] = replace(
     PRESETS["cpu"], name="cpu-real",
     description="the cpu model trained for real cohorts: 2,000 steps (about 13-20 minutes on 2 CPU cores), "

@@ -352,6 +352,19 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
     return accelerator.gather(loss.detach().reshape(1)).mean().item()
 
 
+def divergence_warning(preset: Preset, settings: TrainSettings) -> str | None:
+    """What to say before a run that goes past the step where the preset's rate and schedule
+    were seen to diverge (None if it does not)."""
+    near = preset.training.diverges_near
+    if near is None or settings.max_steps <= near or settings.lr_schedule != preset.training.lr_schedule \
+            or settings.learning_rate < preset.training.learning_rate:
+        return None
+    return (f"{settings.max_steps} steps at preset {preset.name}'s {settings.lr_schedule} rate of "
+            f"{settings.learning_rate:g}: its loss jumped from 0.08 to 0.3-0.8 near step {near:,} on a real "
+            f"cohort; for a longer run give a decaying --lr-schedule (cosine, linear) or a lower --learning-rate "
+            f"(neither measured past 2,000 steps)")
+
+
 def train(
     dataset: str | os.PathLike,
     out: str | os.PathLike,
@@ -384,6 +397,9 @@ def train(
         if settings.guide_at is not None:
             raise SettingsError("guide_at", f"preset {preset.name} samples with diffusers' Stable Diffusion "
                                 "pipeline, which has no guide model: leave it out")
+    unstable = divergence_warning(preset, settings)
+    if unstable:
+        warnings.warn(unstable, stacklevel=2)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     mixed_precision = resolve_precision(settings.mixed_precision, device_type)
     # Accelerate fixes its mixed precision once per process, so a second training in it could not
