@@ -664,17 +664,17 @@ def test_attribute_dropout_leaves_out_single_phrases_and_off_draws_whole_prompts
 
 def test_a_run_past_the_step_where_its_rate_diverged_is_warned_about_before_it_starts(dataset, tmp_path,
                                                                                      monkeypatch):
-    """The cpu presets' constant rate diverged near step 3,300 on a real cohort: a user who
-    trains longer at it is told so, and one who changes the schedule is not."""
+    """The cpu presets' constant rate diverged past step 1,700 on a real cohort for one training
+    seed: a user who trains longer at it is told so, and one who changes the schedule is not."""
     tiny = get_preset("tiny")
     variant = replace(tiny, name="tiny-unstable",
                       training=replace(tiny.training, lr_schedule="constant_with_warmup", diverges_near=2))
     monkeypatch.setitem(presets.PRESETS, "tiny-unstable", variant)
-    with pytest.warns(UserWarning, match="3 steps at preset tiny-unstable's constant_with_warmup rate.*near step 2"):
+    with pytest.warns(UserWarning, match="3 steps at preset tiny-unstable's constant_with_warmup rate.*past step 2 "):
         train(dataset, tmp_path / "long", TrainSettings.for_preset(variant, max_steps=3), progress_bar=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*near step")
         train(dataset, tmp_path / "short", TrainSettings.for_preset(variant, max_steps=2), progress_bar=False)
         train(dataset, tmp_path / "cosine", TrainSettings.for_preset(variant, max_steps=3, lr_schedule="cosine"),
               progress_bar=False)
-    assert get_preset("cpu-real").training.diverges_near == get_preset("cpu").training.diverges_near == 3300
+    assert get_preset("cpu-real").training.diverges_near == get_preset("cpu").training.diverges_near == 1700

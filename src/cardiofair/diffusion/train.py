@@ -354,15 +354,16 @@ def training_step(accelerator: Accelerator, run: StageRun, batches: BatchSource,
 
 def divergence_warning(preset: Preset, settings: TrainSettings) -> str | None:
     """What to say before a run that goes past the step where the preset's rate and schedule
-    were seen to diverge (None if it does not)."""
+    were seen to diverge for some training seed (None if it does not)."""
     near = preset.training.diverges_near
     if near is None or settings.max_steps <= near or settings.lr_schedule != preset.training.lr_schedule \
             or settings.learning_rate < preset.training.learning_rate:
         return None
     return (f"{settings.max_steps} steps at preset {preset.name}'s {settings.lr_schedule} rate of "
-            f"{settings.learning_rate:g}: its loss jumped from 0.08 to 0.3-0.8 near step {near:,} on a real "
-            f"cohort; for a longer run give a decaying --lr-schedule (cosine, linear) or a lower --learning-rate "
-            f"(neither measured past 2,000 steps)")
+            f"{settings.learning_rate:g}: on a real cohort its loss jumped from 0.08 to 0.3-0.8 past step "
+            f"{near:,} for some training seeds; check training/loss.png, and if the loss jumped, train again "
+            f"with another --seed, a lower --learning-rate or a decaying --lr-schedule (cosine, linear; "
+            f"neither measured yet)")
 
 
 def train(
