@@ -673,7 +673,7 @@ def test_a_run_past_the_step_where_its_rate_diverged_is_warned_about_before_it_s
     with pytest.warns(UserWarning, match="3 steps at preset tiny-unstable's constant_with_warmup rate.*past step 2 "):
         train(dataset, tmp_path / "long", TrainSettings.for_preset(variant, max_steps=3), progress_bar=False)
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*near step")
+        warnings.filterwarnings("error", message=".*steps at preset tiny-unstable")
         train(dataset, tmp_path / "short", TrainSettings.for_preset(variant, max_steps=2), progress_bar=False)
         train(dataset, tmp_path / "cosine", TrainSettings.for_preset(variant, max_steps=3, lr_schedule="cosine"),
               progress_bar=False)
