@@ -33,7 +33,7 @@ from cardiofair.diffusion.presets import SamplerSettings, get_preset
 from cardiofair.diffusion.sample import ModelNotFoundError, TrainedGenerator
 from cardiofair.diffusion.tokenizer import build_prompt_tokenizer
 from cardiofair.diffusion.train import TrainSettings, train
-from cardiofair.diffusion.validation import validation_indices
+from cardiofair.diffusion.validation import JUMP_FACTOR, loss_jump, validation_indices
 from cardiofair.errors import SettingsError
 from cardiofair.precision import resolve_precision
 from cardiofair.prompts import prompt_phrases
@@ -81,6 +81,7 @@ def test_model_directory_layout(model):
     info = json.loads((model / "cardiofair.json").read_text())
     assert info["preset"] == "tiny" and info["image_channels"] == 2 and info["size"] == 16
     assert info["training"]["steps"] == 6 and info["training_cells"]
+    assert info["training"]["loss_jump"] is None
     assert (model / "training" / "loss.png").is_file()
     assert list((model / "training" / "validation").glob("step-*.png"))
 
@@ -678,3 +679,20 @@ def test_a_run_past_the_step_where_its_rate_diverged_is_warned_about_before_it_s
         train(dataset, tmp_path / "cosine", TrainSettings.for_preset(variant, max_steps=3, lr_schedule="cosine"),
               progress_bar=False)
     assert get_preset("cpu-real").training.diverges_near == get_preset("cpu").training.diverges_near == 1700
+
+
+def test_a_loss_that_jumps_is_found_where_it_jumps_and_a_falling_noisy_one_is_not():
+    steps = np.arange(1, 601)
+    # A loss falling as training does, with step-to-step noise larger than a real run's.
+    loss = (0.5 * np.exp(-steps / 60) + 0.08) * np.random.default_rng(0).lognormal(0.0, 0.3, steps.size)
+
+    def history(values, stages=("joint",) * 600):
+        return [{"step": int(s), "stage": stage, "loss": float(v)} for s, stage, v in zip(steps, stages, values)]
+
+    assert loss_jump(history(loss)) is None
+    jumped = loss * np.where(steps > 400, 3.5, 1.0)
+    found = loss_jump(history(jumped))
+    assert found is not None and 400 < found.step <= 450 and found.after > JUMP_FACTOR * found.before
+    assert loss_jump(history(np.where(steps == 501, np.nan, loss))).step == 501
+    # A later stage trains other parameters from its own loss level: no jump across stages.
+    assert loss_jump(history(jumped, ("base",) * 400 + ("control",) * 200)) is None

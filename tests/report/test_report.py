@@ -32,7 +32,7 @@ from cardiofair.metrics.quality_metrics import (
 )
 from cardiofair.report import ReportError, write_report
 from cardiofair.report.tables import group_series, headline, prevalence_grid, quality_verdict
-from cardiofair.results import FairnessResult, GenerateResult, QualityResult
+from cardiofair.results import FairnessResult, GenerateResult, QualityResult, TrainResult
 from cardiofair.stages.quality import summary_table
 from cardiofair.stages.report import generator_facts
 
@@ -235,6 +235,24 @@ def test_inputs_made_from_other_data_are_flagged(full, real, synthetic, model, q
     sheet = (path.parent / "datasheet.md").read_text()
     assert f"**Check.** The quality evaluation was made from the real dataset {tmp_path / 'real'}" in card
     assert f"**Check.** The quality evaluation was made from the synthetic dataset {tmp_path / 'synthetic'}" in sheet
+
+
+def test_a_model_whose_training_loss_jumped_is_said_to_have_diverged_first(real, model, tmp_path):
+    jumped = tmp_path / "jumped"
+    shutil.copytree(model, jumped)
+    card_file = jumped / TrainResult.FILE
+    card = json.loads(card_file.read_text())
+    card["training"]["loss_jump"] = {"step": 1821, "before": 0.0816, "after": 0.1737}
+    card_file.write_text(json.dumps(card))
+    for folder, diverged in ((model, False), (jumped, True)):
+        path = write_report(tmp_path / folder.name, real=real, synthetic=None, generator=generator_facts(folder),
+                            quality=None, fairness=None, counterfactual_prompts={})
+        text = path.read_text()
+        top = text[:text.index("<nav>")]
+        model_card = (path.parent / "model_card.md").read_text()
+        assert ("The generator may have diverged." in top) is diverged
+        assert ("its loss jumped at step 1,821 (mean over 50 steps 0.0816 -> 0.174)" in model_card) is diverged
+        assert ("| loss | no jump (see training/loss.png) |" in model_card) is not diverged
 
 
 def test_counterfactual_row_is_drawn_with_the_synthetic_runs_sampler(real, synthetic, model, tmp_path):

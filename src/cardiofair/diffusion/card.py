@@ -16,6 +16,7 @@ from cardiofair import __version__
 from cardiofair.data.split import subject_hashes
 from cardiofair.data.summary import cell_counts
 from cardiofair.diffusion.presets import Preset, SamplerSettings, TrainingDefaults
+from cardiofair.diffusion.validation import LossJump
 from cardiofair.io import atomic_write
 from cardiofair.prompts import DEFAULT_SCHEMA
 from cardiofair.results import TrainResult
@@ -23,10 +24,11 @@ from cardiofair.results import TrainResult
 
 def write_model_card(out: Path, preset: Preset, settings: TrainingDefaults, manifest: pd.DataFrame, steps: int,
                      elapsed_s: float, dataset: str | os.PathLike, processes: int, sampling: SamplerSettings,
-                     precision: str) -> None:
+                     precision: str, jump: LossJump | None = None) -> None:
     """Write the card of the model in ``out``, trained with ``settings`` (the run's
     ``TrainSettings``) on the records of ``manifest`` for ``steps`` steps in ``elapsed_s`` seconds,
-    computing in ``precision`` (``settings.mixed_precision`` as this machine resolved it)."""
+    computing in ``precision`` (``settings.mixed_precision`` as this machine resolved it), its loss
+    having jumped as ``jump`` says (None: it did not)."""
     counts = cell_counts(manifest, DEFAULT_SCHEMA)
     info = {
         "cardiofair_version": __version__,
@@ -49,6 +51,7 @@ def write_model_card(out: Path, preset: Preset, settings: TrainingDefaults, mani
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "precision": precision,
             "distributed": {"processes": processes},
+            "loss_jump": None if jump is None else asdict(jump),
         },
         "training_cells": counts.to_dict("records"),
         # Hashes, not the ids: enough to refuse generating from a split whose validation or test

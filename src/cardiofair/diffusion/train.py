@@ -63,7 +63,7 @@ from cardiofair.diffusion.models import (
 from cardiofair.diffusion.pipeline import assemble_pipeline, make_sampler
 from cardiofair.diffusion.presets import Preset, TrainingDefaults, get_preset, guide_step
 from cardiofair.diffusion.tokenizer import tokenize
-from cardiofair.diffusion.validation import validate, write_loss_curve
+from cardiofair.diffusion.validation import loss_jump, validate, write_loss_curve
 from cardiofair.errors import InputError, OutputExistsError, SettingsError
 from cardiofair.precision import MIXED_PRECISIONS, autocast, resolve_precision
 from cardiofair.prompts import is_missing, prompt_phrases
@@ -507,13 +507,16 @@ def train(
             validate(training_dir, models, tokenizer, noise_scheduler, data.images, data.masks, data.prompts, preset,
                      progress.global_step, guide)
         write_loss_curve(training_dir, history)
+        jump = loss_jump(history)
+        if jump is not None:
+            warnings.warn(f"the model in {out} may have diverged: {jump.describe()}", stacklevel=2)
         pipeline = assemble_pipeline(preset.family, models.unet, models.controlnet, models.text_encoder, tokenizer,
                                      make_sampler(preset.sampling.sampler, noise_scheduler), models.vae,
                                      preset.pixel_unshuffle, preset.condition_unshuffle, preset.mask_in_input, guide,
                                      settings.mixed_precision)
         pipeline.save_pretrained(out, safe_serialization=True)
         write_model_card(out, preset, settings, data.manifest, progress.global_step, progress.elapsed_s, dataset,
-                         accelerator.num_processes, guided_sampling(preset, guide), mixed_precision)
+                         accelerator.num_processes, guided_sampling(preset, guide), mixed_precision, jump)
     accelerator.wait_for_everyone()
     return out
 

@@ -4,6 +4,7 @@ both under ``training/``."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,52 @@ from cardiofair.diffusion.presets import Preset
 from cardiofair.results import TrainResult
 
 VALIDATION_RECORDS = 8
+
+# A run whose loss jumps has diverged: its model draws noise. On the public M&Ms copy at cpu-real's
+# constant rate, training seed 2's mean over 50 steps rose to 2.1 times its lowest earlier mean at
+# step 1,821 and to 5.8 times by step 1,866 (its model drew FD-cardiofair 178 times the real
+# reference), seed 0's (run on towards 5,000 steps) to 2.0 times at step 3,363 and 5.2 by 3,681;
+# in 12 runs that trained well (8 on the phantom, 680 steps; 4 on the copy, 680-3,000 steps) it
+# never rose above 1.11 times (docs/measurements.md, "A loss that jumps").
+JUMP_WINDOW = 50
+JUMP_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class LossJump:
+    """Where a run's running-mean loss first rose ``JUMP_FACTOR`` times above its lowest earlier mean."""
+
+    step: int
+    before: float
+    after: float
+
+    def describe(self) -> str:
+        """For readers, e.g. "its loss jumped at step 1,821 (mean over 50 steps 0.082 -> 0.174)"."""
+        return (f"its loss jumped at step {self.step:,} (mean over {JUMP_WINDOW} steps {self.before:.3g} -> "
+                f"{self.after:.3g}): the model may draw noise; look at training/loss.png and train again with "
+                "a lower --learning-rate, a decaying --lr-schedule or another --seed")
+
+
+def loss_jump(history: Sequence[dict], window: int = JUMP_WINDOW, factor: float = JUMP_FACTOR) -> LossJump | None:
+    """The first step of the run's ``history`` (rows with step, stage, loss) where the mean loss over
+    the last ``window`` steps exceeds ``factor`` times the lowest mean of a window that ended at
+    least ``window`` steps before, within one stage (stages train other parameters, so their
+    losses differ); None if it never does."""
+    frame = pd.DataFrame(list(history))
+    if frame.empty:
+        return None
+    for _, part in frame.groupby("stage", sort=False):
+        if len(part) < 2 * window:
+            continue
+        loss = part["loss"].to_numpy(dtype=float)
+        # A loss that overflowed is the plainest jump of all.
+        loss = np.where(np.isfinite(loss), loss, np.inf)
+        mean = np.lib.stride_tricks.sliding_window_view(loss, window).mean(axis=1)
+        lowest = np.minimum.accumulate(mean)
+        for i in range(window, len(mean)):
+            if mean[i] > factor * lowest[i - window]:
+                return LossJump(int(part["step"].iloc[i + window - 1]), float(lowest[i - window]), float(mean[i]))
+    return None
 
 
 def validation_indices(prompts: Sequence[str], count: int = VALIDATION_RECORDS) -> list[int]:

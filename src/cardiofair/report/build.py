@@ -147,6 +147,9 @@ def write_report(out: str | os.PathLike, *, real: str | os.PathLike, synthetic: 
         title = "The synthetic images are far from real ones." if far else \
             "How close the synthetic images are to real ones is not known."
         intro.append(page.verdict(title, " ".join(verdict)))
+    if generator is not None and generator.loss_jump:
+        intro.append(page.verdict("The generator may have diverged.", generator.loss_jump[0].upper() +
+                                  generator.loss_jump[1:] + "."))
     document = page.page("cardiofair study report", intro, sections)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,8 @@ class GeneratorFacts:
     guide_step: int | None
     # Images (N, 2, H, W) of mask pairs under prompts, one seed each.
     draw: Callable[[np.ndarray, Sequence[str], Sequence[int]], np.ndarray]
+    # Where the training loss jumped (a diverged model), in words; None if it did not.
+    loss_jump: str | None = None
 
 
 def quality_markdown(quality: QualityResult | None, source: str, checks: Sequence[str] = ()) -> str:
@@ -131,6 +133,8 @@ def model_card(generator: GeneratorFacts | None, *, datasets: Sequence[str], qua
         ("training timesteps / min-SNR gamma", f"from {settings.get('min_timestep', 0)} on / "
                                                f"{settings.get('min_snr_gamma')}"),
         ("guide for autoguidance", _guide(generator, settings, training)),
+        ("loss", generator.loss_jump or ("not recorded" if "loss_jump" not in training else
+                                         "no jump (see training/loss.png)")),
         ("seed", settings.get("seed", NOT_GIVEN)),
     ]
     cells = pd.DataFrame(info.get("training_cells") or [])

@@ -57,11 +57,13 @@ def generator_facts(model: str | os.PathLike, synthetic: str | os.PathLike | Non
     from cardiofair.diffusion import quiet_model_loading
     from cardiofair.diffusion.presets import SamplerSettings, guide_step
     from cardiofair.diffusion.sample import TrainedGenerator, model_hash
+    from cardiofair.diffusion.validation import LossJump
 
     quiet_model_loading()
     trained = TrainResult.load(model)
     folder, card = trained.folder, trained.card
     settings = (card.get("training") or {}).get("settings") or {}
+    jump = (card.get("training") or {}).get("loss_jump")
     share, total = settings.get("guide_at"), settings.get("max_steps")
     # The row shows what the synthetic records look like: a run with attribute guidance, say,
     # draws otherwise than the model's defaults.
@@ -77,7 +79,8 @@ def generator_facts(model: str | os.PathLike, synthetic: str | os.PathLike | Non
 
     return GeneratorFacts(trained, model_hash(folder), _parameter_counts(folder),
                           sampler.describe() if sampler else "",
-                          guide_step(share, int(total)) if share is not None and total else None, draw)
+                          guide_step(share, int(total)) if share is not None and total else None, draw,
+                          LossJump(**jump).describe() if jump else None)
 
 
 def _parameter_counts(model_dir: Path) -> dict[str, int]:
