@@ -634,7 +634,7 @@ def test_the_first_steps_draw_the_early_batch(dataset, tmp_path):
     batches = train_module.BatchSource(data, build_prompt_tokenizer(data.prompts), preset, settings)
     sizes = [len(batches.draw(torch.Generator().manual_seed(0), True, step)[0]) for step in range(5)]
     assert sizes == [2, 2, 2, 4, 4]
-    assert "batch 4, 2 for the first 3 steps" in train_module.describe_budget(settings)
+    assert "batch 4, 2 for the first 3 steps, lr 0.001 cosine)" in train_module.describe_budget(settings)
     out = train(dataset, tmp_path / "early", replace(settings, max_steps=4), progress_bar=False)
     assert TrainedGenerator(out).sample(np.stack([r.mask for r in load_dataset(dataset)[:1]]), [PROMPT], [0]).shape[0] == 1
 

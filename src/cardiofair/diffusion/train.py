@@ -588,4 +588,5 @@ def describe_budget(settings: TrainSettings) -> str:
              for stage, steps, minutes in settings.stage_budgets()]
     early = (f", {settings.early_batch_size} for the first {settings.early_steps} steps"
              if settings.early_batch_size is not None and settings.early_steps else "")
-    return "; ".join(parts) + f" (batch {settings.batch_size}{early}, lr {settings.learning_rate:g})"
+    return "; ".join(parts) + (f" (batch {settings.batch_size}{early}, lr {settings.learning_rate:g} "
+                               f"{settings.lr_schedule})")
